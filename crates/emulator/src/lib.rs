@@ -1,0 +1,1 @@
+//! `x-emulator`: a local stand-in for X's side. (Built under issue 6.)

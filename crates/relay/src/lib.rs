@@ -1,0 +1,1 @@
+//! The `activity-relay` service: config, pipeline, dedup, dispatch, metrics, CLI.

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("activity-relay: not built yet");
+    std::process::exit(2);
+}

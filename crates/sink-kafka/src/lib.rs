@@ -1,0 +1,1 @@
+//! activity-relay's kafka sink. (Built under issue 5.)

@@ -1,0 +1,1 @@
+//! activity-relay's nats sink. (Built under issue 5.)

@@ -1,0 +1,1 @@
+//! activity-relay's rabbitmq sink. (Built under issue 5.)

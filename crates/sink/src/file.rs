@@ -1,0 +1,1 @@
+//! The embedded default sink: NDJSON envelopes to rotating files, or stdout.

@@ -1,0 +1,77 @@
+//! `relay-sink`: what every broker sink shares. (API contract; filled in under issue 3.)
+//!
+//! * [`Sink`]: async batch publish with a confirmation per record.
+//! * [`Template`]: routing templates such as `x.activity.{type}`.
+//! * [`encode`]: the CloudEvents structured and binary wire modes.
+//! * [`file::FileSink`]: the embedded default sink (NDJSON files, or stdout).
+
+use bytes::Bytes;
+use relay_envelope::{DeadLetter, Envelope};
+
+pub mod file;
+
+/// One spooled record handed to a sink.
+#[derive(Clone, Debug)]
+pub struct Message {
+    /// Spool offset (for logs; sinks need not use it).
+    pub offset: u64,
+    /// When the relay accepted the record, ms since the Unix epoch.
+    pub accepted_at_ms: u64,
+    pub payload: Payload,
+    /// The record's JSON as spooled: the envelope (or dead letter) exactly as it will be
+    /// published in structured mode. Sinks send these bytes rather than re-serializing.
+    pub json: Bytes,
+}
+
+#[derive(Clone, Debug)]
+pub enum Payload {
+    Event(Box<Envelope>),
+    DeadLetter(Box<DeadLetter>),
+}
+
+/// Why a record was not published.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Worth retrying (broker down, timeout, nack, closed channel, …).
+    #[error("{reason}: {detail}")]
+    Retryable { reason: &'static str, detail: String },
+    /// The broker will never take this record (too large, invalid destination, …): the
+    /// dispatcher dead-letters it.
+    #[error("{reason} (permanent): {detail}")]
+    Permanent { reason: &'static str, detail: String },
+}
+
+impl PublishError {
+    /// Short label for the `reason` metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PublishError::Retryable { reason, .. } | PublishError::Permanent { reason, .. } => {
+                reason
+            }
+        }
+    }
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, PublishError::Permanent { .. })
+    }
+}
+
+/// A destination for envelopes.
+#[async_trait::async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// The configured name (cursor name in the spool, metric label).
+    fn name(&self) -> &str;
+
+    /// Publishes a batch; the result has one entry per message, in order. `Ok` means the
+    /// broker confirmed it (delivery report, JetStream ack, publisher confirm).
+    async fn publish(&self, batch: &[Message]) -> Vec<Result<(), PublishError>>;
+
+    /// Whether the broker connection is usable (readiness).
+    async fn ready(&self) -> bool {
+        true
+    }
+
+    /// Flushes anything buffered and closes; called once at shutdown.
+    async fn close(&self) -> Result<(), PublishError> {
+        Ok(())
+    }
+}
