@@ -1,1 +1,468 @@
-//! The embedded default sink: NDJSON envelopes to rotating files, or stdout.
+//! The embedded default sink: one NDJSON line per record, to rotating files or stdout.
+//!
+//! Files are `<dir>/<sink name>-<UTC timestamp>-<seq>.ndjson`, e.g.
+//! `events-20251122T031500Z-000007.ndjson`. `seq` continues from the highest one already in
+//! the directory, so names never collide across restarts; they sort by creation time (and
+//! the pruning of old files, `max_files`, goes by `seq`, immune to clock changes).
+//!
+//! Each line is the record's JSON as spooled ([`Message::json`]): envelopes and dead
+//! letters alike. A record is confirmed only once its line is written and, with
+//! `fsync = true` (the default), synced to disk. A new file is started when the next line
+//! would take the current one past `max_file_bytes` (a single line larger than that gets a
+//! file of its own). All I/O runs on tokio's blocking pool.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use crate::{Message, PublishError, Sink};
+
+/// `[sinks.<name>]` with `type = "file"`.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// An existing, writable directory, or `-` for stdout.
+    pub path: String,
+    /// Rotate before a file would exceed this many bytes. Default 64 MiB.
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Keep at most this many files of this sink (the current one included), deleting the
+    /// oldest. Default: keep all.
+    #[serde(default)]
+    pub max_files: Option<usize>,
+    /// fsync each batch before confirming it. Default true.
+    #[serde(default = "default_fsync")]
+    pub fsync: bool,
+}
+
+fn default_max_file_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+fn default_fsync() -> bool {
+    true
+}
+
+impl FileSinkConfig {
+    /// A config with every default, writing to `path`.
+    pub fn new(path: impl Into<String>) -> Self {
+        FileSinkConfig {
+            path: path.into(),
+            max_file_bytes: default_max_file_bytes(),
+            max_files: None,
+            fsync: default_fsync(),
+        }
+    }
+}
+
+/// Why the file sink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum FileSinkError {
+    #[error("file sink {sink:?}: directory {path:?} does not exist")]
+    MissingDirectory { sink: String, path: PathBuf },
+    #[error("file sink {sink:?}: {path:?} is not a directory")]
+    NotADirectory { sink: String, path: PathBuf },
+    #[error("file sink {sink:?}: cannot create a file in {path:?}: {source}")]
+    NotWritable {
+        sink: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("file sink {sink:?}: cannot read directory {path:?}: {source}")]
+    Io {
+        sink: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("file sink {sink:?}: invalid configuration: {detail}")]
+    Config { sink: String, detail: String },
+}
+
+/// The file (or stdout) sink. See the module docs.
+pub struct FileSink {
+    name: String,
+    inner: Arc<Mutex<Writer>>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for FileSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSink")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+enum Writer {
+    Stdout,
+    Dir(DirWriter),
+}
+
+struct DirWriter {
+    dir: PathBuf,
+    /// File name prefix: the sink name, made file-name safe, plus `-`.
+    prefix: String,
+    max_file_bytes: u64,
+    max_files: Option<usize>,
+    fsync: bool,
+    next_seq: u64,
+    current: Option<Current>,
+}
+
+struct Current {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+impl FileSink {
+    /// Opens the sink: checks that the directory exists and is writable, and creates the
+    /// first file in it.
+    pub fn open(name: &str, cfg: &FileSinkConfig) -> Result<FileSink, FileSinkError> {
+        if cfg.path.is_empty() {
+            return Err(FileSinkError::Config {
+                sink: name.to_owned(),
+                detail: "path is empty (a directory, or \"-\" for stdout)".into(),
+            });
+        }
+        if cfg.max_file_bytes == 0 {
+            return Err(FileSinkError::Config {
+                sink: name.to_owned(),
+                detail: "max_file_bytes must be at least 1".into(),
+            });
+        }
+        if cfg.max_files == Some(0) {
+            return Err(FileSinkError::Config {
+                sink: name.to_owned(),
+                detail: "max_files must be at least 1 (or absent to keep all files)".into(),
+            });
+        }
+        let writer = if cfg.path == "-" {
+            Writer::Stdout
+        } else {
+            let dir = PathBuf::from(&cfg.path);
+            match std::fs::metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(FileSinkError::NotADirectory {
+                        sink: name.to_owned(),
+                        path: dir,
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(FileSinkError::MissingDirectory {
+                        sink: name.to_owned(),
+                        path: dir,
+                    })
+                }
+                Err(source) => {
+                    return Err(FileSinkError::Io {
+                        sink: name.to_owned(),
+                        path: dir,
+                        source,
+                    })
+                }
+            }
+            let prefix = format!("{}-", file_safe(name));
+            let next_seq = existing_files(&dir, &prefix)
+                .map_err(|source| FileSinkError::Io {
+                    sink: name.to_owned(),
+                    path: dir.clone(),
+                    source,
+                })?
+                .last()
+                .map_or(0, |(seq, _)| seq + 1);
+            let mut w = DirWriter {
+                dir: dir.clone(),
+                prefix,
+                max_file_bytes: cfg.max_file_bytes,
+                max_files: cfg.max_files,
+                fsync: cfg.fsync,
+                next_seq,
+                current: None,
+            };
+            w.rotate().map_err(|source| FileSinkError::NotWritable {
+                sink: name.to_owned(),
+                path: dir,
+                source,
+            })?;
+            Writer::Dir(w)
+        };
+        Ok(FileSink {
+            name: name.to_owned(),
+            inner: Arc::new(Mutex::new(writer)),
+            healthy: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
+    /// The file currently written to (`None` for stdout).
+    pub fn current_path(&self) -> Option<PathBuf> {
+        match &*lock(&self.inner) {
+            Writer::Stdout => None,
+            Writer::Dir(w) => w.current.as_ref().map(|c| c.path.clone()),
+        }
+    }
+}
+
+fn lock(m: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
+    // A panic while holding the lock cannot leave a half-written line unnoticed: every
+    // write path truncates back or rotates on error. Keep going with the inner value.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Replaces every character outside `[A-Za-z0-9._-]` by `_`.
+fn file_safe(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        format!("_{s}")
+    } else {
+        s
+    }
+}
+
+/// `(seq, path)` of this sink's files in `dir`, by ascending seq.
+fn existing_files(dir: &Path, prefix: &str) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(seq) = parse_file_name(name, prefix) {
+            out.push((seq, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// `<prefix><YYYYMMDDTHHMMSSZ>-<digits>.ndjson` → seq. Strict, so that sink `a` does not
+/// claim the files of sink `a-1`.
+fn parse_file_name(name: &str, prefix: &str) -> Option<u64> {
+    let rest = name.strip_prefix(prefix)?.strip_suffix(".ndjson")?;
+    let (ts, seq) = rest.split_once('-')?;
+    let ts_ok = ts.len() == 16
+        && ts.char_indices().all(|(i, c)| match i {
+            8 => c == 'T',
+            15 => c == 'Z',
+            _ => c.is_ascii_digit(),
+        });
+    if !ts_ok || seq.len() < 6 || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    seq.parse().ok()
+}
+
+impl DirWriter {
+    /// Closes the current file (synced) and starts the next one; prunes old files.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        if let Some(cur) = self.current.take() {
+            if self.fsync {
+                cur.file.sync_all()?;
+            }
+        }
+        let ts = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+        loop {
+            let path = self
+                .dir
+                .join(format!("{}{ts}-{:06}.ndjson", self.prefix, self.next_seq));
+            self.next_seq += 1;
+            match OpenOptions::new().append(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    if self.fsync {
+                        // Make the new directory entry durable too.
+                        if let Ok(d) = File::open(&self.dir) {
+                            let _ = d.sync_all();
+                        }
+                    }
+                    tracing::debug!(path = %path.display(), "file sink: new file");
+                    self.current = Some(Current { file, path, len: 0 });
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.prune();
+        Ok(())
+    }
+
+    fn prune(&self) {
+        let Some(max) = self.max_files else { return };
+        let files = match existing_files(&self.dir, &self.prefix) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "file sink: cannot list files to prune");
+                return;
+            }
+        };
+        let excess = files.len().saturating_sub(max);
+        for (_, path) in files.into_iter().take(excess) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => tracing::info!(path = %path.display(), "file sink: removed old file"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "file sink: cannot remove old file")
+                }
+            }
+        }
+    }
+
+    /// Writes the lines in order, then syncs; returns how many were confirmed and, when
+    /// not all, the error that stopped it.
+    fn write_batch(&mut self, lines: &[Bytes]) -> (usize, Option<std::io::Error>) {
+        let mut written = 0;
+        let mut failure = None;
+        for line in lines {
+            if let Err(e) = self.write_line(line) {
+                failure = Some(e);
+                break;
+            }
+            written += 1;
+        }
+        if written > 0 && self.fsync {
+            if let Some(cur) = &self.current {
+                if let Err(e) = cur.file.sync_data() {
+                    // Nothing of this batch is known to be durable. Start a fresh file next
+                    // time: after a failed fsync the page cache state is unknown.
+                    self.current = None;
+                    return (0, Some(e));
+                }
+            }
+        }
+        (written, failure)
+    }
+
+    fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        let needed = line.len() as u64 + 1;
+        let must_rotate = match &self.current {
+            None => true,
+            Some(cur) => cur.len > 0 && cur.len + needed > self.max_file_bytes,
+        };
+        if must_rotate {
+            self.rotate()?;
+        }
+        let Some(cur) = self.current.as_mut() else {
+            return Err(std::io::Error::other("no current file"));
+        };
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line);
+        buf.push(b'\n');
+        match cur.file.write_all(&buf) {
+            Ok(()) => {
+                cur.len += needed;
+                Ok(())
+            }
+            Err(e) => {
+                // Do not leave a torn line for the next one to be glued to: cut the file
+                // back to the last whole line, or abandon it if that fails too.
+                if cur.file.set_len(cur.len).is_err() {
+                    self.current = None;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        match &self.current {
+            Some(cur) if self.fsync => cur.file.sync_all(),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn write_stdout(lines: &[Bytes]) -> (usize, Option<std::io::Error>) {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut written = 0;
+    for line in lines {
+        if let Err(e) = out.write_all(line).and_then(|()| out.write_all(b"\n")) {
+            return (written, Some(e));
+        }
+        written += 1;
+    }
+    match out.flush() {
+        Ok(()) => (written, None),
+        Err(e) => (0, Some(e)),
+    }
+}
+
+fn io_error(e: &std::io::Error) -> PublishError {
+    let reason = match e.kind() {
+        std::io::ErrorKind::StorageFull => "disk_full",
+        std::io::ErrorKind::PermissionDenied => "permission_denied",
+        std::io::ErrorKind::NotFound => "not_found",
+        _ => "io_error",
+    };
+    PublishError::Retryable {
+        reason,
+        detail: e.to_string(),
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for FileSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn publish(&self, batch: &[Message]) -> Vec<Result<(), PublishError>> {
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        let lines: Vec<Bytes> = batch.iter().map(|m| m.json.clone()).collect();
+        let inner = Arc::clone(&self.inner);
+        let outcome = tokio::task::spawn_blocking(move || match &mut *lock(&inner) {
+            Writer::Stdout => write_stdout(&lines),
+            Writer::Dir(w) => w.write_batch(&lines),
+        })
+        .await;
+        let (written, failure) = match outcome {
+            Ok(r) => r,
+            Err(e) => (
+                0,
+                Some(std::io::Error::other(format!("writer task failed: {e}"))),
+            ),
+        };
+        self.healthy.store(failure.is_none(), Ordering::Relaxed);
+        if let Some(e) = &failure {
+            tracing::warn!(sink = %self.name, error = %e, written, failed = batch.len() - written, "file sink: write failed");
+        }
+        let err = failure.as_ref().map(io_error);
+        (0..batch.len())
+            .map(|i| match &err {
+                Some(e) if i >= written => Err(e.clone()),
+                _ => Ok(()),
+            })
+            .collect()
+    }
+
+    async fn ready(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    async fn close(&self) -> Result<(), PublishError> {
+        let inner = Arc::clone(&self.inner);
+        let r = tokio::task::spawn_blocking(move || match &mut *lock(&inner) {
+            Writer::Stdout => std::io::stdout().flush(),
+            Writer::Dir(w) => w.sync(),
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("writer task failed: {e}"))));
+        r.map_err(|e| io_error(&e))
+    }
+}

@@ -9,6 +9,14 @@ use bytes::Bytes;
 use relay_envelope::{DeadLetter, Envelope};
 
 pub mod file;
+mod template;
+mod wire;
+
+pub use template::{Attr, Template, TemplateError, MISSING};
+pub use wire::{
+    encode, Encoded, HeaderStyle, WireMode, CONTENT_TYPE_CLOUDEVENTS_JSON, CONTENT_TYPE_JSON,
+    DEADLETTER_REASON_ATTR,
+};
 
 /// One spooled record handed to a sink.
 #[derive(Clone, Debug)]
@@ -23,6 +31,23 @@ pub struct Message {
     pub json: Bytes,
 }
 
+impl Message {
+    /// The record's id: the envelope `id` (the deduplication key) or the dead letter's
+    /// `deadletter:<sha256>` id. Sinks set the broker's duplicate-detection id from it.
+    pub fn id(&self) -> &str {
+        match &self.payload {
+            Payload::Event(env) => &env.id,
+            Payload::DeadLetter(dl) => &dl.id,
+        }
+    }
+
+    /// Whether this record is a dead letter (published to the dead-letter destination).
+    pub fn is_dead_letter(&self) -> bool {
+        matches!(self.payload, Payload::DeadLetter(_))
+    }
+}
+
+/// What a spooled record holds.
 #[derive(Clone, Debug)]
 pub enum Payload {
     Event(Box<Envelope>),
@@ -34,11 +59,17 @@ pub enum Payload {
 pub enum PublishError {
     /// Worth retrying (broker down, timeout, nack, closed channel, …).
     #[error("{reason}: {detail}")]
-    Retryable { reason: &'static str, detail: String },
+    Retryable {
+        reason: &'static str,
+        detail: String,
+    },
     /// The broker will never take this record (too large, invalid destination, …): the
     /// dispatcher dead-letters it.
     #[error("{reason} (permanent): {detail}")]
-    Permanent { reason: &'static str, detail: String },
+    Permanent {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 impl PublishError {
