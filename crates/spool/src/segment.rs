@@ -1,0 +1,301 @@
+//! Segment files: naming, creation, positional reads and the recovery scan.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::record::{
+    decode_record, decode_segment_header, encode_segment_header, Decoded, DecodedRecord,
+    FLAG_BATCH_END, SEGMENT_HEADER_LEN,
+};
+use crate::{io_err, SpoolError};
+
+/// Every `INDEX_EVERY`-th record of a segment has an index entry.
+pub(crate) const INDEX_EVERY: u64 = 32;
+/// Bytes read from a segment file at a time.
+const CHUNK: usize = 256 * 1024;
+/// Largest record body accepted from disk. Reads never go past the segment's valid length,
+/// so a damaged length field costs at most one read to the end of the file.
+pub(crate) const MAX_BODY_ON_DISK: u64 = u32::MAX as u64;
+const SUFFIX: &str = ".seg";
+
+/// A sparse index entry: the record `base + rel` starts at byte `pos`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IndexEntry {
+    pub rel: u64,
+    pub pos: u64,
+    pub accepted_at_ms: u64,
+}
+
+/// A segment as known to readers (only durable, published records).
+pub(crate) struct Segment {
+    pub base: u64,
+    /// Valid records, `base..base + count`.
+    pub count: u64,
+    /// End of the last valid record: readers never read past it.
+    pub valid_len: u64,
+    /// Size of the file on disk (what counts against `max_bytes`).
+    pub file_len: u64,
+    pub path: PathBuf,
+    pub file: Arc<File>,
+    pub index: Vec<IndexEntry>,
+}
+
+impl Segment {
+    pub fn end(&self) -> u64 {
+        self.base + self.count
+    }
+
+    /// The index entry at or before record `offset` (which must be within the segment).
+    pub fn entry_for(&self, offset: u64) -> IndexEntry {
+        let rel = offset.saturating_sub(self.base);
+        let i = self.index.partition_point(|e| e.rel <= rel);
+        match i.checked_sub(1).and_then(|i| self.index.get(i)) {
+            Some(e) => *e,
+            None => IndexEntry {
+                rel: 0,
+                pos: SEGMENT_HEADER_LEN as u64,
+                accepted_at_ms: 0,
+            },
+        }
+    }
+}
+
+pub(crate) fn segment_path(dir: &Path, base: u64) -> PathBuf {
+    dir.join(format!("{base:020}{SUFFIX}"))
+}
+
+/// The base offset encoded in a segment file name, if it is one.
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Creates a new segment file holding only its header and fsyncs it (the caller fsyncs the
+/// directory).
+pub(crate) fn create_segment(dir: &Path, base: u64) -> Result<(PathBuf, Arc<File>), SpoolError> {
+    let path = segment_path(dir, base);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|e| io_err(&path, e))?;
+    file.write_all_at(&encode_segment_header(base), 0)
+        .map_err(|e| io_err(&path, e))?;
+    file.sync_data().map_err(|e| io_err(&path, e))?;
+    Ok((path, Arc::new(file)))
+}
+
+/// One step of a [`FrameReader`].
+pub(crate) enum Frame {
+    Record {
+        record: DecodedRecord,
+        /// Position just after the frame.
+        end: u64,
+    },
+    /// The reader reached its end exactly at a frame boundary.
+    End,
+    /// The bytes up to the end stop inside a frame.
+    Torn,
+    Corrupt(&'static str),
+}
+
+/// Sequential frame decoding over positional reads of `pos..end` of a file.
+pub(crate) struct FrameReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+    buf: Vec<u8>,
+    /// File position of `buf[0]`.
+    buf_pos: u64,
+}
+
+impl<'a> FrameReader<'a> {
+    pub fn new(file: &'a File, pos: u64, end: u64) -> Self {
+        FrameReader {
+            file,
+            pos,
+            end,
+            buf: Vec::new(),
+            buf_pos: pos,
+        }
+    }
+
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// Decodes the frame at the current position as the record at logical `offset`.
+    pub fn next(&mut self, offset: u64) -> io::Result<Frame> {
+        loop {
+            if self.pos >= self.end {
+                return Ok(Frame::End);
+            }
+            let rel = usize::try_from(self.pos - self.buf_pos).unwrap_or(usize::MAX);
+            let avail = self.buf.get(rel..).unwrap_or(&[]);
+            match decode_record(avail, offset, MAX_BODY_ON_DISK) {
+                Decoded::Record { record, len } => {
+                    self.pos += len as u64;
+                    return Ok(Frame::Record {
+                        record,
+                        end: self.pos,
+                    });
+                }
+                Decoded::Corrupt(reason) => return Ok(Frame::Corrupt(reason)),
+                Decoded::Incomplete { needed } => {
+                    let have = avail.len() as u64;
+                    if self.pos + have >= self.end {
+                        return Ok(Frame::Torn);
+                    }
+                    let want = needed.unwrap_or(0).max(CHUNK) as u64;
+                    let len = want.min(self.end - self.pos);
+                    let len = usize::try_from(len).unwrap_or(usize::MAX);
+                    self.buf.clear();
+                    self.buf.resize(len, 0);
+                    self.buf_pos = self.pos;
+                    let mut filled = 0;
+                    while filled < len {
+                        match self
+                            .file
+                            .read_at(&mut self.buf[filled..], self.pos + filled as u64)
+                        {
+                            Ok(0) => break,
+                            Ok(n) => filled += n,
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    if filled < len {
+                        // The file is shorter than expected: whatever is there is all there is.
+                        self.buf.truncate(filled);
+                        self.end = self.pos + filled as u64;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the recovery scan of one segment found.
+pub(crate) struct Scanned {
+    pub segment: Segment,
+    /// Why the scan stopped before the end of the file, with the position it stopped at.
+    pub damage: Option<(u64, &'static str)>,
+}
+
+/// Scans a segment file, verifying every record.
+///
+/// For the last segment (`is_last`), the file is truncated after the last complete batch:
+/// a torn or corrupt tail and a batch whose last record is missing are cut. Older segments
+/// are never modified; their valid prefix is kept and the damage is returned for the caller
+/// to report.
+pub(crate) fn scan_segment(path: &Path, base: u64, is_last: bool) -> Result<Scanned, SpoolError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| io_err(path, e))?;
+    let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
+    let mut header = [0u8; SEGMENT_HEADER_LEN];
+    let header_ok = file_len >= SEGMENT_HEADER_LEN as u64
+        && file.read_exact_at(&mut header, 0).is_ok()
+        && decode_segment_header(&header) == Some(base);
+    if !header_ok {
+        if is_last {
+            tracing::warn!(path = %path.display(), file_len, "last segment has no valid header (torn creation); rewriting it empty");
+            file.set_len(0).map_err(|e| io_err(path, e))?;
+            file.write_all_at(&encode_segment_header(base), 0)
+                .map_err(|e| io_err(path, e))?;
+            file.sync_all().map_err(|e| io_err(path, e))?;
+            return Ok(Scanned {
+                segment: Segment {
+                    base,
+                    count: 0,
+                    valid_len: SEGMENT_HEADER_LEN as u64,
+                    file_len: SEGMENT_HEADER_LEN as u64,
+                    path: path.to_path_buf(),
+                    file: Arc::new(file),
+                    index: Vec::new(),
+                },
+                damage: None,
+            });
+        }
+        return Ok(Scanned {
+            segment: Segment {
+                base,
+                count: 0,
+                valid_len: 0,
+                file_len,
+                path: path.to_path_buf(),
+                file: Arc::new(file),
+                index: Vec::new(),
+            },
+            damage: Some((0, "bad segment header")),
+        });
+    }
+
+    let mut reader = FrameReader::new(&file, SEGMENT_HEADER_LEN as u64, file_len);
+    let mut index = Vec::new();
+    let mut count = 0u64;
+    let mut batch_end = (SEGMENT_HEADER_LEN as u64, 0u64);
+    let damage = loop {
+        let at = reader.pos();
+        match reader.next(base + count).map_err(|e| io_err(path, e))? {
+            Frame::Record { record, end } => {
+                if count % INDEX_EVERY == 0 {
+                    index.push(IndexEntry {
+                        rel: count,
+                        pos: at,
+                        accepted_at_ms: record.accepted_at_ms,
+                    });
+                }
+                count += 1;
+                if record.flags & FLAG_BATCH_END != 0 {
+                    batch_end = (end, count);
+                }
+            }
+            Frame::End => break None,
+            Frame::Torn => break Some((at, "torn record")),
+            Frame::Corrupt(reason) => break Some((at, reason)),
+        }
+    };
+    let valid_end = reader.pos();
+    let (valid_len, count, file_len) = if is_last {
+        let (keep_len, keep_count) = batch_end;
+        if keep_len < file_len {
+            tracing::warn!(
+                path = %path.display(),
+                reason = damage.map(|d| d.1).unwrap_or("incomplete batch"),
+                kept_records = keep_count,
+                dropped_records = count - keep_count,
+                dropped_bytes = file_len - keep_len,
+                "cutting the spool's torn or corrupt tail (never acknowledged to the writer)"
+            );
+            file.set_len(keep_len).map_err(|e| io_err(path, e))?;
+            file.sync_all().map_err(|e| io_err(path, e))?;
+        }
+        index.retain(|e| e.rel < keep_count);
+        (keep_len, keep_count, keep_len)
+    } else {
+        (valid_end, count, file_len)
+    };
+    Ok(Scanned {
+        segment: Segment {
+            base,
+            count,
+            valid_len,
+            file_len,
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            index,
+        },
+        damage: if is_last { None } else { damage },
+    })
+}

@@ -1,0 +1,408 @@
+//! The writer thread: the only place that writes segment files. It drains every queued
+//! request, writes all queued batches, fsyncs once (group commit), publishes the records to
+//! readers and only then answers each appender.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cursors::sync_dir;
+use crate::record::{encode_record, encoded_len, FLAG_BATCH_END, RECORD_OVERHEAD};
+use crate::record::{BODY_FIXED_LEN, SEGMENT_HEADER_LEN};
+use crate::segment::{create_segment, IndexEntry, Segment, INDEX_EVERY};
+use crate::{gc, io_err, AppendReceipt, NewRecord, Shared, SpoolError, StoredRecord};
+
+/// Most requests handled in one group (one fsync).
+const MAX_GROUP: usize = 4096;
+
+type Reply = oneshot::Sender<Result<AppendReceipt, SpoolError>>;
+
+pub(crate) enum Request {
+    Append {
+        batch: Vec<NewRecord>,
+        reply: Reply,
+    },
+    /// A cursor moved: roll the active segment if every sink has passed it, so it can go.
+    Maintain,
+    Close {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The segment being appended to, as the writer sees it (ahead of what is published).
+struct Active {
+    base: u64,
+    count: u64,
+    len: u64,
+    path: PathBuf,
+    file: Arc<File>,
+    /// Created by this writer and not yet published.
+    new: bool,
+    /// Index entries not yet published.
+    index: Vec<IndexEntry>,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    active: Active,
+    next_offset: u64,
+    /// Set after an fsync failure: the page cache can no longer be trusted, so every further
+    /// append fails until the spool is reopened (recovery then decides from the disk).
+    poisoned: Option<String>,
+    buf: Vec<u8>,
+}
+
+struct Planned {
+    reply: Reply,
+    receipt: AppendReceipt,
+}
+
+impl Writer {
+    pub(crate) fn new(shared: Arc<Shared>) -> Option<Writer> {
+        let (active, next_offset) = {
+            let st = shared.state.lock();
+            let seg = st.segments.back()?;
+            (
+                Active {
+                    base: seg.base,
+                    count: seg.count,
+                    len: seg.file_len,
+                    path: seg.path.clone(),
+                    file: seg.file.clone(),
+                    new: false,
+                    index: Vec::new(),
+                },
+                st.next_offset,
+            )
+        };
+        Some(Writer {
+            shared,
+            active,
+            next_offset,
+            poisoned: None,
+            buf: Vec::new(),
+        })
+    }
+
+    pub(crate) fn run(mut self, mut rx: mpsc::UnboundedReceiver<Request>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
+            }
+            let mut close = None;
+            let mut appends = Vec::new();
+            let mut maintain = false;
+            for req in group {
+                match req {
+                    Request::Append { batch, reply } => {
+                        if close.is_some() {
+                            let _ = reply.send(Err(SpoolError::Closed));
+                        } else {
+                            appends.push((batch, reply));
+                        }
+                    }
+                    Request::Maintain => maintain = true,
+                    Request::Close { reply } => close = Some(reply),
+                }
+            }
+            if maintain || !appends.is_empty() {
+                self.maintain();
+            }
+            if !appends.is_empty() {
+                self.append_group(appends);
+            }
+            if let Some(reply) = close {
+                rx.close();
+                while let Ok(req) = rx.try_recv() {
+                    match req {
+                        Request::Append { reply, .. } => {
+                            let _ = reply.send(Err(SpoolError::Closed));
+                        }
+                        Request::Close { reply } => {
+                            let _ = reply.send(());
+                        }
+                        Request::Maintain => {}
+                    }
+                }
+                tracing::debug!(dir = %self.shared.config.dir.display(), "spool writer closed");
+                let _ = reply.send(());
+                return;
+            }
+        }
+    }
+
+    /// If every sink has passed the whole log and the active segment holds records, starts a
+    /// new empty segment so the old one can be deleted (its name keeps the next offset).
+    fn maintain(&mut self) {
+        if self.poisoned.is_some() || self.active.count == 0 {
+            return;
+        }
+        let passed = {
+            let st = self.shared.state.lock();
+            st.min_cursor().is_some_and(|m| m >= self.next_offset)
+        };
+        if !passed {
+            return;
+        }
+        let dir = self.shared.config.dir.clone();
+        let result = create_segment(&dir, self.next_offset).and_then(|(path, file)| {
+            sync_dir(&dir)?;
+            Ok((path, file))
+        });
+        match result {
+            Ok((path, file)) => {
+                {
+                    let mut st = self.shared.state.lock();
+                    st.bytes += SEGMENT_HEADER_LEN as u64;
+                    st.segments.push_back(Segment {
+                        base: self.next_offset,
+                        count: 0,
+                        valid_len: SEGMENT_HEADER_LEN as u64,
+                        file_len: SEGMENT_HEADER_LEN as u64,
+                        path: path.clone(),
+                        file: file.clone(),
+                        index: Vec::new(),
+                    });
+                }
+                self.active = Active {
+                    base: self.next_offset,
+                    count: 0,
+                    len: SEGMENT_HEADER_LEN as u64,
+                    path,
+                    file,
+                    new: false,
+                    index: Vec::new(),
+                };
+                gc(&self.shared);
+            }
+            Err(e) => tracing::error!(error = %e, "could not roll the fully delivered segment"),
+        }
+    }
+
+    fn append_group(&mut self, appends: Vec<(Vec<NewRecord>, Reply)>) {
+        if let Some(reason) = &self.poisoned {
+            for (_, reply) in appends {
+                let _ = reply.send(Err(poison_err(&self.shared.config.dir, reason)));
+            }
+            return;
+        }
+        let config = &self.shared.config;
+        let mut used = self.shared.state.lock().bytes;
+        let start_offset = self.next_offset;
+        let mut planned: Vec<Planned> = Vec::new();
+        let mut tail: Vec<StoredRecord> = Vec::new();
+        // Segments filled and closed within this group, and new ones created.
+        let mut closed: Vec<Active> = Vec::new();
+        let mut dir_dirty = false;
+
+        for (batch, reply) in appends {
+            if let Some(reason) = &self.poisoned {
+                let _ = reply.send(Err(poison_err(&config.dir, reason)));
+                continue;
+            }
+            // Size checks: all or nothing.
+            let mut batch_bytes = 0u64;
+            let mut too_large = None;
+            for r in &batch {
+                let size = encoded_len(r.payload.len());
+                let body = (BODY_FIXED_LEN + r.payload.len()) as u64;
+                if size + SEGMENT_HEADER_LEN as u64 > config.segment_bytes
+                    || body > u64::from(u32::MAX)
+                {
+                    too_large = Some(size);
+                    break;
+                }
+                batch_bytes += size;
+            }
+            if let Some(size) = too_large {
+                let _ = reply.send(Err(SpoolError::RecordTooLarge {
+                    size,
+                    max: config.segment_bytes,
+                }));
+                continue;
+            }
+            if batch.is_empty() {
+                let _ = reply.send(Ok(AppendReceipt {
+                    first_offset: self.next_offset,
+                    last_offset: self.next_offset,
+                }));
+                continue;
+            }
+            // A batch never spans segments, so that recovery can keep or cut it whole.
+            let roll = self.active.len > SEGMENT_HEADER_LEN as u64
+                && self.active.len + batch_bytes > config.segment_bytes;
+            let extra = if roll { SEGMENT_HEADER_LEN as u64 } else { 0 };
+            if used + batch_bytes + extra > config.max_bytes {
+                let _ = reply.send(Err(SpoolError::Full {
+                    used,
+                    max: config.max_bytes,
+                }));
+                continue;
+            }
+            if roll {
+                match create_segment(&config.dir, self.next_offset) {
+                    Ok((path, file)) => {
+                        let old = std::mem::replace(
+                            &mut self.active,
+                            Active {
+                                base: self.next_offset,
+                                count: 0,
+                                len: SEGMENT_HEADER_LEN as u64,
+                                path,
+                                file,
+                                new: true,
+                                index: Vec::new(),
+                            },
+                        );
+                        closed.push(old);
+                        dir_dirty = true;
+                        used += extra;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not create a new spool segment");
+                        let _ = std::fs::remove_file(crate::segment::segment_path(
+                            &config.dir,
+                            self.next_offset,
+                        ));
+                        let _ = reply.send(Err(e));
+                        continue;
+                    }
+                }
+            }
+            self.buf.clear();
+            let mut index = Vec::new();
+            let mut pos = self.active.len;
+            let n = batch.len();
+            for (i, r) in batch.iter().enumerate() {
+                let offset = self.next_offset + i as u64;
+                let rel = self.active.count + i as u64;
+                if rel % INDEX_EVERY == 0 {
+                    index.push(IndexEntry {
+                        rel,
+                        pos,
+                        accepted_at_ms: r.accepted_at_ms,
+                    });
+                }
+                let flags = if i + 1 == n { FLAG_BATCH_END } else { 0 };
+                encode_record(
+                    &mut self.buf,
+                    offset,
+                    r.kind,
+                    flags,
+                    r.accepted_at_ms,
+                    &r.payload,
+                );
+                pos += (RECORD_OVERHEAD + r.payload.len()) as u64;
+            }
+            if let Err(e) = self.active.file.write_all_at(&self.buf, self.active.len) {
+                let err = io_err(&self.active.path, e);
+                tracing::error!(error = %err, "spool write failed; batch rejected");
+                if let Err(e2) = self.active.file.set_len(self.active.len) {
+                    let reason = format!("could not undo a failed write: {e2}");
+                    tracing::error!(path = %self.active.path.display(), %reason, "spool writer poisoned");
+                    self.poisoned = Some(reason);
+                }
+                let _ = reply.send(Err(err));
+                continue;
+            }
+            let receipt = AppendReceipt {
+                first_offset: self.next_offset,
+                last_offset: self.next_offset + n as u64 - 1,
+            };
+            for (i, r) in batch.into_iter().enumerate() {
+                tail.push(StoredRecord {
+                    offset: self.next_offset + i as u64,
+                    kind: r.kind,
+                    accepted_at_ms: r.accepted_at_ms,
+                    payload: r.payload,
+                });
+            }
+            self.active.len += batch_bytes;
+            self.active.count += n as u64;
+            self.active.index.extend(index);
+            self.next_offset += n as u64;
+            used += batch_bytes;
+            planned.push(Planned { reply, receipt });
+        }
+
+        // One fsync for the whole group (plus the segments closed during it, and the directory
+        // if a segment was created).
+        let mut sync_result = Ok(());
+        for a in closed.iter().chain(std::iter::once(&self.active)) {
+            if let Err(e) = a.file.sync_data() {
+                sync_result = Err(io_err(&a.path, e));
+                break;
+            }
+        }
+        if sync_result.is_ok() && dir_dirty {
+            sync_result = sync_dir(&config.dir);
+        }
+        if let Err(e) = sync_result {
+            let reason = format!("fsync failed: {e}");
+            tracing::error!(%reason, "spool writer poisoned; appends fail until the spool is reopened");
+            self.poisoned = Some(reason.clone());
+            for p in planned {
+                let _ = p.reply.send(Err(poison_err(&config.dir, &reason)));
+            }
+            return;
+        }
+        if self.next_offset == start_offset && !dir_dirty {
+            for p in planned {
+                let _ = p.reply.send(Ok(p.receipt));
+            }
+            return;
+        }
+
+        // Publish.
+        {
+            let mut st = self.shared.state.lock();
+            for a in closed.iter_mut().chain(std::iter::once(&mut self.active)) {
+                let index = std::mem::take(&mut a.index);
+                if a.new {
+                    a.new = false;
+                    st.bytes += SEGMENT_HEADER_LEN as u64;
+                    st.segments.push_back(Segment {
+                        base: a.base,
+                        count: 0,
+                        valid_len: SEGMENT_HEADER_LEN as u64,
+                        file_len: SEGMENT_HEADER_LEN as u64,
+                        path: a.path.clone(),
+                        file: a.file.clone(),
+                        index: Vec::new(),
+                    });
+                }
+                let Some(seg) = st.segments.iter_mut().rev().find(|s| s.base == a.base) else {
+                    continue;
+                };
+                let grown = a.len.saturating_sub(seg.file_len);
+                seg.count = a.count;
+                seg.valid_len = a.len;
+                seg.file_len = a.len;
+                seg.index.extend(index);
+                st.bytes += grown;
+            }
+            st.next_offset = self.next_offset;
+            st.push_tail(tail);
+        }
+        self.shared.next_tx.send_replace(self.next_offset);
+        for p in planned {
+            let _ = p.reply.send(Ok(p.receipt));
+        }
+    }
+}
+
+fn poison_err(dir: &std::path::Path, reason: &str) -> SpoolError {
+    io_err(
+        dir,
+        std::io::Error::other(format!(
+            "spool writer stopped after an earlier failure ({reason}); reopen the spool"
+        )),
+    )
+}
