@@ -201,6 +201,7 @@ impl Writer {
         // Segments filled and closed within this group, and new ones created.
         let mut closed: Vec<Active> = Vec::new();
         let mut dir_dirty = false;
+        let mut sync_error: Option<String> = None;
 
         for (batch, reply) in appends {
             if let Some(reason) = &self.poisoned {
@@ -247,6 +248,17 @@ impl Writer {
                 continue;
             }
             if roll {
+                // The closing segment is made durable before its successor exists, so every
+                // segment but the last is always complete on disk: damage found in an older
+                // segment at recovery is real corruption, never a torn write.
+                if let Err(e) = self.active.file.sync_data() {
+                    let reason = format!("fsync of {} failed: {e}", self.active.path.display());
+                    tracing::error!(%reason, "spool writer poisoned; appends fail until the spool is reopened");
+                    self.poisoned = Some(reason.clone());
+                    sync_error = Some(reason);
+                    let _ = reply.send(Err(io_err(&self.active.path, e)));
+                    continue;
+                }
                 match create_segment(&config.dir, self.next_offset) {
                     Ok((path, file)) => {
                         let old = std::mem::replace(
@@ -332,20 +344,26 @@ impl Writer {
             planned.push(Planned { reply, receipt });
         }
 
-        // One fsync for the whole group (plus the segments closed during it, and the directory
-        // if a segment was created).
-        let mut sync_result = Ok(());
-        for a in closed.iter().chain(std::iter::once(&self.active)) {
-            if let Err(e) = a.file.sync_data() {
-                sync_result = Err(io_err(&a.path, e));
-                break;
+        // One fsync for the whole group (segments closed during it were synced when they were
+        // closed), plus the directory if a segment was created.
+        let mut sync_result = match sync_error {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        };
+        if sync_result.is_ok() {
+            if let Err(e) = self.active.file.sync_data() {
+                sync_result = Err(format!(
+                    "fsync of {} failed: {e}",
+                    self.active.path.display()
+                ));
             }
         }
         if sync_result.is_ok() && dir_dirty {
-            sync_result = sync_dir(&config.dir);
+            if let Err(e) = sync_dir(&config.dir) {
+                sync_result = Err(format!("directory fsync failed: {e}"));
+            }
         }
-        if let Err(e) = sync_result {
-            let reason = format!("fsync failed: {e}");
+        if let Err(reason) = sync_result {
             tracing::error!(%reason, "spool writer poisoned; appends fail until the spool is reopened");
             self.poisoned = Some(reason.clone());
             for p in planned {
