@@ -1,1 +1,1018 @@
-//! activity-relay's kafka sink. (Built under issue 5.)
+//! activity-relay's Kafka sink (issue 5).
+//!
+//! [`KafkaSink`] publishes envelopes with an idempotent `acks=all` librdkafka producer:
+//!
+//! * topic: the `topic` template (default `x.activity.{type}`), key: the `key` template
+//!   (default `{subject}`, per-user ordering inside a partition; an empty template gives
+//!   no key). Dead letters go to `deadletter_topic` (default `x.activity.deadletter`), with
+//!   no key.
+//! * Kafka topic names allow only `[A-Za-z0-9._-]` and at most 249 characters. The
+//!   template's literal text must already be valid (checked at start); in the values it
+//!   inserts every other character is replaced by `_` and the name is cut to 249 characters
+//!   (see [`sanitize_topic`]). The taxonomy's event types are all valid as they are.
+//! * Headers: `ce_id` always; binary mode all the `ce_*` attribute headers; and a
+//!   `content-type` header (`application/cloudevents+json` in structured mode,
+//!   `application/json` in binary mode and for dead letters, which also carry
+//!   `ce_deadletterreason`).
+//! * A record is confirmed (`Ok`) only when its delivery report succeeds. Failures map to
+//!   [`PublishError::Retryable`] (timeouts, broker down, queue full, unknown topic, …) or
+//!   [`PublishError::Permanent`] (message too large, invalid topic, invalid record).
+//! * Topics: [`KafkaSink::connect`] checks that the cluster answers and that the
+//!   dead-letter topic (and the topic, when the template is constant) exists, creating them
+//!   when `create_topics = true`, failing with a clear error otherwise. Templated topics are
+//!   checked the first time a record is routed to them: a missing topic is created
+//!   (`create_topics = true`) or its records fail with a retryable `unknown_topic` error
+//!   naming the topic, so nothing is lost once an operator creates it. The producer never
+//!   asks the broker to auto-create topics (`allow.auto.create.topics=false`, which
+//!   `properties` may override).
+//! * [`Sink::ready`] is cached: true when a metadata request or a delivery succeeded in
+//!   the last 15 s (a background task asks for metadata every 5 s), false as soon as
+//!   librdkafka reports all brokers down.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::metadata::Metadata;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use relay_sink::{encode, HeaderStyle, Message, Payload, PublishError, Sink, Template, WireMode};
+
+/// Longest valid Kafka topic name.
+pub const MAX_TOPIC_LEN: usize = 249;
+/// A healthy sink has seen a successful metadata request or delivery within this window.
+const READY_WINDOW: Duration = Duration::from_secs(15);
+/// How often the background task asks for metadata.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+/// Upper bound of a metadata request.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for a topic just created to show up in metadata.
+const CREATE_PROPAGATION: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------
+
+/// `[sinks.<name>]` with `type = "kafka"`.
+#[derive(Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// `host:port[,host:port…]`.
+    pub bootstrap_servers: String,
+    /// Topic template. Default `x.activity.{type}`.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Message key template; empty = no key. Default `{subject}`.
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// Where dead letters go. Default `x.activity.deadletter`.
+    #[serde(default = "default_deadletter_topic")]
+    pub deadletter_topic: String,
+    /// `structured` (default) or `binary`.
+    #[serde(default)]
+    pub wire_mode: WireMode,
+    /// `compression.type`: none, gzip, snappy, lz4 (default), zstd.
+    #[serde(default = "default_compression")]
+    pub compression: String,
+    /// `message.timeout.ms`: how long librdkafka keeps trying a record before reporting it
+    /// failed (retryable). Default 30s.
+    #[serde(default = "default_message_timeout", with = "humantime_serde")]
+    pub message_timeout: Duration,
+    /// `linger.ms`. Default 5ms.
+    #[serde(default = "default_linger", with = "humantime_serde")]
+    pub linger: Duration,
+    /// `batch.size` in bytes. Default 1000000 (librdkafka's).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    /// `batch.num.messages`. Default 10000 (librdkafka's).
+    #[serde(default = "default_batch_num_messages")]
+    pub batch_num_messages: u32,
+    /// `client.id`. Default `activity-relay`.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// `security.protocol`: plaintext, ssl, sasl_plaintext, sasl_ssl.
+    #[serde(default)]
+    pub security_protocol: Option<String>,
+    /// `sasl.mechanism`: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, …
+    #[serde(default)]
+    pub sasl_mechanism: Option<String>,
+    #[serde(default)]
+    pub sasl_username: Option<String>,
+    /// Redacted in `Debug`.
+    #[serde(default)]
+    pub sasl_password: Option<String>,
+    #[serde(default)]
+    pub ssl_ca_location: Option<String>,
+    /// Create missing topics (AdminClient) instead of failing. Default false.
+    #[serde(default)]
+    pub create_topics: bool,
+    /// Partitions of created topics. Default 3.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of created topics. Default 1.
+    #[serde(default = "default_replication_factor")]
+    pub replication_factor: i32,
+    /// librdkafka properties, applied last (they override everything above).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_topic() -> String {
+    "x.activity.{type}".into()
+}
+fn default_key() -> String {
+    "{subject}".into()
+}
+fn default_deadletter_topic() -> String {
+    "x.activity.deadletter".into()
+}
+fn default_compression() -> String {
+    "lz4".into()
+}
+fn default_message_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_linger() -> Duration {
+    Duration::from_millis(5)
+}
+fn default_batch_size() -> u32 {
+    1_000_000
+}
+fn default_batch_num_messages() -> u32 {
+    10_000
+}
+fn default_client_id() -> String {
+    "activity-relay".into()
+}
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication_factor() -> i32 {
+    1
+}
+
+/// Whether a librdkafka property holds a secret (its value is redacted in `Debug`).
+fn is_secret_property(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("password") || k.contains("secret") || k.ends_with(".pem") || k.contains("key")
+}
+
+impl std::fmt::Debug for KafkaSinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let v = if is_secret_property(k) {
+                    "<redacted>"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), v)
+            })
+            .collect();
+        f.debug_struct("KafkaSinkConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("topic", &self.topic)
+            .field("key", &self.key)
+            .field("deadletter_topic", &self.deadletter_topic)
+            .field("wire_mode", &self.wire_mode)
+            .field("compression", &self.compression)
+            .field("message_timeout", &self.message_timeout)
+            .field("linger", &self.linger)
+            .field("batch_size", &self.batch_size)
+            .field("batch_num_messages", &self.batch_num_messages)
+            .field("client_id", &self.client_id)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field(
+                "sasl_password",
+                &self.sasl_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("create_topics", &self.create_topics)
+            .field("partitions", &self.partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("properties", &properties)
+            .finish()
+    }
+}
+
+impl KafkaSinkConfig {
+    /// A config with every default, for `bootstrap_servers`.
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        KafkaSinkConfig {
+            bootstrap_servers: bootstrap_servers.into(),
+            topic: default_topic(),
+            key: default_key(),
+            deadletter_topic: default_deadletter_topic(),
+            wire_mode: WireMode::default(),
+            compression: default_compression(),
+            message_timeout: default_message_timeout(),
+            linger: default_linger(),
+            batch_size: default_batch_size(),
+            batch_num_messages: default_batch_num_messages(),
+            client_id: default_client_id(),
+            security_protocol: None,
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            ssl_ca_location: None,
+            create_topics: false,
+            partitions: default_partitions(),
+            replication_factor: default_replication_factor(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// Checks everything that can be checked without a broker (templates, topic names,
+    /// numbers). [`KafkaSink::connect`] calls it first.
+    pub fn validate(&self, sink: &str) -> Result<(), KafkaSinkError> {
+        self.routing(sink).map(|_| ())
+    }
+
+    fn routing(&self, sink: &str) -> Result<Routing, KafkaSinkError> {
+        let bad = |detail: String| KafkaSinkError::Config {
+            sink: sink.to_owned(),
+            detail,
+        };
+        if self.bootstrap_servers.trim().is_empty() {
+            return Err(bad("bootstrap_servers is empty".into()));
+        }
+        let topic = Template::parse(&self.topic).map_err(|e| bad(format!("topic: {e}")))?;
+        if topic.is_empty() {
+            return Err(bad("topic is empty".into()));
+        }
+        if let Some(lit) = topic.literals().find(|l| !l.chars().all(is_topic_char)) {
+            return Err(bad(format!(
+                "topic template {:?}: literal text {lit:?} has characters Kafka does not allow in topic names (only A-Z a-z 0-9 . _ -)",
+                self.topic
+            )));
+        }
+        if topic.is_constant() {
+            check_topic_name(topic.as_str()).map_err(|d| bad(format!("topic: {d}")))?;
+        }
+        let key = Template::parse(&self.key).map_err(|e| bad(format!("key: {e}")))?;
+        check_topic_name(&self.deadletter_topic)
+            .map_err(|d| bad(format!("deadletter_topic: {d}")))?;
+        if self.partitions < 1 && self.partitions != -1 {
+            return Err(bad(format!(
+                "partitions = {}: at least 1 (or -1 for the broker's default)",
+                self.partitions
+            )));
+        }
+        if self.replication_factor < 1 && self.replication_factor != -1 {
+            return Err(bad(format!(
+                "replication_factor = {}: at least 1 (or -1 for the broker's default)",
+                self.replication_factor
+            )));
+        }
+        let timeout_ms = self.message_timeout.as_millis();
+        if timeout_ms == 0 || timeout_ms > i32::MAX as u128 {
+            return Err(bad(format!(
+                "message_timeout {:?} out of range (1ms..24 days)",
+                self.message_timeout
+            )));
+        }
+        if self.linger.as_millis() > 900_000 {
+            return Err(bad(format!(
+                "linger {:?} out of range (at most 15m)",
+                self.linger
+            )));
+        }
+        Ok(Routing {
+            topic,
+            key: if key.is_empty() { None } else { Some(key) },
+            deadletter_topic: self.deadletter_topic.clone(),
+            wire_mode: self.wire_mode,
+        })
+    }
+
+    /// The librdkafka configuration: safe defaults, then the fields above, then
+    /// `properties`.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", &self.client_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set(
+                "message.timeout.ms",
+                self.message_timeout.as_millis().to_string(),
+            )
+            .set("linger.ms", self.linger.as_millis().to_string())
+            .set("compression.type", &self.compression)
+            .set("batch.size", self.batch_size.to_string())
+            .set("batch.num.messages", self.batch_num_messages.to_string())
+            .set("allow.auto.create.topics", "false");
+        let optional = [
+            ("security.protocol", &self.security_protocol),
+            ("sasl.mechanism", &self.sasl_mechanism),
+            ("sasl.username", &self.sasl_username),
+            ("sasl.password", &self.sasl_password),
+            ("ssl.ca.location", &self.ssl_ca_location),
+        ];
+        for (k, v) in optional {
+            if let Some(v) = v {
+                c.set(k, v);
+            }
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+fn is_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+fn check_topic_name(t: &str) -> Result<(), String> {
+    if t.is_empty() || t == "." || t == ".." {
+        return Err(format!("{t:?} is not a valid Kafka topic name"));
+    }
+    if t.len() > MAX_TOPIC_LEN {
+        return Err(format!("{t:?} is longer than {MAX_TOPIC_LEN} characters"));
+    }
+    if !t.chars().all(is_topic_char) {
+        return Err(format!(
+            "{t:?} has characters Kafka does not allow in topic names (only A-Z a-z 0-9 . _ -)"
+        ));
+    }
+    Ok(())
+}
+
+/// Makes any string a valid Kafka topic name: characters outside `[A-Za-z0-9._-]`
+/// become `_`, the result is cut to 249 characters, and `""`, `.`, `..` become `_`.
+pub fn sanitize_topic(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if is_topic_char(c) { c } else { '_' })
+        .take(MAX_TOPIC_LEN)
+        .collect();
+    if out.is_empty() || out == "." || out == ".." {
+        out = "_".into();
+    }
+    out
+}
+
+struct Routing {
+    topic: Template,
+    key: Option<Template>,
+    deadletter_topic: String,
+    wire_mode: WireMode,
+}
+
+impl Routing {
+    fn topic_for(&self, msg: &Message) -> String {
+        match &msg.payload {
+            Payload::DeadLetter(_) => self.deadletter_topic.clone(),
+            Payload::Event(env) => sanitize_topic(&self.topic.render_with(env, |v, out| {
+                out.extend(v.chars().map(|c| if is_topic_char(c) { c } else { '_' }))
+            })),
+        }
+    }
+
+    fn key_for(&self, msg: &Message) -> Option<String> {
+        match (&msg.payload, &self.key) {
+            (Payload::Event(env), Some(key)) => Some(key.render(env)),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors
+// ---------------------------------------------------------------------------------------
+
+/// Why the Kafka sink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSinkError {
+    #[error("kafka sink {sink:?}: invalid configuration: {detail}")]
+    Config { sink: String, detail: String },
+    #[error("kafka sink {sink:?}: cannot create the Kafka client: {source}")]
+    Client {
+        sink: String,
+        #[source]
+        source: Box<KafkaError>,
+    },
+    #[error("kafka sink {sink:?}: cluster at {bootstrap:?} does not answer: {source}")]
+    Unreachable {
+        sink: String,
+        bootstrap: String,
+        #[source]
+        source: Box<KafkaError>,
+    },
+    #[error(
+        "kafka sink {sink:?}: topic {topic:?} does not exist: create it, or set create_topics = true"
+    )]
+    MissingTopic { sink: String, topic: String },
+    #[error("kafka sink {sink:?}: cannot create topic {topic:?}: {detail}")]
+    CreateTopic {
+        sink: String,
+        topic: String,
+        detail: String,
+    },
+}
+
+/// Maps a librdkafka error to a publish error with a short reason label.
+pub fn classify(e: &KafkaError) -> PublishError {
+    use RDKafkaErrorCode as C;
+    let (permanent, reason) = match e.rdkafka_error_code() {
+        Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge) => {
+            (true, "message_too_large")
+        }
+        Some(C::InvalidTopic) => (true, "invalid_topic"),
+        Some(C::InvalidRecord) => (true, "invalid_record"),
+        Some(C::UnknownTopicOrPartition | C::UnknownTopic) => (false, "unknown_topic"),
+        Some(C::UnknownPartition) => (false, "unknown_partition"),
+        Some(C::MessageTimedOut) => (false, "timeout"),
+        Some(C::RequestTimedOut | C::OperationTimedOut | C::TimedOutQueue) => (false, "timeout"),
+        Some(C::QueueFull) => (false, "queue_full"),
+        Some(
+            C::AllBrokersDown
+            | C::BrokerTransportFailure
+            | C::BrokerNotAvailable
+            | C::NetworkException
+            | C::Resolve,
+        ) => (false, "broker_down"),
+        Some(C::NotEnoughReplicas | C::NotEnoughReplicasAfterAppend) => {
+            (false, "not_enough_replicas")
+        }
+        Some(C::LeaderNotAvailable | C::NotLeaderForPartition) => (false, "leader_unavailable"),
+        Some(
+            C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::SaslAuthenticationFailed
+            | C::Authentication,
+        ) => (false, "unauthorized"),
+        Some(
+            C::Fatal
+            | C::OutOfOrderSequenceNumber
+            | C::InvalidProducerEpoch
+            | C::UnknownProducerId
+            | C::ProducerFenced
+            | C::Fenced,
+        ) => (false, "producer_fatal"),
+        Some(C::PurgeQueue | C::PurgeInflight | C::BrokerDestroy | C::DestroyBroker) => {
+            (false, "producer_closed")
+        }
+        Some(C::KafkaStorageError) => (false, "broker_storage"),
+        _ => (false, "kafka_error"),
+    };
+    let detail = e.to_string();
+    if permanent {
+        PublishError::Permanent { reason, detail }
+    } else {
+        PublishError::Retryable { reason, detail }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Client context and health
+// ---------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Health {
+    /// When the broker last answered (metadata or delivery), ms since the Unix epoch;
+    /// 0 = never, or all brokers reported down since.
+    last_ok_ms: AtomicU64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Health {
+    fn ok(&self) {
+        self.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+    }
+    fn down(&self) {
+        self.last_ok_ms.store(0, Ordering::Relaxed);
+    }
+    fn is_ready(&self) -> bool {
+        let last = self.last_ok_ms.load(Ordering::Relaxed);
+        last != 0 && now_ms().saturating_sub(last) <= READY_WINDOW.as_millis() as u64
+    }
+}
+
+/// Routes librdkafka's logs and errors to `tracing` and tracks broker health.
+struct SinkContext {
+    sink: String,
+    health: Arc<Health>,
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let sink = self.sink.as_str();
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(sink, fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(sink, fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(sink, fac, "librdkafka: {message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(sink, fac, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.down();
+        }
+        tracing::warn!(sink = %self.sink, error = %error, "kafka client error: {reason}");
+    }
+}
+
+type Producer_ = FutureProducer<SinkContext>;
+
+// ---------------------------------------------------------------------------------------
+// The sink
+// ---------------------------------------------------------------------------------------
+
+/// The Kafka sink. See the crate docs.
+pub struct KafkaSink {
+    inner: Arc<Inner>,
+    probe: tokio::task::JoinHandle<()>,
+}
+
+struct Inner {
+    name: String,
+    routing: Routing,
+    client_config: ClientConfig,
+    producer: RwLock<Producer_>,
+    admin: Option<AdminClient<SinkContext>>,
+    health: Arc<Health>,
+    /// Topics known to exist.
+    known_topics: Mutex<HashSet<String>>,
+    partitions: i32,
+    replication_factor: i32,
+    message_timeout: Duration,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("name", &self.inner.name)
+            .finish()
+    }
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        self.probe.abort();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the metadata says about one topic.
+enum TopicState {
+    Exists,
+    Missing,
+    /// Some other error, or no partitions yet (e.g. just created, leader election).
+    Unsettled(String),
+}
+
+fn topic_state(md: &Metadata, topic: &str) -> TopicState {
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return TopicState::Missing;
+    };
+    match t.error().map(RDKafkaErrorCode::from) {
+        None if !t.partitions().is_empty() => TopicState::Exists,
+        None => TopicState::Unsettled("no partitions".into()),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+            TopicState::Missing
+        }
+        Some(code) => TopicState::Unsettled(code.to_string()),
+    }
+}
+
+impl KafkaSink {
+    /// Creates the producer, checks that the cluster answers, and makes sure the
+    /// dead-letter topic (and a constant topic) exists. See the crate docs.
+    pub async fn connect(name: &str, cfg: &KafkaSinkConfig) -> Result<KafkaSink, KafkaSinkError> {
+        let routing = cfg.routing(name)?;
+        let client_config = cfg.client_config();
+        let health = Arc::new(Health::default());
+        let producer = create_producer(name, &client_config, &health)?;
+        let admin = if cfg.create_topics {
+            let ctx = SinkContext {
+                sink: name.to_owned(),
+                health: Arc::clone(&health),
+            };
+            Some(
+                client_config
+                    .create_with_context::<_, AdminClient<SinkContext>>(ctx)
+                    .map_err(|source| KafkaSinkError::Client {
+                        sink: name.to_owned(),
+                        source: Box::new(source),
+                    })?,
+            )
+        } else {
+            None
+        };
+        let inner = Arc::new(Inner {
+            name: name.to_owned(),
+            routing,
+            client_config,
+            producer: RwLock::new(producer),
+            admin,
+            health,
+            known_topics: Mutex::new(HashSet::new()),
+            partitions: cfg.partitions,
+            replication_factor: cfg.replication_factor,
+            message_timeout: cfg.message_timeout,
+        });
+
+        let timeout = cfg.message_timeout.min(METADATA_TIMEOUT);
+        let md =
+            inner
+                .metadata(None, timeout)
+                .await
+                .map_err(|source| KafkaSinkError::Unreachable {
+                    sink: name.to_owned(),
+                    bootstrap: cfg.bootstrap_servers.clone(),
+                    source: Box::new(source),
+                })?;
+        {
+            let mut known = lock(&inner.known_topics);
+            for t in md.topics() {
+                if t.error().is_none() && !t.partitions().is_empty() {
+                    known.insert(t.name().to_owned());
+                }
+            }
+        }
+        let mut fixed = vec![inner.routing.deadletter_topic.clone()];
+        if inner.routing.topic.is_constant() {
+            fixed.push(inner.routing.topic.as_str().to_owned());
+        }
+        for topic in fixed {
+            if lock(&inner.known_topics).contains(&topic) {
+                continue;
+            }
+            if let Err(e) = inner.ensure_topic(&topic).await {
+                return Err(match e {
+                    EnsureError::Missing => KafkaSinkError::MissingTopic {
+                        sink: name.to_owned(),
+                        topic,
+                    },
+                    EnsureError::Create(detail) => KafkaSinkError::CreateTopic {
+                        sink: name.to_owned(),
+                        topic,
+                        detail,
+                    },
+                });
+            }
+        }
+        tracing::info!(
+            sink = name,
+            bootstrap = %cfg.bootstrap_servers,
+            topic = %cfg.topic,
+            deadletter_topic = %cfg.deadletter_topic,
+            wire_mode = %cfg.wire_mode,
+            "kafka sink connected"
+        );
+        let probe = tokio::spawn(probe_loop(Arc::downgrade(&inner)));
+        Ok(KafkaSink { inner, probe })
+    }
+}
+
+fn create_producer(
+    name: &str,
+    config: &ClientConfig,
+    health: &Arc<Health>,
+) -> Result<Producer_, KafkaSinkError> {
+    let ctx = SinkContext {
+        sink: name.to_owned(),
+        health: Arc::clone(health),
+    };
+    config
+        .create_with_context::<_, Producer_>(ctx)
+        .map_err(|source| KafkaSinkError::Client {
+            sink: name.to_owned(),
+            source: Box::new(source),
+        })
+}
+
+async fn probe_loop(inner: Weak<Inner>) {
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let topic = inner.routing.deadletter_topic.clone();
+        // Success is recorded in `metadata`; failures are logged by the client context.
+        let _ = inner.metadata(Some(topic), PROBE_INTERVAL).await;
+    }
+}
+
+enum EnsureError {
+    /// Missing and `create_topics = false`.
+    Missing,
+    /// Creation failed.
+    Create(String),
+}
+
+impl Inner {
+    fn producer(&self) -> Producer_ {
+        self.producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A metadata request off the async runtime (librdkafka's call blocks).
+    async fn metadata(
+        &self,
+        topic: Option<String>,
+        timeout: Duration,
+    ) -> Result<Metadata, KafkaError> {
+        let producer = self.producer();
+        let md = tokio::task::spawn_blocking(move || {
+            producer.client().fetch_metadata(topic.as_deref(), timeout)
+        })
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))?;
+        self.health.ok();
+        Ok(md)
+    }
+
+    /// Makes sure `topic` exists: checks metadata, creates it when configured to.
+    /// A metadata failure (cluster unreachable) is not an error here: the records are
+    /// produced anyway and librdkafka reports their fate.
+    async fn ensure_topic(&self, topic: &str) -> Result<(), EnsureError> {
+        let md = match self
+            .metadata(
+                Some(topic.to_owned()),
+                self.message_timeout.min(METADATA_TIMEOUT),
+            )
+            .await
+        {
+            Ok(md) => md,
+            Err(e) => {
+                tracing::warn!(sink = %self.name, topic, error = %e, "kafka: metadata request failed");
+                return Ok(());
+            }
+        };
+        match topic_state(&md, topic) {
+            TopicState::Exists => {
+                lock(&self.known_topics).insert(topic.to_owned());
+                return Ok(());
+            }
+            TopicState::Unsettled(why) => {
+                tracing::debug!(sink = %self.name, topic, why, "kafka: topic not settled; producing anyway");
+                return Ok(());
+            }
+            TopicState::Missing => {}
+        }
+        let Some(admin) = &self.admin else {
+            tracing::error!(
+                sink = %self.name,
+                topic,
+                "kafka: topic does not exist and create_topics = false: create it; its records are retried"
+            );
+            return Err(EnsureError::Missing);
+        };
+        let replication = TopicReplication::Fixed(self.replication_factor);
+        let new = NewTopic::new(topic, self.partitions, replication);
+        let opts = AdminOptions::new()
+            .request_timeout(Some(METADATA_TIMEOUT))
+            .operation_timeout(Some(METADATA_TIMEOUT));
+        match admin.create_topics([&new], &opts).await {
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(_) => {}
+                        Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((t, code)) => {
+                            tracing::error!(sink = %self.name, topic = %t, error = %code, "kafka: cannot create topic");
+                            return Err(EnsureError::Create(code.to_string()));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(sink = %self.name, topic, error = %e, "kafka: cannot create topic");
+                return Err(EnsureError::Create(e.to_string()));
+            }
+        }
+        tracing::info!(sink = %self.name, topic, partitions = self.partitions, replication_factor = self.replication_factor, "kafka: created topic");
+        // Wait (bounded) until the new topic shows up in metadata, so the first records do
+        // not race its propagation.
+        let deadline = Instant::now() + CREATE_PROPAGATION;
+        while Instant::now() < deadline {
+            if let Ok(md) = self
+                .metadata(Some(topic.to_owned()), Duration::from_secs(2))
+                .await
+            {
+                if let TopicState::Exists = topic_state(&md, topic) {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        lock(&self.known_topics).insert(topic.to_owned());
+        Ok(())
+    }
+
+    /// Replaces a producer that hit a fatal (idempotence) error: it refuses every record.
+    fn replace_fatal_producer(&self) {
+        let current = self.producer();
+        let Some((code, reason)) = current.client().fatal_error() else {
+            return;
+        };
+        tracing::error!(sink = %self.name, error = %code, reason, "kafka: producer hit a fatal error; replacing it");
+        match create_producer(&self.name, &self.client_config, &self.health) {
+            Ok(p) => *self.producer.write().unwrap_or_else(|p| p.into_inner()) = p,
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "kafka: cannot create a new producer")
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for KafkaSink {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    async fn publish(&self, batch: &[Message]) -> Vec<Result<(), PublishError>> {
+        let inner = &*self.inner;
+        let routing = &inner.routing;
+        let topics: Vec<String> = batch.iter().map(|m| routing.topic_for(m)).collect();
+
+        // Topics not seen yet: check (and create) them, once per topic.
+        let mut topic_errors: HashMap<String, PublishError> = HashMap::new();
+        let unknown: Vec<String> = {
+            let known = lock(&inner.known_topics);
+            let mut seen = HashSet::new();
+            topics
+                .iter()
+                .filter(|t| !known.contains(*t) && seen.insert(t.as_str()))
+                .cloned()
+                .collect()
+        };
+        for topic in unknown {
+            match inner.ensure_topic(&topic).await {
+                Ok(()) => {}
+                Err(EnsureError::Missing) => {
+                    topic_errors.insert(
+                        topic.clone(),
+                        PublishError::Retryable {
+                            reason: "unknown_topic",
+                            detail: format!(
+                                "topic {topic:?} does not exist and create_topics = false: create it"
+                            ),
+                        },
+                    );
+                }
+                Err(EnsureError::Create(detail)) => {
+                    topic_errors.insert(
+                        topic.clone(),
+                        PublishError::Retryable {
+                            reason: "create_topic_failed",
+                            detail: format!("cannot create topic {topic:?}: {detail}"),
+                        },
+                    );
+                }
+            }
+        }
+
+        // Enqueue in batch order. After a retryable enqueue failure, later records for the
+        // same topic are not enqueued either, so a retry cannot reorder them.
+        let producer = inner.producer();
+        let queue_deadline = Instant::now() + inner.message_timeout;
+        let mut pending: Vec<Result<DeliveryFuture, PublishError>> =
+            Vec::with_capacity(batch.len());
+        for (msg, topic) in batch.iter().zip(&topics) {
+            if let Some(e) = topic_errors.get(topic) {
+                pending.push(Err(e.clone()));
+                continue;
+            }
+            let enc = encode(msg, routing.wire_mode, HeaderStyle::Kafka);
+            let key = routing.key_for(msg);
+            let mut headers = OwnedHeaders::new_with_capacity(enc.headers.len() + 1);
+            for (k, v) in &enc.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_str()),
+                });
+            }
+            headers = headers.insert(Header {
+                key: "content-type",
+                value: Some(enc.content_type),
+            });
+            let mut record = FutureRecord::to(topic)
+                .payload(&enc.body[..])
+                .headers(headers);
+            if let Some(k) = &key {
+                record = record.key(k.as_str());
+            }
+            let outcome = loop {
+                match producer.send_result(record) {
+                    Ok(fut) => break Ok(fut),
+                    Err((e, r))
+                        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull)
+                            && Instant::now() < queue_deadline =>
+                    {
+                        record = r;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => break Err(classify(&e)),
+                }
+            };
+            if let Err(e) = &outcome {
+                if !e.is_permanent() {
+                    topic_errors.insert(topic.clone(), e.clone());
+                }
+            }
+            pending.push(outcome);
+        }
+
+        // Await the delivery reports.
+        let reports = futures::future::join_all(pending.into_iter().map(|p| async move {
+            match p {
+                Err(e) => Err(e),
+                Ok(fut) => match fut.await {
+                    Ok(Ok(_delivery)) => Ok(()),
+                    Ok(Err((e, _msg))) => Err(e),
+                    Err(_canceled) => Err(KafkaError::Canceled),
+                }
+                .map_err(|e| match e {
+                    KafkaError::Canceled => PublishError::Retryable {
+                        reason: "producer_closed",
+                        detail: "the producer went away before the delivery report".into(),
+                    },
+                    e => classify(&e),
+                }),
+            }
+        }))
+        .await;
+
+        let mut failed = 0usize;
+        let mut fatal = false;
+        for (r, topic) in reports.iter().zip(&topics) {
+            match r {
+                Ok(()) => {}
+                Err(e) => {
+                    failed += 1;
+                    match e.reason() {
+                        "unknown_topic" => {
+                            lock(&inner.known_topics).remove(topic);
+                        }
+                        "producer_fatal" => fatal = true,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        if failed < reports.len() {
+            inner.health.ok();
+        }
+        if failed > 0 {
+            let first = reports.iter().find_map(|r| r.as_ref().err());
+            tracing::warn!(
+                sink = %inner.name,
+                batch = batch.len(),
+                failed,
+                first_error = ?first.map(|e| e.to_string()),
+                "kafka: records not confirmed"
+            );
+        }
+        if fatal {
+            inner.replace_fatal_producer();
+        }
+        reports
+    }
+
+    async fn ready(&self) -> bool {
+        self.inner.health.is_ready()
+    }
+
+    async fn close(&self) -> Result<(), PublishError> {
+        self.probe.abort();
+        let producer = self.inner.producer();
+        let timeout = self.inner.message_timeout;
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .unwrap_or(Err(KafkaError::Canceled))
+            .map_err(|e| PublishError::Retryable {
+                reason: "flush_timeout",
+                detail: format!("records still in flight at close: {e}"),
+            })
+    }
+}
