@@ -10,9 +10,37 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+mod lax;
 mod normalize;
 
-pub use normalize::{normalize, NormalizeError};
+pub use normalize::{is_id_char, is_valid_id, normalize, NormalizeError, MAX_ID_LEN, MAX_TYPE_LEN};
+
+/// The `type` values the relay produces from AAA and stream deliveries (XAA deliveries keep
+/// their own `event_type`, which uses the same names).
+pub mod taxonomy {
+    pub const POST_CREATE: &str = "post.create";
+    pub const POST_REPLY_CREATE: &str = "post.reply.create";
+    pub const POST_QUOTE_CREATE: &str = "post.quote.create";
+    pub const POST_REPOST_CREATE: &str = "post.repost.create";
+    pub const POST_MENTION_CREATE: &str = "post.mention.create";
+    pub const POST_DELETE: &str = "post.delete";
+    pub const LIKE_CREATE: &str = "like.create";
+    pub const FOLLOW_FOLLOW: &str = "follow.follow";
+    pub const FOLLOW_UNFOLLOW: &str = "follow.unfollow";
+    pub const BLOCK_BLOCK: &str = "block.block";
+    pub const BLOCK_UNBLOCK: &str = "block.unblock";
+    pub const MUTE_MUTE: &str = "mute.mute";
+    pub const MUTE_UNMUTE: &str = "mute.unmute";
+    pub const DM_SENT: &str = "dm.sent";
+    pub const DM_RECEIVED: &str = "dm.received";
+    pub const DM_INDICATE_TYPING: &str = "dm.indicate_typing";
+    pub const DM_READ: &str = "dm.read";
+    pub const OAUTH_REVOKE: &str = "oauth.revoke";
+    pub const REPLAY_JOB_STATUS: &str = "replay.job_status";
+    pub const SPACES_EVENT: &str = "spaces.event";
+    /// Valid JSON the relay does not understand; `data.payload` is the whole delivery.
+    pub const UNKNOWN: &str = "unknown";
+}
 
 /// CloudEvents `specversion`.
 pub const SPECVERSION: &str = "1.0";
@@ -107,6 +135,11 @@ impl Envelope {
     pub fn to_json(&self) -> Vec<u8> {
         // Serializing these types cannot fail: every field is a string, a date or raw JSON.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses an envelope from its JSON form (as written by [`Envelope::to_json`]).
+    pub fn from_json(bytes: &[u8]) -> Result<Envelope, serde_json::Error> {
+        serde_json::from_slice(bytes)
     }
 
     /// An attribute by its routing-template name: `type`, `subject`, `actorid`, `targetid`,
