@@ -342,8 +342,8 @@ impl Spool {
             .name("relay-spool-writer".to_string())
             .spawn(move || writer.run(rx))
             .map_err(|e| io_err(&dir, e))?;
-        // Roll a fully delivered active segment away, if any.
-        let _ = tx.send(Request::Maintain);
+        // Roll a fully delivered active segment away, if any (e.g. a removed sink held it).
+        let _ = tx.send(Request::Maintain { force: true });
         Ok(Spool { shared, tx })
     }
 
@@ -514,7 +514,7 @@ fn persist_cursors(
             && st.segments.back().is_some_and(|s| s.count > 0)
     };
     if fully_passed {
-        let _ = tx.send(Request::Maintain);
+        let _ = tx.send(Request::Maintain { force: false });
     }
     Ok(())
 }

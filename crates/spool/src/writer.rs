@@ -25,8 +25,11 @@ pub(crate) enum Request {
         batch: Vec<NewRecord>,
         reply: Reply,
     },
-    /// A cursor moved: roll the active segment if every sink has passed it, so it can go.
-    Maintain,
+    /// A cursor moved: roll the active segment if every sink has passed it, so it can go
+    /// (only once it holds a quarter of a segment, unless `force`).
+    Maintain {
+        force: bool,
+    },
     Close {
         reply: oneshot::Sender<()>,
     },
@@ -98,7 +101,7 @@ impl Writer {
             }
             let mut close = None;
             let mut appends = Vec::new();
-            let mut maintain = false;
+            let mut maintain = None;
             for req in group {
                 match req {
                     Request::Append { batch, reply } => {
@@ -108,12 +111,12 @@ impl Writer {
                             appends.push((batch, reply));
                         }
                     }
-                    Request::Maintain => maintain = true,
+                    Request::Maintain { force } => maintain = Some(force || maintain == Some(true)),
                     Request::Close { reply } => close = Some(reply),
                 }
             }
-            if maintain || !appends.is_empty() {
-                self.maintain();
+            if let Some(force) = maintain {
+                self.maintain(force);
             }
             if !appends.is_empty() {
                 self.append_group(appends);
@@ -128,7 +131,7 @@ impl Writer {
                         Request::Close { reply } => {
                             let _ = reply.send(());
                         }
-                        Request::Maintain => {}
+                        Request::Maintain { .. } => {}
                     }
                 }
                 tracing::debug!(dir = %self.shared.config.dir.display(), "spool writer closed");
@@ -140,16 +143,22 @@ impl Writer {
 
     /// If every sink has passed the whole log and the active segment holds records, starts a
     /// new empty segment so the old one can be deleted (its name keeps the next offset).
-    fn maintain(&mut self) {
+    /// Unless `force`d (at open, or when an append found the spool full), this waits until
+    /// the active segment holds a quarter of `segment_bytes`, so that a dispatcher keeping up
+    /// with the writer does not cause a new file per commit.
+    fn maintain(&mut self, force: bool) -> bool {
         if self.poisoned.is_some() || self.active.count == 0 {
-            return;
+            return false;
+        }
+        if !force && self.active.len < self.shared.config.segment_bytes / 4 {
+            return false;
         }
         let passed = {
             let st = self.shared.state.lock();
             st.min_cursor().is_some_and(|m| m >= self.next_offset)
         };
         if !passed {
-            return;
+            return false;
         }
         let dir = self.shared.config.dir.clone();
         let result = create_segment(&dir, self.next_offset).and_then(|(path, file)| {
@@ -181,8 +190,12 @@ impl Writer {
                     index: Vec::new(),
                 };
                 gc(&self.shared);
+                true
             }
-            Err(e) => tracing::error!(error = %e, "could not roll the fully delivered segment"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not roll the fully delivered segment");
+                false
+            }
         }
     }
 
@@ -193,7 +206,8 @@ impl Writer {
             }
             return;
         }
-        let config = &self.shared.config;
+        let shared = self.shared.clone();
+        let config = &shared.config;
         let mut used = self.shared.state.lock().bytes;
         let start_offset = self.next_offset;
         let mut planned: Vec<Planned> = Vec::new();
@@ -237,6 +251,17 @@ impl Writer {
                 continue;
             }
             // A batch never spans segments, so that recovery can keep or cut it whole.
+            let roll = self.active.len > SEGMENT_HEADER_LEN as u64
+                && self.active.len + batch_bytes > config.segment_bytes;
+            let extra = if roll { SEGMENT_HEADER_LEN as u64 } else { 0 };
+            if used + batch_bytes + extra > config.max_bytes && self.active.count > 0 {
+                // Everything may have been delivered with the active segment still holding it.
+                // (It only rolls if no batch of this group was written yet, so the published
+                // byte count is then exact.)
+                if self.maintain(true) {
+                    used = self.shared.state.lock().bytes;
+                }
+            }
             let roll = self.active.len > SEGMENT_HEADER_LEN as u64
                 && self.active.len + batch_bytes > config.segment_bytes;
             let extra = if roll { SEGMENT_HEADER_LEN as u64 } else { 0 };

@@ -609,3 +609,51 @@ async fn stats_report_oldest_pending_age() {
     assert_eq!(r[0].kind, RecordKind::DeadLetter);
     assert_eq!(r[0].accepted_at_ms, 1040);
 }
+
+#[tokio::test]
+async fn dispatcher_keeping_up_does_not_roll_a_segment_per_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(config(dir.path(), 1 << 30, 1 << 20, &["a"]))
+        .await
+        .unwrap();
+    for i in 0..50 {
+        let r = spool
+            .append(vec![rec(&format!("r{i}"), 200)])
+            .await
+            .unwrap();
+        spool.commit("a", r.last_offset + 1).await.unwrap();
+    }
+    spool.close().await;
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    assert_eq!(spool.stats().next_offset, 50);
+}
+
+#[tokio::test]
+async fn full_single_segment_spool_frees_space_once_delivered() {
+    // max_bytes == segment_bytes: the only segment is the active one; once every sink has
+    // passed it, a full append rolls it away instead of failing forever.
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(config(dir.path(), 4096, 4096, &["a"]))
+        .await
+        .unwrap();
+    let mut n = 0u64;
+    while spool.append(vec![rec(&format!("r{n}"), 300)]).await.is_ok() {
+        n += 1;
+    }
+    assert!(n > 5);
+    assert!(matches!(
+        spool.append(vec![rec("x", 300)]).await,
+        Err(SpoolError::Full { max: 4096, .. })
+    ));
+    spool.commit("a", n - 1).await.unwrap();
+    // Not everything delivered yet: still full, nothing dropped.
+    assert!(matches!(
+        spool.append(vec![rec("x", 300)]).await,
+        Err(SpoolError::Full { .. })
+    ));
+    assert_eq!(spool.read(n - 1, 10).await.unwrap().len(), 1);
+    spool.commit("a", n).await.unwrap();
+    let r = spool.append(vec![rec("x", 300)]).await.unwrap();
+    assert_eq!(r.first_offset, n);
+    assert_eq!(segment_files(dir.path()).len(), 1);
+}
