@@ -1,0 +1,399 @@
+//! The NATS sink against a real NATS JetStream server (`RELAY_TEST_NATS_URL`, default
+//! `nats://127.0.0.1:4222`), read back with a real JetStream consumer. Every test uses its
+//! own stream and subject prefix, so tests run in parallel and repeat.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use futures::StreamExt;
+use relay_e2e::{fixtures, nats_url, unique, TcpProxy};
+use relay_sink::{Message, Payload, PublishError, Sink, WireMode};
+use relay_sink_nats::{NatsSink, NatsSinkConfig, Retention, Storage, StreamSetup};
+
+struct Fixture {
+    prefix: String,
+    stream: String,
+    js: jetstream::Context,
+}
+
+/// A unique stream `T_<u>` capturing `t<u>.>` (memory storage), created by the test.
+async fn fixture() -> Fixture {
+    let u = unique();
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let js = jetstream::new(client);
+    let prefix = format!("t{u}");
+    let stream = format!("T_{u}");
+    js.create_stream(stream::Config {
+        name: stream.clone(),
+        subjects: vec![format!("{prefix}.>")],
+        storage: stream::StorageType::Memory,
+        max_age: Duration::from_secs(600),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    Fixture { prefix, stream, js }
+}
+
+impl Fixture {
+    fn config(&self, url: &str) -> NatsSinkConfig {
+        let mut cfg = NatsSinkConfig::new(url);
+        cfg.subject = format!("{}.{{subject}}.{{type}}", self.prefix);
+        cfg.deadletter_subject = format!("{}.deadletter", self.prefix);
+        cfg.ack_timeout = Duration::from_secs(3);
+        cfg.connect_timeout = Duration::from_secs(5);
+        cfg
+    }
+
+    async fn stored(&self) -> u64 {
+        let mut s = self.js.get_stream(&self.stream).await.unwrap();
+        s.info().await.unwrap().state.messages
+    }
+
+    /// Reads `n` messages with a fresh consumer from the start of the stream.
+    async fn consume(&self, n: usize) -> Vec<async_nats::jetstream::Message> {
+        let s = self.js.get_stream(&self.stream).await.unwrap();
+        let consumer = s
+            .create_consumer(pull::Config {
+                ack_policy: jetstream::consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut out = Vec::with_capacity(n);
+        // Bounded: gives up after a few empty batches (the count assertions then fail).
+        let mut empty = 0;
+        while out.len() < n && empty < 5 {
+            let mut batch = consumer
+                .batch()
+                .max_messages(n - out.len())
+                .expires(Duration::from_secs(2))
+                .messages()
+                .await
+                .unwrap();
+            let before = out.len();
+            while let Some(m) = batch.next().await {
+                out.push(m.unwrap());
+            }
+            if out.len() == before {
+                empty += 1;
+            }
+        }
+        out
+    }
+
+    async fn delete(&self) {
+        let _ = self.js.delete_stream(&self.stream).await;
+    }
+}
+
+fn header<'a>(m: &'a async_nats::Message, name: &str) -> Option<&'a str> {
+    // Parsed, so that standard names (Nats-Msg-Id) match the received representation.
+    let name: async_nats::header::HeaderName = name.parse().ok()?;
+    m.headers.as_ref()?.get(name).map(|v| v.as_str())
+}
+
+fn test_messages() -> Vec<Message> {
+    let mut msgs = fixtures::messages();
+    let n = msgs.len() as u64;
+    msgs.push(fixtures::dead_letter(n, b"{not json", "body is not JSON"));
+    msgs
+}
+
+fn all_ok(results: &[Result<(), PublishError>]) {
+    for (i, r) in results.iter().enumerate() {
+        assert!(r.is_ok(), "message {i}: {r:?}");
+    }
+}
+
+/// Every record arrives once, on its subject, with its headers; structured mode.
+#[tokio::test]
+async fn structured_every_type_arrives_once() {
+    let f = fixture().await;
+    let sink = NatsSink::connect("nats-test", &f.config(&nats_url()))
+        .await
+        .unwrap();
+    assert!(sink.ready().await);
+    let msgs = test_messages();
+    let types: std::collections::HashSet<_> = msgs
+        .iter()
+        .filter_map(|m| match &m.payload {
+            Payload::Event(e) => Some(e.event_type.clone()),
+            Payload::DeadLetter(_) => None,
+        })
+        .collect();
+    assert!(types.len() >= 20, "too few types: {types:?}");
+
+    all_ok(&sink.publish(&msgs).await);
+
+    let got = f.consume(msgs.len()).await;
+    assert_eq!(got.len(), msgs.len());
+    assert_eq!(f.stored().await, msgs.len() as u64);
+    let by_id: HashMap<String, &async_nats::jetstream::Message> = got
+        .iter()
+        .map(|m| (header(m, "Nats-Msg-Id").unwrap().to_owned(), m))
+        .collect();
+    assert_eq!(by_id.len(), msgs.len(), "a record arrived twice");
+    for m in &msgs {
+        let r = by_id
+            .get(m.id())
+            .unwrap_or_else(|| panic!("{} missing", m.id()));
+        assert_eq!(r.payload, m.json, "body of {}", m.id());
+        match &m.payload {
+            Payload::Event(e) => {
+                assert_eq!(
+                    r.subject.as_str(),
+                    format!("{}.{}.{}", f.prefix, e.subject, e.event_type)
+                );
+                assert_eq!(
+                    header(r, "Content-Type"),
+                    Some("application/cloudevents+json")
+                );
+                assert_eq!(header(r, "ce-id"), Some(e.id.as_str()));
+            }
+            Payload::DeadLetter(dl) => {
+                assert_eq!(r.subject.as_str(), format!("{}.deadletter", f.prefix));
+                assert_eq!(header(r, "Content-Type"), Some("application/json"));
+                assert_eq!(header(r, "ce-deadletterreason"), Some(dl.reason.as_str()));
+            }
+        }
+    }
+    sink.close().await.unwrap();
+    f.delete().await;
+}
+
+/// Binary mode: body is `data`, every attribute is a `ce-` header.
+#[tokio::test]
+async fn binary_mode_headers_and_body() {
+    let f = fixture().await;
+    let mut cfg = f.config(&nats_url());
+    cfg.wire_mode = WireMode::Binary;
+    let sink = NatsSink::connect("nats-test", &cfg).await.unwrap();
+    let msgs = fixtures::messages();
+    all_ok(&sink.publish(&msgs).await);
+
+    let got = f.consume(msgs.len()).await;
+    assert_eq!(got.len(), msgs.len());
+    let by_id: HashMap<String, &async_nats::jetstream::Message> = got
+        .iter()
+        .map(|m| (header(m, "Nats-Msg-Id").unwrap().to_owned(), m))
+        .collect();
+    for m in &msgs {
+        let Payload::Event(e) = &m.payload else {
+            unreachable!()
+        };
+        let r = by_id[m.id()];
+        let json: serde_json::Value = serde_json::from_slice(&m.json).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(body, json["data"], "body of {}", e.id);
+        assert_eq!(header(r, "Content-Type"), Some("application/json"));
+        assert_eq!(header(r, "ce-specversion"), Some("1.0"));
+        assert_eq!(header(r, "ce-id"), Some(e.id.as_str()));
+        assert_eq!(header(r, "ce-type"), Some(e.event_type.as_str()));
+        assert_eq!(header(r, "ce-source"), Some(e.source.as_str()));
+        assert_eq!(header(r, "ce-subject"), Some(e.subject.as_str()));
+        assert_eq!(header(r, "ce-ingress"), Some(e.ingress.as_str()));
+        assert_eq!(header(r, "ce-time"), json["time"].as_str());
+        assert_eq!(header(r, "ce-actorid"), e.actorid.as_deref());
+        assert_eq!(header(r, "ce-objectid"), e.objectid.as_deref());
+        assert_eq!(header(r, "ce-targetid"), e.targetid.as_deref());
+    }
+    f.delete().await;
+}
+
+/// The same envelope published twice (in two calls and twice in one batch) is stored once.
+#[tokio::test]
+async fn duplicate_is_stored_once() {
+    let f = fixture().await;
+    let sink = NatsSink::connect("nats-test", &f.config(&nats_url()))
+        .await
+        .unwrap();
+    let msgs = fixtures::messages();
+    let one = msgs[0].clone();
+    all_ok(&sink.publish(std::slice::from_ref(&one)).await);
+    all_ok(&sink.publish(&[one.clone(), one.clone()]).await);
+    assert_eq!(f.stored().await, 1);
+    let got = f.consume(1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(header(&got[0], "Nats-Msg-Id"), Some(one.id()));
+    f.delete().await;
+}
+
+/// No stream captures the subject: retryable, reason `no_stream`, never Ok.
+#[tokio::test]
+async fn no_stream_is_retryable() {
+    let u = unique();
+    let mut cfg = NatsSinkConfig::new(nats_url());
+    cfg.subject = format!("nostream{u}.{{type}}");
+    cfg.deadletter_subject = format!("nostream{u}.deadletter");
+    let sink = NatsSink::connect("nats-test", &cfg).await.unwrap();
+    let msgs = test_messages();
+    let results = sink.publish(&msgs[..3]).await;
+    assert_eq!(results.len(), 3);
+    for r in results {
+        match r {
+            Err(PublishError::Retryable { reason, detail }) => {
+                assert_eq!(reason, "no_stream");
+                assert!(detail.contains(&format!("nostream{u}.")), "{detail}");
+            }
+            other => panic!("expected no_stream, got {other:?}"),
+        }
+    }
+}
+
+/// `stream` set: the sink creates the stream, and updates it when it exists.
+#[tokio::test]
+async fn stream_setup_creates_and_updates() {
+    let u = unique();
+    let name = format!("S_{u}");
+    let mut cfg = NatsSinkConfig::new(nats_url());
+    cfg.subject = format!("s{u}.{{subject}}.{{type}}");
+    cfg.deadletter_subject = format!("s{u}.deadletter");
+    cfg.stream = Some(StreamSetup {
+        name: name.clone(),
+        subjects: vec![format!("s{u}.>")],
+        storage: Storage::Memory,
+        retention: Retention::Limits,
+        max_age: Duration::from_secs(3600),
+        duplicate_window: Duration::from_secs(60),
+    });
+    let sink = NatsSink::connect("nats-test", &cfg).await.unwrap();
+    all_ok(&sink.publish(&fixtures::messages()[..2]).await);
+
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let js = jetstream::new(client);
+    let mut s = js.get_stream(&name).await.unwrap();
+    let info = s.info().await.unwrap().clone();
+    assert_eq!(info.state.messages, 2);
+    assert_eq!(info.config.max_age, Duration::from_secs(3600));
+    assert_eq!(info.config.duplicate_window, Duration::from_secs(60));
+    assert_eq!(info.config.storage, stream::StorageType::Memory);
+
+    if let Some(setup) = cfg.stream.as_mut() {
+        setup.max_age = Duration::from_secs(7200);
+    }
+    let _sink2 = NatsSink::connect("nats-test", &cfg).await.unwrap();
+    let info = s.info().await.unwrap().clone();
+    assert_eq!(info.config.max_age, Duration::from_secs(7200));
+    assert_eq!(info.state.messages, 2, "update lost messages");
+    js.delete_stream(&name).await.unwrap();
+}
+
+/// Invalid subject templates and dead-letter subjects are refused at connect.
+#[tokio::test]
+async fn invalid_subjects_are_refused() {
+    for (subject, dl) in [
+        ("x.*.{type}", "x.deadletter"),
+        ("x.{type}", "x.>"),
+        ("x.{nope}", "x.deadletter"),
+        ("x..{type}", "x.deadletter"),
+    ] {
+        let mut cfg = NatsSinkConfig::new(nats_url());
+        cfg.subject = subject.into();
+        cfg.deadletter_subject = dl.into();
+        assert!(
+            NatsSink::connect("nats-test", &cfg).await.is_err(),
+            "{subject} / {dl} accepted"
+        );
+    }
+}
+
+/// Values that are not valid subject tokens are replaced, and the record still lands.
+#[tokio::test]
+async fn invalid_subject_characters_are_replaced() {
+    let f = fixture().await;
+    let sink = NatsSink::connect("nats-test", &f.config(&nats_url()))
+        .await
+        .unwrap();
+    let mut env = fixtures::envelopes().remove(0);
+    env.subject = "a b*c>d".into();
+    env.event_type = ".odd..type.".into();
+    env.id = format!("odd:{}", unique());
+    let msg = fixtures::message(0, env);
+    assert_eq!(
+        sink.subject_for(&msg),
+        format!("{}.a_b_c_d._.odd._.type._", f.prefix)
+    );
+    all_ok(&sink.publish(std::slice::from_ref(&msg)).await);
+    let got = f.consume(1).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].subject.as_str(),
+        format!("{}.a_b_c_d._.odd._.type._", f.prefix)
+    );
+    f.delete().await;
+}
+
+fn upstream() -> SocketAddr {
+    let url = nats_url();
+    let hostport = url
+        .split(',')
+        .next()
+        .unwrap()
+        .trim()
+        .trim_start_matches("nats://");
+    hostport.to_socket_addrs().unwrap().next().unwrap()
+}
+
+/// Connection to a port nobody listens on: a typed connect error, not a hang.
+#[tokio::test]
+async fn connect_to_nothing_fails() {
+    let proxy = TcpProxy::start(upstream()).await;
+    proxy.cut().await;
+    let mut cfg = NatsSinkConfig::new(format!("nats://{}", proxy.addr()));
+    cfg.connect_timeout = Duration::from_secs(2);
+    let err = NatsSink::connect("nats-test", &cfg).await.unwrap_err();
+    assert!(err.to_string().contains("cannot connect"), "{err}");
+}
+
+/// Broker unreachable: publish fails (never Ok); reachable again: publishing the same
+/// records succeeds and each is stored exactly once (Nats-Msg-Id).
+#[tokio::test]
+async fn outage_then_restore_exactly_once() {
+    let f = fixture().await;
+    let proxy = TcpProxy::start(upstream()).await;
+    let sink = NatsSink::connect("nats-test", &f.config(&format!("nats://{}", proxy.addr())))
+        .await
+        .unwrap();
+    let msgs = test_messages();
+    let (first, second) = msgs.split_at(msgs.len() / 2);
+    all_ok(&sink.publish(first).await);
+
+    proxy.cut().await;
+    let results = sink.publish(second).await;
+    assert_eq!(results.len(), second.len());
+    for r in &results {
+        assert!(
+            matches!(r, Err(PublishError::Retryable { .. })),
+            "published while cut: {r:?}"
+        );
+    }
+    assert!(!sink.ready().await, "ready while the broker is unreachable");
+
+    proxy.restore().await;
+    // Bounded wait for the client's reconnect (its backoff is at most 4 s).
+    let mut waited = 0;
+    while !sink.ready().await {
+        assert!(waited < 600, "no reconnect within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    // The dispatcher retries everything unconfirmed; here: the whole set again.
+    all_ok(&sink.publish(&msgs).await);
+
+    assert_eq!(f.stored().await, msgs.len() as u64);
+    let got = f.consume(msgs.len()).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for m in &got {
+        *counts
+            .entry(header(m, "Nats-Msg-Id").unwrap().to_owned())
+            .or_default() += 1;
+    }
+    for m in &msgs {
+        assert_eq!(counts.get(m.id()), Some(&1), "{}", m.id());
+    }
+    assert_eq!(got.len(), msgs.len());
+    f.delete().await;
+}
