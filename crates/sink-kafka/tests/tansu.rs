@@ -1,0 +1,236 @@
+//! The Kafka sink against a real Kafka-protocol broker (tansu, see `scripts/brokers`),
+//! read back with a real librdkafka consumer.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+use relay_sink::{Payload, PublishError, Sink, WireMode};
+use relay_sink_kafka::{KafkaSink, KafkaSinkConfig, KafkaSinkError};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A config whose topics are all unique to this test: `<prefix>x.activity.{type}`.
+fn config(prefix: &str) -> KafkaSinkConfig {
+    let mut cfg = KafkaSinkConfig::new(common::bootstrap());
+    cfg.topic = format!("{prefix}x.activity.{{type}}");
+    cfg.deadletter_topic = format!("{prefix}x.activity.deadletter");
+    cfg.create_topics = true;
+    cfg.message_timeout = Duration::from_secs(20);
+    cfg
+}
+
+async fn create_topic(name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", common::bootstrap())
+        .create()
+        .unwrap();
+    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+    let r = admin
+        .create_topics([&t], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(r[0].is_ok(), "{r:?}");
+}
+
+#[tokio::test]
+async fn structured_every_fixture_type_once_then_dead_letter() {
+    let prefix = format!("t{}.", common::unique());
+    let cfg = config(&prefix);
+    let sink = KafkaSink::connect("kafka-test", &cfg).await.unwrap();
+    assert!(sink.ready().await, "ready right after a successful connect");
+
+    let envelopes = common::fixture_envelopes();
+    assert!(envelopes.len() >= 40, "{}", envelopes.len());
+    let mut batch: Vec<_> = envelopes.into_iter().map(common::message).collect();
+    batch.push(common::dead_letter(b"{not json", "body is not JSON: EOF"));
+    let results = sink.publish(&batch).await;
+    assert_eq!(results.len(), batch.len());
+    for (r, m) in results.iter().zip(&batch) {
+        assert!(r.is_ok(), "{}: {r:?}", m.id());
+    }
+
+    let mut topics: BTreeSet<String> = BTreeSet::new();
+    for m in &batch {
+        match &m.payload {
+            Payload::Event(e) => topics.insert(format!("{prefix}x.activity.{}", e.event_type)),
+            Payload::DeadLetter(_) => topics.insert(cfg.deadletter_topic.clone()),
+        };
+    }
+    let topics: Vec<String> = topics.into_iter().collect();
+    let got = common::consume_all(&common::bootstrap(), &topics, cfg.partitions, LIMIT).await;
+    // Exactly once each: the topics hold as many records as were sent, each id once.
+    assert_eq!(got.len(), batch.len());
+    let by_id = common::by_id(&got);
+    for m in &batch {
+        let recs = by_id
+            .get(m.id())
+            .unwrap_or_else(|| panic!("{} not consumed", m.id()));
+        assert_eq!(recs.len(), 1, "{} consumed {} times", m.id(), recs.len());
+        let rec = &recs[0];
+        assert_eq!(rec.payload, m.json.to_vec(), "body is the spooled JSON");
+        match &m.payload {
+            Payload::Event(e) => {
+                assert_eq!(rec.topic, format!("{prefix}x.activity.{}", e.event_type));
+                assert_eq!(rec.key.as_deref(), Some(e.subject.as_bytes()));
+                assert_eq!(
+                    rec.header("content-type"),
+                    Some("application/cloudevents+json")
+                );
+                assert_eq!(rec.headers.len(), 2, "{:?}", rec.headers);
+            }
+            Payload::DeadLetter(d) => {
+                assert_eq!(rec.topic, cfg.deadletter_topic);
+                assert_eq!(rec.key, None);
+                assert_eq!(rec.header("content-type"), Some("application/json"));
+                assert_eq!(rec.header("ce_deadletterreason"), Some(d.reason.as_str()));
+            }
+        }
+    }
+    sink.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn binary_mode_carries_attributes_in_headers() {
+    let prefix = format!("t{}.", common::unique());
+    let mut cfg = config(&prefix);
+    cfg.wire_mode = WireMode::Binary;
+    cfg.key = "{actorid}-{targetid}".into();
+    let sink = KafkaSink::connect("kafka-binary", &cfg).await.unwrap();
+    let batch: Vec<_> = (0..5)
+        .map(|i| common::message(common::envelope("like.create", "42", i)))
+        .collect();
+    assert!(sink.publish(&batch).await.iter().all(Result::is_ok));
+    let topic = format!("{prefix}x.activity.like.create");
+    let got = common::consume_all(
+        &common::bootstrap(),
+        &[topic.clone()],
+        cfg.partitions,
+        LIMIT,
+    )
+    .await;
+    assert_eq!(got.len(), 5);
+    let by_id = common::by_id(&got);
+    for m in &batch {
+        let Payload::Event(e) = &m.payload else {
+            unreachable!()
+        };
+        let rec = &by_id[m.id()][0];
+        let data: serde_json::Value = serde_json::from_slice(&rec.payload).unwrap();
+        let full: serde_json::Value = serde_json::from_slice(&m.json).unwrap();
+        assert_eq!(data, full["data"], "binary body is `data`");
+        assert_eq!(
+            rec.key.as_deref(),
+            Some(&b"2244994945-_"[..]),
+            "missing targetid renders _"
+        );
+        for (h, v) in [
+            ("ce_specversion", "1.0"),
+            ("ce_id", e.id.as_str()),
+            ("ce_source", "/x/account-activity/webhook/test"),
+            ("ce_type", "like.create"),
+            ("ce_subject", "42"),
+            ("ce_time", "2025-05-19T14:01:46Z"),
+            ("ce_datacontenttype", "application/json"),
+            ("ce_actorid", "2244994945"),
+            ("ce_objectid", e.objectid.as_deref().unwrap()),
+            ("ce_ingress", "webhook"),
+            ("content-type", "application/json"),
+        ] {
+            assert_eq!(rec.header(h), Some(v), "header {h}");
+        }
+        assert_eq!(rec.header("ce_targetid"), None);
+        assert_eq!(rec.topic, topic);
+    }
+}
+
+#[tokio::test]
+async fn missing_topics_without_create_topics() {
+    let prefix = format!("t{}.", common::unique());
+    let mut cfg = config(&prefix);
+    cfg.create_topics = false;
+
+    // The dead-letter topic is fixed: its absence is an error at start.
+    let err = KafkaSink::connect("kafka-nocreate", &cfg)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, KafkaSinkError::MissingTopic { topic, .. } if *topic == cfg.deadletter_topic),
+        "{err}"
+    );
+    assert!(err.to_string().contains("create_topics"), "{err}");
+
+    create_topic(&cfg.deadletter_topic, 1).await;
+    let sink = KafkaSink::connect("kafka-nocreate", &cfg).await.unwrap();
+
+    // A templated topic that does not exist: retryable, naming the topic, nothing sent.
+    let topic = format!("{prefix}x.activity.follow.follow");
+    let batch = vec![
+        common::message(common::envelope("follow.follow", "7", 1)),
+        common::message(common::envelope("follow.follow", "7", 2)),
+    ];
+    for r in sink.publish(&batch).await {
+        match r {
+            Err(PublishError::Retryable { reason, detail }) => {
+                assert_eq!(reason, "unknown_topic");
+                assert!(detail.contains(&topic), "{detail}");
+            }
+            other => panic!("expected a retryable unknown_topic error, got {other:?}"),
+        }
+    }
+
+    // The operator creates it; the retry goes through.
+    create_topic(&topic, 2).await;
+    let results = sink.publish(&batch).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let got = common::consume_all(&common::bootstrap(), &[topic.clone()], 2, LIMIT).await;
+    assert_eq!(got.len(), 2, "the failed attempt sent nothing");
+    let ids: BTreeSet<_> = got
+        .iter()
+        .map(|r| r.header("ce_id").unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2);
+}
+
+#[tokio::test]
+async fn invalid_characters_in_values_are_replaced_in_topic_names() {
+    let prefix = format!("t{}.", common::unique());
+    let mut cfg = config(&prefix);
+    cfg.topic = format!("{prefix}{{subject}}.{{type}}");
+    let sink = KafkaSink::connect("kafka-sanitize", &cfg).await.unwrap();
+    let batch = vec![common::message(common::envelope("mute.mute", "a b/c:ü", 1))];
+    assert!(sink.publish(&batch).await[0].is_ok());
+    let topic = format!("{prefix}a_b_c__.mute.mute");
+    let got = common::consume_all(
+        &common::bootstrap(),
+        &[topic.clone()],
+        cfg.partitions,
+        LIMIT,
+    )
+    .await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].topic, topic);
+    assert_eq!(
+        got[0].key.as_deref(),
+        Some("a b/c:ü".as_bytes()),
+        "keys are not sanitized"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_cluster_is_an_error_at_connect() {
+    // A port nothing listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let mut cfg = KafkaSinkConfig::new(addr.to_string());
+    cfg.message_timeout = Duration::from_secs(2);
+    let err = KafkaSink::connect("kafka-down", &cfg).await.err().unwrap();
+    assert!(matches!(err, KafkaSinkError::Unreachable { .. }), "{err}");
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
