@@ -209,6 +209,33 @@ pub(crate) fn scan_segment(path: &Path, base: u64, is_last: bool) -> Result<Scan
         && decode_segment_header(&header) == Some(base);
     if !header_ok {
         if is_last {
+            if file_len > SEGMENT_HEADER_LEN as u64 {
+                // The header is fsynced before any record is written, so records behind a bad
+                // header mean the file itself is damaged: keep it aside for inspection.
+                let aside = path.with_extension("seg.corrupt");
+                tracing::error!(
+                    path = %path.display(),
+                    moved_to = %aside.display(),
+                    file_len,
+                    "last spool segment has a corrupt header; its records are lost, file kept aside"
+                );
+                drop(file);
+                std::fs::rename(path, &aside).map_err(|e| io_err(path, e))?;
+                let (path_new, file) =
+                    create_segment(path.parent().unwrap_or_else(|| Path::new(".")), base)?;
+                return Ok(Scanned {
+                    segment: Segment {
+                        base,
+                        count: 0,
+                        valid_len: SEGMENT_HEADER_LEN as u64,
+                        file_len: SEGMENT_HEADER_LEN as u64,
+                        path: path_new,
+                        file,
+                        index: Vec::new(),
+                    },
+                    damage: None,
+                });
+            }
             tracing::warn!(path = %path.display(), file_len, "last segment has no valid header (torn creation); rewriting it empty");
             file.set_len(0).map_err(|e| io_err(path, e))?;
             file.write_all_at(&encode_segment_header(base), 0)

@@ -657,3 +657,54 @@ async fn full_single_segment_spool_frees_space_once_delivered() {
     assert_eq!(r.first_offset, n);
     assert_eq!(segment_files(dir.path()).len(), 1);
 }
+
+#[tokio::test]
+async fn crash_during_segment_creation_is_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1 << 30, 1 << 20, &["a"]);
+    let spool = Spool::open(cfg.clone()).await.unwrap();
+    let tags = fill(&spool, 10, 1, 100).await;
+    spool.close().await;
+    drop(spool);
+    // A successor segment whose header never fully reached the disk.
+    std::fs::write(dir.path().join(format!("{:020}.seg", 10)), b"ARSP").unwrap();
+
+    let spool = Spool::open(cfg).await.unwrap();
+    assert_eq!(spool.stats().next_offset, 10);
+    check(&read_all(&spool, 0).await, 0, &tags, 100);
+    let r = spool.append(vec![rec("next", 100)]).await.unwrap();
+    assert_eq!(r.first_offset, 10);
+    assert_eq!(segment_files(dir.path()).len(), 2);
+}
+
+#[tokio::test]
+async fn corrupt_header_of_last_segment_is_set_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1 << 30, 2048, &["a"]);
+    let spool = Spool::open(cfg.clone()).await.unwrap();
+    let tags = fill(&spool, 12, 1, 400).await;
+    spool.close().await;
+    drop(spool);
+    let files = segment_files(dir.path());
+    let last = files.last().unwrap().clone();
+    let last_base: u64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let f = OpenOptions::new().write(true).open(&last).unwrap();
+    f.write_all_at(b"XX", 0).unwrap();
+    drop(f);
+
+    let spool = Spool::open(cfg).await.unwrap();
+    // Records of the damaged segment are gone, the file is kept aside, the rest is intact.
+    assert!(dir
+        .path()
+        .join(format!("{last_base:020}.seg.corrupt"))
+        .exists());
+    assert_eq!(spool.stats().next_offset, last_base);
+    check(
+        &read_all(&spool, 0).await,
+        0,
+        &tags[..last_base as usize],
+        400,
+    );
+    let r = spool.append(vec![rec("next", 400)]).await.unwrap();
+    assert_eq!(r.first_offset, last_base);
+}
