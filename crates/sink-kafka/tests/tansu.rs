@@ -108,7 +108,7 @@ async fn binary_mode_carries_attributes_in_headers() {
     let topic = format!("{prefix}x.activity.like.create");
     let got = common::consume_all(
         &common::bootstrap(),
-        &[topic.clone()],
+        std::slice::from_ref(&topic),
         cfg.partitions,
         LIMIT,
     )
@@ -188,7 +188,8 @@ async fn missing_topics_without_create_topics() {
     create_topic(&topic, 2).await;
     let results = sink.publish(&batch).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    let got = common::consume_all(&common::bootstrap(), &[topic.clone()], 2, LIMIT).await;
+    let got =
+        common::consume_all(&common::bootstrap(), std::slice::from_ref(&topic), 2, LIMIT).await;
     assert_eq!(got.len(), 2, "the failed attempt sent nothing");
     let ids: BTreeSet<_> = got
         .iter()
@@ -208,7 +209,7 @@ async fn invalid_characters_in_values_are_replaced_in_topic_names() {
     let topic = format!("{prefix}a_b_c__.mute.mute");
     let got = common::consume_all(
         &common::bootstrap(),
-        &[topic.clone()],
+        std::slice::from_ref(&topic),
         cfg.partitions,
         LIMIT,
     )
