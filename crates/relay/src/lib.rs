@@ -1,3 +1,13 @@
 //! The `activity-relay` service: config, pipeline, dedup, dispatch, metrics, CLI.
 
+pub mod admin;
+pub mod cli;
 pub mod cli_normalize;
+pub mod config;
+pub mod dedup;
+pub mod dispatch;
+pub mod logging;
+pub mod metrics;
+pub mod pipeline;
+pub mod run;
+pub mod sinks;

@@ -1,0 +1,96 @@
+//! The `run` subcommand's glue: load config, `--check`, logging, runtime, signals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// `activity-relay run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The TOML configuration file.
+    #[arg(long, short = 'c', value_name = "FILE", env = "ACTIVITY_RELAY_CONFIG")]
+    pub config: PathBuf,
+    /// Validate the configuration (no network, nothing created) and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Runs `activity-relay run`; returns the process exit code.
+pub fn run(args: &RunArgs) -> ExitCode {
+    let cfg = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("activity-relay: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        return match crate::run::check(&cfg) {
+            Ok(summary) => {
+                println!("configuration {} is valid", args.config.display());
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("activity-relay: configuration error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let Err(e) = crate::logging::init(&cfg.log) {
+        eprintln!("activity-relay: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("activity-relay: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let signals = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            signals.cancel();
+        });
+        crate::run::run(cfg, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "activity-relay failed");
+            eprintln!("activity-relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
+                _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "signal received"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the relay");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}

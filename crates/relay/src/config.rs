@@ -1,0 +1,571 @@
+//! The relay's TOML configuration (`docs/configuration.md`).
+//!
+//! Loading is two steps: the file is parsed as TOML, then every `${VAR}` /
+//! `${VAR:-default}` inside a string value is replaced from the environment (so every
+//! secret can come from the environment; `$${` is a literal `${`), then each section is
+//! deserialized into its typed struct (unknown fields are errors). Errors name the section
+//! and the variable, never a value.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use relay_sink::file::FileSinkConfig;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use toml::{Table, Value};
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config value at `{key}` uses environment variable {var} which is not set (and has no `:-default`)")]
+    MissingEnv { key: String, var: String },
+    #[error("config value at `{key}` has a malformed `${{...}}` reference: {detail}")]
+    BadReference { key: String, detail: String },
+    #[error("in {section}: {message}")]
+    Invalid { section: String, message: String },
+}
+
+fn invalid(section: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        section: section.into(),
+        message: message.into(),
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub spool: SpoolSection,
+    pub dedup: DedupConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub dispatch: DispatchConfig,
+    /// How long a graceful shutdown may take to flush what is spooled. Default 25s.
+    pub shutdown_timeout: Duration,
+    /// `[webhook]`: the X webhook ingress, if any.
+    pub webhook: Option<WebhookSection>,
+    /// `[[stream]]`: activity stream connections.
+    pub streams: Vec<StreamSection>,
+    /// `[[sinks]]`: at least one.
+    pub sinks: Vec<SinkConfig>,
+}
+
+pub type WebhookSection = relay_ingress::webhook::WebhookConfig;
+// The stream ingress config: a raw table until relay-ingress exposes `StreamConfig`.
+pub type StreamSection = Table;
+
+/// `[spool]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolSection {
+    /// Directory of the spool (created if missing). Required.
+    pub dir: PathBuf,
+    /// Upper bound of the spool on disk. Default 1 GiB.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Segment file size. Default 64 MiB (lowered to `max_bytes` if that is smaller).
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// `Retry-After` suggested to X when the spool is full. Default 30s.
+    #[serde(default = "default_retry_after", with = "humantime_serde")]
+    pub full_retry_after: Duration,
+}
+
+fn default_max_bytes() -> u64 {
+    1 << 30
+}
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+fn default_retry_after() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[dedup]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DedupConfig {
+    /// How long an accepted event id is remembered. Default 1h.
+    #[serde(default = "default_window", with = "humantime_serde")]
+    pub window: Duration,
+    /// At most this many ids are remembered (16 bytes each in the journal, about 48 in
+    /// memory); the oldest are forgotten first. Default 2,000,000.
+    #[serde(default = "default_max_entries")]
+    pub max_entries: usize,
+}
+
+fn default_window() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_max_entries() -> usize {
+    2_000_000
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupConfig {
+            window: default_window(),
+            max_entries: default_max_entries(),
+        }
+    }
+}
+
+/// `[admin]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`). Required.
+    pub listen: SocketAddr,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,relay_spool=debug`. `RUST_LOG` overrides.
+    #[serde(default = "default_level")]
+    pub level: String,
+}
+
+fn default_level() -> String {
+    "info".to_string()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::default(),
+            level: default_level(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
+
+/// `[dispatch]`: how records move from the spool to each sink.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatchConfig {
+    /// Records per publish call. Default 256.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// First retry delay. Default 100ms.
+    #[serde(default = "default_initial_backoff", with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Retry delays double up to this. Default 30s.
+    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Publish attempts of one record before it is dead-lettered. Default: unlimited
+    /// (retry forever).
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+}
+
+fn default_batch_size() -> usize {
+    256
+}
+fn default_initial_backoff() -> Duration {
+    Duration::from_millis(100)
+}
+fn default_max_backoff() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            batch_size: default_batch_size(),
+            initial_backoff: default_initial_backoff(),
+            max_backoff: default_max_backoff(),
+            max_attempts: None,
+        }
+    }
+}
+
+/// One `[[sinks]]` entry.
+#[derive(Clone, Debug)]
+pub struct SinkConfig {
+    /// Unique; the spool cursor name and the `sink` metric label.
+    pub name: String,
+    pub kind: SinkKind,
+}
+
+/// A sink's own settings, by `type`.
+#[derive(Clone, Debug)]
+pub enum SinkKind {
+    File(FileSinkConfig),
+    // Raw tables until the broker sink crates expose their configs.
+    Kafka(Table),
+    Nats(Table),
+    RabbitMq(Table),
+}
+
+impl SinkKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SinkKind::File(_) => "file",
+            SinkKind::Kafka(_) => "kafka",
+            SinkKind::Nats(_) => "nats",
+            SinkKind::RabbitMq(_) => "rabbitmq",
+        }
+    }
+}
+
+const TOP_LEVEL: &[&str] = &[
+    "spool",
+    "dedup",
+    "admin",
+    "log",
+    "dispatch",
+    "shutdown_timeout",
+    "webhook",
+    "stream",
+    "sinks",
+];
+
+impl Config {
+    /// Reads, expands and validates the file at `path` (no network, no files created).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse_with(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses `text` (for `path` in messages), looking variables up with `env`.
+    pub fn parse_with(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        for (key, value) in table.iter_mut() {
+            expand_value(value, key, env)?;
+        }
+        for key in table.keys() {
+            if !TOP_LEVEL.contains(&key.as_str()) {
+                return Err(invalid(
+                    "the top level",
+                    format!(
+                        "unknown key `{key}`, expected one of: {}",
+                        TOP_LEVEL.join(", ")
+                    ),
+                ));
+            }
+        }
+        let spool: SpoolSection = match table.remove("spool") {
+            Some(v) => section("[spool]", v)?,
+            None => return Err(invalid("[spool]", "missing section (`dir` is required)")),
+        };
+        if spool.max_bytes == 0 || spool.segment_bytes == 0 {
+            return Err(invalid(
+                "[spool]",
+                "max_bytes and segment_bytes must be positive",
+            ));
+        }
+        let dedup: DedupConfig = optional_section("[dedup]", table.remove("dedup"))?;
+        if dedup.max_entries == 0 {
+            return Err(invalid("[dedup]", "max_entries must be at least 1"));
+        }
+        let admin: AdminConfig = match table.remove("admin") {
+            Some(v) => section("[admin]", v)?,
+            None => return Err(invalid("[admin]", "missing section (`listen` is required)")),
+        };
+        let log: LogConfig = optional_section("[log]", table.remove("log"))?;
+        let dispatch: DispatchConfig = optional_section("[dispatch]", table.remove("dispatch"))?;
+        if dispatch.batch_size == 0 {
+            return Err(invalid("[dispatch]", "batch_size must be at least 1"));
+        }
+        if dispatch.max_attempts == Some(0) {
+            return Err(invalid(
+                "[dispatch]",
+                "max_attempts must be at least 1 (or absent for unlimited)",
+            ));
+        }
+        if dispatch.initial_backoff > dispatch.max_backoff {
+            return Err(invalid(
+                "[dispatch]",
+                "initial_backoff must not exceed max_backoff",
+            ));
+        }
+        let shutdown_timeout = match table.remove("shutdown_timeout") {
+            None => Duration::from_secs(25),
+            Some(Value::String(s)) => humantime::parse_duration(&s)
+                .map_err(|e| invalid("`shutdown_timeout`", format!("{e} (e.g. \"25s\")")))?,
+            Some(_) => {
+                return Err(invalid(
+                    "`shutdown_timeout`",
+                    "expected a duration string such as \"25s\"",
+                ))
+            }
+        };
+        let webhook = match table.remove("webhook") {
+            Some(v) => Some(section::<WebhookSection>("[webhook]", v)?),
+            None => None,
+        };
+        let mut streams = Vec::new();
+        match table.remove("stream") {
+            None => {}
+            Some(Value::Array(items)) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    streams.push(section::<StreamSection>(
+                        &format!("[[stream]] #{}", i + 1),
+                        item,
+                    )?);
+                }
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "[[stream]]",
+                    "expected an array of tables (`[[stream]]`)",
+                ))
+            }
+        }
+        let sinks = match table.remove("sinks") {
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| parse_sink(i, item))
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(_) => {
+                return Err(invalid(
+                    "[[sinks]]",
+                    "expected an array of tables (`[[sinks]]`)",
+                ))
+            }
+            None => Vec::new(),
+        };
+        if sinks.is_empty() {
+            return Err(invalid(
+                "[[sinks]]",
+                "at least one sink is required (e.g. type = \"file\")",
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for s in &sinks {
+            if !names.insert(s.name.as_str()) {
+                return Err(invalid(
+                    format!("[[sinks]] {:?}", s.name),
+                    "sink names must be unique",
+                ));
+            }
+        }
+        Ok(Config {
+            spool,
+            dedup,
+            admin,
+            log,
+            dispatch,
+            shutdown_timeout,
+            webhook,
+            streams,
+            sinks,
+        })
+    }
+}
+
+fn section<T: DeserializeOwned>(name: &str, value: Value) -> Result<T, ConfigError> {
+    T::deserialize(value).map_err(|e| invalid(name, e.message().trim().to_string()))
+}
+
+fn optional_section<T: DeserializeOwned + Default>(
+    name: &str,
+    value: Option<Value>,
+) -> Result<T, ConfigError> {
+    match value {
+        Some(v) => section(name, v),
+        None => Ok(T::default()),
+    }
+}
+
+fn parse_sink(index: usize, item: Value) -> Result<SinkConfig, ConfigError> {
+    let here = format!("[[sinks]] #{}", index + 1);
+    let Value::Table(mut table) = item else {
+        return Err(invalid(here, "expected a table"));
+    };
+    let name = match table.remove("name") {
+        Some(Value::String(s)) if valid_sink_name(&s) => s,
+        Some(Value::String(s)) => {
+            return Err(invalid(
+                here,
+                format!("sink name {s:?} must be 1 to 64 characters of [A-Za-z0-9_-]"),
+            ))
+        }
+        Some(_) => return Err(invalid(here, "`name` must be a string")),
+        None => return Err(invalid(here, "missing `name`")),
+    };
+    let here = format!("[[sinks]] {name:?}");
+    let kind = match table.remove("type") {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(invalid(here, "`type` must be a string")),
+        None => {
+            return Err(invalid(
+                here,
+                "missing `type` (file, kafka, nats or rabbitmq)",
+            ))
+        }
+    };
+    let here = format!("{here} (type {kind})");
+    let rest = Value::Table(table);
+    let kind = match kind.as_str() {
+        "file" => SinkKind::File(section(&here, rest)?),
+        "kafka" => SinkKind::Kafka(section(&here, rest)?),
+        "nats" => SinkKind::Nats(section(&here, rest)?),
+        "rabbitmq" => SinkKind::RabbitMq(section(&here, rest)?),
+        other => {
+            return Err(invalid(
+                here,
+                format!("unknown sink type {other:?} (expected file, kafka, nats or rabbitmq)"),
+            ))
+        }
+    };
+    Ok(SinkConfig { name, kind })
+}
+
+fn valid_sink_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Expands `${VAR}` / `${VAR:-default}` in every string inside `value`; `key` is the
+/// dotted path for messages.
+fn expand_value(
+    value: &mut Value,
+    key: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match value {
+        Value::String(s) if s.contains('$') => {
+            *s = expand_str(s, key, env)?;
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                expand_value(item, &format!("{key}[{i}]"), env)?;
+            }
+        }
+        Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                expand_value(v, &format!("{key}.{k}"), env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Expands one string. `$${` stands for a literal `${`; a `$` not followed by `{` is kept.
+pub fn expand_str(
+    s: &str,
+    key: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(lit) = after.strip_prefix("${") {
+            out.push_str("${");
+            rest = lit;
+            continue;
+        }
+        let Some(body_start) = after.strip_prefix('{') else {
+            out.push('$');
+            rest = after;
+            continue;
+        };
+        let Some(end) = body_start.find('}') else {
+            return Err(ConfigError::BadReference {
+                key: key.to_string(),
+                detail: "`${` without a closing `}`".to_string(),
+            });
+        };
+        let body = &body_start[..end];
+        let (var, default) = match body.split_once(":-") {
+            Some((v, d)) => (v, Some(d)),
+            None => (body, None),
+        };
+        if var.is_empty()
+            || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || var.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(ConfigError::BadReference {
+                key: key.to_string(),
+                detail: format!("{var:?} is not a valid environment variable name"),
+            });
+        }
+        match (env(var), default) {
+            (Some(v), Some(d)) if v.is_empty() => out.push_str(d),
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
+                return Err(ConfigError::MissingEnv {
+                    key: key.to_string(),
+                    var: var.to_string(),
+                })
+            }
+        }
+        rest = &body_start[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "SET" => Some("value".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn expansion() {
+        let e = |s: &str| expand_str(s, "k", &env);
+        assert_eq!(e("a${SET}b").unwrap(), "avalueb");
+        assert_eq!(e("${UNSET:-dflt}").unwrap(), "dflt");
+        assert_eq!(e("${EMPTY:-dflt}").unwrap(), "dflt");
+        assert_eq!(e("${SET:-dflt}").unwrap(), "value");
+        assert_eq!(e("$${SET}").unwrap(), "${SET}");
+        assert_eq!(e("cost $5").unwrap(), "cost $5");
+        match e("x${UNSET}") {
+            Err(ConfigError::MissingEnv { var, key }) => {
+                assert_eq!(var, "UNSET");
+                assert_eq!(key, "k");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(e("${SET"), Err(ConfigError::BadReference { .. })));
+        assert!(matches!(e("${a b}"), Err(ConfigError::BadReference { .. })));
+    }
+}

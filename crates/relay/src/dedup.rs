@@ -1,0 +1,321 @@
+//! Event-id deduplication: a time window of recently accepted ids, bounded in memory.
+//!
+//! Each id is kept as a 64-bit hash (the first 8 bytes of its SHA-256, stable across
+//! versions and restarts) with the time it was accepted. An id is a duplicate while it is
+//! younger than the window; the oldest entries are forgotten first when `max_entries` is
+//! reached.
+//!
+//! Restarts: every accepted id is appended to a journal (`dedup.journal` in the spool
+//! directory: 16-byte entries of hash and time, little endian) right after its spool append
+//! succeeded; on open the journal is loaded, trimmed to the window and rewritten
+//! (compaction). The caller also feeds the spool's retained records in
+//! ([`Dedup::remember`]) as insurance: what is in the spool was accepted. The journal is not
+//! fsynced per write: losing its tail in a crash only means an id is forgotten early (a
+//! possible duplicate downstream, never a loss), and the spool covers recent records.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use sha2::{Digest, Sha256};
+
+const ENTRY_LEN: usize = 16;
+/// The journal's file name inside the spool directory.
+pub const JOURNAL_FILE: &str = "dedup.journal";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DedupError {
+    #[error("dedup journal {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The stable 64-bit hash of an id.
+pub fn hash_id(id: &str) -> u64 {
+    let digest = Sha256::digest(id.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(b)
+}
+
+struct Inner {
+    /// hash -> accepted time (ms since the epoch).
+    seen: HashMap<u64, i64>,
+    /// Insertion order, oldest first; may hold stale entries (superseded times).
+    order: VecDeque<(u64, i64)>,
+    journal: Option<File>,
+    journal_failed: bool,
+}
+
+/// The deduplication window. Shared by all ingresses (internally locked).
+pub struct Dedup {
+    window_ms: i64,
+    max_entries: usize,
+    journal_path: Option<PathBuf>,
+    inner: Mutex<Inner>,
+}
+
+impl Dedup {
+    /// An in-memory window (no journal).
+    pub fn in_memory(window: Duration, max_entries: usize) -> Dedup {
+        Dedup {
+            window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
+            max_entries: max_entries.max(1),
+            journal_path: None,
+            inner: Mutex::new(Inner {
+                seen: HashMap::new(),
+                order: VecDeque::new(),
+                journal: None,
+                journal_failed: false,
+            }),
+        }
+    }
+
+    /// Opens the window with its journal in `dir`: loads and compacts it. `now_ms` is the
+    /// current time (entries older than the window are dropped).
+    pub fn open(
+        dir: &Path,
+        window: Duration,
+        max_entries: usize,
+        now_ms: i64,
+    ) -> Result<Dedup, DedupError> {
+        let mut d = Dedup::in_memory(window, max_entries);
+        let path = dir.join(JOURNAL_FILE);
+        let io = |source| DedupError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut entries = Vec::new();
+        match File::open(&path) {
+            Ok(mut f) => {
+                let mut buf = Vec::new();
+                f.read_to_end(&mut buf).map_err(io)?;
+                if buf.len() % ENTRY_LEN != 0 {
+                    tracing::warn!(path = %path.display(), "dedup journal ends with a partial entry (crash while writing); ignored");
+                }
+                for chunk in buf.chunks_exact(ENTRY_LEN) {
+                    let mut h = [0u8; 8];
+                    let mut t = [0u8; 8];
+                    h.copy_from_slice(&chunk[..8]);
+                    t.copy_from_slice(&chunk[8..]);
+                    entries.push((u64::from_le_bytes(h), i64::from_le_bytes(t)));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        {
+            let inner = d.inner.get_mut();
+            for (h, t) in entries {
+                insert(inner, h, t);
+            }
+        }
+        d.expire(now_ms);
+        // Compact: rewrite the live entries, then append to the new file.
+        let tmp = dir.join(format!("{JOURNAL_FILE}.tmp"));
+        {
+            let inner = d.inner.get_mut();
+            let mut buf = Vec::with_capacity(inner.seen.len() * ENTRY_LEN);
+            for (h, t) in &inner.order {
+                if inner.seen.get(h) == Some(t) {
+                    buf.extend_from_slice(&h.to_le_bytes());
+                    buf.extend_from_slice(&t.to_le_bytes());
+                }
+            }
+            let io_tmp = |source| DedupError::Io {
+                path: tmp.clone(),
+                source,
+            };
+            let mut f = File::create(&tmp).map_err(io_tmp)?;
+            f.write_all(&buf).map_err(io_tmp)?;
+            f.sync_data().map_err(io_tmp)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            let journal = OpenOptions::new().append(true).open(&path).map_err(io)?;
+            inner.journal = Some(journal);
+        }
+        tracing::info!(path = %path.display(), ids = d.len(), "dedup window loaded");
+        d.journal_path = Some(path);
+        Ok(d)
+    }
+
+    /// Number of ids remembered.
+    pub fn len(&self) -> usize {
+        self.inner.lock().seen.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `id` was accepted within the window before `now_ms`.
+    pub fn contains(&self, id: &str, now_ms: i64) -> bool {
+        let h = hash_id(id);
+        let inner = self.inner.lock();
+        inner
+            .seen
+            .get(&h)
+            .is_some_and(|&t| now_ms.saturating_sub(t) < self.window_ms)
+    }
+
+    /// Remembers ids accepted at `at_ms` (no journal write): used to rebuild from the spool.
+    pub fn remember<'a>(&self, ids: impl IntoIterator<Item = &'a str>, at_ms: i64) {
+        let mut inner = self.inner.lock();
+        for id in ids {
+            insert(&mut inner, hash_id(id), at_ms);
+        }
+        self.trim(&mut inner, at_ms);
+    }
+
+    /// Marks ids as accepted at `now_ms` (after their spool append succeeded) and journals
+    /// them. A journal write failure is logged once and the journal is given up (the spool
+    /// rebuild still covers restarts).
+    pub fn mark<'a>(&self, ids: impl IntoIterator<Item = &'a str>, now_ms: i64) {
+        let mut inner = self.inner.lock();
+        let mut buf = Vec::new();
+        for id in ids {
+            let h = hash_id(id);
+            insert(&mut inner, h, now_ms);
+            buf.extend_from_slice(&h.to_le_bytes());
+            buf.extend_from_slice(&now_ms.to_le_bytes());
+        }
+        self.trim(&mut inner, now_ms);
+        if buf.is_empty() || inner.journal_failed {
+            return;
+        }
+        if let Some(f) = inner.journal.as_mut() {
+            if let Err(e) = f.write_all(&buf) {
+                tracing::error!(
+                    path = ?self.journal_path,
+                    error = %e,
+                    "cannot write the dedup journal; ids are still deduplicated in memory and rebuilt from the spool on restart"
+                );
+                inner.journal_failed = true;
+            }
+        }
+    }
+
+    /// Drops entries older than the window.
+    pub fn expire(&self, now_ms: i64) {
+        let mut inner = self.inner.lock();
+        self.trim(&mut inner, now_ms);
+    }
+
+    fn trim(&self, inner: &mut Inner, now_ms: i64) {
+        while let Some(&(h, t)) = inner.order.front() {
+            let live = inner.seen.get(&h) == Some(&t);
+            let expired = now_ms.saturating_sub(t) >= self.window_ms;
+            if !live {
+                inner.order.pop_front();
+            } else if expired || inner.seen.len() > self.max_entries {
+                inner.order.pop_front();
+                inner.seen.remove(&h);
+            } else {
+                break;
+            }
+        }
+        // Stale entries can make `order` grow; compact it when it doubles.
+        if inner.order.len() > 2 * inner.seen.len() + 1024 {
+            let seen = &inner.seen;
+            inner.order.retain(|(h, t)| seen.get(h) == Some(t));
+        }
+    }
+}
+
+fn insert(inner: &mut Inner, h: u64, t: i64) {
+    match inner.seen.get(&h) {
+        Some(&old) if old >= t => {}
+        _ => {
+            inner.seen.insert(h, t);
+            inner.order.push_back((h, t));
+        }
+    }
+}
+
+/// Remembers the ids of every record retained in the spool, with their accepted time
+/// (what is in the spool was accepted). Returns how many records were read.
+pub async fn rebuild_from_spool(
+    dedup: &Dedup,
+    spool: &relay_spool::Spool,
+) -> Result<u64, relay_spool::SpoolError> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    let stats = spool.stats();
+    let mut from = stats.first_offset;
+    let mut n = 0u64;
+    while from < stats.next_offset {
+        let records = spool.read(from, 1024).await?;
+        let Some(last) = records.last() else {
+            break;
+        };
+        from = last.offset + 1;
+        for r in &records {
+            n += 1;
+            if let Ok(Id { id }) = serde_json::from_slice::<Id>(&r.payload) {
+                dedup.remember([id.as_str()], i64::try_from(r.accepted_at_ms).unwrap_or(0));
+            }
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_and_bound() {
+        let d = Dedup::in_memory(Duration::from_secs(10), 3);
+        d.mark(["a", "b"], 1_000);
+        assert!(d.contains("a", 5_000));
+        assert!(!d.contains("c", 5_000));
+        assert!(!d.contains("a", 11_000), "expired after the window");
+        d.mark(["c", "d"], 2_000);
+        assert_eq!(d.len(), 3, "bounded");
+        assert!(!d.contains("a", 2_000), "oldest evicted first");
+        assert!(d.contains("d", 2_000));
+    }
+
+    #[test]
+    fn journal_survives_reopen_and_compacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = Duration::from_secs(60);
+        {
+            let d = Dedup::open(dir.path(), w, 100, 0).unwrap();
+            d.mark(["old"], 0);
+            d.mark(["new"], 50_000);
+        }
+        let d = Dedup::open(dir.path(), w, 100, 70_000).unwrap();
+        assert!(d.contains("new", 70_000));
+        assert!(!d.contains("old", 70_000));
+        let len = std::fs::metadata(dir.path().join(JOURNAL_FILE))
+            .unwrap()
+            .len();
+        assert_eq!(len, ENTRY_LEN as u64, "compacted to the one live entry");
+    }
+
+    #[test]
+    fn torn_journal_tail_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let d = Dedup::open(dir.path(), Duration::from_secs(60), 100, 0).unwrap();
+            d.mark(["x"], 10);
+        }
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(JOURNAL_FILE))
+            .unwrap();
+        f.write_all(&[1, 2, 3]).unwrap();
+        drop(f);
+        let d = Dedup::open(dir.path(), Duration::from_secs(60), 100, 20).unwrap();
+        assert!(d.contains("x", 20));
+        assert_eq!(d.len(), 1);
+    }
+}

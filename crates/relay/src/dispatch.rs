@@ -1,0 +1,405 @@
+//! One dispatcher per sink: spool cursor → batches → `Sink::publish` → cursor commit.
+//!
+//! * All confirmed → the cursor moves past the batch.
+//! * A retryable failure → the cursor moves past the confirmed prefix only and the rest is
+//!   published again, from the first failure on, after a capped exponential backoff with
+//!   jitter (forever, unless `max_attempts` is set). Records are never reordered: the record
+//!   that failed is always the first one of the next attempt. (Records after it that the
+//!   broker did confirm are published again: at least once.)
+//! * A permanent failure → the record is dead-lettered (published to the same sink as a
+//!   [`DeadLetter`] carrying the record and the reason; if even that fails permanently, the
+//!   dead letter is appended to `<dead-letter dir>/<sink>.ndjson`) and skipped.
+//! * A spooled record that cannot be parsed is published as a dead letter itself.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{TimeZone, Utc};
+use rand::Rng;
+use relay_envelope::{Context, DeadLetter, Envelope, IngressKind};
+use relay_sink::{Message, Payload, PublishError, Sink};
+use relay_spool::{RecordKind, Spool, StoredRecord};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DispatchConfig;
+use crate::metrics::{now_ms, SinkMetrics};
+
+/// The `source` of dead letters made from spool records that cannot be parsed.
+pub const SPOOL_SOURCE: &str = "/activity-relay/spool";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("sink {sink:?}: {source}")]
+    Spool {
+        sink: String,
+        #[source]
+        source: relay_spool::SpoolError,
+    },
+}
+
+/// Moves one sink's records from the spool to the sink.
+pub struct Dispatcher {
+    sink: Arc<dyn Sink>,
+    spool: Spool,
+    cfg: DispatchConfig,
+    metrics: SinkMetrics,
+    dead_letter_dir: PathBuf,
+}
+
+/// Turns a spooled record into a sink message; an unparseable record becomes a dead letter.
+pub fn to_message(record: StoredRecord) -> Message {
+    let parsed = match record.kind {
+        RecordKind::Envelope => {
+            serde_json::from_slice::<Envelope>(&record.payload).map(|e| Payload::Event(Box::new(e)))
+        }
+        RecordKind::DeadLetter => serde_json::from_slice::<DeadLetter>(&record.payload)
+            .map(|d| Payload::DeadLetter(Box::new(d))),
+    };
+    match parsed {
+        Ok(payload) => Message {
+            offset: record.offset,
+            accepted_at_ms: record.accepted_at_ms,
+            payload,
+            json: record.payload,
+        },
+        Err(e) => {
+            tracing::error!(offset = record.offset, error = %e, "spooled record cannot be parsed; publishing it as a dead letter");
+            let ctx = Context {
+                ingress: IngressKind::Webhook,
+                source: SPOOL_SOURCE.to_string(),
+                received_at: accepted_at(record.accepted_at_ms),
+            };
+            let dl = DeadLetter::new(
+                &record.payload,
+                format!("spooled record {} cannot be parsed: {e}", record.offset),
+                &ctx,
+            );
+            Message {
+                offset: record.offset,
+                accepted_at_ms: record.accepted_at_ms,
+                json: Bytes::from(dl.to_json()),
+                payload: Payload::DeadLetter(Box::new(dl)),
+            }
+        }
+    }
+}
+
+fn accepted_at(ms: u64) -> chrono::DateTime<Utc> {
+    Utc.timestamp_millis_opt(i64::try_from(ms).unwrap_or(0))
+        .single()
+        .unwrap_or_else(Utc::now)
+}
+
+/// Why the dispatcher stopped delivering a batch.
+enum Stop {
+    Aborted,
+}
+
+impl Dispatcher {
+    pub fn new(
+        sink: Arc<dyn Sink>,
+        spool: Spool,
+        cfg: DispatchConfig,
+        metrics: SinkMetrics,
+        dead_letter_dir: PathBuf,
+    ) -> Self {
+        Dispatcher {
+            sink,
+            spool,
+            cfg,
+            metrics,
+            dead_letter_dir,
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.sink.name()
+    }
+
+    /// Runs until `drain` is cancelled and everything spooled by then is delivered, or
+    /// until `abort` is cancelled (whatever is not confirmed stays in the spool).
+    pub async fn run(
+        self,
+        drain: CancellationToken,
+        abort: CancellationToken,
+    ) -> Result<(), DispatchError> {
+        let name = self.name().to_string();
+        let spool_err = |source| DispatchError::Spool {
+            sink: name.clone(),
+            source,
+        };
+        let mut cursor = self.spool.cursor(&name).map_err(spool_err)?;
+        let mut target: Option<u64> = None;
+        let mut read_backoff = self.cfg.initial_backoff;
+        tracing::info!(sink = %name, cursor, "dispatcher started");
+        loop {
+            if abort.is_cancelled() {
+                return Ok(());
+            }
+            if target.is_none() && drain.is_cancelled() {
+                let end = self.spool.stats().next_offset;
+                tracing::info!(sink = %name, cursor, end, "draining the spool before shutdown");
+                target = Some(end);
+            }
+            if target.is_some_and(|t| cursor >= t) {
+                tracing::info!(sink = %name, cursor, "dispatcher drained");
+                return Ok(());
+            }
+            let records = match self.spool.read(cursor, self.cfg.batch_size).await {
+                Ok(r) => {
+                    read_backoff = self.cfg.initial_backoff;
+                    r
+                }
+                Err(e) => {
+                    tracing::error!(sink = %name, cursor, error = %e, "cannot read the spool; retrying");
+                    if !sleep_or_abort(jitter(read_backoff), &abort).await {
+                        return Ok(());
+                    }
+                    read_backoff = (read_backoff * 2).min(self.cfg.max_backoff);
+                    continue;
+                }
+            };
+            let Some(first) = records.first() else {
+                tokio::select! {
+                    _ = self.spool.wait_for(cursor, Duration::from_secs(1)) => {}
+                    _ = drain.cancelled(), if target.is_none() => {}
+                    _ = abort.cancelled() => return Ok(()),
+                }
+                continue;
+            };
+            if first.offset > cursor {
+                tracing::warn!(sink = %name, cursor, next = first.offset, "records before the next readable one are gone from the spool; skipping ahead");
+            }
+            let batch: Vec<Message> = records.into_iter().map(to_message).collect();
+            match self.deliver(&batch, &abort).await {
+                Ok(next) => cursor = next,
+                Err(Stop::Aborted) => return Ok(()),
+            }
+        }
+    }
+
+    /// Delivers the batch (retrying as configured); returns the offset after it.
+    async fn deliver(&self, batch: &[Message], abort: &CancellationToken) -> Result<u64, Stop> {
+        let name = self.name();
+        let mut start = 0usize;
+        let mut attempts = 0u32;
+        let mut backoff = self.cfg.initial_backoff;
+        let in_flight = self.metrics.in_flight.with_label_values(&[name]);
+        let backoff_gauge = self.metrics.backoff.with_label_values(&[name]);
+        let published = self.metrics.published.with_label_values(&[name]);
+        let latency = self.metrics.latency.with_label_values(&[name]);
+        while start < batch.len() {
+            let slice = &batch[start..];
+            in_flight.set(i64::try_from(slice.len()).unwrap_or(i64::MAX));
+            let results = tokio::select! {
+                r = self.sink.publish(slice) => r,
+                _ = abort.cancelled() => {
+                    in_flight.set(0);
+                    return Err(Stop::Aborted);
+                }
+            };
+            in_flight.set(0);
+            let now = now_ms();
+            let mut done = 0usize;
+            let mut failure: Option<PublishError> = None;
+            for (i, msg) in slice.iter().enumerate() {
+                let result = results.get(i).cloned().unwrap_or_else(|| {
+                    Err(PublishError::Retryable {
+                        reason: "no_result",
+                        detail: "the sink returned fewer results than messages".to_string(),
+                    })
+                });
+                match result {
+                    Ok(()) => {
+                        published.inc();
+                        latency.observe(now.saturating_sub(msg.accepted_at_ms) as f64 / 1000.0);
+                        done += 1;
+                    }
+                    Err(e) if e.is_permanent() => {
+                        self.metrics
+                            .failed
+                            .with_label_values(&[name, e.reason()])
+                            .inc();
+                        self.dead_letter(msg, &e, abort).await?;
+                        done += 1;
+                    }
+                    Err(e) => {
+                        self.metrics
+                            .failed
+                            .with_label_values(&[name, e.reason()])
+                            .inc();
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            if done > 0 {
+                start += done;
+                attempts = 0;
+                backoff = self.cfg.initial_backoff;
+                self.commit(batch[start - 1].offset + 1).await;
+            }
+            let Some(err) = failure else {
+                continue;
+            };
+            attempts += 1;
+            let msg = &batch[start];
+            if self.cfg.max_attempts.is_some_and(|max| attempts >= max) {
+                tracing::error!(sink = name, offset = msg.offset, id = msg.id(), attempts, error = %err, "giving up on a record after max_attempts; dead-lettering it");
+                let e = PublishError::Permanent {
+                    reason: "max_attempts",
+                    detail: format!("{attempts} attempts, last error: {err}"),
+                };
+                self.dead_letter(msg, &e, abort).await?;
+                start += 1;
+                attempts = 0;
+                backoff = self.cfg.initial_backoff;
+                self.commit(msg.offset + 1).await;
+                continue;
+            }
+            self.metrics.retries.with_label_values(&[name]).inc();
+            let delay = jitter(backoff);
+            backoff_gauge.set(delay.as_secs_f64());
+            tracing::warn!(sink = name, offset = msg.offset, id = msg.id(), attempts, retry_in = ?delay, error = %err, "publish failed; retrying");
+            if !sleep_or_abort(delay, abort).await {
+                return Err(Stop::Aborted);
+            }
+            backoff = (backoff * 2).min(self.cfg.max_backoff);
+        }
+        backoff_gauge.set(0.0);
+        Ok(batch.last().map_or(0, |m| m.offset + 1))
+    }
+
+    async fn commit(&self, next: u64) {
+        if let Err(e) = self.spool.commit(self.name(), next).await {
+            // The in-memory position still advances; a later commit covers this one. Until
+            // then a crash only means these records are published again.
+            tracing::error!(sink = self.name(), next, error = %e, "cannot commit the sink's spool cursor");
+        }
+    }
+
+    /// Dead-letters `msg`, which failed permanently with `err`: publishes a dead letter to
+    /// the sink, or, when that fails permanently too (or `msg` is already a dead letter),
+    /// appends it to the dead-letter file. Retries until done or aborted.
+    async fn dead_letter(
+        &self,
+        msg: &Message,
+        err: &PublishError,
+        abort: &CancellationToken,
+    ) -> Result<(), Stop> {
+        let name = self.name();
+        let reason = err.reason();
+        let (ingress, source) = match &msg.payload {
+            Payload::Event(env) => (env.ingress, env.source.clone()),
+            Payload::DeadLetter(dl) => (dl.ingress, dl.source.clone()),
+        };
+        let ctx = Context {
+            ingress,
+            source,
+            received_at: accepted_at(msg.accepted_at_ms),
+        };
+        let dl = DeadLetter::new(
+            &msg.json,
+            format!("sink {name} rejected record {}: {err}", msg.id()),
+            &ctx,
+        );
+        let dl_msg = Message {
+            offset: msg.offset,
+            accepted_at_ms: msg.accepted_at_ms,
+            json: Bytes::from(dl.to_json()),
+            payload: Payload::DeadLetter(Box::new(dl)),
+        };
+        let mut backoff = self.cfg.initial_backoff;
+        let mut to_file = msg.is_dead_letter();
+        loop {
+            if to_file {
+                match self.write_dead_letter_file(&dl_msg.json).await {
+                    Ok(path) => {
+                        tracing::error!(sink = name, offset = msg.offset, id = msg.id(), reason, path = %path.display(), "record rejected permanently; dead letter written to file");
+                        self.metrics
+                            .dead_lettered
+                            .with_label_values(&[name, reason])
+                            .inc();
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        tracing::error!(sink = name, offset = msg.offset, error = %e, "cannot write the dead-letter file; retrying");
+                    }
+                }
+            } else {
+                let results = tokio::select! {
+                    r = self.sink.publish(std::slice::from_ref(&dl_msg)) => r,
+                    _ = abort.cancelled() => return Err(Stop::Aborted),
+                };
+                match results.into_iter().next() {
+                    Some(Ok(())) => {
+                        tracing::warn!(
+                            sink = name,
+                            offset = msg.offset,
+                            id = msg.id(),
+                            reason,
+                            "record rejected permanently; published as a dead letter"
+                        );
+                        self.metrics
+                            .dead_lettered
+                            .with_label_values(&[name, reason])
+                            .inc();
+                        return Ok(());
+                    }
+                    Some(Err(e)) if e.is_permanent() => {
+                        to_file = true;
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(sink = name, offset = msg.offset, error = %e, "publishing a dead letter failed; retrying");
+                    }
+                    None => {}
+                }
+            }
+            self.metrics.retries.with_label_values(&[name]).inc();
+            if !sleep_or_abort(jitter(backoff), abort).await {
+                return Err(Stop::Aborted);
+            }
+            backoff = (backoff * 2).min(self.cfg.max_backoff);
+        }
+    }
+
+    async fn write_dead_letter_file(&self, line: &Bytes) -> std::io::Result<PathBuf> {
+        let dir = self.dead_letter_dir.clone();
+        let path = dir.join(format!("{}.ndjson", self.name()));
+        let line = line.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            std::fs::create_dir_all(&dir)?;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            let mut buf = Vec::with_capacity(line.len() + 1);
+            buf.extend_from_slice(&line);
+            buf.push(b'\n');
+            f.write_all(&buf)?;
+            f.sync_data()?;
+            Ok(path)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+/// A delay in `[d/2, d]`.
+fn jitter(d: Duration) -> Duration {
+    let half = d / 2;
+    let extra = rand::thread_rng().gen_range(0..=half.as_millis().min(u64::MAX as u128) as u64);
+    half + Duration::from_millis(extra)
+}
+
+/// Sleeps; false if aborted first.
+async fn sleep_or_abort(d: Duration, abort: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = abort.cancelled() => false,
+    }
+}

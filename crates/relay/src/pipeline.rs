@@ -1,0 +1,238 @@
+//! normalize → dedup → durable spool append: the [`Pipeline`] both ingresses call.
+//!
+//! One delivery is one spool append (all or nothing). Ids are marked as seen only after
+//! that append succeeded, so a refused delivery (X retries it) is never mistaken for a
+//! duplicate later. Two identical deliveries racing each other may both be spooled (a
+//! duplicate downstream, never a loss: delivery is at least once).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use relay_envelope::{normalize, Context, DeadLetter, NormalizeError};
+use relay_ingress::{AcceptError, AcceptReport, Pipeline};
+use relay_spool::{NewRecord, RecordKind, Spool, SpoolError, SpoolStats};
+
+use crate::dedup::Dedup;
+use crate::metrics::{now_ms, PipelineMetrics};
+
+/// Whether the spool takes appends, as last seen by the pipeline (for `/readyz`).
+#[derive(Debug)]
+pub struct SpoolHealth {
+    /// Bytes used when an append was last refused as full; `u64::MAX` when not full.
+    full_at: AtomicU64,
+    /// The last append error other than "full", until an append succeeds.
+    error: Mutex<Option<String>>,
+}
+
+impl Default for SpoolHealth {
+    fn default() -> Self {
+        SpoolHealth {
+            full_at: AtomicU64::new(u64::MAX),
+            error: Mutex::new(None),
+        }
+    }
+}
+
+impl SpoolHealth {
+    fn ok(&self) {
+        self.full_at.store(u64::MAX, Ordering::Release);
+        *self.error.lock() = None;
+    }
+
+    fn full(&self, used: u64) {
+        self.full_at.store(used, Ordering::Release);
+    }
+
+    fn failed(&self, reason: String) {
+        *self.error.lock() = Some(reason);
+    }
+
+    /// `Err(reason)` when the spool cannot take appends: it failed (until an append
+    /// succeeds), it is at its bound, or it refused an append as full and nothing was
+    /// freed since.
+    pub fn check(&self, stats: &SpoolStats) -> Result<(), String> {
+        if let Some(e) = self.error.lock().as_ref() {
+            return Err(format!("spool not writable: {e}"));
+        }
+        let full_at = self.full_at.load(Ordering::Acquire);
+        if stats.bytes >= stats.max_bytes || (full_at != u64::MAX && stats.bytes >= full_at) {
+            return Err(format!(
+                "spool full ({} of {} bytes)",
+                stats.bytes, stats.max_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The relay's [`Pipeline`].
+pub struct RelayPipeline {
+    spool: Spool,
+    dedup: Arc<Dedup>,
+    metrics: PipelineMetrics,
+    health: Arc<SpoolHealth>,
+    retry_after: Duration,
+}
+
+impl RelayPipeline {
+    pub fn new(
+        spool: Spool,
+        dedup: Arc<Dedup>,
+        metrics: PipelineMetrics,
+        health: Arc<SpoolHealth>,
+        retry_after: Duration,
+    ) -> Self {
+        RelayPipeline {
+            spool,
+            dedup,
+            metrics,
+            health,
+            retry_after,
+        }
+    }
+
+    pub fn health(&self) -> Arc<SpoolHealth> {
+        self.health.clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Pipeline for RelayPipeline {
+    async fn accept(&self, body: Bytes, ctx: Context) -> Result<AcceptReport, AcceptError> {
+        let now = now_ms();
+        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
+        let ingress = ctx.ingress.as_str();
+        let mut report = AcceptReport::default();
+        let mut records = Vec::new();
+        let mut ids: Vec<String> = Vec::new();
+        let mut newest_event: Option<i64> = None;
+        let mut kinds: Vec<&'static str> = Vec::new();
+
+        match normalize(&body, &ctx) {
+            Ok(envelopes) => {
+                let mut here = HashSet::with_capacity(envelopes.len());
+                for env in envelopes {
+                    self.metrics
+                        .events_in
+                        .with_label_values(&[env.event_type.as_str(), ingress])
+                        .inc();
+                    if !here.insert(env.id.clone()) || self.dedup.contains(&env.id, now_i) {
+                        self.metrics
+                            .duplicates
+                            .with_label_values(&[env.event_type.as_str()])
+                            .inc();
+                        report.duplicates += 1;
+                        continue;
+                    }
+                    let t = env.time.timestamp_millis();
+                    newest_event = Some(newest_event.map_or(t, |n| n.max(t)));
+                    records.push(NewRecord {
+                        kind: RecordKind::Envelope,
+                        accepted_at_ms: now,
+                        payload: Bytes::from(env.to_json()),
+                    });
+                    kinds.push("envelope");
+                    ids.push(env.id);
+                }
+            }
+            Err(NormalizeError::NotJson { reason }) => {
+                let dl = DeadLetter::new(&body, format!("not JSON: {reason}"), &ctx);
+                if self.dedup.contains(&dl.id, now_i) {
+                    self.metrics
+                        .duplicates
+                        .with_label_values(&["deadletter"])
+                        .inc();
+                    report.duplicates += 1;
+                } else {
+                    tracing::warn!(
+                        ingress,
+                        source = %ctx.source,
+                        id = %dl.id,
+                        bytes = body.len(),
+                        %reason,
+                        "delivery is not JSON; spooled as a dead letter"
+                    );
+                    records.push(NewRecord {
+                        kind: RecordKind::DeadLetter,
+                        accepted_at_ms: now,
+                        payload: Bytes::from(dl.to_json()),
+                    });
+                    kinds.push("deadletter");
+                    ids.push(dl.id);
+                }
+            }
+            Err(NormalizeError::XaaErrors { count, summary }) => {
+                tracing::warn!(ingress, source = %ctx.source, count, %summary, "X reported errors in a delivery");
+                self.metrics
+                    .xaa_errors
+                    .with_label_values(&[ingress])
+                    .inc_by(count as u64);
+                report.xaa_errors = count;
+                return Ok(report);
+            }
+        }
+        if records.is_empty() {
+            return Ok(report);
+        }
+        match self.spool.append(records).await {
+            Ok(_) => {
+                self.health.ok();
+                self.dedup.mark(ids.iter().map(String::as_str), now_i);
+                for kind in kinds {
+                    self.metrics.spooled.with_label_values(&[kind]).inc();
+                    if kind == "deadletter" {
+                        self.metrics
+                            .dead_letters
+                            .with_label_values(&["not_json"])
+                            .inc();
+                        report.dead_letters += 1;
+                    } else {
+                        report.spooled += 1;
+                    }
+                }
+                if let Some(t) = newest_event {
+                    let g = self
+                        .metrics
+                        .last_event
+                        .with_label_values(&[ingress, ctx.source.as_str()]);
+                    let secs = t as f64 / 1000.0;
+                    if secs > g.get() {
+                        g.set(secs);
+                    }
+                }
+                Ok(report)
+            }
+            Err(SpoolError::Full { used, max }) => {
+                self.health.full(used);
+                self.metrics
+                    .accept_failures
+                    .with_label_values(&["spool_full"])
+                    .inc();
+                tracing::warn!(used, max, "spool full; delivery refused (X retries it)");
+                Err(AcceptError::Full {
+                    retry_after: self.retry_after,
+                })
+            }
+            Err(e) => {
+                let reason = match &e {
+                    SpoolError::Closed => "shutting_down",
+                    SpoolError::RecordTooLarge { .. } => "too_large",
+                    _ => "spool_error",
+                };
+                if !matches!(e, SpoolError::Closed | SpoolError::RecordTooLarge { .. }) {
+                    self.health.failed(e.to_string());
+                }
+                self.metrics
+                    .accept_failures
+                    .with_label_values(&[reason])
+                    .inc();
+                tracing::error!(error = %e, "spool append failed; delivery refused");
+                Err(AcceptError::Unavailable(e.to_string()))
+            }
+        }
+    }
+}

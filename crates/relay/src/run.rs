@@ -1,0 +1,314 @@
+//! `activity-relay run`: wires spool, dedup, pipeline, dispatchers, sinks, admin and
+//! ingresses together, and shuts them down in order.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use prometheus::Registry;
+use relay_ingress::webhook::WebhookServer;
+use relay_ingress::Pipeline;
+use relay_sink::Sink;
+use relay_spool::{Spool, SpoolConfig};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{AdminServer, AdminState};
+use crate::config::{Config, SinkKind};
+use crate::dedup::{self, Dedup};
+use crate::dispatch::Dispatcher;
+use crate::metrics::{self, now_ms, PipelineMetrics, SinkMetrics, SpoolMetrics};
+use crate::pipeline::{RelayPipeline, SpoolHealth};
+use crate::sinks;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("spool: {0}")]
+    Spool(#[from] relay_spool::SpoolError),
+    #[error("dedup: {0}")]
+    Dedup(#[from] dedup::DedupError),
+    #[error(transparent)]
+    Sink(#[from] sinks::SinkBuildError),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
+    #[error("ingress: {0}")]
+    Ingress(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Validates everything that can be checked without the network and without creating
+/// anything; returns a short human summary.
+pub fn check(cfg: &Config) -> Result<String, RunError> {
+    let mut lines = Vec::new();
+    if cfg.spool.dir.exists() && !cfg.spool.dir.is_dir() {
+        return Err(RunError::Other(format!(
+            "[spool] dir {} exists and is not a directory",
+            cfg.spool.dir.display()
+        )));
+    }
+    if cfg.spool.segment_bytes.min(cfg.spool.max_bytes) < 4096 {
+        return Err(RunError::Other(
+            "[spool] max_bytes and segment_bytes must be at least 4096".to_string(),
+        ));
+    }
+    lines.push(format!(
+        "spool: {} (max {} bytes, segments of {} bytes)",
+        cfg.spool.dir.display(),
+        cfg.spool.max_bytes,
+        cfg.spool.segment_bytes.min(cfg.spool.max_bytes)
+    ));
+    lines.push(format!(
+        "dedup: window {}, at most {} ids",
+        humantime::format_duration(cfg.dedup.window),
+        cfg.dedup.max_entries
+    ));
+    lines.push(format!("admin: http://{}", cfg.admin.listen));
+    if let Some(w) = &cfg.webhook {
+        lines.push(check_webhook(w)?);
+    }
+    for (i, _) in cfg.streams.iter().enumerate() {
+        lines.push(format!("stream #{}: configured", i + 1));
+    }
+    for s in &cfg.sinks {
+        let detail = sinks::check(s)?;
+        lines.push(format!("sink {}: {detail}", s.name));
+    }
+    Ok(lines.join("\n"))
+}
+
+/// Runs the relay until `shutdown` is cancelled, then shuts down gracefully.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let registry = Registry::new();
+    metrics::register_build_info(&registry)?;
+    let pipeline_metrics = PipelineMetrics::register(&registry)?;
+    let sink_metrics = SinkMetrics::register(&registry)?;
+    let spool_metrics = SpoolMetrics::register(&registry)?;
+
+    // Sinks first: a sink that cannot start stops the relay before it accepts anything.
+    for s in &cfg.sinks {
+        if let SinkKind::File(f) = &s.kind {
+            if f.path != "-" {
+                std::fs::create_dir_all(&f.path).map_err(|e| {
+                    RunError::Other(format!(
+                        "sink {:?}: cannot create directory {}: {e}",
+                        s.name, f.path
+                    ))
+                })?;
+            }
+        }
+    }
+    let mut sink_list: Vec<Arc<dyn Sink>> = Vec::new();
+    for s in &cfg.sinks {
+        sink_list.push(sinks::build(s).await?);
+    }
+
+    let spool = Spool::open(SpoolConfig {
+        dir: cfg.spool.dir.clone(),
+        max_bytes: cfg.spool.max_bytes,
+        segment_bytes: cfg.spool.segment_bytes.min(cfg.spool.max_bytes),
+        sinks: cfg.sinks.iter().map(|s| s.name.clone()).collect(),
+    })
+    .await?;
+
+    let dedup = {
+        let dir = cfg.spool.dir.clone();
+        let window = cfg.dedup.window;
+        let max = cfg.dedup.max_entries;
+        let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
+        tokio::task::spawn_blocking(move || Dedup::open(&dir, window, max, now))
+            .await
+            .map_err(|e| RunError::Other(format!("dedup load task failed: {e}")))??
+    };
+    let rebuilt = dedup::rebuild_from_spool(&dedup, &spool).await?;
+    tracing::info!(
+        records = rebuilt,
+        ids = dedup.len(),
+        "dedup window rebuilt from the spool"
+    );
+    let dedup = Arc::new(dedup);
+
+    let health = Arc::new(SpoolHealth::default());
+    let pipeline: Arc<dyn Pipeline> = Arc::new(RelayPipeline::new(
+        spool.clone(),
+        dedup.clone(),
+        pipeline_metrics,
+        health.clone(),
+        cfg.spool.full_retry_after,
+    ));
+
+    // Dispatchers.
+    let drain = CancellationToken::new();
+    let abort = CancellationToken::new();
+    let dead_letter_dir: PathBuf = cfg.spool.dir.join("dead-letters");
+    let mut dispatchers = JoinSet::new();
+    for sink in &sink_list {
+        let d = Dispatcher::new(
+            sink.clone(),
+            spool.clone(),
+            cfg.dispatch.clone(),
+            sink_metrics.clone(),
+            dead_letter_dir.clone(),
+        );
+        dispatchers.spawn(d.run(drain.clone(), abort.clone()));
+    }
+
+    // Admin.
+    let admin_stop = CancellationToken::new();
+    let admin = AdminServer::bind(
+        cfg.admin.listen,
+        AdminState {
+            registry: registry.clone(),
+            spool: spool.clone(),
+            spool_metrics,
+            health,
+            sinks: sink_list.clone(),
+        },
+    )
+    .await?;
+    let admin_addr = admin.local_addr();
+    let admin_task = tokio::spawn(admin.run(admin_stop.clone()));
+
+    // Ingresses.
+    let ingress_stop = CancellationToken::new();
+    let mut ingresses: JoinSet<Result<(), RunError>> = JoinSet::new();
+    let webhook_addr =
+        start_ingresses(&cfg, &pipeline, &registry, &ingress_stop, &mut ingresses).await?;
+
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        admin = ?admin_addr,
+        webhook = ?webhook_addr,
+        streams = cfg.streams.len(),
+        sinks = ?cfg.sinks.iter().map(|s| format!("{}:{}", s.name, s.kind.type_name())).collect::<Vec<_>>(),
+        spool = %cfg.spool.dir.display(),
+        "activity-relay started"
+    );
+
+    // Wait for a shutdown request, or for an ingress to fail.
+    let mut failure: Option<RunError> = None;
+    tokio::select! {
+        _ = shutdown.cancelled() => tracing::info!("shutdown requested"),
+        Some(res) = ingresses.join_next(), if !ingresses.is_empty() => {
+            match res {
+                Ok(Ok(())) => tracing::warn!("an ingress stopped on its own; shutting down"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "an ingress failed; shutting down");
+                    failure = Some(e);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "an ingress task panicked; shutting down");
+                    failure = Some(RunError::Ingress(e.to_string()));
+                }
+            }
+        }
+    }
+
+    // 1. Stop accepting; in-flight deliveries finish their appends.
+    ingress_stop.cancel();
+    while let Some(res) = ingresses.join_next().await {
+        if let Ok(Err(e)) = res {
+            tracing::warn!(error = %e, "ingress stopped with an error");
+        }
+    }
+    // 2. Let the dispatchers deliver what is spooled, within the deadline.
+    drain.cancel();
+    let deadline = cfg.shutdown_timeout;
+    let drained = tokio::time::timeout(deadline, async {
+        while let Some(res) = dispatchers.join_next().await {
+            match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "dispatcher failed"),
+                Err(e) => tracing::error!(error = %e, "dispatcher task panicked"),
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(timeout = ?deadline, "shutdown deadline reached; undelivered records stay in the spool for the next start");
+        abort.cancel();
+        while dispatchers.join_next().await.is_some() {}
+    }
+    // 3. Close sinks and the spool.
+    for sink in &sink_list {
+        if let Err(e) = sink.close().await {
+            tracing::warn!(sink = sink.name(), error = %e, "closing sink failed");
+        }
+    }
+    spool.close().await;
+    admin_stop.cancel();
+    match admin_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "admin server stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "admin task panicked"),
+    }
+    tracing::info!("activity-relay stopped");
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Starts the webhook and stream ingresses; returns the webhook's address.
+async fn start_ingresses(
+    cfg: &Config,
+    pipeline: &Arc<dyn Pipeline>,
+    registry: &Registry,
+    stop: &CancellationToken,
+    set: &mut JoinSet<Result<(), RunError>>,
+) -> Result<Option<std::net::SocketAddr>, RunError> {
+    if !cfg.streams.is_empty() {
+        return Err(RunError::Ingress(
+            "the stream ingress is not available in this build yet".to_string(),
+        ));
+    }
+    let mut addr = None;
+    if let Some(w) = &cfg.webhook {
+        let server = WebhookServer::bind(w.clone(), pipeline.clone(), registry)
+            .await
+            .map_err(|e| RunError::Ingress(e.to_string()))?;
+        addr = Some(server.local_addr());
+        let stop = stop.clone();
+        set.spawn(async move {
+            server
+                .run(stop)
+                .await
+                .map_err(|e| RunError::Ingress(e.to_string()))
+        });
+    }
+    Ok(addr)
+}
+
+/// Checks the webhook configuration the way the server will (no socket is bound).
+fn check_webhook(w: &relay_ingress::webhook::WebhookConfig) -> Result<String, RunError> {
+    struct NoPipeline;
+    #[async_trait::async_trait]
+    impl Pipeline for NoPipeline {
+        async fn accept(
+            &self,
+            _body: bytes::Bytes,
+            _ctx: relay_envelope::Context,
+        ) -> Result<relay_ingress::AcceptReport, relay_ingress::AcceptError> {
+            Err(relay_ingress::AcceptError::Unavailable("check only".into()))
+        }
+    }
+    let _router = relay_ingress::webhook::router(w, Arc::new(NoPipeline), &Registry::new())
+        .map_err(|e| RunError::Ingress(e.to_string()))?;
+    if let Some(tls) = &w.tls {
+        for p in [&tls.cert_path, &tls.key_path] {
+            if !std::path::Path::new(p).is_file() {
+                return Err(RunError::Ingress(format!(
+                    "webhook TLS file {p} does not exist"
+                )));
+            }
+        }
+    }
+    let apps: Vec<&str> = w.apps.iter().map(|a| a.name.as_str()).collect();
+    Ok(format!(
+        "webhook: {}://{} apps {}",
+        if w.tls.is_some() { "https" } else { "http" },
+        w.listen,
+        apps.join(", ")
+    ))
+}
