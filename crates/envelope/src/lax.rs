@@ -9,7 +9,9 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::value::RawValue;
 
 /// A map key, borrowed when it has no escapes.
@@ -209,16 +211,18 @@ macro_rules! lax_obj {
             $(pub(crate) $r: Option<&'a RawValue>,)*
         }
 
-        struct ObjVisitor;
+        /// Reads an object `depth` levels below the value being parsed.
+        struct ObjVisitor(u8);
 
         impl ObjVisitor {
-            fn fill<'de, A: MapAccess<'de>>(mut map: A) -> Result<Obj<'de>, A::Error> {
+            fn fill<'de, A: MapAccess<'de>>(self, mut map: A) -> Result<Obj<'de>, A::Error> {
+                let below = self.0.saturating_add(1);
                 let mut o = Obj { present: true, ..Obj::default() };
                 while let Some(k) = map.next_key::<Key<'de>>()? {
                     match k.0.as_ref() {
                         $($sk => o.$s = Some(map.next_value()?),)*
-                        $($nk => o.$n = map.next_value::<Nested<'de>>()?.0,)*
-                        $($fk => o.$f = map.next_value::<FirstObj<'de>>()?.0,)*
+                        $($nk => o.$n = map.next_value_seed(NestedSeed(below))?,)*
+                        $($fk => o.$f = map.next_value_seed(FirstSeed(below))?,)*
                         $($rk => o.$r = Some(map.next_value()?),)*
                         _ => {
                             map.next_value::<IgnoredAny>()?;
@@ -297,7 +301,7 @@ impl<'de> Visitor<'de> for ObjVisitor {
         f.write_str("any JSON value")
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        ObjVisitor::fill(map)
+        self.fill(map)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
         drain_seq(seq)?;
@@ -328,63 +332,77 @@ impl<'de> Visitor<'de> for ObjVisitor {
 
 impl<'de> Deserialize<'de> for Obj<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(ObjVisitor)
+        d.deserialize_any(ObjVisitor(0))
     }
 }
 
-/// A nested object slot: `Some` only when the value is an object.
-struct Nested<'a>(Option<Box<Obj<'a>>>);
+/// Nested objects deeper than this are skipped unread: normalization never needs more than
+/// a few levels, and unbounded recursion would risk the stack on hostile input.
+const MAX_OBJ_DEPTH: u8 = 6;
 
-impl<'de> Deserialize<'de> for Nested<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let o = Obj::deserialize(d)?;
-        Ok(Nested(if o.present { Some(Box::new(o)) } else { None }))
+/// A nested object slot: `Some` only when the value is an object.
+struct NestedSeed(u8);
+
+impl<'de> DeserializeSeed<'de> for NestedSeed {
+    type Value = Option<Box<Obj<'de>>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        if self.0 > MAX_OBJ_DEPTH {
+            IgnoredAny::deserialize(d)?;
+            return Ok(None);
+        }
+        let o = d.deserialize_any(ObjVisitor(self.0))?;
+        Ok(if o.present { Some(Box::new(o)) } else { None })
     }
 }
 
 /// An array slot of which only the first element (when an object) is read.
-struct FirstObj<'a>(Option<Box<Obj<'a>>>);
+struct FirstSeed(u8);
 
-impl<'de> Deserialize<'de> for FirstObj<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
+impl<'de> DeserializeSeed<'de> for FirstSeed {
+    type Value = Option<Box<Obj<'de>>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct V(u8);
         impl<'de> Visitor<'de> for V {
-            type Value = FirstObj<'de>;
+            type Value = Option<Box<Obj<'de>>>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("any JSON value")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let first = seq.next_element::<Nested<'de>>()?.and_then(|n| n.0);
+                let first = seq.next_element_seed(NestedSeed(self.0))?.flatten();
                 drain_seq(seq)?;
-                Ok(FirstObj(first))
+                Ok(first)
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
                 drain_map(map)?;
-                Ok(FirstObj(None))
+                Ok(None)
             }
             fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(FirstObj(None))
+                Ok(None)
             }
             fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(FirstObj(None))
+                Ok(None)
             }
             fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(FirstObj(None))
+                Ok(None)
             }
             fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(FirstObj(None))
+                Ok(None)
             }
             fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(FirstObj(None))
+                Ok(None)
             }
             fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(FirstObj(None))
+                Ok(None)
             }
             fn visit_none<E>(self) -> Result<Self::Value, E> {
-                Ok(FirstObj(None))
+                Ok(None)
             }
         }
-        d.deserialize_any(V)
+        if self.0 > MAX_OBJ_DEPTH {
+            IgnoredAny::deserialize(d)?;
+            return Ok(None);
+        }
+        d.deserialize_any(V(self.0))
     }
 }
 
