@@ -37,3 +37,36 @@ pub enum AcceptError {
 pub trait Pipeline: Send + Sync + 'static {
     async fn accept(&self, body: Bytes, ctx: Context) -> Result<AcceptReport, AcceptError>;
 }
+
+pub mod backoff;
+mod metrics;
+pub mod ndjson;
+pub mod stream;
+pub mod webhook;
+
+/// Why an ingress could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    /// The configuration is invalid (checked before anything binds or connects).
+    #[error("invalid ingress configuration: {0}")]
+    Config(String),
+    /// Binding or serving the webhook listener failed.
+    #[error("webhook listener on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Loading the TLS certificate or key failed.
+    #[error("TLS setup ({path}): {reason}")]
+    Tls { path: String, reason: String },
+    /// Serving failed after start.
+    #[error("webhook server failed: {0}")]
+    Serve(#[source] std::io::Error),
+    /// A metric could not be registered (e.g. already registered in this registry).
+    #[error("metrics registration: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The HTTP client could not be built.
+    #[error("stream client setup: {0}")]
+    Client(String),
+}

@@ -1,0 +1,1 @@
+//! The activity stream client (spec §1b, §3). (Being written.)

@@ -1,0 +1,591 @@
+//! The X webhook: CRC challenges (`GET`) and signed deliveries (`POST`) on
+//! `/webhooks/{app}`, one path per configured app (spec §2).
+//!
+//! A POST is answered 200 only once the [`Pipeline`] has made it durable. Signatures are
+//! checked over the raw body, in constant time, against every secret of the app (rotation),
+//! before anything parses or stores the body.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use hmac::{Hmac, Mac};
+use relay_envelope::{Context, IngressKind};
+use serde::Deserialize;
+use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::WebhookMetrics;
+use crate::{AcceptError, IngressError, Pipeline};
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The header X signs every POST with.
+pub const SIGNATURE_HEADER: &str = "x-twitter-webhooks-signature";
+
+/// Label used for requests to a path naming no configured app.
+const UNKNOWN_APP: &str = "_unknown";
+
+/// Webhook listener configuration.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Largest accepted body, bytes.
+    #[serde(default = "default_body_limit")]
+    pub body_limit: usize,
+    /// `Retry-After` sent with a 503 when the pipeline gives no better figure.
+    #[serde(default = "default_retry_after_secs")]
+    pub retry_after_secs: u64,
+    /// How long [`WebhookServer::run`] lets in-flight requests finish after shutdown.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    pub apps: Vec<AppConfig>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+fn default_body_limit() -> usize {
+    1 << 20
+}
+fn default_retry_after_secs() -> u64 {
+    5
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl WebhookConfig {
+    /// A configuration with defaults for everything but the apps.
+    pub fn new(apps: Vec<AppConfig>) -> Self {
+        WebhookConfig {
+            listen: default_listen(),
+            body_limit: default_body_limit(),
+            retry_after_secs: default_retry_after_secs(),
+            shutdown_grace: default_shutdown_grace(),
+            tls: None,
+            apps,
+        }
+    }
+}
+
+impl fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("listen", &self.listen)
+            .field("body_limit", &self.body_limit)
+            .field("retry_after_secs", &self.retry_after_secs)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .field("tls", &self.tls)
+            .field("apps", &self.apps)
+            .finish()
+    }
+}
+
+/// PEM files for HTTPS.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_path: String,
+    pub key_path: String,
+}
+
+/// One X app whose webhook is served at `/webhooks/<name>`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub name: String,
+    /// The first is current (answers CRC); every one is accepted for signatures (rotation).
+    pub consumer_secrets: Vec<String>,
+    /// CloudEvents `source`; default `/x/account-activity/webhook/<name>`.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+impl fmt::Debug for AppConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppConfig")
+            .field("name", &self.name)
+            .field(
+                "consumer_secrets",
+                &format_args!("[{} redacted]", self.consumer_secrets.len()),
+            )
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// base64(HMAC-SHA256) of `message` under a keyed MAC.
+fn sign(mac: &HmacSha256, message: &[u8]) -> String {
+    let mut mac = mac.clone();
+    mac.update(message);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+struct App {
+    name: String,
+    /// One keyed MAC per consumer secret; the first is current.
+    secrets: Vec<HmacSha256>,
+    source: String,
+}
+
+struct Shared {
+    apps: HashMap<String, Arc<App>>,
+    pipeline: Arc<dyn Pipeline>,
+    metrics: WebhookMetrics,
+    body_limit: usize,
+    retry_after_secs: u64,
+}
+
+fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressError> {
+    if cfg.apps.is_empty() {
+        return Err(IngressError::Config("webhook: no apps configured".into()));
+    }
+    if cfg.body_limit == 0 {
+        return Err(IngressError::Config(
+            "webhook: body_limit must be positive".into(),
+        ));
+    }
+    let mut apps = HashMap::new();
+    for a in &cfg.apps {
+        let valid_name = !a.name.is_empty()
+            && a.name != UNKNOWN_APP
+            && a.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid_name {
+            return Err(IngressError::Config(format!(
+                "webhook: app name {:?} must be non-empty [A-Za-z0-9._-]",
+                a.name
+            )));
+        }
+        if a.consumer_secrets.is_empty() || a.consumer_secrets.iter().any(|s| s.is_empty()) {
+            return Err(IngressError::Config(format!(
+                "webhook: app {:?} needs at least one non-empty consumer secret",
+                a.name
+            )));
+        }
+        let app = App {
+            name: a.name.clone(),
+            secrets: a
+                .consumer_secrets
+                .iter()
+                .map(|s| {
+                    HmacSha256::new_from_slice(s.as_bytes()).map_err(|_| {
+                        IngressError::Config(format!(
+                            "webhook: app {:?} has an unusable consumer secret",
+                            a.name
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            source: a
+                .source
+                .clone()
+                .unwrap_or_else(|| format!("/x/account-activity/webhook/{}", a.name)),
+        };
+        if apps.insert(a.name.clone(), Arc::new(app)).is_some() {
+            return Err(IngressError::Config(format!(
+                "webhook: app {:?} configured twice",
+                a.name
+            )));
+        }
+    }
+    Ok(apps)
+}
+
+/// The webhook routes (`GET`/`POST /webhooks/{app}`), metrics registered into `registry`.
+pub fn router(
+    cfg: &WebhookConfig,
+    pipeline: Arc<dyn Pipeline>,
+    registry: &prometheus::Registry,
+) -> Result<Router, IngressError> {
+    let apps = validate(cfg)?;
+    let metrics = WebhookMetrics::register(registry)?;
+    let shared = Arc::new(Shared {
+        apps,
+        pipeline,
+        metrics,
+        body_limit: cfg.body_limit,
+        retry_after_secs: cfg.retry_after_secs,
+    });
+    Ok(Router::new()
+        .route("/webhooks/{app}", get(crc).post(deliver))
+        .with_state(shared))
+}
+
+fn plain(status: StatusCode, msg: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg,
+    )
+        .into_response()
+}
+
+impl Shared {
+    fn app(&self, name: &str, method: &str) -> Option<Arc<App>> {
+        let app = self.apps.get(name).cloned();
+        if app.is_none() {
+            self.metrics
+                .requests
+                .with_label_values(&[UNKNOWN_APP, "unknown_app"])
+                .inc();
+            tracing::debug!(method, "webhook request for an unknown app");
+        }
+        app
+    }
+
+    fn outcome(&self, app: &App, outcome: &str) {
+        self.metrics
+            .requests
+            .with_label_values(&[&app.name, outcome])
+            .inc();
+    }
+
+    fn unauthorized(&self, app: &App, reason: &'static str) -> Response {
+        self.metrics
+            .signature_failures
+            .with_label_values(&[&app.name, reason])
+            .inc();
+        self.outcome(app, "unauthorized");
+        tracing::warn!(app = %app.name, reason, "webhook POST rejected: bad signature");
+        plain(StatusCode::UNAUTHORIZED, "invalid signature\n")
+    }
+
+    fn unavailable(&self, secs: u64) -> Response {
+        let mut resp = plain(StatusCode::SERVICE_UNAVAILABLE, "try again later\n");
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        resp
+    }
+}
+
+async fn crc(
+    State(st): State<Arc<Shared>>,
+    Path(app): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let started = Instant::now();
+    let Some(app) = st.app(&app, "GET") else {
+        return plain(StatusCode::NOT_FOUND, "unknown webhook\n");
+    };
+    let token = query.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "crc_token")
+            .map(|(_, v)| v.into_owned())
+    });
+    let resp = match token.filter(|t| !t.is_empty()) {
+        None => {
+            st.outcome(&app, "bad_request");
+            plain(StatusCode::BAD_REQUEST, "missing crc_token\n")
+        }
+        Some(token) => {
+            // validate() guarantees at least one secret.
+            let response_token = app
+                .secrets
+                .first()
+                .map(|mac| format!("sha256={}", sign(mac, token.as_bytes())))
+                .unwrap_or_default();
+            let body = serde_json::json!({ "response_token": response_token });
+            st.metrics.crc_checks.with_label_values(&[&app.name]).inc();
+            st.outcome(&app, "crc");
+            tracing::debug!(app = %app.name, "answered CRC challenge");
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body.to_string(),
+            )
+                .into_response()
+        }
+    };
+    st.metrics
+        .latency
+        .with_label_values(&[&app.name, "GET"])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// A signature header value, decoded.
+enum Signature {
+    Missing,
+    Malformed,
+    Present([u8; 32]),
+}
+
+fn parse_signature(headers: &HeaderMap) -> Signature {
+    let Some(value) = headers.get(SIGNATURE_HEADER) else {
+        return Signature::Missing;
+    };
+    let Some(b64) = value.as_bytes().strip_prefix(b"sha256=") else {
+        return Signature::Malformed;
+    };
+    match base64::engine::general_purpose::STANDARD.decode(b64.trim_ascii()) {
+        Ok(raw) => match <[u8; 32]>::try_from(raw.as_slice()) {
+            Ok(sig) => Signature::Present(sig),
+            Err(_) => Signature::Malformed,
+        },
+        Err(_) => Signature::Malformed,
+    }
+}
+
+/// Whether `sig` is the HMAC of `body` under any of `secrets`, in constant time per secret
+/// (and every secret is tried, so timing does not reveal which one matched).
+fn verify(secrets: &[HmacSha256], body: &[u8], sig: &[u8; 32]) -> bool {
+    let mut ok = false;
+    for mac in secrets {
+        let mut mac = mac.clone();
+        mac.update(body);
+        ok |= mac.verify_slice(sig).is_ok();
+    }
+    ok
+}
+
+enum ReadError {
+    TooLarge,
+    Io,
+}
+
+async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ReadError> {
+    let mut stream = body.into_data_stream();
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ReadError::Io)?;
+        if buf.len().saturating_add(chunk.len()) > limit {
+            return Err(ReadError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+async fn deliver(
+    State(st): State<Arc<Shared>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let Some(app) = st.app(&app, "POST") else {
+        return plain(StatusCode::NOT_FOUND, "unknown webhook\n");
+    };
+    let resp = deliver_app(&st, &app, &headers, body).await;
+    st.metrics
+        .latency
+        .with_label_values(&[&app.name, "POST"])
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn deliver_app(st: &Shared, app: &App, headers: &HeaderMap, body: Body) -> Response {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > st.body_limit as u64) {
+        st.outcome(app, "too_large");
+        tracing::warn!(app = %app.name, "webhook POST rejected: Content-Length over the limit");
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+    }
+    let sig = match parse_signature(headers) {
+        Signature::Missing => return st.unauthorized(app, "missing"),
+        Signature::Malformed => return st.unauthorized(app, "malformed"),
+        Signature::Present(sig) => sig,
+    };
+    let body = match read_limited(body, st.body_limit).await {
+        Ok(b) => b,
+        Err(ReadError::TooLarge) => {
+            st.outcome(app, "too_large");
+            tracing::warn!(app = %app.name, "webhook POST rejected: body over the limit");
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+        }
+        Err(ReadError::Io) => {
+            st.outcome(app, "read_error");
+            tracing::debug!(app = %app.name, "webhook POST body could not be read");
+            return plain(StatusCode::BAD_REQUEST, "body could not be read\n");
+        }
+    };
+    if !verify(&app.secrets, &body, &sig) {
+        return st.unauthorized(app, "mismatch");
+    }
+    st.metrics
+        .bytes
+        .with_label_values(&[&app.name])
+        .inc_by(body.len() as u64);
+    let ctx = Context {
+        ingress: IngressKind::Webhook,
+        source: app.source.clone(),
+        received_at: chrono::Utc::now(),
+    };
+    let len = body.len();
+    match st.pipeline.accept(body, ctx).await {
+        Ok(report) => {
+            st.outcome(app, "accepted");
+            tracing::debug!(
+                app = %app.name,
+                bytes = len,
+                spooled = report.spooled,
+                duplicates = report.duplicates,
+                dead_letters = report.dead_letters,
+                xaa_errors = report.xaa_errors,
+                "webhook delivery accepted"
+            );
+            plain(StatusCode::OK, "ok\n")
+        }
+        Err(AcceptError::Full { retry_after }) => {
+            st.outcome(app, "full");
+            let secs = if retry_after.is_zero() {
+                st.retry_after_secs
+            } else {
+                retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)
+            };
+            tracing::warn!(app = %app.name, retry_after_secs = secs, "webhook delivery refused: spool full");
+            st.unavailable(secs)
+        }
+        Err(AcceptError::Unavailable(reason)) => {
+            st.outcome(app, "unavailable");
+            tracing::warn!(app = %app.name, %reason, "webhook delivery refused: pipeline unavailable");
+            st.unavailable(st.retry_after_secs)
+        }
+    }
+}
+
+/// A bound webhook listener; [`WebhookServer::run`] serves it.
+pub struct WebhookServer {
+    listener: std::net::TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    shutdown_grace: Duration,
+}
+
+impl fmt::Debug for WebhookServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookServer")
+            .field("local_addr", &self.local_addr)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl WebhookServer {
+    /// Validates `cfg`, loads TLS material, registers metrics and binds `cfg.listen`.
+    pub async fn bind(
+        cfg: WebhookConfig,
+        pipeline: Arc<dyn Pipeline>,
+        registry: &prometheus::Registry,
+    ) -> Result<WebhookServer, IngressError> {
+        let tls = match &cfg.tls {
+            Some(t) => Some(load_tls(t).await?),
+            None => None,
+        };
+        let router = router(&cfg, pipeline, registry)?;
+        let bind_err = |source| IngressError::Bind {
+            addr: cfg.listen,
+            source,
+        };
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(bind_err)?;
+        let local_addr = listener.local_addr().map_err(bind_err)?;
+        let listener = listener.into_std().map_err(bind_err)?;
+        tracing::info!(%local_addr, tls = tls.is_some(), apps = cfg.apps.len(), "webhook listening");
+        Ok(WebhookServer {
+            listener,
+            local_addr,
+            router,
+            tls,
+            shutdown_grace: cfg.shutdown_grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until `shutdown` is cancelled; then stops accepting connections, lets
+    /// in-flight requests finish (at most `shutdown_grace`) and returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), IngressError> {
+        let handle = axum_server::Handle::new();
+        let grace = self.shutdown_grace;
+        let watcher = {
+            let handle = handle.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                tracing::info!("webhook shutting down");
+                handle.graceful_shutdown(Some(grace));
+            })
+        };
+        let service = self.router.into_make_service();
+        let result = match self.tls {
+            Some(tls) => {
+                axum_server::from_tcp_rustls(self.listener, tls)
+                    .handle(handle)
+                    .serve(service)
+                    .await
+            }
+            None => {
+                axum_server::from_tcp(self.listener)
+                    .handle(handle)
+                    .serve(service)
+                    .await
+            }
+        };
+        watcher.abort();
+        result.map_err(IngressError::Serve)?;
+        tracing::info!("webhook stopped");
+        Ok(())
+    }
+}
+
+async fn load_tls(t: &TlsConfig) -> Result<axum_server::tls_rustls::RustlsConfig, IngressError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let tls_err = |path: &str, reason: String| IngressError::Tls {
+        path: path.to_string(),
+        reason,
+    };
+    let cert_pem = tokio::fs::read(&t.cert_path)
+        .await
+        .map_err(|e| tls_err(&t.cert_path, e.to_string()))?;
+    let key_pem = tokio::fs::read(&t.key_path)
+        .await
+        .map_err(|e| tls_err(&t.key_path, e.to_string()))?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_err(&t.cert_path, format!("bad certificate PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(tls_err(&t.cert_path, "no certificate in file".into()));
+    }
+    // Never echo key material: only say what kind of problem it was.
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|_| tls_err(&t.key_path, "no usable private key in file".into()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_err(&t.cert_path, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| tls_err(&t.cert_path, format!("certificate/key rejected: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(axum_server::tls_rustls::RustlsConfig::from_config(
+        Arc::new(config),
+    ))
+}
