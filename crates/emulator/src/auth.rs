@@ -1,0 +1,177 @@
+//! Bearer and OAuth 1.0a (user context) checks, as X makes them.
+
+use axum::http::{HeaderMap, Method, Uri};
+
+use crate::config::{AppConfig, UserConfig};
+use crate::error::ApiError;
+use crate::state::{ct_eq, Shared};
+
+/// The app whose Bearer token the request carries.
+pub(crate) fn bearer<'a>(st: &'a Shared, headers: &HeaderMap) -> Result<&'a AppConfig, ApiError> {
+    let h = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer header"))?;
+    let token = h
+        .strip_prefix("Bearer ")
+        .or_else(|| h.strip_prefix("bearer "))
+        .ok_or_else(|| {
+            ApiError::unauthorized("this endpoint needs app-only Bearer authentication")
+        })?
+        .trim();
+    st.cfg
+        .apps
+        .iter()
+        .find(|a| ct_eq(a.bearer_token.as_bytes(), token.as_bytes()))
+        .ok_or_else(|| ApiError::unauthorized("invalid Bearer token"))
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// RFC 3986 percent-decoding (`+` stays `+`).
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hi = hex_val(*b.get(i + 1)?)?;
+            let lo = hex_val(*b.get(i + 2)?)?;
+            out.push(hi * 16 + lo);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Parses `OAuth k="v", k2="v2"` into decoded pairs.
+pub(crate) fn parse_oauth_header(h: &str) -> Option<Vec<(String, String)>> {
+    let rest = h.trim();
+    let rest = if rest.len() >= 6 && rest[..6].eq_ignore_ascii_case("oauth ") {
+        &rest[6..]
+    } else {
+        return None;
+    };
+    let mut out = Vec::new();
+    for part in rest.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let (k, v) = part.split_once('=')?;
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
+        out.push((percent_decode(k.trim())?, percent_decode(v)?));
+    }
+    Some(out)
+}
+
+/// Verifies an OAuth 1.0a user-context request: consumer key, access token and
+/// HMAC-SHA1 signature (query parameters included, body not signed).
+pub(crate) fn oauth<'a>(
+    st: &'a Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<(&'a AppConfig, &'a UserConfig), ApiError> {
+    let h = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("this endpoint needs OAuth 1.0a user context"))?;
+    let pairs = parse_oauth_header(h)
+        .ok_or_else(|| ApiError::unauthorized("this endpoint needs OAuth 1.0a user context"))?;
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    for k in [
+        "oauth_consumer_key",
+        "oauth_token",
+        "oauth_signature",
+        "oauth_signature_method",
+        "oauth_timestamp",
+        "oauth_nonce",
+    ] {
+        if get(k).is_none() {
+            return Err(ApiError::unauthorized(format!("OAuth header lacks {k}")));
+        }
+    }
+    if get("oauth_signature_method") != Some("HMAC-SHA1") {
+        return Err(ApiError::unauthorized(
+            "oauth_signature_method must be HMAC-SHA1",
+        ));
+    }
+    let ck = get("oauth_consumer_key").unwrap_or_default();
+    let app = st
+        .cfg
+        .apps
+        .iter()
+        .find(|a| a.consumer_key == ck)
+        .ok_or_else(|| ApiError::unauthorized("unknown consumer key"))?;
+    let token = get("oauth_token").unwrap_or_default();
+    let user = st
+        .cfg
+        .users
+        .iter()
+        .find(|u| u.access_token == token)
+        .ok_or_else(|| ApiError::unauthorized("unknown access token"))?;
+    let mut params: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k.starts_with("oauth_") && k != "oauth_signature")
+        .cloned()
+        .collect();
+    if let Some(q) = uri.query() {
+        params.extend(url::form_urlencoded::parse(q.as_bytes()).into_owned());
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase)
+        .or_else(|| uri.authority().map(|a| a.as_str().to_ascii_lowercase()))
+        .ok_or_else(|| ApiError::unauthorized("no Host header"))?;
+    let given = get("oauth_signature").unwrap_or_default();
+    let ok = ["http", "https"].iter().any(|scheme| {
+        let base = format!("{scheme}://{host}{}", uri.path());
+        let expected = relay_xapi::oauth::signature(
+            method.as_str(),
+            &base,
+            &params,
+            &app.consumer_secret,
+            &user.access_token_secret,
+        );
+        ct_eq(expected.as_bytes(), given.as_bytes())
+    });
+    if !ok {
+        tracing::info!(user_id = user.user_id, "OAuth signature rejected");
+        return Err(ApiError::unauthorized("invalid OAuth signature"));
+    }
+    Ok((app, user))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_oauth_header() {
+        let p = parse_oauth_header(
+            r#"OAuth oauth_consumer_key="xvz1evFS4wEEPTGEFPHBog", oauth_signature="tnnArxj06cWHq44gCs1OSKk%2FjLY%3D""#,
+        )
+        .expect("parse");
+        assert_eq!(p[0].1, "xvz1evFS4wEEPTGEFPHBog");
+        assert_eq!(p[1].1, "tnnArxj06cWHq44gCs1OSKk/jLY=");
+        assert!(parse_oauth_header("Bearer x").is_none());
+        assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b+c"));
+        assert!(percent_decode("%zz").is_none());
+    }
+}

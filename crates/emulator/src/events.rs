@@ -1,0 +1,361 @@
+//! What the emulator knows about an event body: its format, key, taxonomy types, X ids
+//! and the subscribed user it is for.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The three delivery formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Account Activity API webhook body.
+    Aaa,
+    /// Activity stream line (`event_type` + `created_at`).
+    Stream,
+    /// X Activity API `{"data":…}` envelope.
+    Xaa,
+}
+
+impl Format {
+    /// All formats.
+    pub const ALL: [Format; 3] = [Format::Aaa, Format::Stream, Format::Xaa];
+
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Aaa => "aaa",
+            Format::Stream => "stream",
+            Format::Xaa => "xaa",
+        }
+    }
+
+    /// Parses a lowercase name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "aaa" | "webhook" => Some(Format::Aaa),
+            "stream" => Some(Format::Stream),
+            "xaa" => Some(Format::Xaa),
+            _ => None,
+        }
+    }
+}
+
+/// The AAA event keys, in the order they are looked for.
+pub const AAA_KEYS: &[&str] = &[
+    "tweet_create_events",
+    "favorite_events",
+    "follow_events",
+    "unfollow_events",
+    "block_events",
+    "unblock_events",
+    "mute_events",
+    "unmute_events",
+    "user_event",
+    "direct_message_events",
+    "direct_message_indicate_typing_events",
+    "direct_message_mark_read_events",
+    "tweet_delete_events",
+    "spaces_events",
+    "replay_job_status",
+];
+
+const CONTEXT_KEYS: &[&str] = &[
+    "for_user_id",
+    "users",
+    "apps",
+    "user_has_blocked",
+    "event_type",
+    "created_at",
+];
+
+/// What the emulator extracts from an event body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventInfo {
+    /// Its format.
+    pub format: Format,
+    /// The AAA event key, or the XAA `event_type`.
+    pub key: String,
+    /// The envelope `type` of each single event it carries, in order.
+    pub types: Vec<String>,
+    /// X's id of each single event (or the identifying fields when X gives none).
+    pub ids: Vec<String>,
+    /// The subscribed user it is for, when one applies.
+    pub for_user_id: Option<String>,
+}
+
+fn s(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(x)) => x.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+fn str_or_num(v: &Value, key: &str) -> String {
+    let alt = format!("{key}_str");
+    match v.get(&alt) {
+        Some(Value::String(x)) => x.clone(),
+        _ => s(v.get(key)),
+    }
+}
+
+/// Detects the format of a body.
+pub fn detect_format(v: &Value) -> Format {
+    if let Some(d) = v.get("data") {
+        if d.get("event_type").is_some() || d.get("event_uuid").is_some() {
+            return Format::Xaa;
+        }
+    }
+    if v.get("errors").is_some() && v.get("for_user_id").is_none() {
+        return Format::Xaa;
+    }
+    if v.get("event_type").and_then(Value::as_str).is_some() {
+        return Format::Stream;
+    }
+    Format::Aaa
+}
+
+/// The AAA key of an AAA or stream body.
+pub fn aaa_key(v: &Value) -> Option<String> {
+    if let Some(k) = v.get("event_type").and_then(Value::as_str) {
+        if v.get(k).is_some() {
+            return Some(k.to_owned());
+        }
+    }
+    for k in AAA_KEYS {
+        if v.get(*k).is_some() {
+            return Some((*k).to_owned());
+        }
+    }
+    v.as_object()?
+        .keys()
+        .find(|k| !CONTEXT_KEYS.contains(&k.as_str()))
+        .cloned()
+}
+
+fn tweet_type(t: &Value, for_user: Option<&str>) -> &'static str {
+    if t.get("retweeted_status").is_some_and(|x| !x.is_null()) {
+        "post.repost.create"
+    } else if t.get("quoted_status").is_some_and(|x| !x.is_null())
+        || t.get("is_quote_status").and_then(Value::as_bool) == Some(true)
+    {
+        "post.quote.create"
+    } else if t
+        .get("in_reply_to_status_id_str")
+        .is_some_and(|x| !x.is_null())
+    {
+        "post.reply.create"
+    } else {
+        let author = t
+            .get("user")
+            .map(|u| str_or_num(u, "id"))
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| s(t.get("author_id")));
+        match for_user {
+            Some(u) if !author.is_empty() && author != u => "post.mention.create",
+            _ => "post.create",
+        }
+    }
+}
+
+fn items(v: Option<&Value>) -> Vec<&Value> {
+    match v {
+        Some(Value::Array(a)) => a.iter().collect(),
+        Some(other) => vec![other],
+        None => Vec::new(),
+    }
+}
+
+/// Extracts format, key, types, ids and target user of a body.
+pub fn inspect(v: &Value) -> EventInfo {
+    let format = detect_format(v);
+    if format == Format::Xaa {
+        let d = v.get("data");
+        let key = d
+            .and_then(|d| d.get("event_type"))
+            .and_then(Value::as_str)
+            .unwrap_or("errors")
+            .to_owned();
+        let id = s(d.and_then(|d| d.get("event_uuid")));
+        let mut for_user = d
+            .and_then(|d| d.get("filter"))
+            .and_then(|f| f.get("user_id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if for_user.is_none() && key == "oauth.revoke" {
+            for_user = d
+                .and_then(|d| d.get("payload"))
+                .and_then(|p| p.get("user_id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+        }
+        return EventInfo {
+            format,
+            types: vec![key.clone()],
+            key,
+            ids: if id.is_empty() { vec![] } else { vec![id] },
+            for_user_id: for_user,
+        };
+    }
+    let key = aaa_key(v).unwrap_or_else(|| "unknown".into());
+    let mut for_user = v
+        .get("for_user_id")
+        .map(|x| s(Some(x)))
+        .filter(|x| !x.is_empty());
+    let body = v.get(&key);
+    let mut types = Vec::new();
+    let mut ids = Vec::new();
+    match key.as_str() {
+        "tweet_create_events" => {
+            for t in items(body) {
+                types.push(tweet_type(t, for_user.as_deref()).to_owned());
+                ids.push(str_or_num(t, "id"));
+            }
+        }
+        "favorite_events" => {
+            for f in items(body) {
+                types.push("like.create".into());
+                ids.push(s(f.get("id")));
+            }
+        }
+        "follow_events" | "unfollow_events" | "block_events" | "unblock_events" | "mute_events"
+        | "unmute_events" => {
+            let family = key.trim_end_matches("_events").trim_start_matches("un");
+            for e in items(body) {
+                let t = e
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| key.trim_end_matches("_events").to_owned());
+                types.push(format!("{family}.{t}"));
+                let src = e
+                    .get("source")
+                    .map(|u| str_or_num(u, "id"))
+                    .unwrap_or_default();
+                let tgt = e
+                    .get("target")
+                    .map(|u| str_or_num(u, "id"))
+                    .unwrap_or_default();
+                ids.push(format!("{t}:{src}:{tgt}:{}", s(e.get("created_timestamp"))));
+            }
+        }
+        "user_event" => {
+            let r = body.and_then(|b| b.get("revoke"));
+            let user = s(r
+                .and_then(|r| r.get("source"))
+                .and_then(|x| x.get("user_id")));
+            if for_user.is_none() && !user.is_empty() {
+                for_user = Some(user.clone());
+            }
+            types.push("oauth.revoke".into());
+            ids.push(format!(
+                "revoke:{user}:{}",
+                s(r.and_then(|r| r.get("date_time")))
+            ));
+        }
+        "direct_message_events" => {
+            for m in items(body) {
+                let sender = s(m.get("message_create").and_then(|c| c.get("sender_id")));
+                types.push(
+                    if for_user.as_deref() == Some(sender.as_str()) {
+                        "dm.sent"
+                    } else {
+                        "dm.received"
+                    }
+                    .into(),
+                );
+                ids.push(s(m.get("id")));
+            }
+        }
+        "direct_message_indicate_typing_events" | "direct_message_mark_read_events" => {
+            let read = key == "direct_message_mark_read_events";
+            for m in items(body) {
+                types.push(
+                    if read {
+                        "dm.read"
+                    } else {
+                        "dm.indicate_typing"
+                    }
+                    .into(),
+                );
+                ids.push(format!(
+                    "{}:{}:{}:{}",
+                    if read { "read" } else { "typing" },
+                    s(m.get("sender_id")),
+                    s(m.get("target").and_then(|t| t.get("recipient_id"))),
+                    s(m.get("created_timestamp"))
+                ));
+            }
+        }
+        "tweet_delete_events" => {
+            for d in items(body) {
+                types.push("post.delete".into());
+                ids.push(s(d.get("status").and_then(|x| x.get("id"))));
+            }
+        }
+        "replay_job_status" => {
+            types.push("replay.job_status".into());
+            ids.push(format!(
+                "{}:{}",
+                s(body.and_then(|b| b.get("job_id"))),
+                s(body.and_then(|b| b.get("job_state")))
+            ));
+        }
+        "spaces_events" => {
+            for e in items(body) {
+                types.push("spaces.event".into());
+                ids.push(s(e.get("id")));
+            }
+        }
+        _ => {
+            types.push("unknown".into());
+        }
+    }
+    EventInfo {
+        format,
+        key,
+        types,
+        ids,
+        for_user_id: for_user,
+    }
+}
+
+/// The stream shape of an AAA body: the same object plus `event_type` and `created_at`.
+pub fn to_stream(aaa: &Value, created_at: &str) -> Value {
+    let mut v = aaa.clone();
+    if let (Some(key), Some(obj)) = (aaa_key(aaa), v.as_object_mut()) {
+        obj.insert("event_type".into(), Value::String(key));
+        obj.insert("created_at".into(), Value::String(created_at.to_owned()));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixtures_classify_as_expected() {
+        let root =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
+        let root = if root.exists() {
+            root
+        } else {
+            std::path::PathBuf::from("/work/shared/fixtures")
+        };
+        let Ok(expected) = std::fs::read_to_string(root.join("expected-types.json")) else {
+            return;
+        };
+        let expected: serde_json::Map<String, Value> =
+            serde_json::from_str(&expected).expect("expected-types");
+        for (file, types) in expected {
+            let body: Value =
+                serde_json::from_str(&std::fs::read_to_string(root.join(&file)).expect("read"))
+                    .expect("json");
+            let info = inspect(&body);
+            let want: Vec<String> = serde_json::from_value(types).expect("types");
+            assert_eq!(info.types, want, "{file}");
+            assert_eq!(info.ids.len(), want.len(), "{file}");
+        }
+    }
+}

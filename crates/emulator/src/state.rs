@@ -1,0 +1,1065 @@
+//! The emulator's state (apps, webhooks, subscriptions, jobs, the record of everything
+//! sent) and X's side of webhook delivery: CRC checks, signed POSTs, retries, replay.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use parking_lot::Mutex;
+use rand::Rng as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::Sha256;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AppConfig, EmulatorConfig, StreamFaults};
+use crate::error::ApiError;
+use crate::events::{inspect, Format};
+use crate::ids::IdGen;
+
+/// `sha256=<base64 HMAC-SHA256(key, message)>`, as X computes CRC answers and signatures.
+pub fn sign(key: &str, message: &[u8]) -> String {
+    let mut mac = match Hmac::<Sha256>::new_from_slice(key.as_bytes()) {
+        Ok(m) => m,
+        Err(_) => return String::new(),
+    };
+    mac.update(message);
+    format!(
+        "sha256={}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// Outcome of one delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The webhook answered 2xx in time.
+    Delivered,
+    /// Non-2xx, timeout or connection error.
+    Failed,
+    /// Not sent: the webhook was invalid or gone.
+    Skipped,
+}
+
+/// One delivery attempt of one body to one webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryAttempt {
+    /// The webhook.
+    pub webhook_id: String,
+    /// The app whose secret signed it.
+    pub app: String,
+    /// The URL posted to.
+    pub url: String,
+    /// 1 for the first try, 2–4 for retries.
+    pub attempt: u32,
+    /// The (scaled) wait before this attempt, ms: 0, then 3 s, 27 s, 242 s × time_scale.
+    pub wait_before_ms: u64,
+    /// When it was sent.
+    pub at: DateTime<Utc>,
+    /// Time to the answer (or the error), ms.
+    pub latency_ms: u64,
+    /// HTTP status, when there was an answer.
+    pub status: Option<u16>,
+    /// The error, when there was no usable answer.
+    pub error: Option<String>,
+    /// Delivered, failed or skipped.
+    pub outcome: AttemptOutcome,
+    /// Set when this attempt belongs to a replay job.
+    pub replay_job_id: Option<String>,
+}
+
+/// One emitted body and what happened to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentEvent {
+    /// Emission sequence number (1, 2, …).
+    pub seq: u64,
+    /// X ids of the single events in it.
+    pub ids: Vec<String>,
+    /// Its format.
+    pub format: Format,
+    /// AAA key or XAA event type.
+    pub key: String,
+    /// Envelope types of the single events in it.
+    pub types: Vec<String>,
+    /// The subscribed user it is for.
+    pub for_user_id: Option<String>,
+    /// When it happened (may be set in the past by the emitter, for replay tests).
+    pub emitted_at: DateTime<Utc>,
+    /// `admin`, `fixture`, `generator`, `replay`, `handle`.
+    pub origin: String,
+    /// Set when this body is a deliberate duplicate of an earlier one.
+    pub duplicate_of: Option<u64>,
+    /// Body size in bytes.
+    pub bytes: usize,
+    /// How many stream connections it was written to.
+    pub streamed: u32,
+    /// Every webhook delivery attempt, in order.
+    pub deliveries: Vec<DeliveryAttempt>,
+    /// The body (only in answers that ask for it).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub body: Option<Value>,
+    #[serde(skip)]
+    pub(crate) raw: Bytes,
+}
+
+/// One CRC check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrcCheck {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// `registration`, `put`, `periodic`, `admin`.
+    pub reason: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// HTTP status of the answer.
+    pub status: Option<u16>,
+    /// Time to the answer, ms.
+    pub latency_ms: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// A registered webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Webhook {
+    /// Id.
+    pub id: String,
+    /// App name.
+    pub app: String,
+    /// URL.
+    pub url: String,
+    /// Passed its last CRC.
+    pub valid: bool,
+    /// Registration time.
+    pub created_at: DateTime<Utc>,
+    /// AAA subscriptions: user ids, in subscription order.
+    pub subscriptions: Vec<String>,
+    /// CRC checks, latest last (at most 100 kept).
+    pub crc_checks: Vec<CrcCheck>,
+}
+
+/// An activity / XAA subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActivitySubscription {
+    /// Id.
+    pub id: String,
+    /// App name.
+    pub app: String,
+    /// XAA event type (XAA shape).
+    pub event_type: Option<String>,
+    /// Event types (stream shape).
+    pub event_types: Vec<String>,
+    /// User id (stream shape, or the XAA filter's `user_id`).
+    pub user_id: Option<String>,
+    /// XAA filter.
+    pub filter: Value,
+    /// Tag.
+    pub tag: Option<String>,
+    /// Webhook events are delivered to.
+    pub webhook_id: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Updated.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A replay job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplayJob {
+    /// Id.
+    pub job_id: String,
+    /// App name.
+    pub app: String,
+    /// Webhook.
+    pub webhook_id: String,
+    /// Window start (inclusive).
+    pub from: DateTime<Utc>,
+    /// Window end (exclusive).
+    pub to: DateTime<Utc>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// `running`, `Complete` or `Incomplete`.
+    pub state: String,
+    /// Bodies re-delivered.
+    pub events: usize,
+    /// Finished.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One stream connection attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamConnection {
+    /// Id (1, 2, …).
+    pub id: u64,
+    /// When it was attempted.
+    pub at: DateTime<Utc>,
+    /// Query parameters.
+    pub params: BTreeMap<String, String>,
+    /// `User-Agent`.
+    pub user_agent: Option<String>,
+    /// HTTP status answered.
+    pub status: u16,
+    /// `connected`, `unauthorized`, `rate_limited`, `unavailable`, `too_many_connections`,
+    /// `invalid_params`.
+    pub outcome: String,
+    /// When it ended.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// `client_closed`, `dropped`, `operational_disconnect`, `too_slow`, `shutdown`,
+    /// `end_time` (and `stalled` while stalled).
+    pub end_reason: Option<String>,
+    /// Event lines written (backfill included).
+    pub lines_sent: u64,
+    /// Of which backfill.
+    pub backfilled: u64,
+    /// Heartbeats written.
+    pub heartbeats_sent: u64,
+    /// Whether it is stalled.
+    pub stalled: bool,
+}
+
+/// A command to a live stream connection.
+#[derive(Debug, Clone)]
+pub(crate) enum StreamCmd {
+    Line(Bytes),
+    Drop,
+    Stall,
+    Disconnect,
+}
+
+pub(crate) struct LiveConn {
+    pub id: u64,
+    pub tx: mpsc::Sender<StreamCmd>,
+}
+
+#[derive(Default)]
+pub(crate) struct StreamState {
+    pub faults: StreamFaults,
+    pub live: Vec<LiveConn>,
+    pub records: Vec<StreamConnection>,
+    pub next_id: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Db {
+    pub webhooks: Vec<Webhook>,
+    pub activity: Vec<ActivitySubscription>,
+    pub jobs: Vec<ReplayJob>,
+    pub replay_incomplete: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct EventLog {
+    pub events: VecDeque<SentEvent>,
+    pub next_seq: u64,
+}
+
+impl EventLog {
+    fn get_mut(&mut self, seq: u64) -> Option<&mut SentEvent> {
+        let first = self.events.front()?.seq;
+        let idx = seq.checked_sub(first)? as usize;
+        self.events.get_mut(idx)
+    }
+}
+
+/// Options of one emission.
+#[derive(Debug, Clone, Default)]
+pub struct EmitOptions {
+    /// When the event happened (default now).
+    pub at: Option<DateTime<Utc>>,
+    /// Origin label.
+    pub origin: Option<String>,
+    /// Duplicate of this earlier emission.
+    pub duplicate_of: Option<u64>,
+}
+
+/// A short summary of one emission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Emitted {
+    /// Sequence number (key into `/admin/sent`).
+    pub seq: u64,
+    /// Format.
+    pub format: Format,
+    /// AAA key / XAA event type.
+    pub key: String,
+    /// Envelope types.
+    pub types: Vec<String>,
+    /// X ids.
+    pub ids: Vec<String>,
+    /// Target user.
+    pub for_user_id: Option<String>,
+    /// Webhooks it is being delivered to.
+    pub webhooks: Vec<String>,
+    /// Stream connections it was written to.
+    pub streamed: u32,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub webhook_id: String,
+    pub app: String,
+    pub url: String,
+    pub secret: String,
+}
+
+pub(crate) struct Shared {
+    pub cfg: EmulatorConfig,
+    pub http: reqwest::Client,
+    pub ids: IdGen,
+    pub db: Mutex<Db>,
+    pub log: Mutex<EventLog>,
+    pub stream: Mutex<StreamState>,
+    pub cancel: CancellationToken,
+    pub rate: Mutex<HashMap<String, (u64, u32)>>,
+    pub sems: Mutex<HashMap<String, Arc<Semaphore>>>,
+    pub generator: Mutex<Option<crate::generator::GeneratorRun>>,
+}
+
+fn random_token(n: usize) -> String {
+    const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    (0..n)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect()
+}
+
+impl Shared {
+    pub fn new(cfg: EmulatorConfig) -> Result<Self, crate::EmulatorError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("x-emulator (X webhook delivery stand-in)")
+            .build()?;
+        let faults = cfg.stream.faults.clone();
+        let replay_incomplete = cfg.replay_incomplete;
+        Ok(Self {
+            http,
+            ids: IdGen::new(rand::thread_rng().gen_range(0..1024)),
+            db: Mutex::new(Db {
+                replay_incomplete,
+                ..Db::default()
+            }),
+            log: Mutex::new(EventLog {
+                next_seq: 1,
+                ..EventLog::default()
+            }),
+            stream: Mutex::new(StreamState {
+                faults,
+                next_id: 1,
+                ..StreamState::default()
+            }),
+            cancel: CancellationToken::new(),
+            rate: Mutex::new(HashMap::new()),
+            sems: Mutex::new(HashMap::new()),
+            generator: Mutex::new(None),
+            cfg,
+        })
+    }
+
+    pub fn app(&self, name: &str) -> Option<&AppConfig> {
+        self.cfg.apps.iter().find(|a| a.name == name)
+    }
+
+    // ---------------------------------------------------------------- CRC
+
+    /// Runs one CRC check against `url` with `secret`.
+    pub async fn crc(&self, url: &str, secret: &str, reason: &str) -> CrcCheck {
+        let token = random_token(40);
+        let at = Utc::now();
+        let t0 = Instant::now();
+        let fail = |status: Option<u16>, error: String, t0: Instant| CrcCheck {
+            at,
+            reason: reason.to_owned(),
+            ok: false,
+            status,
+            latency_ms: t0.elapsed().as_millis() as u64,
+            error: Some(error),
+        };
+        let mut u = match url::Url::parse(url) {
+            Ok(u) => u,
+            Err(e) => return fail(None, format!("invalid url: {e}"), t0),
+        };
+        u.query_pairs_mut()
+            .append_pair("crc_token", &token)
+            .append_pair("nonce", &random_token(16));
+        let res = self
+            .http
+            .get(u)
+            .timeout(Duration::from_millis(self.cfg.crc_timeout_ms))
+            .send()
+            .await;
+        let resp = match res {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return fail(
+                    None,
+                    format!("no answer within {} ms", self.cfg.crc_timeout_ms),
+                    t0,
+                )
+            }
+            Err(e) => return fail(None, format!("request failed: {e}"), t0),
+        };
+        let status = resp.status().as_u16();
+        if resp.status().is_redirection() {
+            return fail(Some(status), "redirects are not followed".into(), t0);
+        }
+        if !resp.status().is_success() {
+            return fail(Some(status), format!("status {status}"), t0);
+        }
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) if e.is_timeout() => {
+                return fail(
+                    Some(status),
+                    format!("no answer within {} ms", self.cfg.crc_timeout_ms),
+                    t0,
+                )
+            }
+            Err(e) => return fail(Some(status), format!("reading the answer: {e}"), t0),
+        };
+        let expected = sign(secret, token.as_bytes());
+        let got = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("response_token")?.as_str().map(str::to_owned));
+        match got {
+            Some(g) if ct_eq(g.as_bytes(), expected.as_bytes()) => CrcCheck {
+                at,
+                reason: reason.to_owned(),
+                ok: true,
+                status: Some(status),
+                latency_ms: t0.elapsed().as_millis() as u64,
+                error: None,
+            },
+            Some(_) => fail(Some(status), "wrong response_token".into(), t0),
+            None => fail(
+                Some(status),
+                "answer has no response_token in a JSON object".into(),
+                t0,
+            ),
+        }
+    }
+
+    fn push_crc(&self, webhook_id: &str, check: &CrcCheck) -> Option<bool> {
+        let mut db = self.db.lock();
+        let w = db.webhooks.iter_mut().find(|w| w.id == webhook_id)?;
+        w.valid = check.ok;
+        w.crc_checks.push(check.clone());
+        if w.crc_checks.len() > 100 {
+            w.crc_checks.remove(0);
+        }
+        Some(w.valid)
+    }
+
+    /// Re-runs the CRC of one webhook and records the result. `None` when it does not exist.
+    pub async fn recrc(&self, webhook_id: &str, reason: &str) -> Option<CrcCheck> {
+        let (url, app) = {
+            let db = self.db.lock();
+            let w = db.webhooks.iter().find(|w| w.id == webhook_id)?;
+            (w.url.clone(), w.app.clone())
+        };
+        let secret = self.app(&app)?.consumer_secret.clone();
+        let check = self.crc(&url, &secret, reason).await;
+        if check.ok {
+            tracing::info!(webhook_id, url, reason, "CRC passed");
+        } else {
+            tracing::warn!(webhook_id, url, reason, error = ?check.error, "CRC failed: webhook invalid");
+        }
+        self.push_crc(webhook_id, &check)?;
+        Some(check)
+    }
+
+    /// Re-CRCs every webhook (what X does hourly).
+    pub async fn recrc_all(&self, reason: &str) {
+        let ids: Vec<String> = self
+            .db
+            .lock()
+            .webhooks
+            .iter()
+            .map(|w| w.id.clone())
+            .collect();
+        for id in ids {
+            self.recrc(&id, reason).await;
+        }
+    }
+
+    // ---------------------------------------------------------- webhooks
+
+    /// Registers a webhook for an app (`POST /2/webhooks`).
+    pub async fn register_webhook(&self, app: &str, url: &str) -> Result<Webhook, ApiError> {
+        let parsed = url::Url::parse(url)
+            .map_err(|e| ApiError::bad("UrlValidationFailed", format!("invalid url: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.host_str().is_none_or(str::is_empty)
+            || url.len() > 2048
+        {
+            return Err(ApiError::bad(
+                "UrlValidationFailed",
+                "the url must be an http(s) URL with a host",
+            ));
+        }
+        if parsed.query().is_some_and(|q| q.contains("crc_token")) {
+            return Err(ApiError::bad(
+                "UrlValidationFailed",
+                "the url must not carry a crc_token",
+            ));
+        }
+        self.check_new_webhook(app, url)?;
+        let secret = self
+            .app(app)
+            .map(|a| a.consumer_secret.clone())
+            .ok_or_else(|| ApiError::unauthorized("unknown app"))?;
+        let check = self.crc(url, &secret, "registration").await;
+        if !check.ok {
+            tracing::warn!(url, error = ?check.error, "webhook registration: CRC failed");
+            return Err(ApiError::bad(
+                "CrcValidationFailed",
+                format!(
+                    "CRC check against {url} failed: {}",
+                    check.error.unwrap_or_default()
+                ),
+            ));
+        }
+        self.check_new_webhook(app, url)?;
+        let w = Webhook {
+            id: self.ids.next_str(),
+            app: app.to_owned(),
+            url: url.to_owned(),
+            valid: true,
+            created_at: Utc::now(),
+            subscriptions: Vec::new(),
+            crc_checks: vec![check],
+        };
+        self.db.lock().webhooks.push(w.clone());
+        tracing::info!(webhook_id = w.id, url, app, "webhook registered");
+        Ok(w)
+    }
+
+    fn check_new_webhook(&self, app: &str, url: &str) -> Result<(), ApiError> {
+        let db = self.db.lock();
+        if db.webhooks.iter().any(|w| w.app == app && w.url == url) {
+            return Err(ApiError::bad(
+                "DuplicateUrlFailed",
+                format!("a webhook with url {url} is already registered for this app"),
+            ));
+        }
+        let n = db.webhooks.iter().filter(|w| w.app == app).count();
+        if n >= self.cfg.max_webhooks {
+            return Err(ApiError::bad(
+                "WebhookLimitExceeded",
+                format!(
+                    "this app already has {n} webhook(s); the limit is {}",
+                    self.cfg.max_webhooks
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The app's webhook, or `WebhookIdInvalid`.
+    pub fn webhook(&self, app: &str, id: &str) -> Result<Webhook, ApiError> {
+        self.db
+            .lock()
+            .webhooks
+            .iter()
+            .find(|w| w.id == id && w.app == app)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "WebhookIdInvalid",
+                    format!("webhook {id} does not exist for this app"),
+                )
+            })
+    }
+
+    /// Subscribes a user to a webhook (AAA).
+    pub fn subscribe(&self, app: &str, webhook_id: &str, user_id: &str) -> Result<(), ApiError> {
+        let mut db = self.db.lock();
+        let unique: std::collections::HashSet<&String> = db
+            .webhooks
+            .iter()
+            .filter(|w| w.app == app)
+            .flat_map(|w| w.subscriptions.iter())
+            .collect();
+        let is_new_user = !unique.contains(&user_id.to_owned());
+        let count = unique.len();
+        let w = db
+            .webhooks
+            .iter_mut()
+            .find(|w| w.id == webhook_id && w.app == app)
+            .ok_or_else(|| {
+                ApiError::bad(
+                    "WebhookIdInvalid",
+                    format!("webhook {webhook_id} does not exist for this app"),
+                )
+            })?;
+        if w.subscriptions.iter().any(|u| u == user_id) {
+            return Err(ApiError::bad(
+                "DuplicateSubscriptionFailed",
+                format!("user {user_id} is already subscribed to webhook {webhook_id}"),
+            ));
+        }
+        if is_new_user && count >= self.cfg.max_subscriptions {
+            return Err(ApiError::bad(
+                "SubscriptionLimitExceeded",
+                format!(
+                    "this app has {count} subscription(s); the limit is {}",
+                    self.cfg.max_subscriptions
+                ),
+            ));
+        }
+        w.subscriptions.push(user_id.to_owned());
+        tracing::info!(webhook_id, user_id, app, "user subscribed");
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ emit
+
+    /// Emits one body: records it, writes it to the stream and starts webhook deliveries.
+    pub fn emit_raw(self: &Arc<Self>, raw: Bytes, value: Value, opts: EmitOptions) -> Emitted {
+        let info = inspect(&value);
+        let at = opts.at.unwrap_or_else(Utc::now);
+        let seq = {
+            let mut log = self.log.lock();
+            let seq = log.next_seq;
+            log.next_seq += 1;
+            log.events.push_back(SentEvent {
+                seq,
+                ids: info.ids.clone(),
+                format: info.format,
+                key: info.key.clone(),
+                types: info.types.clone(),
+                for_user_id: info.for_user_id.clone(),
+                emitted_at: at,
+                origin: opts.origin.unwrap_or_else(|| "handle".into()),
+                duplicate_of: opts.duplicate_of,
+                bytes: raw.len(),
+                streamed: 0,
+                deliveries: Vec::new(),
+                body: None,
+                raw: raw.clone(),
+            });
+            while log.events.len() > self.cfg.max_recorded_events.max(1) {
+                log.events.pop_front();
+            }
+            seq
+        };
+        // Stream.
+        let mut streamed = 0;
+        if info.format == Format::Stream
+            || (info.format == Format::Xaa && self.cfg.stream.include_xaa)
+        {
+            streamed = self.stream_line(&value);
+            if let Some(e) = self.log.lock().get_mut(seq) {
+                e.streamed = streamed;
+            }
+        }
+        // Webhooks.
+        let targets = self.targets(&info, &value);
+        let webhooks = targets.iter().map(|t| t.webhook_id.clone()).collect();
+        for t in targets {
+            let me = Arc::clone(self);
+            let raw = raw.clone();
+            tokio::spawn(async move {
+                me.deliver(seq, t, raw, None).await;
+            });
+        }
+        tracing::debug!(
+            seq,
+            format = info.format.as_str(),
+            key = info.key,
+            "emitted"
+        );
+        Emitted {
+            seq,
+            format: info.format,
+            key: info.key,
+            types: info.types,
+            ids: info.ids,
+            for_user_id: info.for_user_id,
+            webhooks,
+            streamed,
+        }
+    }
+
+    /// Emits a JSON value (serialized compactly).
+    pub fn emit_value(self: &Arc<Self>, value: Value, opts: EmitOptions) -> Emitted {
+        let raw = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+        self.emit_raw(raw, value, opts)
+    }
+
+    fn stream_line(&self, value: &Value) -> u32 {
+        let mut line = serde_json::to_vec(value).unwrap_or_default();
+        line.extend_from_slice(b"\r\n");
+        let line = Bytes::from(line);
+        let mut st = self.stream.lock();
+        let mut n = 0;
+        st.live
+            .retain(|c| match c.tx.try_send(StreamCmd::Line(line.clone())) {
+                Ok(()) => {
+                    n += 1;
+                    true
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(connection = c.id, "stream client too slow: disconnecting");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        n
+    }
+
+    fn targets(&self, info: &crate::events::EventInfo, value: &Value) -> Vec<Target> {
+        let db = self.db.lock();
+        let mut out = Vec::new();
+        let mut push = |w: &Webhook| {
+            if let Some(app) = self.app(&w.app) {
+                out.push(Target {
+                    webhook_id: w.id.clone(),
+                    app: w.app.clone(),
+                    url: w.url.clone(),
+                    secret: app.consumer_secret.clone(),
+                });
+            }
+        };
+        match info.format {
+            Format::Aaa if info.key == "replay_job_status" => {
+                let wid = value
+                    .get("replay_job_status")
+                    .and_then(|r| r.get("webhook_id"))
+                    .and_then(Value::as_str);
+                for w in db.webhooks.iter().filter(|w| Some(w.id.as_str()) == wid) {
+                    push(w);
+                }
+            }
+            Format::Aaa => {
+                if let Some(u) = &info.for_user_id {
+                    for w in db.webhooks.iter().filter(|w| w.subscriptions.contains(u)) {
+                        push(w);
+                    }
+                }
+            }
+            Format::Xaa => {
+                let mut seen = std::collections::HashSet::new();
+                for s in &db.activity {
+                    let Some(wid) = &s.webhook_id else { continue };
+                    let type_ok = s.event_type.as_deref() == Some(info.key.as_str())
+                        || s.event_types.iter().any(|t| t == &info.key);
+                    let user_ok = match (&s.user_id, &info.for_user_id) {
+                        (Some(a), Some(b)) => a == b,
+                        (None, _) => true,
+                        (Some(_), None) => false,
+                    };
+                    if type_ok && user_ok && seen.insert(wid.clone()) {
+                        if let Some(w) = db.webhooks.iter().find(|w| &w.id == wid) {
+                            push(w);
+                        }
+                    }
+                }
+            }
+            Format::Stream => {}
+        }
+        out
+    }
+
+    fn record_attempt(&self, seq: u64, a: DeliveryAttempt) {
+        if let Some(e) = self.log.lock().get_mut(seq) {
+            e.deliveries.push(a);
+        }
+    }
+
+    fn semaphore(&self, webhook_id: &str) -> Arc<Semaphore> {
+        Arc::clone(
+            self.sems
+                .lock()
+                .entry(webhook_id.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(Semaphore::new(self.cfg.max_in_flight_per_webhook.max(1)))
+                }),
+        )
+    }
+
+    /// Delivers one body to one webhook with X's retry policy. True when delivered.
+    pub(crate) async fn deliver(
+        &self,
+        seq: u64,
+        t: Target,
+        body: Bytes,
+        job: Option<String>,
+    ) -> bool {
+        let waits = self.cfg.scaled_retry_waits_ms();
+        let signature = sign(&t.secret, &body);
+        for attempt in 1..=(waits.len() as u32 + 1) {
+            let wait = if attempt == 1 {
+                0
+            } else {
+                waits.get(attempt as usize - 2).copied().unwrap_or(0)
+            };
+            if wait > 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
+                    _ = self.cancel.cancelled() => return false,
+                }
+            }
+            let mut rec = DeliveryAttempt {
+                webhook_id: t.webhook_id.clone(),
+                app: t.app.clone(),
+                url: t.url.clone(),
+                attempt,
+                wait_before_ms: wait,
+                at: Utc::now(),
+                latency_ms: 0,
+                status: None,
+                error: None,
+                outcome: AttemptOutcome::Skipped,
+                replay_job_id: job.clone(),
+            };
+            let valid = self
+                .db
+                .lock()
+                .webhooks
+                .iter()
+                .find(|w| w.id == t.webhook_id)
+                .map(|w| w.valid);
+            match valid {
+                None => {
+                    rec.error = Some("webhook deleted".into());
+                    self.record_attempt(seq, rec);
+                    return false;
+                }
+                Some(false) => {
+                    rec.error = Some("webhook invalid (failed CRC): not delivered".into());
+                    self.record_attempt(seq, rec);
+                    return false;
+                }
+                Some(true) => {}
+            }
+            let sem = self.semaphore(&t.webhook_id);
+            let Ok(_permit) = sem.acquire_owned().await else {
+                return false;
+            };
+            rec.at = Utc::now();
+            let t0 = Instant::now();
+            let res = self
+                .http
+                .post(&t.url)
+                .header("content-type", "application/json; charset=utf-8")
+                .header("x-twitter-webhooks-signature", &signature)
+                .timeout(Duration::from_millis(self.cfg.delivery_timeout_ms))
+                .body(body.clone())
+                .send()
+                .await;
+            rec.latency_ms = t0.elapsed().as_millis() as u64;
+            match res {
+                Ok(r) if r.status().is_success() => {
+                    rec.status = Some(r.status().as_u16());
+                    rec.outcome = AttemptOutcome::Delivered;
+                    self.record_attempt(seq, rec);
+                    return true;
+                }
+                Ok(r) => {
+                    rec.status = Some(r.status().as_u16());
+                    rec.error = Some(format!("status {}", r.status().as_u16()));
+                    rec.outcome = AttemptOutcome::Failed;
+                }
+                Err(e) => {
+                    rec.error = Some(if e.is_timeout() {
+                        format!("no answer within {} ms", self.cfg.delivery_timeout_ms)
+                    } else {
+                        format!("request failed: {e}")
+                    });
+                    rec.outcome = AttemptOutcome::Failed;
+                }
+            }
+            tracing::debug!(seq, webhook_id = t.webhook_id, attempt, error = ?rec.error, "delivery attempt failed");
+            self.record_attempt(seq, rec);
+        }
+        tracing::warn!(
+            seq,
+            webhook_id = t.webhook_id,
+            "delivery failed after all retries"
+        );
+        false
+    }
+
+    // ---------------------------------------------------------- replay
+
+    /// Starts a replay job (dates already validated).
+    pub fn start_replay(
+        self: &Arc<Self>,
+        app: &str,
+        webhook_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<ReplayJob, ApiError> {
+        let w = self.webhook(app, webhook_id)?;
+        if !w.valid {
+            return Err(ApiError::bad(
+                "CrcValidationFailed",
+                format!("webhook {webhook_id} is invalid (failed its last CRC)"),
+            ));
+        }
+        let job = {
+            let mut db = self.db.lock();
+            if db
+                .jobs
+                .iter()
+                .any(|j| j.webhook_id == webhook_id && j.state == "running")
+            {
+                return Err(ApiError::new(
+                    409,
+                    "ReplayConflictError",
+                    format!("a replay job is already running for webhook {webhook_id}"),
+                ));
+            }
+            let job = ReplayJob {
+                job_id: self.ids.next_str(),
+                app: app.to_owned(),
+                webhook_id: webhook_id.to_owned(),
+                from,
+                to,
+                created_at: Utc::now(),
+                state: "running".into(),
+                events: 0,
+                finished_at: None,
+            };
+            db.jobs.push(job.clone());
+            job
+        };
+        let me = Arc::clone(self);
+        let j = job.clone();
+        tokio::spawn(async move { me.run_replay(j).await });
+        tracing::info!(job_id = job.job_id, webhook_id, %from, %to, "replay job started");
+        Ok(job)
+    }
+
+    async fn run_replay(self: Arc<Self>, job: ReplayJob) {
+        let (subs, target) = {
+            let db = self.db.lock();
+            let Some(w) = db.webhooks.iter().find(|w| w.id == job.webhook_id) else {
+                return;
+            };
+            let Some(app) = self.app(&w.app) else { return };
+            (
+                w.subscriptions.clone(),
+                Target {
+                    webhook_id: w.id.clone(),
+                    app: w.app.clone(),
+                    url: w.url.clone(),
+                    secret: app.consumer_secret.clone(),
+                },
+            )
+        };
+        let window: Vec<(u64, Bytes)> = self
+            .log
+            .lock()
+            .events
+            .iter()
+            .filter(|e| {
+                e.format == Format::Aaa
+                    && e.key != "replay_job_status"
+                    && e.emitted_at >= job.from
+                    && e.emitted_at < job.to
+                    && e.for_user_id.as_ref().is_some_and(|u| subs.contains(u))
+            })
+            .map(|e| (e.seq, e.raw.clone()))
+            .collect();
+        let mut all_ok = true;
+        let n = window.len();
+        for (seq, raw) in window {
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            all_ok &= self
+                .deliver(seq, target.clone(), raw, Some(job.job_id.clone()))
+                .await;
+        }
+        let incomplete = self.db.lock().replay_incomplete || !all_ok;
+        let (state, desc) = if incomplete {
+            (
+                "Incomplete",
+                "Job failed to deliver all events, please retry your replay job",
+            )
+        } else {
+            ("Complete", "Job completed successfully")
+        };
+        {
+            let mut db = self.db.lock();
+            if let Some(j) = db.jobs.iter_mut().find(|j| j.job_id == job.job_id) {
+                j.state = state.into();
+                j.events = n;
+                j.finished_at = Some(Utc::now());
+            }
+        }
+        tracing::info!(
+            job_id = job.job_id,
+            state,
+            events = n,
+            "replay job finished"
+        );
+        self.emit_value(
+            serde_json::json!({"replay_job_status": {
+                "webhook_id": job.webhook_id,
+                "job_state": state,
+                "job_state_description": desc,
+                "job_id": job.job_id,
+            }}),
+            EmitOptions {
+                origin: Some("replay".into()),
+                ..EmitOptions::default()
+            },
+        );
+    }
+
+    // ---------------------------------------------------------- records
+
+    /// Recorded emissions with `seq > since`, at most `limit`.
+    pub fn sent(&self, since: u64, limit: usize, with_body: bool) -> Vec<SentEvent> {
+        self.log
+            .lock()
+            .events
+            .iter()
+            .filter(|e| e.seq > since)
+            .take(limit)
+            .map(|e| {
+                let mut e = e.clone();
+                if with_body {
+                    e.body = serde_json::from_slice(&e.raw).ok();
+                }
+                e
+            })
+            .collect()
+    }
+
+    /// Recorded stream-bound lines in a time window (for backfill and `start_time`).
+    pub fn stream_backlog(&self, from: DateTime<Utc>, to: Option<DateTime<Utc>>) -> Vec<Bytes> {
+        let include_xaa = self.cfg.stream.include_xaa;
+        self.log
+            .lock()
+            .events
+            .iter()
+            .filter(|e| {
+                (e.format == Format::Stream || (include_xaa && e.format == Format::Xaa))
+                    && e.emitted_at >= from
+                    && to.is_none_or(|t| e.emitted_at < t)
+            })
+            .filter_map(|e| {
+                let v: Value = serde_json::from_slice(&e.raw).ok()?;
+                let mut line = serde_json::to_vec(&v).ok()?;
+                line.extend_from_slice(b"\r\n");
+                Some(Bytes::from(line))
+            })
+            .collect()
+    }
+}
+
+/// Constant-time byte comparison.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,456 @@
+//! The activity stream: `GET /2/activity/stream` (Bearer), chunked NDJSON with `\r\n`
+//! heartbeats, backfill, a connection limit and fault injection.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::config::StreamFaults;
+use crate::error::ApiError;
+use crate::state::{LiveConn, Shared, StreamCmd, StreamConnection};
+
+/// A stream fault, applied by `POST /admin/faults` or [`crate::EmulatorHandle::stream_fault`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum StreamFault {
+    /// Drop live connections abruptly (all, or the one given).
+    Drop {
+        /// Connection id (`None`: all).
+        #[serde(default)]
+        connection: Option<u64>,
+    },
+    /// Stop sending anything (heartbeats included) on live connections.
+    Stall {
+        /// Connection id (`None`: all).
+        #[serde(default)]
+        connection: Option<u64>,
+    },
+    /// Send `{"errors":[{"title":"operational-disconnect",…}]}` and close.
+    OperationalDisconnect {
+        /// Connection id (`None`: all).
+        #[serde(default)]
+        connection: Option<u64>,
+    },
+    /// Answer 429 with `x-rate-limit-reset` to the next `count` connection attempts.
+    RateLimit {
+        /// Attempts.
+        count: u32,
+        /// Seconds from now in `x-rate-limit-reset` (default 60).
+        #[serde(default)]
+        reset_secs: Option<u64>,
+    },
+    /// Answer 503 to the next `count` connection attempts.
+    Unavailable {
+        /// Attempts.
+        count: u32,
+    },
+    /// Replace the standing faults (per-connection `*_after_lines` rules and counters).
+    Configure(StreamFaults),
+    /// Clear every standing fault.
+    Clear,
+}
+
+pub(crate) fn router(st: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/2/activity/stream", get(stream))
+        .with_state(st)
+}
+
+/// Applies a fault; returns how many connections (or attempts) it concerns.
+pub(crate) fn apply_fault(st: &Shared, fault: StreamFault) -> usize {
+    tracing::info!(?fault, "stream fault");
+    let mut s = st.stream.lock();
+    let send = |s: &mut crate::state::StreamState, conn: Option<u64>, cmd: StreamCmd| {
+        let mut n = 0;
+        for c in s.live.iter().filter(|c| conn.is_none_or(|id| id == c.id)) {
+            // Faults must get through even when the line buffer is full.
+            let tx = c.tx.clone();
+            let cmd = cmd.clone();
+            if tx.try_send(cmd.clone()).is_err() {
+                tokio::spawn(async move {
+                    let _ = tx.send(cmd).await;
+                });
+            }
+            n += 1;
+        }
+        n
+    };
+    match fault {
+        StreamFault::Drop { connection } => send(&mut s, connection, StreamCmd::Drop),
+        StreamFault::Stall { connection } => send(&mut s, connection, StreamCmd::Stall),
+        StreamFault::OperationalDisconnect { connection } => {
+            send(&mut s, connection, StreamCmd::Disconnect)
+        }
+        StreamFault::RateLimit { count, reset_secs } => {
+            s.faults.fail_429 = count;
+            if reset_secs.is_some() {
+                s.faults.rate_limit_reset_secs = reset_secs;
+            }
+            count as usize
+        }
+        StreamFault::Unavailable { count } => {
+            s.faults.fail_503 = count;
+            count as usize
+        }
+        StreamFault::Configure(f) => {
+            s.faults = f;
+            s.live.len()
+        }
+        StreamFault::Clear => {
+            s.faults = StreamFaults::default();
+            0
+        }
+    }
+}
+
+fn record_attempt(
+    st: &Shared,
+    params: BTreeMap<String, String>,
+    ua: Option<String>,
+    status: u16,
+    outcome: &str,
+) -> u64 {
+    let mut s = st.stream.lock();
+    let id = s.next_id;
+    s.next_id += 1;
+    let now = Utc::now();
+    s.records.push(StreamConnection {
+        id,
+        at: now,
+        params,
+        user_agent: ua,
+        status,
+        outcome: outcome.to_owned(),
+        ended_at: if outcome == "connected" {
+            None
+        } else {
+            Some(now)
+        },
+        end_reason: None,
+        lines_sent: 0,
+        backfilled: 0,
+        heartbeats_sent: 0,
+        stalled: false,
+    });
+    if s.records.len() > 10_000 {
+        s.records.remove(0);
+    }
+    id
+}
+
+fn update(st: &Shared, id: u64, f: impl FnOnce(&mut StreamConnection)) {
+    let mut s = st.stream.lock();
+    if let Some(r) = s.records.iter_mut().rev().find(|r| r.id == id) {
+        f(r);
+    }
+}
+
+async fn stream(
+    State(st): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let params: BTreeMap<String, String> = q
+        .as_deref()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let ua = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Err(e) = crate::auth::bearer(&st, &headers) {
+        record_attempt(&st, params, ua, 401, "unauthorized");
+        return e.into_response();
+    }
+    let parsed = (|| -> Result<StreamParams, ApiError> {
+        let backfill = match params.get("backfill_minutes") {
+            None => 0,
+            Some(b) => b.parse::<u32>().ok().filter(|b| *b <= 5).ok_or_else(|| {
+                ApiError::query("backfill_minutes must be an integer from 0 to 5")
+            })?,
+        };
+        let time = |k: &str| -> Result<Option<DateTime<Utc>>, ApiError> {
+            params
+                .get(k)
+                .map(|t| {
+                    DateTime::parse_from_rfc3339(t)
+                        .map(|d| d.with_timezone(&Utc))
+                        .map_err(|_| ApiError::query(format!("{k} must be an RFC 3339 time")))
+                })
+                .transpose()
+        };
+        let start = time("start_time")?;
+        let end = time("end_time")?;
+        if let Some(s) = start {
+            if s < Utc::now() - chrono::Duration::hours(24) {
+                return Err(ApiError::query(
+                    "start_time must be within the last 24 hours",
+                ));
+            }
+        }
+        if let (Some(s), Some(e)) = (start, end) {
+            if e <= s {
+                return Err(ApiError::query("end_time must be after start_time"));
+            }
+        }
+        Ok((backfill, start, end))
+    })();
+    let (backfill, start, end) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            record_attempt(&st, params, ua, 400, "invalid_params");
+            return e.into_response();
+        }
+    };
+    // Faults and the connection limit.
+    let (ctrl_rx, id, rules) = {
+        let mut s = st.stream.lock();
+        if s.faults.fail_503 > 0 {
+            s.faults.fail_503 -= 1;
+            drop(s);
+            record_attempt(&st, params, ua, 503, "unavailable");
+            return ApiError::new(503, "ServiceUnavailable", "Service Unavailable").into_response();
+        }
+        if s.faults.fail_429 > 0 {
+            s.faults.fail_429 -= 1;
+            let reset =
+                Utc::now().timestamp() + s.faults.rate_limit_reset_secs.unwrap_or(60) as i64;
+            drop(s);
+            record_attempt(&st, params, ua, 429, "rate_limited");
+            return ApiError::new(429, "TooManyRequests", "Too Many Requests")
+                .with_header("x-rate-limit-limit", "50")
+                .with_header("x-rate-limit-remaining", "0")
+                .with_header("x-rate-limit-reset", reset.to_string())
+                .into_response();
+        }
+        let stalled: Vec<u64> = s
+            .records
+            .iter()
+            .filter(|r| r.stalled && r.ended_at.is_none())
+            .map(|r| r.id)
+            .collect();
+        let live = s
+            .live
+            .iter()
+            .filter(|c| !c.tx.is_closed() && !stalled.contains(&c.id))
+            .count();
+        if live >= st.cfg.stream.max_connections {
+            drop(s);
+            record_attempt(&st, params, ua, 429, "too_many_connections");
+            let body = json!({
+                "title": "ConnectionException",
+                "detail": "This stream is currently at the maximum allowed connection limit.",
+                "connection_issue": "TooManyConnections",
+                "type": "https://api.twitter.com/2/problems/streaming-connection",
+                "errors": [{"code": "TooManyConnections", "message": "This stream is currently at the maximum allowed connection limit."}],
+            });
+            return (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+        }
+        let rules = s.faults.clone();
+        drop(s);
+        let id = record_attempt(&st, params, ua, 200, "connected");
+        let (tx, rx) = mpsc::channel(st.cfg.stream.buffer_lines.max(1));
+        st.stream.lock().live.push(LiveConn { id, tx });
+        (rx, id, rules)
+    };
+    let from = match (start, backfill) {
+        (Some(s), _) => Some(s),
+        (None, 0) => None,
+        (None, m) => Some(Utc::now() - chrono::Duration::minutes(i64::from(m))),
+    };
+    let backlog = from.map(|f| st.stream_backlog(f, end)).unwrap_or_default();
+    let (out_tx, out_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    tracing::info!(connection = id, backlog = backlog.len(), "stream connected");
+    tokio::spawn(run_connection(
+        Arc::clone(&st),
+        id,
+        ctrl_rx,
+        out_tx,
+        backlog,
+        rules,
+        end,
+    ));
+    let body = Body::from_stream(futures::stream::unfold(out_rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/json; charset=utf-8")
+        .header("cache-control", "no-cache")
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+type StreamParams = (u32, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+fn disconnect_line() -> Bytes {
+    let v = json!({"errors": [{
+        "title": "operational-disconnect",
+        "disconnect_type": "OperationalDisconnect",
+        "detail": "This stream has been disconnected for operational reasons.",
+        "type": "https://api.twitter.com/2/problems/operational-disconnect",
+    }]});
+    let mut b = serde_json::to_vec(&v).unwrap_or_default();
+    b.extend_from_slice(b"\r\n");
+    Bytes::from(b)
+}
+
+enum Next {
+    Continue,
+    End(&'static str),
+}
+
+async fn run_connection(
+    st: Arc<Shared>,
+    id: u64,
+    mut ctrl: mpsc::Receiver<StreamCmd>,
+    out: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    backlog: Vec<Bytes>,
+    rules: StreamFaults,
+    end_time: Option<DateTime<Utc>>,
+) {
+    let hb = Duration::from_millis(st.cfg.heartbeat_ms().max(1));
+    let mut lines: u64 = 0;
+    let mut stalled = false;
+    let mut stalled_beats = 0u32;
+    // Applies the per-connection `*_after_lines` rules after a line was written.
+    let after_line = |lines: u64, stalled: &mut bool| -> Option<StreamCmd> {
+        if rules.drop_after_lines.is_some_and(|n| lines >= n) {
+            return Some(StreamCmd::Drop);
+        }
+        if rules.disconnect_after_lines.is_some_and(|n| lines >= n) {
+            return Some(StreamCmd::Disconnect);
+        }
+        if !*stalled && rules.stall_after_lines.is_some_and(|n| lines >= n) {
+            return Some(StreamCmd::Stall);
+        }
+        None
+    };
+    let mut reason = "client_closed";
+    let mut pending: Option<StreamCmd> = None;
+    let mut n_backlog = 0u64;
+    for line in backlog {
+        if out.send(Ok(line)).await.is_err() {
+            finish(&st, id, "client_closed");
+            return;
+        }
+        lines += 1;
+        n_backlog += 1;
+        if let Some(c) = after_line(lines, &mut stalled) {
+            pending = Some(c);
+            break;
+        }
+    }
+    update(&st, id, |r| {
+        r.lines_sent = lines;
+        r.backfilled = n_backlog;
+    });
+    let end_sleep = async {
+        match end_time {
+            Some(t) => {
+                let d = (t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                tokio::time::sleep(d).await
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(end_sleep);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
+    loop {
+        let cmd = if let Some(c) = pending.take() {
+            Some(c)
+        } else {
+            tokio::select! {
+                _ = st.cancel.cancelled() => { reason = "shutdown"; break; }
+                _ = out.closed() => { reason = "client_closed"; break; }
+                _ = &mut end_sleep => { reason = "end_time"; break; }
+                _ = ticker.tick() => {
+                    if stalled {
+                        stalled_beats += 1;
+                        // A stalled connection is dead to its client; end it eventually.
+                        if stalled_beats >= 6 {
+                            let _ = out.send(Err(std::io::Error::other("stalled"))).await;
+                            reason = "stalled";
+                            break;
+                        }
+                    } else if out.send(Ok(Bytes::from_static(b"\r\n"))).await.is_err() {
+                        break;
+                    } else {
+                        update(&st, id, |r| r.heartbeats_sent += 1);
+                    }
+                    None
+                }
+                c = ctrl.recv() => match c {
+                    Some(c) => Some(c),
+                    None => {
+                        let _ = out.send(Err(std::io::Error::other("too slow"))).await;
+                        reason = "too_slow";
+                        break;
+                    }
+                },
+            }
+        };
+        let Some(cmd) = cmd else { continue };
+        let next = match cmd {
+            StreamCmd::Line(b) => {
+                if stalled {
+                    Next::Continue
+                } else if out.send(Ok(b)).await.is_err() {
+                    Next::End("client_closed")
+                } else {
+                    lines += 1;
+                    update(&st, id, |r| r.lines_sent = lines);
+                    if let Some(c) = after_line(lines, &mut stalled) {
+                        pending = Some(c);
+                    }
+                    Next::Continue
+                }
+            }
+            StreamCmd::Stall => {
+                stalled = true;
+                update(&st, id, |r| r.stalled = true);
+                tracing::info!(connection = id, "stream stalled (fault)");
+                Next::Continue
+            }
+            StreamCmd::Drop => {
+                let _ = out.send(Err(std::io::Error::other("dropped"))).await;
+                Next::End("dropped")
+            }
+            StreamCmd::Disconnect => {
+                let _ = out.send(Ok(disconnect_line())).await;
+                Next::End("operational_disconnect")
+            }
+        };
+        if let Next::End(r) = next {
+            reason = r;
+            break;
+        }
+    }
+    finish(&st, id, reason);
+}
+
+fn finish(st: &Shared, id: u64, reason: &'static str) {
+    tracing::info!(connection = id, reason, "stream connection ended");
+    let mut s = st.stream.lock();
+    s.live.retain(|c| c.id != id);
+    if let Some(r) = s.records.iter_mut().rev().find(|r| r.id == id) {
+        r.ended_at = Some(Utc::now());
+        r.end_reason = Some(reason.to_owned());
+    }
+}
