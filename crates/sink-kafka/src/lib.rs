@@ -971,7 +971,10 @@ impl Sink for KafkaSink {
                 Err(e) => {
                     failed += 1;
                     match e.reason() {
-                        "unknown_topic" => {
+                        // Look at the topic's metadata again before the next records
+                        // for it: that refreshes librdkafka's cached topic state too, which
+                        // otherwise keeps failing records until its periodic refresh.
+                        "unknown_topic" | "unauthorized" => {
                             lock(&inner.known_topics).remove(topic);
                         }
                         "producer_fatal" => fatal = true,
