@@ -308,7 +308,7 @@ pub fn plan_windows_with(
     rules: &ReplayRules,
 ) -> Vec<Window> {
     let mut out = Vec::new();
-    if rules.max_window < Duration::minutes(1) {
+    if from >= to || rules.max_window < Duration::minutes(1) {
         return out;
     }
     let earliest = ceil_minute(now - rules.max_age + Duration::minutes(1));
