@@ -1,0 +1,188 @@
+//! A small axum receiver acting as the relay's webhook: answers CRC correctly or not,
+//! records signed POSTs and verifies their signatures.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+pub fn hmac_b64(key: &str, msg: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
+    mac.update(msg);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+#[derive(Clone, Debug)]
+pub enum Crc {
+    Correct,
+    WrongToken,
+    Status(u16),
+    Redirect,
+    SlowMs(u64),
+}
+
+#[derive(Clone, Debug)]
+pub struct Post {
+    pub body: Bytes,
+    pub json: serde_json::Value,
+    pub signature: Option<String>,
+    pub signature_valid: bool,
+    pub answered: u16,
+}
+
+pub struct Inner {
+    pub secret: String,
+    pub crc: Crc,
+    pub crc_requests: Vec<std::collections::HashMap<String, String>>,
+    pub statuses: VecDeque<u16>,
+    pub posts: Vec<Post>,
+}
+
+#[derive(Clone)]
+pub struct Receiver {
+    pub inner: Arc<Mutex<Inner>>,
+    pub addr: SocketAddr,
+}
+
+async fn crc(
+    State(r): State<Arc<Mutex<Inner>>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let (mode, secret) = {
+        let mut g = r.lock().unwrap();
+        g.crc_requests.push(q.clone());
+        (g.crc.clone(), g.secret.clone())
+    };
+    let token = q.get("crc_token").cloned().unwrap_or_default();
+    let good = format!("sha256={}", hmac_b64(&secret, token.as_bytes()));
+    match mode {
+        Crc::Correct => Json(serde_json::json!({"response_token": good})).into_response(),
+        Crc::WrongToken => {
+            Json(serde_json::json!({"response_token": "sha256=AAAA"})).into_response()
+        }
+        Crc::Status(s) => StatusCode::from_u16(s).unwrap().into_response(),
+        Crc::Redirect => {
+            (StatusCode::FOUND, [("location", "http://example.invalid/")]).into_response()
+        }
+        Crc::SlowMs(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Json(serde_json::json!({"response_token": good})).into_response()
+        }
+    }
+}
+
+async fn post(State(r): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut g = r.lock().unwrap();
+    let sig = headers
+        .get("x-twitter-webhooks-signature")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let expected = format!("sha256={}", hmac_b64(&g.secret, &body));
+    let valid = sig.as_deref() == Some(expected.as_str());
+    let status = if valid {
+        g.statuses.pop_front().unwrap_or(200)
+    } else {
+        401
+    };
+    g.posts.push(Post {
+        json: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        body,
+        signature: sig,
+        signature_valid: valid,
+        answered: status,
+    });
+    StatusCode::from_u16(status).unwrap().into_response()
+}
+
+impl Receiver {
+    pub async fn start(secret: &str, crc_mode: Crc) -> Receiver {
+        let inner = Arc::new(Mutex::new(Inner {
+            secret: secret.to_owned(),
+            crc: crc_mode,
+            crc_requests: Vec::new(),
+            statuses: VecDeque::new(),
+            posts: Vec::new(),
+        }));
+        let app = Router::new()
+            .route("/webhooks/{app}", get(crc).post(post))
+            .with_state(Arc::clone(&inner));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Receiver { inner, addr }
+    }
+
+    pub fn url(&self, app: &str) -> String {
+        format!("http://{}/webhooks/{app}", self.addr)
+    }
+    pub fn set_crc(&self, mode: Crc) {
+        self.inner.lock().unwrap().crc = mode;
+    }
+    pub fn script(&self, statuses: &[u16]) {
+        self.inner
+            .lock()
+            .unwrap()
+            .statuses
+            .extend(statuses.iter().copied());
+    }
+    pub fn posts(&self) -> Vec<Post> {
+        self.inner.lock().unwrap().posts.clone()
+    }
+    pub fn crc_count(&self) -> usize {
+        self.inner.lock().unwrap().crc_requests.len()
+    }
+}
+
+/// Polls `f` until it returns `Some` (fails the test after `secs` seconds).
+pub async fn wait_for<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in {secs}s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub const SECRET: &str = "emulator-consumer-secret";
+pub const BEARER: &str = "emulator-bearer";
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+pub async fn register(base: &str, url: &str) -> reqwest::Response {
+    client()
+        .post(format!("{base}/2/webhooks"))
+        .bearer_auth(BEARER)
+        .json(&serde_json::json!({"url": url}))
+        .send()
+        .await
+        .unwrap()
+}
+
+pub fn fixtures() -> std::path::PathBuf {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
+    if p.exists() {
+        p
+    } else {
+        std::path::PathBuf::from("/work/shared/fixtures")
+    }
+}
