@@ -64,12 +64,7 @@ impl Sink for TestSink {
             .is_ok();
         let mut out = Vec::new();
         for (i, m) in batch.iter().enumerate() {
-            let r = if failing && i > 0 {
-                Err(PublishError::Retryable {
-                    reason: "broker_down",
-                    detail: "test".into(),
-                })
-            } else if failing && batch.len() == 1 {
+            let r = if failing && (i > 0 || batch.len() == 1) {
                 Err(PublishError::Retryable {
                     reason: "broker_down",
                     detail: "test".into(),
