@@ -1,0 +1,415 @@
+//! The RabbitMQ sink against a real RabbitMQ (`RELAY_TEST_AMQP_URL`, default
+//! `amqp://guest:guest@127.0.0.1:5672/%2f`), read back with a real AMQP client. Every test
+//! uses its own exchange and queue, so tests run in parallel and repeat.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicGetOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use relay_e2e::{amqp_url, fixtures, unique, TcpProxy};
+use relay_sink::{Message, Payload, PublishError, Sink, WireMode};
+use relay_sink_rabbitmq::{RabbitMqSink, RabbitMqSinkConfig};
+
+struct Fixture {
+    exchange: String,
+    queue: String,
+    _conn: Connection,
+    ch: Channel,
+}
+
+/// A unique durable topic exchange and, if `bind`, an exclusive queue bound with `#`.
+async fn fixture(bind: bool) -> Fixture {
+    let u = unique();
+    let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let exchange = format!("test.x.{u}");
+    ch.exchange_declare(
+        &exchange,
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let mut queue = String::new();
+    if bind {
+        let q = ch
+            .queue_declare(
+                "",
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        queue = q.name().as_str().to_owned();
+        ch.queue_bind(
+            &queue,
+            &exchange,
+            "#",
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    Fixture {
+        exchange,
+        queue,
+        _conn: conn,
+        ch,
+    }
+}
+
+impl Fixture {
+    fn config(&self, url: &str) -> RabbitMqSinkConfig {
+        let mut cfg = RabbitMqSinkConfig::new(url);
+        cfg.exchange = self.exchange.clone();
+        cfg.confirm_timeout = Duration::from_secs(5);
+        cfg.connect_timeout = Duration::from_secs(5);
+        cfg.reconnect_backoff = Duration::from_millis(100);
+        cfg.reconnect_backoff_max = Duration::from_millis(500);
+        cfg
+    }
+
+    /// Every message in the queue. Confirmed publishes are already enqueued, so this does
+    /// not wait: it stops at the first empty `basic.get`.
+    async fn drain(&self) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        while let Some(m) = self
+            .ch
+            .basic_get(&self.queue, BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            out.push(m.delivery);
+        }
+        out
+    }
+
+    async fn delete(&self) {
+        let _ = self
+            .ch
+            .exchange_delete(&self.exchange, ExchangeDeleteOptions::default())
+            .await;
+    }
+}
+
+fn test_messages() -> Vec<Message> {
+    let mut msgs = fixtures::messages();
+    let n = msgs.len() as u64;
+    msgs.push(fixtures::dead_letter(n, b"{not json", "body is not JSON"));
+    msgs
+}
+
+fn all_ok(results: &[Result<(), PublishError>]) {
+    for (i, r) in results.iter().enumerate() {
+        assert!(r.is_ok(), "message {i}: {r:?}");
+    }
+}
+
+fn message_id(d: &Delivery) -> String {
+    d.properties
+        .message_id()
+        .as_ref()
+        .map(|s| s.as_str().to_owned())
+        .unwrap_or_default()
+}
+
+fn header(d: &Delivery, name: &str) -> Option<String> {
+    let headers = d.properties.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        other => panic!("{name} is not a long string: {other:?}"),
+    }
+}
+
+fn by_id(got: &[Delivery]) -> HashMap<String, &Delivery> {
+    got.iter().map(|d| (message_id(d), d)).collect()
+}
+
+/// Every record arrives once, with its routing key and properties; structured mode.
+#[tokio::test]
+async fn structured_every_type_arrives_once() {
+    let f = fixture(true).await;
+    let sink = RabbitMqSink::connect("rabbit-test", &f.config(&amqp_url()))
+        .await
+        .unwrap();
+    assert!(sink.ready().await);
+    let msgs = test_messages();
+    all_ok(&sink.publish(&msgs).await);
+
+    let got = f.drain().await;
+    assert_eq!(got.len(), msgs.len());
+    let map = by_id(&got);
+    assert_eq!(map.len(), msgs.len(), "a record arrived twice");
+    for m in &msgs {
+        let d = map
+            .get(m.id())
+            .unwrap_or_else(|| panic!("{} missing", m.id()));
+        assert_eq!(d.data.as_slice(), m.json.as_ref(), "body of {}", m.id());
+        assert_eq!(d.exchange.as_str(), f.exchange);
+        assert_eq!(*d.properties.delivery_mode(), Some(2));
+        let ct = d.properties.content_type().as_ref().map(|s| s.as_str());
+        let kind = d.properties.kind().as_ref().map(|s| s.as_str());
+        match &m.payload {
+            Payload::Event(e) => {
+                assert_eq!(
+                    d.routing_key.as_str(),
+                    format!("{}.{}", e.subject, e.event_type)
+                );
+                assert_eq!(ct, Some("application/cloudevents+json"));
+                assert_eq!(kind, Some(e.event_type.as_str()));
+                assert_eq!(*d.properties.timestamp(), Some(e.time.timestamp() as u64));
+            }
+            Payload::DeadLetter(dl) => {
+                assert_eq!(d.routing_key.as_str(), "x.activity.deadletter");
+                assert_eq!(ct, Some("application/json"));
+                assert_eq!(
+                    header(d, "cloudEvents_deadletterreason").as_deref(),
+                    Some(dl.reason.as_str())
+                );
+            }
+        }
+    }
+    sink.close().await.unwrap();
+    assert!(!sink.ready().await);
+    f.delete().await;
+}
+
+/// Binary mode: body is `data`, attributes are `cloudEvents_*` headers.
+#[tokio::test]
+async fn binary_mode_headers_and_body() {
+    let f = fixture(true).await;
+    let mut cfg = f.config(&amqp_url());
+    cfg.wire_mode = WireMode::Binary;
+    cfg.routing_key = "{type}.{actorid}".into();
+    let sink = RabbitMqSink::connect("rabbit-test", &cfg).await.unwrap();
+    let msgs = fixtures::messages();
+    all_ok(&sink.publish(&msgs).await);
+
+    let got = f.drain().await;
+    assert_eq!(got.len(), msgs.len());
+    let map = by_id(&got);
+    for m in &msgs {
+        let Payload::Event(e) = &m.payload else {
+            unreachable!()
+        };
+        let d = map[m.id()];
+        let json: serde_json::Value = serde_json::from_slice(&m.json).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&d.data).unwrap();
+        assert_eq!(body, json["data"], "body of {}", e.id);
+        assert_eq!(
+            d.routing_key.as_str(),
+            format!("{}.{}", e.event_type, e.actorid.as_deref().unwrap_or("_"))
+        );
+        assert_eq!(
+            d.properties.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+        assert_eq!(header(d, "cloudEvents_specversion").as_deref(), Some("1.0"));
+        assert_eq!(header(d, "cloudEvents_id").as_deref(), Some(e.id.as_str()));
+        assert_eq!(
+            header(d, "cloudEvents_type").as_deref(),
+            Some(e.event_type.as_str())
+        );
+        assert_eq!(
+            header(d, "cloudEvents_source").as_deref(),
+            Some(e.source.as_str())
+        );
+        assert_eq!(
+            header(d, "cloudEvents_subject").as_deref(),
+            Some(e.subject.as_str())
+        );
+        assert_eq!(
+            header(d, "cloudEvents_time").as_deref(),
+            json["time"].as_str()
+        );
+        assert_eq!(
+            header(d, "cloudEvents_ingress").as_deref(),
+            Some(e.ingress.as_str())
+        );
+        assert_eq!(header(d, "cloudEvents_actorid"), e.actorid);
+        assert_eq!(header(d, "cloudEvents_targetid"), e.targetid);
+        assert_eq!(header(d, "cloudEvents_objectid"), e.objectid);
+    }
+    f.delete().await;
+}
+
+/// mandatory = true and no queue bound: the broker returns the message: Retryable, not Ok.
+#[tokio::test]
+async fn unroutable_is_retryable() {
+    let f = fixture(false).await;
+    let sink = RabbitMqSink::connect("rabbit-test", &f.config(&amqp_url()))
+        .await
+        .unwrap();
+    let msgs = test_messages();
+    let results = sink.publish(&msgs[..3]).await;
+    assert_eq!(results.len(), 3);
+    for r in &results {
+        match r {
+            Err(PublishError::Retryable { reason, .. }) => assert_eq!(*reason, "unroutable"),
+            other => panic!("expected unroutable, got {other:?}"),
+        }
+    }
+    // The channel stays usable: with mandatory off the same publish is confirmed.
+    let mut cfg = f.config(&amqp_url());
+    cfg.mandatory = false;
+    let lenient = RabbitMqSink::connect("rabbit-test", &cfg).await.unwrap();
+    all_ok(&lenient.publish(&msgs[..3]).await);
+    all_ok(&sink.publish(&[]).await);
+    f.delete().await;
+}
+
+/// A missing exchange with declare_exchange = false: the channel is closed by the broker
+/// (404); a retryable error, and the sink recovers once the exchange exists.
+#[tokio::test]
+async fn missing_exchange_is_retryable_and_recovers() {
+    let f = fixture(true).await;
+    let mut cfg = f.config(&amqp_url());
+    cfg.exchange = format!("missing.{}", unique());
+    cfg.declare_exchange = false;
+    let sink = RabbitMqSink::connect("rabbit-test", &cfg).await.unwrap();
+    let msgs = fixtures::messages();
+    let results = sink.publish(&msgs[..2]).await;
+    for r in &results {
+        assert!(
+            matches!(r, Err(PublishError::Retryable { .. })),
+            "published to a missing exchange: {r:?}"
+        );
+    }
+    // Create it and bind the test queue; the next publish opens a new channel.
+    f.ch.exchange_declare(
+        &cfg.exchange,
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            auto_delete: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    f.ch.queue_bind(
+        &f.queue,
+        &cfg.exchange,
+        "#",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    all_ok(&sink.publish(&msgs[..2]).await);
+    let got = f.drain().await;
+    assert_eq!(got.len(), 2);
+    f.delete().await;
+}
+
+fn upstream() -> SocketAddr {
+    let url = amqp_url();
+    let rest = url.trim_start_matches("amqp://");
+    let authority = rest.split('/').next().unwrap();
+    let hostport = authority.rsplit('@').next().unwrap();
+    hostport.to_socket_addrs().unwrap().next().unwrap()
+}
+
+fn via(proxy: &TcpProxy) -> String {
+    let url = amqp_url();
+    let rest = url.trim_start_matches("amqp://");
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let userinfo = authority
+        .rsplit_once('@')
+        .map(|(u, _)| format!("{u}@"))
+        .unwrap_or_default();
+    format!("amqp://{userinfo}{}/{path}", proxy.addr())
+}
+
+/// Nobody listening: a typed connect error, not a hang.
+#[tokio::test]
+async fn connect_to_nothing_fails() {
+    let proxy = TcpProxy::start(upstream()).await;
+    proxy.cut().await;
+    let mut cfg = RabbitMqSinkConfig::new(via(&proxy));
+    cfg.connect_timeout = Duration::from_secs(2);
+    let err = RabbitMqSink::connect("rabbit-test", &cfg)
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("cannot connect"), "{text}");
+    assert!(!text.contains("guest:guest"), "password in error: {text}");
+}
+
+/// Broker unreachable: publish fails (never Ok); reachable again: the sink reconnects on
+/// the next publishes and every record arrives (at least once).
+#[tokio::test]
+async fn outage_then_restore_at_least_once() {
+    let f = fixture(true).await;
+    let proxy = TcpProxy::start(upstream()).await;
+    let sink = RabbitMqSink::connect("rabbit-test", &f.config(&via(&proxy)))
+        .await
+        .unwrap();
+    let msgs = test_messages();
+    let (first, second) = msgs.split_at(msgs.len() / 2);
+    all_ok(&sink.publish(first).await);
+
+    proxy.cut().await;
+    // Two rounds: the first may meet the dying connection, the second a closed one.
+    for _ in 0..2 {
+        let results = sink.publish(second).await;
+        assert_eq!(results.len(), second.len());
+        for r in &results {
+            assert!(
+                matches!(r, Err(PublishError::Retryable { .. })),
+                "published while cut: {r:?}"
+            );
+        }
+    }
+    assert!(!sink.ready().await, "ready while the broker is unreachable");
+
+    proxy.restore().await;
+    // What the dispatcher does: retry what is unconfirmed until it is (bounded here).
+    let mut pending: Vec<Message> = msgs.clone();
+    let mut rounds = 0;
+    while !pending.is_empty() {
+        assert!(
+            rounds < 100,
+            "still failing after restore: {}",
+            pending.len()
+        );
+        rounds += 1;
+        let results = sink.publish(&pending).await;
+        pending = pending
+            .into_iter()
+            .zip(results)
+            .filter_map(|(m, r)| r.is_err().then_some(m))
+            .collect();
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(sink.ready().await);
+    assert!(proxy.accepted() >= 2, "the sink did not reconnect");
+
+    let got = f.drain().await;
+    let ids: std::collections::HashSet<String> = got.iter().map(message_id).collect();
+    for m in &msgs {
+        assert!(ids.contains(m.id()), "{} missing", m.id());
+    }
+    assert!(got.len() >= msgs.len());
+    f.delete().await;
+}
