@@ -1,0 +1,297 @@
+//! Crash safety with the real binary: signed webhook deliveries are POSTed concurrently,
+//! the relay is killed with SIGKILL in the middle, restarted on the same directories, and
+//! every delivery that got a 2xx must be in the file sink's output (each line valid JSON,
+//! duplicates bounded by one dispatcher batch).
+
+use std::collections::{HashMap, HashSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+const SECRET: &str = "crash-test-consumer-secret";
+const BATCH: usize = 16;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    format!(
+        "sha256={}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+fn body(n: usize) -> Vec<u8> {
+    format!(
+        r#"{{"data":{{"event_uuid":"crash-{n}","filter":{{"user_id":"2244994945"}},"event_type":"post.create","payload":{{"id":"{n}","text":"marker crashmk{n}x","author_id":"2244994945","created_at":"2025-05-19T14:01:46.000Z"}}}}}}"#
+    )
+    .into_bytes()
+}
+
+struct Relay {
+    child: Child,
+    webhook: String,
+    admin: String,
+}
+
+fn write_config(dir: &Path, webhook_port: u16, admin_port: u16) -> PathBuf {
+    let path = dir.join("relay.toml");
+    let text = format!(
+        r#"
+[spool]
+dir = "{spool}"
+[admin]
+listen = "127.0.0.1:{admin_port}"
+[log]
+format = "json"
+level = "warn"
+[dispatch]
+batch_size = {BATCH}
+[webhook]
+listen = "127.0.0.1:{webhook_port}"
+[[webhook.apps]]
+name = "crash"
+consumer_secrets = ["${{CRASH_TEST_SECRET}}"]
+[[sinks]]
+name = "out"
+type = "file"
+path = "{out}"
+"#,
+        spool = dir.join("spool").display(),
+        out = dir.join("out").display(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start(dir: &Path, config: &Path, webhook_port: u16, admin_port: u16) -> Relay {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("relay.log"))
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_activity-relay"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("CRASH_TEST_SECRET", SECRET)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    Relay {
+        child,
+        webhook: format!("http://127.0.0.1:{webhook_port}/webhooks/crash"),
+        admin: format!("http://127.0.0.1:{admin_port}"),
+    }
+}
+
+async fn wait_ready(relay: &mut Relay, client: &reqwest::Client, dir: &Path) {
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = relay.child.try_wait() {
+            panic!(
+                "relay exited early with {status}; log:\n{}",
+                std::fs::read_to_string(dir.join("relay.log")).unwrap_or_default()
+            );
+        }
+        let admin_up = client
+            .get(format!("{}/readyz", relay.admin))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if admin_up {
+            return;
+        }
+        assert!(Instant::now() < give_up, "relay did not become ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Markers found in the output: for each line, the `crashmk<n>x` markers of its event (in
+/// an envelope's payload, or inside a dead letter's raw bytes). Panics on a line that is
+/// not valid JSON.
+fn scan_output(out: &Path) -> (Vec<usize>, Vec<String>) {
+    let mut markers = Vec::new();
+    let mut ids = Vec::new();
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return (markers, ids);
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for line in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+                panic!("invalid JSON line in {}: {e}: {line:?}", path.display())
+            });
+            let haystack = match v.get("raw").and_then(|r| r.as_str()) {
+                Some(raw) => String::from_utf8(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(raw)
+                        .unwrap(),
+                )
+                .unwrap(),
+                None => line.to_string(),
+            };
+            ids.push(v["id"].as_str().unwrap().to_string());
+            let mut rest = haystack.as_str();
+            while let Some(pos) = rest.find("crashmk") {
+                rest = &rest[pos + 7..];
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                if rest[digits.len()..].starts_with('x') {
+                    markers.push(digits.parse().unwrap());
+                }
+            }
+        }
+    }
+    (markers, ids)
+}
+
+fn terminate(relay: &mut Relay) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(relay.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    relay.child.wait().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_mid_traffic_loses_no_acknowledged_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let (webhook_port, admin_port) = (free_port(), free_port());
+    let config = write_config(dir.path(), webhook_port, admin_port);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+
+    // Phase 1: concurrent signed deliveries, SIGKILL in the middle.
+    let mut relay = start(dir.path(), &config, webhook_port, admin_port);
+    wait_ready(&mut relay, &client, dir.path()).await;
+    let next = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (next, stop, acked, refused) =
+            (next.clone(), stop.clone(), acked.clone(), refused.clone());
+        let client = client.clone();
+        let url = relay.webhook.clone();
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                let b = body(n);
+                let res = client
+                    .post(&url)
+                    .header("x-twitter-webhooks-signature", sign(&b))
+                    .header("content-type", "application/json")
+                    .body(b)
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status().is_success() => acked.lock().unwrap().push(n),
+                    Ok(r) => {
+                        assert_ne!(r.status().as_u16(), 401, "signature rejected");
+                        refused.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(_) => break, // the relay is gone
+                }
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < 400 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    relay.child.kill().unwrap(); // SIGKILL
+    relay.child.wait().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let acked: HashSet<usize> = acked.lock().unwrap().iter().copied().collect();
+    assert!(acked.len() >= 400);
+
+    // Phase 2: restart on the same directories; everything acknowledged comes out.
+    let mut relay = start(dir.path(), &config, webhook_port, admin_port);
+    wait_ready(&mut relay, &client, dir.path()).await;
+    let out = dir.path().join("out");
+    let give_up = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (markers, _) = scan_output(&out);
+        let found: HashSet<usize> = markers.into_iter().collect();
+        if acked.is_subset(&found) {
+            break;
+        }
+        if Instant::now() > give_up {
+            let missing: Vec<_> = acked.difference(&found).take(20).collect();
+            panic!("acknowledged events missing from the output: {missing:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = client
+        .get(format!("{}/metrics", relay.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"activity_relay_build_info{version="0.1.0"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"activity_relay_published_total{sink="out"}"#));
+    let health = client
+        .get(format!("{}/healthz", relay.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let status = terminate(&mut relay);
+    assert!(status.success(), "graceful shutdown exit status {status}");
+
+    // Every line valid JSON (checked by scan_output), nothing missing, duplicates bounded.
+    let (markers, ids) = scan_output(&out);
+    let mut counts: HashMap<usize, usize> = HashMap::new();
+    for m in &markers {
+        *counts.entry(*m).or_default() += 1;
+    }
+    for n in &acked {
+        assert!(counts.contains_key(n), "event {n} missing");
+    }
+    let duplicates: usize = counts.values().map(|c| c - 1).sum();
+    assert!(
+        duplicates <= BATCH,
+        "{duplicates} duplicate lines; at most one unconfirmed batch ({BATCH}) may repeat"
+    );
+    let unique_ids: HashSet<&String> = ids.iter().collect();
+    assert_eq!(
+        unique_ids.len(),
+        counts.len(),
+        "one id per event after deduplication by id"
+    );
+    eprintln!(
+        "acked {}, refused {}, lines {}, duplicates {duplicates}",
+        acked.len(),
+        refused.load(Ordering::SeqCst),
+        markers.len()
+    );
+}
