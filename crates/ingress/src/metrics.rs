@@ -84,7 +84,6 @@ impl WebhookMetrics {
     }
 }
 
-#[allow(dead_code)] // used by the stream client (landing next)
 /// Stream metrics; the const label `stream` carries the stream's name so several streams
 /// can share one registry.
 #[derive(Clone)]
@@ -99,7 +98,6 @@ pub(crate) struct StreamMetrics {
     pub accept_latency: Histogram,
 }
 
-#[allow(dead_code)] // used by the stream client (landing next)
 impl StreamMetrics {
     pub fn register(registry: &Registry, stream: &str) -> Result<Self, prometheus::Error> {
         let opts = |name: &str, help: &str| Opts::new(name, help).const_label("stream", stream);

@@ -1,1 +1,571 @@
-//! The activity stream client (spec §1b, §3). (Being written.)
+//! The activity stream client (spec §1b, §3).
+//!
+//! One long-lived `GET` returning newline-delimited JSON. Every non-blank line goes to the
+//! [`Pipeline`], in order, one at a time; a full or unavailable pipeline holds the line
+//! (and stops reading: backpressure) until it is accepted, so nothing read is dropped.
+//! Connections are re-established forever by X's rules ([`crate::backoff`]); after a gap of
+//! at most 5 minutes the reconnect asks for `backfill_minutes` so the gap is re-sent (the
+//! pipeline deduplicates). Longer gaps are logged: they need the replay API.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use relay_envelope::{Context, IngressKind};
+use reqwest::header::{ACCEPT, USER_AGENT};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::{Backoff, BackoffConfig, Failure};
+use crate::metrics::StreamMetrics;
+use crate::ndjson::{Line, LineReader, DEFAULT_MAX_LINE};
+use crate::{AcceptError, IngressError, Pipeline};
+
+/// The longest gap `backfill_minutes` can cover.
+pub const MAX_BACKFILL: Duration = Duration::from_secs(5 * 60);
+
+/// Activity stream client configuration.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Names this stream in logs, metrics (`stream` label) and the default source.
+    #[serde(default = "default_name")]
+    pub name: String,
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// App-only bearer token (redacted in Debug, never logged).
+    pub bearer_token: String,
+    #[serde(default = "default_user_agent")]
+    pub user_agent: String,
+    /// No byte (not even a heartbeat) for this long: the connection is dead; reconnect.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Ask for `backfill_minutes` after a gap of at most 5 minutes.
+    #[serde(default = "default_true")]
+    pub backfill: bool,
+    /// CloudEvents `source`; default `/x/activity/stream/<name>`.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Longest accepted line; a longer one drops the connection.
+    #[serde(default = "default_max_line")]
+    pub max_line_bytes: usize,
+    /// TCP/TLS connect timeout.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Connected and receiving this long: the reconnect backoff starts over (it also does
+    /// at the first event).
+    #[serde(default = "default_healthy_after", with = "humantime_serde")]
+    pub healthy_after: Duration,
+    /// Wait before retrying a line the pipeline refused as unavailable (or full without a
+    /// hint).
+    #[serde(default = "default_unavailable_retry", with = "humantime_serde")]
+    pub unavailable_retry: Duration,
+    /// The reconnect schedule; defaults are X's rules.
+    #[serde(default)]
+    pub backoff: BackoffConfig,
+}
+
+fn default_name() -> String {
+    "default".into()
+}
+fn default_url() -> String {
+    "https://api.x.com/2/activity/stream".into()
+}
+fn default_user_agent() -> String {
+    concat!("activity-relay/", env!("CARGO_PKG_VERSION")).into()
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_line() -> usize {
+    DEFAULT_MAX_LINE
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_healthy_after() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_unavailable_retry() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl StreamConfig {
+    /// Defaults for everything but the token.
+    pub fn new(bearer_token: impl Into<String>) -> Self {
+        StreamConfig {
+            name: default_name(),
+            url: default_url(),
+            bearer_token: bearer_token.into(),
+            user_agent: default_user_agent(),
+            idle_timeout: default_idle_timeout(),
+            backfill: true,
+            source: None,
+            max_line_bytes: default_max_line(),
+            connect_timeout: default_connect_timeout(),
+            healthy_after: default_healthy_after(),
+            unavailable_retry: default_unavailable_retry(),
+            backoff: BackoffConfig::default(),
+        }
+    }
+}
+
+impl fmt::Debug for StreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("bearer_token", &"[redacted]")
+            .field("user_agent", &self.user_agent)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("backfill", &self.backfill)
+            .field("source", &self.source)
+            .field("max_line_bytes", &self.max_line_bytes)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("healthy_after", &self.healthy_after)
+            .field("unavailable_retry", &self.unavailable_retry)
+            .field("backoff", &self.backoff)
+            .finish()
+    }
+}
+
+fn validate(cfg: &StreamConfig) -> Result<(), IngressError> {
+    let url = url::Url::parse(&cfg.url)
+        .map_err(|e| IngressError::Config(format!("stream {:?}: bad url: {e}", cfg.name)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(IngressError::Config(format!(
+            "stream {:?}: url must be http(s)",
+            cfg.name
+        )));
+    }
+    if cfg.bearer_token.trim().is_empty() {
+        return Err(IngressError::Config(format!(
+            "stream {:?}: bearer_token is empty",
+            cfg.name
+        )));
+    }
+    if cfg.idle_timeout.is_zero() || cfg.max_line_bytes == 0 || cfg.connect_timeout.is_zero() {
+        return Err(IngressError::Config(format!(
+            "stream {:?}: idle_timeout, connect_timeout and max_line_bytes must be positive",
+            cfg.name
+        )));
+    }
+    Ok(())
+}
+
+/// `backfill_minutes` for a gap: whole minutes rounded up, 1..=5; `None` past 5 minutes.
+pub fn backfill_minutes(gap: Duration) -> Option<u64> {
+    if gap > MAX_BACKFILL {
+        return None;
+    }
+    let mins = gap.as_nanos().div_ceil(60_000_000_000);
+    Some(u64::try_from(mins).unwrap_or(5).clamp(1, 5))
+}
+
+/// If `line` is an in-stream error object that ends the connection (operational
+/// disconnect, connection limit), a short description of it.
+pub fn in_stream_error(line: &[u8]) -> Option<String> {
+    fn has(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+    if !(has(line, b"errors") || has(line, b"disconnect") || has(line, b"TooManyConnections")) {
+        return None;
+    }
+    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+    let obj = value.as_object()?;
+    if obj.contains_key("data") {
+        return None;
+    }
+    for key in [
+        "disconnect",
+        "operational-disconnect",
+        "operational_disconnect",
+    ] {
+        if let Some(v) = obj.get(key) {
+            return Some(summarize(key, v));
+        }
+    }
+    let errors = obj.get("errors")?.as_array()?;
+    errors.iter().find_map(|e| {
+        let text = e.to_string().to_ascii_lowercase();
+        let ends_connection = text.contains("disconnect")
+            || text.contains("toomanyconnections")
+            || text.contains("connectionexception")
+            || text.contains("connection limit")
+            || text.contains("maximum allowed connection");
+        ends_connection.then(|| summarize("errors", e))
+    })
+}
+
+fn summarize(key: &str, v: &serde_json::Value) -> String {
+    let mut s = format!("{key}: {v}");
+    if s.len() > 300 {
+        let mut cut = 300;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn unix_now_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// How one connection ended.
+enum Outcome {
+    Shutdown,
+    Ended {
+        reason: &'static str,
+        failure: Failure,
+    },
+}
+
+enum Delivery {
+    Delivered,
+    Shutdown,
+}
+
+struct Runner {
+    cfg: StreamConfig,
+    pipeline: Arc<dyn Pipeline>,
+    metrics: StreamMetrics,
+    client: reqwest::Client,
+    source: String,
+    backoff: Backoff,
+    /// Receipt time of the last chunk fully handed to the pipeline: everything X sent
+    /// before it is safe.
+    caught_up_at: Option<Instant>,
+}
+
+/// Runs the stream until `shutdown` is cancelled, reconnecting forever by X's rules.
+/// Returns an error only for an invalid configuration or metrics registration.
+pub async fn run(
+    cfg: StreamConfig,
+    pipeline: Arc<dyn Pipeline>,
+    registry: &prometheus::Registry,
+    shutdown: CancellationToken,
+) -> Result<(), IngressError> {
+    validate(&cfg)?;
+    let metrics = StreamMetrics::register(registry, &cfg.name)?;
+    let client = reqwest::Client::builder()
+        .connect_timeout(cfg.connect_timeout)
+        .tcp_keepalive(Duration::from_secs(30))
+        .build()
+        .map_err(|e| IngressError::Client(e.to_string()))?;
+    let source = cfg
+        .source
+        .clone()
+        .unwrap_or_else(|| format!("/x/activity/stream/{}", cfg.name));
+    let mut runner = Runner {
+        backoff: Backoff::new(cfg.backoff.clone()),
+        cfg,
+        pipeline,
+        metrics,
+        client,
+        source,
+        caught_up_at: None,
+    };
+    runner.run(shutdown).await;
+    Ok(())
+}
+
+impl Runner {
+    async fn run(&mut self, shutdown: CancellationToken) {
+        let name = self.cfg.name.clone();
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let outcome = self.connect_once(&shutdown).await;
+            self.metrics.connected.set(0);
+            let (reason, failure) = match outcome {
+                Outcome::Shutdown => break,
+                Outcome::Ended { reason, failure } => (reason, failure),
+            };
+            self.metrics.reconnects.with_label_values(&[reason]).inc();
+            let delay = self.backoff.next_delay(failure, unix_now());
+            self.metrics.backoff.set(delay.as_secs_f64());
+            tracing::info!(
+                stream = %name,
+                reason,
+                delay_ms = delay.as_millis() as u64,
+                "activity stream disconnected; reconnecting"
+            );
+            if !delay.is_zero() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+        self.metrics.connected.set(0);
+        tracing::info!(stream = %name, "activity stream stopped");
+    }
+
+    async fn connect_once(&mut self, shutdown: &CancellationToken) -> Outcome {
+        let cfg = &self.cfg;
+        let mut req = self
+            .client
+            .get(&cfg.url)
+            .bearer_auth(&cfg.bearer_token)
+            .header(USER_AGENT, &cfg.user_agent)
+            .header(ACCEPT, "application/json");
+        if let Some(caught_up) = self.caught_up_at.filter(|_| cfg.backfill) {
+            let gap = caught_up.elapsed();
+            match backfill_minutes(gap) {
+                Some(n) => req = req.query(&[("backfill_minutes", n)]),
+                None => tracing::warn!(
+                    stream = %cfg.name,
+                    gap_secs = gap.as_secs(),
+                    "activity stream gap longer than backfill covers; use the replay API for it"
+                ),
+            }
+        }
+        let sent = tokio::select! {
+            _ = shutdown.cancelled() => return Outcome::Shutdown,
+            r = tokio::time::timeout(cfg.connect_timeout + cfg.idle_timeout, req.send()) => r,
+        };
+        let resp = match sent {
+            Err(_) => {
+                tracing::warn!(stream = %cfg.name, "activity stream: no response in time");
+                return Outcome::Ended {
+                    reason: "timeout",
+                    failure: Failure::Network,
+                };
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(stream = %cfg.name, error = %e.without_url(), "activity stream: connection failed");
+                return Outcome::Ended {
+                    reason: "network",
+                    failure: Failure::Network,
+                };
+            }
+            Ok(Ok(resp)) => resp,
+        };
+        let status = resp.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let reset_at = resp
+                .headers()
+                .get("x-rate-limit-reset")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            tracing::warn!(stream = %cfg.name, ?reset_at, "activity stream: rate limited (429)");
+            return Outcome::Ended {
+                reason: "rate_limited",
+                failure: Failure::RateLimited { reset_at },
+            };
+        }
+        if !status.is_success() {
+            tracing::warn!(stream = %cfg.name, status = status.as_u16(), "activity stream: HTTP error");
+            return Outcome::Ended {
+                reason: "http",
+                failure: Failure::Http,
+            };
+        }
+        tracing::info!(stream = %cfg.name, "activity stream connected");
+        self.metrics.connected.set(1);
+        self.read(resp, shutdown).await
+    }
+
+    async fn read(&mut self, resp: reqwest::Response, shutdown: &CancellationToken) -> Outcome {
+        let connected_at = Instant::now();
+        let idle = self.cfg.idle_timeout;
+        let mut body = resp.bytes_stream();
+        let mut reader = LineReader::new(self.cfg.max_line_bytes);
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => return Outcome::Shutdown,
+                r = tokio::time::timeout(idle, body.next()) => r,
+            };
+            let chunk = match next {
+                Err(_) => {
+                    tracing::warn!(stream = %self.cfg.name, idle_secs = idle.as_secs_f64(), "activity stream stalled");
+                    return Outcome::Ended {
+                        reason: "idle_timeout",
+                        failure: Failure::Network,
+                    };
+                }
+                Ok(None) => {
+                    if reader.pending() > 0 {
+                        tracing::warn!(
+                            stream = %self.cfg.name,
+                            bytes = reader.pending(),
+                            "activity stream closed mid-line; the partial line is dropped (backfill re-sends it)"
+                        );
+                    }
+                    return Outcome::Ended {
+                        reason: "closed",
+                        failure: Failure::Network,
+                    };
+                }
+                Ok(Some(Err(e))) => {
+                    tracing::warn!(stream = %self.cfg.name, error = %e.without_url(), "activity stream read failed");
+                    return Outcome::Ended {
+                        reason: "network",
+                        failure: Failure::Network,
+                    };
+                }
+                Ok(Some(Ok(chunk))) => chunk,
+            };
+            let received = Instant::now();
+            reader.push(&chunk);
+            loop {
+                match reader.next_line() {
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(stream = %self.cfg.name, error = %e, "activity stream line too long; dropping the connection");
+                        return Outcome::Ended {
+                            reason: "line_too_long",
+                            failure: Failure::Http,
+                        };
+                    }
+                    Ok(Some(Line::Heartbeat)) => self.metrics.heartbeats.inc(),
+                    Ok(Some(Line::Data(line))) => {
+                        self.metrics.lines.inc();
+                        if let Some(what) = in_stream_error(&line) {
+                            tracing::warn!(stream = %self.cfg.name, error = %what, "activity stream sent an error object; reconnecting");
+                            return Outcome::Ended {
+                                reason: "stream_error",
+                                failure: Failure::Http,
+                            };
+                        }
+                        if let Delivery::Shutdown = self.deliver(line, shutdown).await {
+                            return Outcome::Shutdown;
+                        }
+                        self.metrics.last_event.set(unix_now_f64());
+                        self.backoff.reset();
+                    }
+                }
+            }
+            self.caught_up_at = Some(received);
+            if connected_at.elapsed() >= self.cfg.healthy_after {
+                self.backoff.reset();
+            }
+        }
+    }
+
+    /// Hands one line to the pipeline, retrying (without reading further) until accepted.
+    async fn deliver(&self, line: Bytes, shutdown: &CancellationToken) -> Delivery {
+        let received_at = chrono::Utc::now();
+        let mut refusals = 0u64;
+        loop {
+            let ctx = Context {
+                ingress: IngressKind::Stream,
+                source: self.source.clone(),
+                received_at,
+            };
+            let started = Instant::now();
+            let wait = match self.pipeline.accept(line.clone(), ctx).await {
+                Ok(report) => {
+                    self.metrics
+                        .accept_latency
+                        .observe(started.elapsed().as_secs_f64());
+                    if refusals > 0 {
+                        tracing::info!(stream = %self.cfg.name, refusals, "pipeline accepted the held line");
+                    }
+                    tracing::trace!(
+                        stream = %self.cfg.name,
+                        spooled = report.spooled,
+                        duplicates = report.duplicates,
+                        "stream line accepted"
+                    );
+                    return Delivery::Delivered;
+                }
+                Err(AcceptError::Full { retry_after }) if !retry_after.is_zero() => retry_after,
+                Err(AcceptError::Full { .. }) => self.cfg.unavailable_retry,
+                Err(AcceptError::Unavailable(reason)) => {
+                    if refusals == 0 {
+                        tracing::warn!(stream = %self.cfg.name, %reason, "pipeline unavailable; holding the stream");
+                    }
+                    self.cfg.unavailable_retry
+                }
+            };
+            if refusals == 0 {
+                tracing::warn!(
+                    stream = %self.cfg.name,
+                    retry_ms = wait.as_millis() as u64,
+                    "pipeline refused a stream line; holding it and pausing reads"
+                );
+            }
+            refusals += 1;
+            self.metrics.backpressure.inc();
+            tokio::select! {
+                _ = shutdown.cancelled() => return Delivery::Shutdown,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backfill_minutes_round_up_and_stop_past_five() {
+        let s = Duration::from_secs;
+        assert_eq!(backfill_minutes(Duration::ZERO), Some(1));
+        assert_eq!(backfill_minutes(Duration::from_millis(300)), Some(1));
+        assert_eq!(backfill_minutes(s(60)), Some(1));
+        assert_eq!(backfill_minutes(Duration::from_millis(60_001)), Some(2));
+        assert_eq!(backfill_minutes(s(61)), Some(2));
+        assert_eq!(backfill_minutes(s(299)), Some(5));
+        assert_eq!(backfill_minutes(s(300)), Some(5));
+        assert_eq!(backfill_minutes(Duration::from_millis(300_001)), None);
+        assert_eq!(backfill_minutes(s(3600)), None);
+    }
+
+    #[test]
+    fn in_stream_errors_are_recognised() {
+        let op = br#"{"errors":[{"title":"operational-disconnect","disconnect_type":"OperationalDisconnect","detail":"This stream has been disconnected for operational reasons.","type":"https://api.twitter.com/2/problems/operational-disconnect"}]}"#;
+        assert!(in_stream_error(op).is_some());
+        let too_many = br#"{"title":"ConnectionException","detail":"This stream is currently at the maximum allowed connection limit.","connection_issue":"TooManyConnections","type":"https://api.twitter.com/2/problems/streaming-connection"}"#;
+        // Not wrapped in `errors`: not recognised as an in-stream error object…
+        assert!(in_stream_error(too_many).is_none());
+        // …but wrapped, it is.
+        let wrapped = format!(
+            "{{\"errors\":[{}]}}",
+            std::str::from_utf8(too_many).unwrap()
+        );
+        assert!(in_stream_error(wrapped.as_bytes()).is_some());
+        let v1 = br#"{"disconnect":{"code":7,"stream_name":"x","reason":"admin logout"}}"#;
+        assert!(in_stream_error(v1).is_some());
+        // Other errors are events for the pipeline to count.
+        let xaa = br#"{"errors":[{"title":"Not Found Error","detail":"no such user"}]}"#;
+        assert!(in_stream_error(xaa).is_none());
+        // Event text mentioning the words is not an error object.
+        let ev = br#"{"event_type":"tweet_create_events","tweet_create_events":[{"text":"errors: disconnect TooManyConnections"}]}"#;
+        assert!(in_stream_error(ev).is_none());
+        let data = br#"{"data":{"event_type":"post.create"},"errors":[{"title":"disconnect"}]}"#;
+        assert!(in_stream_error(data).is_none());
+        assert!(in_stream_error(b"not json disconnect").is_none());
+    }
+
+    #[test]
+    fn debug_redacts_the_token() {
+        let cfg = StreamConfig::new("AAAA-very-secret-token");
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("very-secret"), "{dbg}");
+    }
+}
