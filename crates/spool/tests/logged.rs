@@ -5,7 +5,6 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use bytes::Bytes;
 use relay_spool::{NewRecord, RecordKind, Spool, SpoolConfig};
@@ -15,7 +14,7 @@ use tracing::{Event, Level, Metadata, Subscriber};
 static ERRORS: AtomicUsize = AtomicUsize::new(0);
 static NEXT_SPAN: AtomicUsize = AtomicUsize::new(1);
 /// The tests in this binary share the error counter: run them one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct CountErrors;
 
@@ -78,7 +77,7 @@ fn seg_files(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn corruption_in_older_segment_is_logged_as_error() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     install();
     let dir = tempfile::tempdir().unwrap();
     let files = filled(dir.path(), 12).await;
@@ -102,7 +101,7 @@ async fn corruption_in_older_segment_is_logged_as_error() {
 
 #[tokio::test]
 async fn torn_tail_is_not_an_error_but_lost_cursor_position_is() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     install();
     let dir = tempfile::tempdir().unwrap();
     filled(dir.path(), 12).await;
