@@ -1,20 +1,156 @@
-//! Event generator (filled in below).
+//! The event generator: a population of users and a mix of every event type in the three
+//! formats (AAA webhook bodies, stream lines, XAA envelopes), modelled on X's payloads.
+//!
+//! Kinds (the keys of `GeneratorConfig::mix`):
+//! * AAA and stream: `post`, `reply`, `repost`, `quote`, `mention`, `longform`,
+//!   `favorite`, `follow`, `unfollow`, `block`, `unblock`, `mute`, `unmute`, `dm_sent`,
+//!   `dm_received`, `dm_typing`, `dm_read`, `tweet_delete`, `revoke`, `spaces`;
+//! * XAA: the XAA event types (`post.create`, `like.create`, `profile.update.bio`, …).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, TimeZone, Utc};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Map, Value};
 
 use crate::config::GeneratorConfig;
-use crate::state::{Emitted, Shared};
+use crate::events::Format;
+use crate::ids::{rounded_json, snowflake_ms, TWEPOCH_MS};
+use crate::state::{EmitOptions, Emitted, Shared};
+
+/// AAA / stream kinds.
+pub const AAA_KINDS: &[&str] = &[
+    "post",
+    "reply",
+    "repost",
+    "quote",
+    "mention",
+    "longform",
+    "favorite",
+    "follow",
+    "unfollow",
+    "block",
+    "unblock",
+    "mute",
+    "unmute",
+    "dm_sent",
+    "dm_received",
+    "dm_typing",
+    "dm_read",
+    "tweet_delete",
+    "revoke",
+    "spaces",
+];
+
+/// XAA event types.
+pub const XAA_KINDS: &[&str] = &[
+    "post.create",
+    "post.delete",
+    "post.mention.create",
+    "post.reply.create",
+    "post.quote.create",
+    "post.repost.create",
+    "like.create",
+    "follow.follow",
+    "follow.unfollow",
+    "block.block",
+    "block.unblock",
+    "mute.mute",
+    "mute.unmute",
+    "dm.sent",
+    "dm.received",
+    "dm.indicate_typing",
+    "dm.read",
+    "oauth.revoke",
+    "profile.update.bio",
+    "profile.update.profile_picture",
+    "profile.update.banner_picture",
+    "profile.update.screenname",
+    "profile.update.geo",
+    "profile.update.url",
+    "profile.update.verified_badge",
+    "profile.update.affiliate_badge",
+    "profile.update.handle",
+    "spaces.start",
+    "spaces.end",
+    "news.new",
+    "broadcast.start",
+    "broadcast.end",
+    "broadcast.chat",
+    "chat.received",
+    "chat.sent",
+];
+
+/// Default weight of a kind: posts and likes dominate, as on X.
+fn default_weight(kind: &str) -> f64 {
+    match kind {
+        "post" | "post.create" => 10.0,
+        "favorite" | "like.create" => 10.0,
+        "reply" | "mention" | "post.reply.create" | "post.mention.create" => 5.0,
+        "repost" | "quote" | "post.repost.create" | "post.quote.create" => 3.0,
+        "follow" | "follow.follow" | "dm_sent" | "dm_received" | "dm.sent" | "dm.received" => 3.0,
+        "longform" | "dm_typing" | "dm_read" | "dm.indicate_typing" | "dm.read" => 2.0,
+        "revoke" | "oauth.revoke" | "spaces" => 0.2,
+        _ => 1.0,
+    }
+}
 
 /// A running background generator.
 pub struct GeneratorRun {
     pub(crate) cancel: tokio_util::sync::CancellationToken,
     pub(crate) cfg: GeneratorConfig,
+    pub(crate) emitted: Arc<AtomicU64>,
+    pub(crate) done: Arc<AtomicBool>,
 }
 
 pub(crate) fn start(st: &Arc<Shared>, cfg: GeneratorConfig) {
     stop(st);
     let cancel = st.cancel.child_token();
-    *st.generator.lock() = Some(GeneratorRun { cancel, cfg });
+    let emitted = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    *st.generator.lock() = Some(GeneratorRun {
+        cancel: cancel.clone(),
+        cfg: cfg.clone(),
+        emitted: Arc::clone(&emitted),
+        done: Arc::clone(&done),
+    });
+    let st = Arc::clone(st);
+    tokio::spawn(async move {
+        let rate = if cfg.rate.is_finite() && cfg.rate > 0.0 {
+            cfg.rate
+        } else {
+            1.0
+        };
+        tracing::info!(rate, count = ?cfg.count, duration = ?cfg.duration_secs, "generator started");
+        let mut g = Gen::new(&st, &cfg);
+        let period = Duration::from_secs_f64((1.0 / rate).max(0.000_01));
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let t0 = tokio::time::Instant::now();
+        let mut n = 0u64;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            if cfg.count.is_some_and(|c| n >= c)
+                || cfg
+                    .duration_secs
+                    .is_some_and(|d| t0.elapsed().as_secs_f64() >= d)
+            {
+                break;
+            }
+            g.emit_one(&st);
+            n += 1;
+            emitted.store(n, Ordering::Relaxed);
+        }
+        done.store(true, Ordering::Relaxed);
+        tracing::info!(events = n, "generator finished");
+    });
 }
 
 pub(crate) fn stop(st: &Shared) {
@@ -23,14 +159,1240 @@ pub(crate) fn stop(st: &Shared) {
     }
 }
 
-pub(crate) fn generate_now(st: &Arc<Shared>, cfg: &GeneratorConfig, count: u64) -> Vec<Emitted> {
-    let _ = (st, cfg, count);
-    Vec::new()
+pub(crate) fn status(st: &Shared) -> Value {
+    match &*st.generator.lock() {
+        Some(g) => json!({
+            "running": !g.cancel.is_cancelled() && !g.done.load(Ordering::Relaxed),
+            "emitted": g.emitted.load(Ordering::Relaxed),
+            "settings": g.cfg,
+        }),
+        None => json!({"running": false}),
+    }
 }
 
-pub(crate) fn status(st: &Shared) -> serde_json::Value {
-    match &*st.generator.lock() {
-        Some(g) => serde_json::json!({"running": !g.cancel.is_cancelled(), "settings": g.cfg}),
-        None => serde_json::json!({"running": false}),
+/// Generates `count` logical events now.
+pub(crate) fn generate_now(st: &Arc<Shared>, cfg: &GeneratorConfig, count: u64) -> Vec<Emitted> {
+    let mut g = Gen::new(st, cfg);
+    let mut out = Vec::new();
+    for _ in 0..count {
+        out.extend(g.emit_one(st));
     }
+    out
+}
+
+#[derive(Debug, Clone)]
+struct Person {
+    id: u64,
+    screen_name: String,
+    name: String,
+    location: Option<String>,
+    description: String,
+    followers: u64,
+    friends: u64,
+    statuses: u64,
+    created_ms: u64,
+    verified: bool,
+}
+
+const FIRST: &[&str] = &[
+    "Ada", "Grace", "Linus", "Maya", "Noor", "Kenji", "Lena", "Omar", "Priya", "Sven", "Tariq",
+    "Yuki", "Zoe", "Mateo", "Ines", "Femi", "Hana", "Ivan", "Jonas", "Lucia",
+];
+const LAST: &[&str] = &[
+    "Lovelace", "Hopper", "Okafor", "Tanaka", "Rossi", "Nguyen", "Schmidt", "Haddad", "Silva",
+    "Kowalski", "Dubois", "Mensah", "Larsen", "Costa", "Park",
+];
+const PLACES: &[&str] = &[
+    "San Francisco, CA",
+    "Boulder, CO",
+    "Berlin",
+    "Lagos",
+    "Tokyo",
+    "São Paulo",
+    "Lisbon",
+    "Bengaluru",
+    "Toronto",
+    "Nairobi",
+];
+const WORDS: &[&str] = &[
+    "shipping",
+    "the",
+    "new",
+    "API",
+    "today",
+    "relay",
+    "events",
+    "webhooks",
+    "streaming",
+    "latency",
+    "is",
+    "down",
+    "to",
+    "milliseconds",
+    "thanks",
+    "everyone",
+    "who",
+    "tested",
+    "the",
+    "beta",
+    "coffee",
+    "first",
+    "then",
+    "deploys",
+    "weekend",
+    "project",
+    "launch",
+    "working",
+    "on",
+    "something",
+    "fun",
+    "rust",
+    "kafka",
+    "queues",
+    "are",
+    "underrated",
+    "great",
+    "thread",
+    "about",
+    "backpressure",
+    "and",
+    "retries",
+    "idempotency",
+    "matters",
+    "more",
+    "than",
+    "you",
+    "think",
+    "🚀",
+    "🔥",
+    "—",
+    "really",
+    "proud",
+    "of",
+    "this",
+    "team",
+];
+const TAGS: &[&str] = &[
+    "buildinpublic",
+    "rustlang",
+    "devops",
+    "api",
+    "opensource",
+    "kafka",
+];
+const SOURCE: &str = "<a href=\"https://mobile.x.com\" rel=\"nofollow\">X Web App</a>";
+
+fn twitter_date(ms: u64) -> String {
+    Utc.timestamp_millis_opt(ms as i64)
+        .single()
+        .unwrap_or_else(Utc::now)
+        .format("%a %b %d %H:%M:%S +0000 %Y")
+        .to_string()
+}
+
+fn rfc(ms: u64) -> String {
+    Utc.timestamp_millis_opt(ms as i64)
+        .single()
+        .unwrap_or_else(Utc::now)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn char_len(s: &str) -> usize {
+    s.chars().count()
+}
+
+struct Text {
+    text: String,
+    hashtags: Vec<Value>,
+    mentions: Vec<Value>,
+    urls: Vec<Value>,
+}
+
+struct Gen {
+    rng: StdRng,
+    people: Vec<Person>,
+    targets: Vec<usize>,
+    app_ids: Vec<String>,
+    plan: Vec<(Format, &'static str)>,
+    weights: Vec<f64>,
+    cycle: bool,
+    next: usize,
+    duplicate_rate: f64,
+    batch_rate: f64,
+}
+
+impl Gen {
+    fn new(st: &Shared, cfg: &GeneratorConfig) -> Self {
+        let mut rng = match cfg.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_entropy(),
+        };
+        let mut people: Vec<Person> = st
+            .cfg
+            .users
+            .iter()
+            .map(|u| {
+                let id = u.user_id.parse::<u64>().unwrap_or(0);
+                let created_ms = if id > (1u64 << 40) {
+                    snowflake_ms(id)
+                } else {
+                    1_300_000_000_000 + id % 200_000_000_000
+                };
+                Person {
+                    id,
+                    screen_name: if u.screen_name.is_empty() {
+                        format!("user{}", u.user_id)
+                    } else {
+                        u.screen_name.clone()
+                    },
+                    name: if u.name.is_empty() {
+                        u.user_id.clone()
+                    } else {
+                        u.name.clone()
+                    },
+                    location: None,
+                    description: "Building things with the X API".into(),
+                    followers: rng.gen_range(10..600_000),
+                    friends: rng.gen_range(10..2_000),
+                    statuses: rng.gen_range(10..50_000),
+                    created_ms,
+                    verified: false,
+                }
+            })
+            .filter(|p| p.id != 0)
+            .collect();
+        let configured = people.len();
+        while people.len() < cfg.population.max(configured + 2) {
+            let i = people.len();
+            let first = FIRST[rng.gen_range(0..FIRST.len())];
+            let last = LAST[rng.gen_range(0..LAST.len())];
+            // Old accounts have short ids; accounts since 2016 have Snowflake ids.
+            let (id, created_ms) = if rng.gen_bool(0.4) {
+                let id = rng.gen_range(10_000_000u64..4_000_000_000);
+                (id, 1_200_000_000_000 + id * 50)
+            } else {
+                let ms = rng
+                    .gen_range(1_460_000_000_000u64..crate::ids::now_ms().max(1_460_000_000_001));
+                (
+                    ((ms - TWEPOCH_MS) << 22) | rng.gen_range(0..(1u64 << 22)),
+                    ms,
+                )
+            };
+            people.push(Person {
+                id,
+                screen_name: format!(
+                    "{}{}_{}",
+                    first.to_lowercase(),
+                    &last[..3].to_lowercase(),
+                    i
+                ),
+                name: format!("{first} {last}"),
+                location: if rng.gen_bool(0.7) {
+                    Some(PLACES[rng.gen_range(0..PLACES.len())].to_owned())
+                } else {
+                    None
+                },
+                description: format!(
+                    "{} · {} · opinions my own",
+                    ["engineer", "designer", "founder", "writer", "researcher"]
+                        [rng.gen_range(0..5)],
+                    PLACES[rng.gen_range(0..PLACES.len())]
+                ),
+                followers: rng.gen_range(0..100_000),
+                friends: rng.gen_range(0..5_000),
+                statuses: rng.gen_range(0..100_000),
+                created_ms,
+                verified: rng.gen_bool(0.1),
+            });
+        }
+        let targets: Vec<usize> = if cfg.target_users.is_empty() {
+            (0..configured.max(1)).collect()
+        } else {
+            cfg.target_users
+                .iter()
+                .filter_map(|t| people.iter().position(|p| p.id.to_string() == *t))
+                .collect()
+        };
+        let targets = if targets.is_empty() { vec![0] } else { targets };
+        let fmt_weight = |f: Format| -> f64 {
+            if cfg.formats.is_empty() {
+                1.0
+            } else {
+                cfg.formats.get(f.as_str()).copied().unwrap_or(0.0).max(0.0)
+            }
+        };
+        let kind_weight = |k: &str| -> f64 {
+            if cfg.mix.is_empty() {
+                default_weight(k)
+            } else {
+                cfg.mix.get(k).copied().unwrap_or(0.0).max(0.0)
+            }
+        };
+        let mut plan = Vec::new();
+        let mut weights = Vec::new();
+        for f in Format::ALL {
+            let kinds = if f == Format::Xaa {
+                XAA_KINDS
+            } else {
+                AAA_KINDS
+            };
+            for k in kinds {
+                let w = fmt_weight(f) * kind_weight(k) / kinds.len() as f64;
+                if w > 0.0 {
+                    plan.push((f, *k));
+                    weights.push(w);
+                }
+            }
+        }
+        if plan.is_empty() {
+            plan.push((Format::Aaa, "post"));
+            weights.push(1.0);
+        }
+        Self {
+            rng,
+            people,
+            targets,
+            app_ids: st.cfg.apps.iter().map(|a| a.app_id.clone()).collect(),
+            plan,
+            weights,
+            cycle: cfg.cycle,
+            next: 0,
+            duplicate_rate: cfg.duplicate_rate.clamp(0.0, 1.0),
+            batch_rate: cfg.batch_rate.clamp(0.0, 1.0),
+        }
+    }
+
+    fn pick(&mut self) -> (Format, &'static str) {
+        if self.cycle {
+            let p = self.plan[self.next % self.plan.len()];
+            self.next += 1;
+            return p;
+        }
+        let total: f64 = self.weights.iter().sum();
+        let mut x = self.rng.gen_range(0.0..total.max(f64::MIN_POSITIVE));
+        for (i, w) in self.weights.iter().enumerate() {
+            if x < *w {
+                return self.plan[i];
+            }
+            x -= w;
+        }
+        self.plan[self.plan.len() - 1]
+    }
+
+    /// Emits one logical event (one or more bodies, plus duplicates).
+    fn emit_one(&mut self, st: &Arc<Shared>) -> Vec<Emitted> {
+        let (format, kind) = self.pick();
+        let bodies = self.build(st, format, kind);
+        let mut out = Vec::new();
+        for b in bodies {
+            let e = st.emit_value(
+                b.clone(),
+                EmitOptions {
+                    origin: Some("generator".into()),
+                    ..EmitOptions::default()
+                },
+            );
+            let seq = e.seq;
+            out.push(e);
+            if self.rng.gen_bool(self.duplicate_rate) {
+                out.push(st.emit_value(
+                    b,
+                    EmitOptions {
+                        origin: Some("generator".into()),
+                        duplicate_of: Some(seq),
+                        ..EmitOptions::default()
+                    },
+                ));
+            }
+        }
+        out
+    }
+
+    fn target(&mut self) -> usize {
+        self.targets[self.rng.gen_range(0..self.targets.len())]
+    }
+
+    /// Someone other than `not`; sometimes another target user (so DMs between two
+    /// subscribed users happen).
+    fn other(&mut self, not: usize) -> usize {
+        if self.targets.len() > 1 && self.rng.gen_bool(0.3) {
+            let cands: Vec<usize> = self.targets.iter().copied().filter(|t| *t != not).collect();
+            if !cands.is_empty() {
+                return cands[self.rng.gen_range(0..cands.len())];
+            }
+        }
+        loop {
+            let i = self.rng.gen_range(0..self.people.len());
+            if i != not {
+                return i;
+            }
+        }
+    }
+
+    fn user_v11(&self, i: usize) -> Value {
+        let p = &self.people[i];
+        json!({
+            "id": rounded_json(p.id),
+            "id_str": p.id.to_string(),
+            "name": p.name,
+            "screen_name": p.screen_name,
+            "location": p.location,
+            "url": null,
+            "description": p.description,
+            "protected": false,
+            "verified": p.verified,
+            "followers_count": p.followers,
+            "friends_count": p.friends,
+            "listed_count": p.followers / 200,
+            "favourites_count": p.statuses / 3,
+            "statuses_count": p.statuses,
+            "created_at": twitter_date(p.created_ms),
+            "profile_image_url_https": format!("https://pbs.twimg.com/profile_images/{}/avatar_normal.jpg", p.id),
+            "default_profile": true,
+            "default_profile_image": false,
+        })
+    }
+
+    fn user_dm(&self, i: usize) -> Value {
+        let p = &self.people[i];
+        json!({
+            "id": p.id.to_string(),
+            "created_timestamp": p.created_ms.to_string(),
+            "name": p.name,
+            "screen_name": p.screen_name,
+            "location": p.location,
+            "description": p.description,
+            "protected": false,
+            "verified": p.verified,
+            "followers_count": p.followers,
+            "friends_count": p.friends,
+            "statuses_count": p.statuses,
+            "profile_image_url_https": format!("https://pbs.twimg.com/profile_images/{}/avatar_normal.jpg", p.id),
+        })
+    }
+
+    fn user_v2(&self, i: usize) -> Value {
+        let p = &self.people[i];
+        let m = |n: u64| json!(n);
+        json!({"data": {
+            "id": p.id.to_string(),
+            "name": p.name,
+            "username": p.screen_name,
+            "description": p.description,
+            "location": p.location,
+            "protected": false,
+            "verified": p.verified,
+            "verified_type": if p.verified { "blue" } else { "none" },
+            "is_identity_verified": false,
+            "created_at": rfc(p.created_ms),
+            "profile_image_url": format!("https://pbs.twimg.com/profile_images/{}/avatar_normal.jpg", p.id),
+            "public_metrics": {
+                "followers_count": m(p.followers), "followers_count_str": p.followers.to_string(),
+                "following_count": m(p.friends), "following_count_str": p.friends.to_string(),
+                "tweet_count": m(p.statuses), "tweet_count_str": p.statuses.to_string(),
+                "listed_count": m(p.followers / 200), "listed_count_str": (p.followers / 200).to_string(),
+                "like_count": m(p.statuses / 3), "like_count_str": (p.statuses / 3).to_string(),
+                "media_count": m(p.statuses / 20), "media_count_str": (p.statuses / 20).to_string(),
+            },
+        }})
+    }
+
+    fn words(&mut self, n: usize) -> String {
+        (0..n)
+            .map(|_| WORDS[self.rng.gen_range(0..WORDS.len())])
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn words_between(&mut self, lo: usize, hi: usize) -> String {
+        let n = self.rng.gen_range(lo..hi);
+        self.words(n)
+    }
+
+    fn tco(&mut self) -> String {
+        const C: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let s: String = (0..10)
+            .map(|_| C[self.rng.gen_range(0..C.len())] as char)
+            .collect();
+        format!("https://t.co/{s}")
+    }
+
+    /// A post text with entities; `mention` is put first (replies) or inside.
+    fn text(&mut self, mention: Option<(usize, bool)>, max_words: usize) -> Text {
+        let mut t = Text {
+            text: String::new(),
+            hashtags: vec![],
+            mentions: vec![],
+            urls: vec![],
+        };
+        let push_mention = |t: &mut Text, p: &Person| {
+            let start = char_len(&t.text);
+            t.text.push('@');
+            t.text.push_str(&p.screen_name);
+            t.mentions.push(json!({
+                "screen_name": p.screen_name, "name": p.name,
+                "id": rounded_json(p.id), "id_str": p.id.to_string(),
+                "indices": [start, char_len(&t.text)],
+            }));
+        };
+        if let Some((i, true)) = mention {
+            let p = self.people[i].clone();
+            push_mention(&mut t, &p);
+            t.text.push(' ');
+        }
+        let n = self.rng.gen_range(3..max_words.max(4));
+        let w = self.words(n);
+        t.text.push_str(&w);
+        if let Some((i, false)) = mention {
+            let p = self.people[i].clone();
+            t.text.push_str(" cc ");
+            push_mention(&mut t, &p);
+        }
+        if self.rng.gen_bool(0.3) {
+            let tag = TAGS[self.rng.gen_range(0..TAGS.len())];
+            t.text.push(' ');
+            let start = char_len(&t.text);
+            t.text.push('#');
+            t.text.push_str(tag);
+            t.hashtags
+                .push(json!({"text": tag, "indices": [start, char_len(&t.text)]}));
+        }
+        if self.rng.gen_bool(0.2) {
+            let u = self.tco();
+            t.text.push(' ');
+            let start = char_len(&t.text);
+            t.text.push_str(&u);
+            t.urls.push(json!({
+                "url": u, "expanded_url": "https://example.com/blog/post",
+                "display_url": "example.com/blog/post", "indices": [start, char_len(&t.text)],
+            }));
+        }
+        t
+    }
+
+    fn tweet(&mut self, author: usize, text: Text, id: u64) -> Value {
+        let ms = snowflake_ms(id);
+        json!({
+            "created_at": twitter_date(ms),
+            "id": rounded_json(id),
+            "id_str": id.to_string(),
+            "text": text.text,
+            "source": SOURCE,
+            "truncated": false,
+            "in_reply_to_status_id": null,
+            "in_reply_to_status_id_str": null,
+            "in_reply_to_user_id": null,
+            "in_reply_to_user_id_str": null,
+            "in_reply_to_screen_name": null,
+            "user": self.user_v11(author),
+            "geo": null,
+            "coordinates": null,
+            "place": null,
+            "contributors": null,
+            "is_quote_status": false,
+            "quote_count": 0,
+            "reply_count": 0,
+            "retweet_count": 0,
+            "favorite_count": 0,
+            "entities": {"hashtags": text.hashtags, "urls": text.urls, "user_mentions": text.mentions, "symbols": []},
+            "favorited": false,
+            "retweeted": false,
+            "filter_level": "low",
+            "lang": "en",
+            "timestamp_ms": ms.to_string(),
+        })
+    }
+
+    /// An older post (already existing on X) by `author`.
+    fn old_tweet(&mut self, author: usize) -> (u64, Value) {
+        let back = self.rng.gen_range(60_000u64..86_400_000);
+        let ms = crate::ids::now_ms()
+            .saturating_sub(back)
+            .max(TWEPOCH_MS + 1);
+        let id = ((ms - TWEPOCH_MS) << 22) | self.rng.gen_range(0..(1u64 << 22));
+        let text = self.text(None, 14);
+        (id, self.tweet(author, text, id))
+    }
+
+    fn set(v: &mut Value, k: &str, x: Value) {
+        if let Some(o) = v.as_object_mut() {
+            o.insert(k.to_owned(), x);
+        }
+    }
+
+    fn aaa_body(for_user: Option<u64>, key: &str, items: Value) -> Value {
+        let mut m = Map::new();
+        if let Some(u) = for_user {
+            m.insert("for_user_id".into(), json!(u.to_string()));
+        }
+        m.insert(key.into(), items);
+        Value::Object(m)
+    }
+
+    fn build(&mut self, st: &Shared, format: Format, kind: &'static str) -> Vec<Value> {
+        if format == Format::Xaa {
+            return vec![self.xaa(st, kind)];
+        }
+        let bodies = self.aaa(st, kind);
+        if format == Format::Aaa {
+            return bodies;
+        }
+        bodies
+            .into_iter()
+            .map(|b| crate::events::to_stream(&b, &rfc(crate::ids::now_ms())))
+            .collect()
+    }
+
+    fn aaa(&mut self, st: &Shared, kind: &str) -> Vec<Value> {
+        let t = self.target();
+        let tid = self.people[t].id;
+        let now = crate::ids::now_ms();
+        match kind {
+            "post" => {
+                let n = if self.rng.gen_bool(self.batch_rate) {
+                    self.rng.gen_range(2..=3)
+                } else {
+                    1
+                };
+                let items: Vec<Value> = (0..n)
+                    .map(|_| {
+                        let text = self.text(None, 20);
+                        let id = st.ids.next();
+                        self.tweet(t, text, id)
+                    })
+                    .collect();
+                vec![Self::aaa_body(
+                    Some(tid),
+                    "tweet_create_events",
+                    json!(items),
+                )]
+            }
+            "reply" => {
+                let p = self.other(t);
+                let (orig, _) = self.old_tweet(t);
+                let text = self.text(Some((t, true)), 16);
+                let prefix = char_len(&self.people[t].screen_name) + 2;
+                let end = char_len(&text.text);
+                let id = st.ids.next();
+                let mut tw = self.tweet(p, text, id);
+                Self::set(&mut tw, "in_reply_to_status_id", rounded_json(orig));
+                Self::set(
+                    &mut tw,
+                    "in_reply_to_status_id_str",
+                    json!(orig.to_string()),
+                );
+                Self::set(&mut tw, "in_reply_to_user_id", rounded_json(tid));
+                Self::set(&mut tw, "in_reply_to_user_id_str", json!(tid.to_string()));
+                Self::set(
+                    &mut tw,
+                    "in_reply_to_screen_name",
+                    json!(self.people[t].screen_name),
+                );
+                Self::set(&mut tw, "display_text_range", json!([prefix, end]));
+                vec![Self::aaa_body(
+                    Some(tid),
+                    "tweet_create_events",
+                    json!([tw]),
+                )]
+            }
+            "repost" => {
+                let p = self.other(t);
+                let (_, orig) = self.old_tweet(t);
+                let otext = orig["text"].as_str().unwrap_or_default().to_owned();
+                let sn = self.people[t].screen_name.clone();
+                let full = format!("RT @{sn}: {otext}");
+                let text: String = full.chars().take(140).collect();
+                let id = st.ids.next();
+                let mut tw = self.tweet(
+                    p,
+                    Text {
+                        text,
+                        hashtags: vec![],
+                        urls: vec![],
+                        mentions: vec![json!({
+                            "screen_name": sn, "name": self.people[t].name,
+                            "id": rounded_json(tid), "id_str": tid.to_string(),
+                            "indices": [3, 4 + char_len(&sn)],
+                        })],
+                    },
+                    id,
+                );
+                Self::set(&mut tw, "retweeted_status", orig);
+                vec![Self::aaa_body(
+                    Some(tid),
+                    "tweet_create_events",
+                    json!([tw]),
+                )]
+            }
+            "quote" => {
+                let p = self.other(t);
+                let (oid, orig) = self.old_tweet(t);
+                let mut text = self.text(None, 12);
+                let u = self.tco();
+                text.text.push(' ');
+                let start = char_len(&text.text);
+                text.text.push_str(&u);
+                text.urls.push(json!({
+                    "url": u,
+                    "expanded_url": format!("https://x.com/{}/status/{oid}", self.people[t].screen_name),
+                    "display_url": format!("x.com/{}/st…", self.people[t].screen_name),
+                    "indices": [start, char_len(&text.text)],
+                }));
+                let id = st.ids.next();
+                let mut tw = self.tweet(p, text, id);
+                Self::set(&mut tw, "is_quote_status", json!(true));
+                Self::set(&mut tw, "quoted_status_id", rounded_json(oid));
+                Self::set(&mut tw, "quoted_status_id_str", json!(oid.to_string()));
+                Self::set(&mut tw, "quoted_status", orig);
+                vec![Self::aaa_body(
+                    Some(tid),
+                    "tweet_create_events",
+                    json!([tw]),
+                )]
+            }
+            "mention" => {
+                let p = self.other(t);
+                let text = self.text(Some((t, false)), 16);
+                let id = st.ids.next();
+                let tw = self.tweet(p, text, id);
+                let mut b = Self::aaa_body(Some(tid), "tweet_create_events", json!([tw]));
+                if let Some(o) = b.as_object_mut() {
+                    // X puts it right after for_user_id.
+                    let items = o.remove("tweet_create_events").unwrap_or(Value::Null);
+                    o.insert("user_has_blocked".into(), json!("false"));
+                    o.insert("tweet_create_events".into(), items);
+                }
+                vec![b]
+            }
+            "longform" => {
+                let id = st.ids.next();
+                let mut full = String::new();
+                let paras = self.rng.gen_range(3..12);
+                for _ in 0..paras {
+                    let n = self.rng.gen_range(15..40);
+                    full.push_str(&self.words(n));
+                    full.push_str(".\n\n");
+                }
+                let mut full = full.trim_end().to_owned();
+                let m = self.other(t);
+                let msn = self.people[m].screen_name.clone();
+                full.push_str("\n@");
+                let mstart = char_len(&full) - 1;
+                full.push_str(&msn);
+                let flen = char_len(&full);
+                let link = self.tco();
+                let head: String = full.chars().take(116).collect();
+                let text = format!("{head} {link}");
+                let mut tw = self.tweet(
+                    t,
+                    Text {
+                        text: text.clone(),
+                        hashtags: vec![],
+                        mentions: vec![],
+                        urls: vec![json!({
+                            "url": link,
+                            "expanded_url": format!("https://twitter.com/i/web/status/{id}"),
+                            "display_url": format!("twitter.com/i/web/status/{}…", &id.to_string()[..7]),
+                            "indices": [117, char_len(&text)],
+                        })],
+                    },
+                    id,
+                );
+                Self::set(&mut tw, "truncated", json!(true));
+                Self::set(&mut tw, "display_text_range", json!([0, 140]));
+                Self::set(
+                    &mut tw,
+                    "extended_tweet",
+                    json!({
+                        "full_text": full,
+                        "display_text_range": [0, flen],
+                        "entities": {"hashtags": [], "urls": [], "symbols": [], "user_mentions": [{
+                            "screen_name": msn, "name": self.people[m].name,
+                            "id": rounded_json(self.people[m].id), "id_str": self.people[m].id.to_string(),
+                            "indices": [mstart, flen],
+                        }]},
+                    }),
+                );
+                vec![Self::aaa_body(
+                    Some(tid),
+                    "tweet_create_events",
+                    json!([tw]),
+                )]
+            }
+            "favorite" => {
+                let p = self.other(t);
+                let (liker, author) = if self.rng.gen_bool(0.6) {
+                    (p, t)
+                } else {
+                    (t, p)
+                };
+                let (_, fav) = self.old_tweet(author);
+                let ms = snowflake_ms(st.ids.next());
+                let hex: String = (0..16)
+                    .map(|_| format!("{:02x}", self.rng.gen::<u8>()))
+                    .collect();
+                let item = json!({
+                    "id": hex,
+                    "created_at": twitter_date(ms),
+                    "timestamp_ms": ms,
+                    "favorited_status": fav,
+                    "user": self.user_v11(liker),
+                });
+                vec![Self::aaa_body(Some(tid), "favorite_events", json!([item]))]
+            }
+            "follow" | "unfollow" | "block" | "unblock" | "mute" | "unmute" => {
+                let p = self.other(t);
+                let ms = snowflake_ms(st.ids.next_distinct_ms());
+                let family = kind.trim_start_matches("un");
+                // Follows come from others; blocks and mutes are the user's own acts.
+                let (src, tgt) = if family == "follow" && self.rng.gen_bool(0.6) {
+                    (p, t)
+                } else {
+                    (t, p)
+                };
+                let key = if kind.starts_with("un") && self.rng.gen_bool(0.2) {
+                    format!("{kind}_events")
+                } else {
+                    format!("{family}_events")
+                };
+                let item = json!({
+                    "type": kind,
+                    "created_timestamp": ms.to_string(),
+                    "target": self.user_v11(tgt),
+                    "source": self.user_v11(src),
+                });
+                vec![Self::aaa_body(Some(tid), &key, json!([item]))]
+            }
+            "dm_sent" | "dm_received" => {
+                let p = self.other(t);
+                let (sender, recipient) = if kind == "dm_sent" { (t, p) } else { (p, t) };
+                let id = st.ids.next();
+                let text = self.words_between(2, 25);
+                let app_id = self
+                    .app_ids
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "13090192".into());
+                let item = json!({
+                    "type": "message_create",
+                    "id": id.to_string(),
+                    "created_timestamp": snowflake_ms(id).to_string(),
+                    "message_create": {
+                        "target": {"recipient_id": self.people[recipient].id.to_string()},
+                        "sender_id": self.people[sender].id.to_string(),
+                        "source_app_id": app_id,
+                        "message_data": {"text": text, "entities": {"hashtags": [], "symbols": [], "user_mentions": [], "urls": []}},
+                    },
+                });
+                let mut users = Map::new();
+                users.insert(self.people[sender].id.to_string(), self.user_dm(sender));
+                users.insert(
+                    self.people[recipient].id.to_string(),
+                    self.user_dm(recipient),
+                );
+                let apps = json!({app_id.clone(): {"id": app_id, "name": "EmulatorApp", "url": "https://example.com/app"}});
+                let mk = |for_user: u64| {
+                    json!({
+                        "for_user_id": for_user.to_string(),
+                        "direct_message_events": [item.clone()],
+                        "apps": apps.clone(),
+                        "users": Value::Object(users.clone()),
+                    })
+                };
+                let mut out = vec![mk(tid)];
+                // Both sides subscribed: one delivery per user.
+                if self.targets.contains(&p) {
+                    out.push(mk(self.people[p].id));
+                }
+                out
+            }
+            "dm_typing" | "dm_read" => {
+                let p = self.other(t);
+                let ms = snowflake_ms(st.ids.next_distinct_ms());
+                let mut item = json!({
+                    "created_timestamp": ms.to_string(),
+                    "sender_id": self.people[p].id.to_string(),
+                    "target": {"recipient_id": tid.to_string()},
+                });
+                let key = if kind == "dm_read" {
+                    Self::set(&mut item, "last_read_event_id", json!(st.ids.next_str()));
+                    "direct_message_mark_read_events"
+                } else {
+                    "direct_message_indicate_typing_events"
+                };
+                let mut users = Map::new();
+                users.insert(self.people[p].id.to_string(), self.user_dm(p));
+                let mut b = Self::aaa_body(Some(tid), key, json!([item]));
+                Self::set(&mut b, "users", Value::Object(users));
+                vec![b]
+            }
+            "tweet_delete" => {
+                let (oid, _) = self.old_tweet(t);
+                let ms = snowflake_ms(st.ids.next());
+                let item = json!({
+                    "status": {"id": oid.to_string(), "user_id": tid.to_string()},
+                    "timestamp_ms": ms.to_string(),
+                });
+                vec![Self::aaa_body(
+                    Some(tid),
+                    "tweet_delete_events",
+                    json!([item]),
+                )]
+            }
+            "revoke" => {
+                let ms = snowflake_ms(st.ids.next_distinct_ms());
+                let app_id = self
+                    .app_ids
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "13090192".into());
+                let dt = Utc
+                    .timestamp_millis_opt(ms as i64)
+                    .single()
+                    .unwrap_or_else(Utc::now)
+                    .format("%Y-%m-%dT%H:%M:%S%.3f+00:00")
+                    .to_string();
+                vec![json!({"user_event": {"revoke": {
+                    "date_time": dt,
+                    "target": {"app_id": app_id},
+                    "source": {"user_id": tid.to_string()},
+                }}})]
+            }
+            _ => {
+                // spaces_events: announced by X, not yet delivered; shape unknown.
+                let id = st.ids.next();
+                let item = json!({
+                    "id": format!("1{}", &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.to_be_bytes())[..12]),
+                    "state": if self.rng.gen_bool(0.5) { "live" } else { "ended" },
+                    "creator_id": tid.to_string(),
+                    "title": self.words(5),
+                    "created_at": rfc(snowflake_ms(id)),
+                });
+                let _ = now;
+                vec![Self::aaa_body(Some(tid), "spaces_events", json!([item]))]
+            }
+        }
+    }
+
+    fn tweet_v2(&mut self, author: usize, text: &str, id: u64, refs: Value) -> Value {
+        let ms = snowflake_ms(id);
+        let mut tw = json!({
+            "id": id.to_string(),
+            "text": text,
+            "author_id": self.people[author].id.to_string(),
+            "created_at": rfc(ms),
+            "conversation_id": id.to_string(),
+            "edit_history_tweet_ids": [id.to_string()],
+            "edit_controls": {"edits_remaining": 5, "edits_remaining_str": "5", "is_edit_eligible": true, "editable_until": rfc(ms + 3_600_000)},
+            "display_text_range": [0, char_len(text)],
+            "lang": "en",
+            "possibly_sensitive": false,
+            "paid_partnership": false,
+            "reply_settings": "everyone",
+            "public_metrics": {"retweet_count": 0, "retweet_count_str": "0", "reply_count": 0, "reply_count_str": "0", "like_count": 0, "like_count_str": "0", "quote_count": 0, "quote_count_str": "0", "bookmark_count": 0, "bookmark_count_str": "0", "impression_count": 0, "impression_count_str": "0"},
+        });
+        if refs.as_array().is_some_and(|a| !a.is_empty()) {
+            Self::set(&mut tw, "referenced_tweets", refs);
+        }
+        tw
+    }
+
+    fn event_uuid(&mut self, st: &Shared) -> String {
+        let id = st.ids.next() as i64;
+        // X's examples show signed 64-bit values, some negative.
+        if self.rng.gen_bool(0.4) {
+            (-id).to_string()
+        } else {
+            id.to_string()
+        }
+    }
+
+    fn xaa(&mut self, st: &Shared, kind: &'static str) -> Value {
+        let t = self.target();
+        let tid = self.people[t].id.to_string();
+        let mut filter = json!({"user_id": tid});
+        let mut includes: Option<Value> = None;
+        let payload = match kind {
+            "post.create"
+            | "post.mention.create"
+            | "post.reply.create"
+            | "post.quote.create"
+            | "post.repost.create" => {
+                let p = self.other(t);
+                let author = if kind == "post.create" { t } else { p };
+                let oid = st.ids.next().saturating_sub(1 << 30);
+                let sn = self.people[t].screen_name.clone();
+                let body = self.words_between(4, 20);
+                let (text, refs) = match kind {
+                    "post.reply.create" => (
+                        format!("@{sn} {body}"),
+                        json!([{"type": "replied_to", "id": oid.to_string()}]),
+                    ),
+                    "post.quote.create" => (
+                        format!("{body} https://t.co/{}", &oid.to_string()[..8]),
+                        json!([{"type": "quoted", "id": oid.to_string()}]),
+                    ),
+                    "post.repost.create" => (
+                        format!("RT @{sn}: {body}"),
+                        json!([{"type": "retweeted", "id": oid.to_string()}]),
+                    ),
+                    "post.mention.create" => (format!("{body} @{sn}"), json!([])),
+                    _ => (body, json!([])),
+                };
+                let id = st.ids.next();
+                let mut tw = self.tweet_v2(author, &text, id, refs);
+                if kind == "post.reply.create" {
+                    Self::set(&mut tw, "in_reply_to_user_id", json!(tid));
+                    Self::set(&mut tw, "conversation_id", json!(oid.to_string()));
+                }
+                if kind != "post.create" {
+                    let start = text.find(&format!("@{sn}")).unwrap_or(0);
+                    let start = char_len(&text[..start]);
+                    let end = start + 1 + char_len(&sn);
+                    Self::set(
+                        &mut tw,
+                        "entities",
+                        json!({"mentions": [{"start": start, "start_str": start.to_string(), "end": end, "end_str": end.to_string(), "username": sn, "id": tid}]}),
+                    );
+                }
+                includes = Some(
+                    json!({"users": [self.user_v2(author)["data"].clone()], "tweets": [tw.clone()]}),
+                );
+                tw
+            }
+            "post.delete" => {
+                let id = st.ids.next().saturating_sub(1 << 32);
+                includes = Some(json!({"users": [self.user_v2(t)]}));
+                json!({"id": id.to_string(), "author_id": tid})
+            }
+            "like.create" => {
+                let p = self.other(t);
+                let outbound = self.rng.gen_bool(0.5);
+                filter = json!({"user_id": tid, "direction": if outbound { "outbound" } else { "inbound" }});
+                let author = if outbound { p } else { t };
+                let liked = st.ids.next().saturating_sub(1 << 31);
+                let ms = snowflake_ms(st.ids.next());
+                let hex: String = (0..16)
+                    .map(|_| format!("{:02x}", self.rng.gen::<u8>()))
+                    .collect();
+                includes = Some(json!({"users": [self.user_v2(author)["data"].clone()]}));
+                json!({
+                    "id": hex, "created_at": rfc(ms), "timestamp_ms": ms.to_string(),
+                    "liked_tweet_author_id": self.people[author].id.to_string(),
+                    "liked_tweet_id": liked.to_string(),
+                })
+            }
+            "follow.follow" | "follow.unfollow" | "block.block" | "block.unblock" | "mute.mute"
+            | "mute.unmute" => {
+                let p = self.other(t);
+                let (src, tgt) = if kind.starts_with("follow") && self.rng.gen_bool(0.5) {
+                    (p, t)
+                } else {
+                    (t, p)
+                };
+                json!({"source": self.user_v2(src), "target": self.user_v2(tgt)})
+            }
+            "dm.sent" | "dm.received" => {
+                let p = self.other(t);
+                let (s, r) = if kind == "dm.sent" { (t, p) } else { (p, t) };
+                let id = st.ids.next();
+                let text = self.words_between(2, 20);
+                let mut users = Map::new();
+                users.insert(self.people[s].id.to_string(), self.user_v2(s));
+                users.insert(self.people[r].id.to_string(), self.user_v2(r));
+                json!({
+                    "direct_message_events": [{
+                        "type": "message_create", "id": id.to_string(),
+                        "created_timestamp": snowflake_ms(id).to_string(),
+                        "message_create": {
+                            "target": {"recipient_id": self.people[r].id.to_string()},
+                            "sender_id": self.people[s].id.to_string(),
+                            "message_data": {"text": text, "entities": {"hashtags": [], "symbols": [], "user_mentions": [], "urls": []}},
+                        },
+                    }],
+                    "users": Value::Object(users),
+                })
+            }
+            "dm.indicate_typing" | "dm.read" => {
+                let p = self.other(t);
+                let ms = snowflake_ms(st.ids.next_distinct_ms());
+                let mut v = json!({
+                    "created_timestamp": ms.to_string(),
+                    "sender_id": self.people[p].id.to_string(),
+                    "target": {"recipient_id": tid},
+                });
+                if kind == "dm.read" {
+                    Self::set(&mut v, "last_read_event_id", json!(st.ids.next_str()));
+                }
+                v
+            }
+            "oauth.revoke" => {
+                filter = json!({});
+                let ms = snowflake_ms(st.ids.next_distinct_ms());
+                let app_id = self.app_ids.first().cloned().unwrap_or_default();
+                let dt = Utc
+                    .timestamp_millis_opt(ms as i64)
+                    .single()
+                    .unwrap_or_else(Utc::now)
+                    .format("%Y-%m-%dT%H:%M:%S+00:00")
+                    .to_string();
+                json!({"date_time": dt, "user_id": tid, "app_id": app_id})
+            }
+            k if k.starts_with("profile.update.") => {
+                let sn = self.people[t].screen_name.clone();
+                let (before, after) = match &k["profile.update.".len()..] {
+                    "bio" => (json!(self.people[t].description), {
+                        let w = self.words(3);
+                        json!(format!("{} · {}", self.people[t].description, w))
+                    }),
+                    "profile_picture" => (
+                        json!(format!(
+                            "https://pbs.twimg.com/profile_images/{tid}/old_normal.jpg"
+                        )),
+                        json!(format!(
+                            "https://pbs.twimg.com/profile_images/{tid}/avatar_normal.jpg"
+                        )),
+                    ),
+                    "banner_picture" => (
+                        json!(format!(
+                            "https://pbs.twimg.com/profile_banners/{tid}/1500000000"
+                        )),
+                        json!(format!(
+                            "https://pbs.twimg.com/profile_banners/{tid}/{}",
+                            crate::ids::now_ms() / 1000
+                        )),
+                    ),
+                    "screenname" => (
+                        json!(self.people[t].name),
+                        json!(format!("{} ✨", self.people[t].name)),
+                    ),
+                    "geo" => (
+                        json!(PLACES[0]),
+                        json!(PLACES[self.rng.gen_range(1..PLACES.len())]),
+                    ),
+                    "url" => (json!("https://t.co/oldlinkxx"), json!(self.tco())),
+                    "verified_badge" => (json!(false), json!(true)),
+                    "affiliate_badge" => (
+                        json!(null),
+                        json!({"description": "X", "url": "https://twitter.com/X", "badge_url": "https://pbs.twimg.com/profile_images/1/badge_normal.jpg"}),
+                    ),
+                    _ => (json!(sn), json!(format!("{sn}_new"))),
+                };
+                json!({"before": before, "after": after})
+            }
+            "spaces.start" | "spaces.end" => {
+                let id = st.ids.next();
+                json!({
+                    "user": self.user_v2(t),
+                    "broadcast_id": format!("1{}", &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.to_be_bytes())[..12]),
+                    "event_type": kind.replace('.', "_"),
+                })
+            }
+            "news.new" => {
+                let id = st.ids.next();
+                let kw = ["OpenAI", "Rust", "Kafka", "SpaceX", "Climate"][self.rng.gen_range(0..5)];
+                filter = json!({"keyword": kw});
+                json!({
+                    "id": id.to_string(),
+                    "name": format!("{kw}: {}", self.words(5)),
+                    "summary": self.words(40),
+                    "hook": self.words(15),
+                    "category": "News",
+                    "updated_at": rfc(snowflake_ms(id)),
+                    "disclaimer": "This story is a summary of posts on X and may evolve over time. Grok can make mistakes, verify its outputs.",
+                    "contexts": {"entities": {"events": [], "organizations": [kw], "people": [], "places": [], "products": []}, "topics": ["Technology"], "finance": {"tickers": []}, "sports": {"teams": []}},
+                    "cluster_posts_results": [{"post_id": st.ids.next_str()}, {"post_id": st.ids.next_str()}],
+                })
+            }
+            "broadcast.start" | "broadcast.end" | "broadcast.chat" => {
+                let id = st.ids.next();
+                let ms = snowflake_ms(id);
+                let bid = format!(
+                    "1{}",
+                    &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.to_be_bytes())
+                        [..12]
+                );
+                if kind == "broadcast.chat" {
+                    let p = self.other(t);
+                    json!({"broadcast_id": bid, "message_id": st.ids.next_str(), "message": self.words(6), "author": self.user_v2(p)})
+                } else {
+                    let ended = kind == "broadcast.end";
+                    let mut v = json!({
+                        "user": self.user_v2(t), "broadcast_id": bid,
+                        "event_timestamp_ms": ms, "event_timestamp_ms_str": ms.to_string(),
+                        "title": self.words(4),
+                        "broadcast_state": if ended { "Ended" } else { "Running" },
+                        "created_timestamp_ms": ms - 5_000, "created_timestamp_ms_str": (ms - 5_000).to_string(),
+                        "updated_timestamp_ms": ms, "updated_timestamp_ms_str": ms.to_string(),
+                        "language": "en",
+                        "thumbnail_url": format!("https://example.com/broadcasts/{bid}/thumb.jpg"),
+                        "available_for_replay": ended,
+                    });
+                    if ended {
+                        Self::set(&mut v, "duration_ms", json!(5_000));
+                        Self::set(&mut v, "duration_ms_str", json!("5000"));
+                    }
+                    v
+                }
+            }
+            _ => {
+                // chat.received / chat.sent (encrypted X Chat).
+                let p = self.other(t);
+                let (s, r) = if kind == "chat.sent" { (t, p) } else { (p, t) };
+                let mut blob = [0u8; 48];
+                self.rng.fill(&mut blob[..]);
+                let b64 = base64::engine::general_purpose::STANDARD.encode(blob);
+                let ms = snowflake_ms(st.ids.next());
+                json!({
+                    "conversation_token": format!("eyJhbGciOiJIUzI1NiJ9.{}", &b64[..32]),
+                    "id": format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", self.rng.gen::<u32>(), self.rng.gen::<u16>(), self.rng.gen::<u16>() & 0xfff, self.rng.gen::<u16>() & 0xfff, self.rng.gen::<u64>() & 0xffff_ffff_ffff),
+                    "created_at_msec": ms.to_string(),
+                    "sender_id": self.people[s].id.to_string(),
+                    "conversation_id": format!("{}:{}", self.people[p].id, tid),
+                    "conversation_key_version": (ms - 86_400_000).to_string(),
+                    "encoded_event": b64,
+                    "message_event_signature": {"public_key_version": (ms - 1_000_000).to_string(), "signature": &b64[..43], "signature_version": "7"},
+                    "recipient_id": self.people[r].id.to_string(),
+                })
+            }
+        };
+        let mut data = json!({
+            "event_uuid": self.event_uuid(st),
+            "filter": filter,
+            "event_type": kind,
+        });
+        if self.rng.gen_bool(0.8) {
+            Self::set(
+                &mut data,
+                "tag",
+                json!(format!("{}-events", kind.split('.').next().unwrap_or(kind))),
+            );
+        }
+        Self::set(&mut data, "payload", payload);
+        if let Some(i) = includes {
+            Self::set(&mut data, "includes", i);
+        }
+        json!({"data": data})
+    }
+}
+
+/// Every (format, kind) the generator knows.
+pub fn all_kinds() -> Vec<(Format, &'static str)> {
+    let mut v = Vec::new();
+    for f in Format::ALL {
+        let kinds = if f == Format::Xaa {
+            XAA_KINDS
+        } else {
+            AAA_KINDS
+        };
+        v.extend(kinds.iter().map(|k| (f, *k)));
+    }
+    v
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Gen>();
+    let _: Option<DateTime<Utc>> = None;
 }
