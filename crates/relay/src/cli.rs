@@ -94,3 +94,46 @@ async fn wait_for_signal() {
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// `activity-relay normalize`: exit 0 when every value normalized, 1 when some did not,
+/// 2 when the output could not be written.
+pub fn normalize(args: &crate::cli_normalize::NormalizeArgs) -> ExitCode {
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    match crate::cli_normalize::run(
+        args,
+        stdin.lock(),
+        std::io::BufWriter::new(stdout.lock()),
+        stderr.lock(),
+    ) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("activity-relay normalize: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `activity-relay x …`.
+pub fn x(args: relay_xapi::cli::XArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("activity-relay: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout();
+    match runtime.block_on(relay_xapi::cli::run(args, &mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("activity-relay x: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

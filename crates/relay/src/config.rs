@@ -61,8 +61,7 @@ pub struct Config {
 }
 
 pub type WebhookSection = relay_ingress::webhook::WebhookConfig;
-// The stream ingress config: a raw table until relay-ingress exposes `StreamConfig`.
-pub type StreamSection = Table;
+pub type StreamSection = relay_ingress::stream::StreamConfig;
 
 /// `[spool]`.
 #[derive(Clone, Debug, Deserialize)]
@@ -212,10 +211,9 @@ pub struct SinkConfig {
 #[derive(Clone, Debug)]
 pub enum SinkKind {
     File(FileSinkConfig),
-    // Raw tables until the broker sink crates expose their configs.
-    Kafka(Table),
-    Nats(Table),
-    RabbitMq(Table),
+    Kafka(relay_sink_kafka::KafkaSinkConfig),
+    Nats(relay_sink_nats::NatsSinkConfig),
+    RabbitMq(relay_sink_rabbitmq::RabbitMqSinkConfig),
 }
 
 impl SinkKind {

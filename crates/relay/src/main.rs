@@ -3,22 +3,30 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Relays X account activity into Kafka, NATS JetStream and RabbitMQ as CloudEvents.
-#[derive(Debug, Parser)]
+#[derive(Parser)]
 #[command(name = "activity-relay", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+// Parsed once at start; the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
 enum Command {
-    /// Run the relay.
+    /// Run the relay (or, with --check, validate its configuration).
     Run(activity_relay::cli::RunArgs),
+    /// Normalize deliveries (files or stdin) to envelopes, one JSON line each.
+    Normalize(activity_relay::cli_normalize::NormalizeArgs),
+    /// Manage X webhooks, subscriptions and replays.
+    X(relay_xapi::cli::XArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => activity_relay::cli::run(&args),
+        Command::Normalize(args) => activity_relay::cli::normalize(&args),
+        Command::X(args) => activity_relay::cli::x(args),
     }
 }

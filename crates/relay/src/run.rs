@@ -68,8 +68,8 @@ pub fn check(cfg: &Config) -> Result<String, RunError> {
     if let Some(w) = &cfg.webhook {
         lines.push(check_webhook(w)?);
     }
-    for (i, _) in cfg.streams.iter().enumerate() {
-        lines.push(format!("stream #{}: configured", i + 1));
+    for s in &cfg.streams {
+        lines.push(format!("stream {}: {}", s.name, s.url));
     }
     for s in &cfg.sinks {
         let detail = sinks::check(s)?;
@@ -258,12 +258,18 @@ async fn start_ingresses(
     stop: &CancellationToken,
     set: &mut JoinSet<Result<(), RunError>>,
 ) -> Result<Option<std::net::SocketAddr>, RunError> {
-    if !cfg.streams.is_empty() {
-        return Err(RunError::Ingress(
-            "the stream ingress is not available in this build yet".to_string(),
-        ));
-    }
     let mut addr = None;
+    for stream in &cfg.streams {
+        let stream = stream.clone();
+        let pipeline = pipeline.clone();
+        let registry = registry.clone();
+        let stop = stop.clone();
+        set.spawn(async move {
+            relay_ingress::stream::run(stream, pipeline, &registry, stop)
+                .await
+                .map_err(|e| RunError::Ingress(e.to_string()))
+        });
+    }
     if let Some(w) = &cfg.webhook {
         let server = WebhookServer::bind(w.clone(), pipeline.clone(), registry)
             .await

@@ -11,19 +11,76 @@ use crate::config::{SinkConfig, SinkKind};
 pub enum SinkBuildError {
     #[error(transparent)]
     File(#[from] relay_sink::file::FileSinkError),
-    #[error("sink {name:?}: type {kind} is not available in this build yet")]
-    Unavailable { name: String, kind: &'static str },
+    #[error(transparent)]
+    Kafka(#[from] relay_sink_kafka::KafkaSinkError),
+    #[error(transparent)]
+    Nats(#[from] relay_sink_nats::NatsSinkError),
+    #[error(transparent)]
+    RabbitMq(#[from] relay_sink_rabbitmq::RabbitMqSinkError),
+    #[error("sink {name:?}: {detail}")]
+    Invalid { name: String, detail: String },
 }
 
 /// Checks a sink's configuration without connecting anywhere or creating files.
 pub fn check(cfg: &SinkConfig) -> Result<String, SinkBuildError> {
     match &cfg.kind {
         SinkKind::File(f) => check_file(&cfg.name, f),
-        other => Err(SinkBuildError::Unavailable {
-            name: cfg.name.clone(),
-            kind: other.type_name(),
-        }),
+        SinkKind::Kafka(k) => {
+            k.validate(&cfg.name)?;
+            Ok(format!(
+                "kafka: {} topic {:?}",
+                k.bootstrap_servers, k.topic
+            ))
+        }
+        SinkKind::Nats(n) => {
+            check_templates(
+                &cfg.name,
+                &[
+                    ("subject", &n.subject),
+                    ("deadletter_subject", &n.deadletter_subject),
+                ],
+            )?;
+            Ok(format!("nats: subject {:?}", n.subject))
+        }
+        SinkKind::RabbitMq(r) => {
+            check_templates(
+                &cfg.name,
+                &[
+                    ("routing_key", &r.routing_key),
+                    ("deadletter_routing_key", &r.deadletter_routing_key),
+                ],
+            )?;
+            if r.exchange.is_empty() {
+                return Err(SinkBuildError::Invalid {
+                    name: cfg.name.clone(),
+                    detail: "exchange is empty".to_string(),
+                });
+            }
+            Ok(format!(
+                "rabbitmq: {} exchange {:?} routing key {:?}",
+                relay_sink_rabbitmq::redact_url(&r.url),
+                r.exchange,
+                r.routing_key
+            ))
+        }
     }
+}
+
+/// Parses routing templates (the sinks check the rest when they connect).
+fn check_templates(name: &str, templates: &[(&str, &String)]) -> Result<(), SinkBuildError> {
+    for (field, text) in templates {
+        let t = relay_sink::Template::parse(text).map_err(|e| SinkBuildError::Invalid {
+            name: name.to_string(),
+            detail: format!("{field}: {e}"),
+        })?;
+        if t.is_empty() {
+            return Err(SinkBuildError::Invalid {
+                name: name.to_string(),
+                detail: format!("{field} is empty"),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_file(name: &str, f: &FileSinkConfig) -> Result<String, SinkBuildError> {
@@ -71,9 +128,14 @@ fn check_file(name: &str, f: &FileSinkConfig) -> Result<String, SinkBuildError> 
 pub async fn build(cfg: &SinkConfig) -> Result<Arc<dyn Sink>, SinkBuildError> {
     match &cfg.kind {
         SinkKind::File(f) => Ok(Arc::new(FileSink::open(&cfg.name, f)?)),
-        other => Err(SinkBuildError::Unavailable {
-            name: cfg.name.clone(),
-            kind: other.type_name(),
-        }),
+        SinkKind::Kafka(k) => Ok(Arc::new(
+            relay_sink_kafka::KafkaSink::connect(&cfg.name, k).await?,
+        )),
+        SinkKind::Nats(n) => Ok(Arc::new(
+            relay_sink_nats::NatsSink::connect(&cfg.name, n).await?,
+        )),
+        SinkKind::RabbitMq(r) => Ok(Arc::new(
+            relay_sink_rabbitmq::RabbitMqSink::connect(&cfg.name, r).await?,
+        )),
     }
 }
