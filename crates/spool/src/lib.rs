@@ -42,7 +42,11 @@
 //! On `open` every segment is scanned and every record's checksum verified (open time is
 //! proportional to the spool's size).
 //! - Last segment: a torn or corrupt tail (short frame, bad length, CRC mismatch, incomplete
-//!   batch) is truncated away with a `warn!`; it was never acknowledged to an appender.
+//!   batch) is truncated away with a `warn!`; it was never acknowledged to an appender. If a
+//!   valid record follows the damaged one (a sign of bit rot in acknowledged data rather than
+//!   a torn write), the cut is logged with `error!` instead. A last segment whose header is
+//!   corrupt while records follow it is renamed to `*.seg.corrupt` (kept for inspection,
+//!   `error!`) and replaced by an empty segment at the same base offset.
 //! - Older segment: a corrupt record in the middle is reported with `tracing::error!` (path,
 //!   byte position, reason, number of records lost). The segment file is left untouched
 //!   for inspection; the valid prefix is served and the records after the damage in that
@@ -53,7 +57,10 @@
 //! - A cursor beyond the recovered end (only possible if acknowledged data was lost to disk
 //!   corruption) moves the next offset up to it, so offsets a sink has seen are not reused.
 //!
-//! A spool directory must be opened by one process at a time.
+//! A spool directory must be opened by one `Spool` at a time (no lock file is taken). The
+//! implementation uses positional I/O from `std::os::unix` (Linux/Unix only). File I/O never
+//! runs on the tokio runtime: appends on the writer thread, reads that miss the in-memory
+//! tail cache (the last 8 MiB of records) and cursor commits on `spawn_blocking`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};

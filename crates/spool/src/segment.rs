@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::record::{
     decode_record, decode_segment_header, encode_segment_header, Decoded, DecodedRecord,
-    FLAG_BATCH_END, SEGMENT_HEADER_LEN,
+    FLAG_BATCH_END, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::{io_err, SpoolError};
 
@@ -183,6 +183,23 @@ impl<'a> FrameReader<'a> {
     }
 }
 
+/// Whether the frame after the damaged one at `at` (using its length field, if sane) is a
+/// valid record for `offset + 1`.
+fn valid_frame_follows(file: &File, at: u64, file_len: u64, offset: u64) -> bool {
+    let mut len = [0u8; 4];
+    if file.read_exact_at(&mut len, at).is_err() {
+        return false;
+    }
+    let next = at + FRAME_HEADER_LEN as u64 + u64::from(u32::from_le_bytes(len));
+    if next >= file_len {
+        return false;
+    }
+    matches!(
+        FrameReader::new(file, next, file_len).next(offset + 1),
+        Ok(Frame::Record { .. })
+    )
+}
+
 /// What the recovery scan of one segment found.
 pub(crate) struct Scanned {
     pub segment: Segment,
@@ -297,14 +314,32 @@ pub(crate) fn scan_segment(path: &Path, base: u64, is_last: bool) -> Result<Scan
     let (valid_len, count, file_len) = if is_last {
         let (keep_len, keep_count) = batch_end;
         if keep_len < file_len {
-            tracing::warn!(
-                path = %path.display(),
-                reason = damage.map(|d| d.1).unwrap_or("incomplete batch"),
-                kept_records = keep_count,
-                dropped_records = count - keep_count,
-                dropped_bytes = file_len - keep_len,
-                "cutting the spool's torn or corrupt tail (never acknowledged to the writer)"
-            );
+            let reason = damage.map(|d| d.1).unwrap_or("incomplete batch");
+            // A torn write leaves nothing valid behind the damage, except pages of the same
+            // unsynced group written back out of order. A valid record right behind a damaged
+            // one whose length field is intact is more likely bit rot in acknowledged data:
+            // still cut (the log must stay contiguous), but say so loudly.
+            let followed_by_valid = damage
+                .is_some_and(|(at, _)| valid_frame_follows(&file, at, file_len, base + count));
+            if followed_by_valid {
+                tracing::error!(
+                    path = %path.display(),
+                    reason,
+                    kept_records = keep_count,
+                    dropped_records = count - keep_count,
+                    dropped_bytes = file_len - keep_len,
+                    "damaged record followed by valid ones in the last spool segment: cutting from the damage (acknowledged records may be lost)"
+                );
+            } else {
+                tracing::warn!(
+                    path = %path.display(),
+                    reason,
+                    kept_records = keep_count,
+                    dropped_records = count - keep_count,
+                    dropped_bytes = file_len - keep_len,
+                    "cutting the spool's torn or corrupt tail (never acknowledged to the writer)"
+                );
+            }
             file.set_len(keep_len).map_err(|e| io_err(path, e))?;
             file.sync_all().map_err(|e| io_err(path, e))?;
         }

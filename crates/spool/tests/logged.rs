@@ -143,3 +143,27 @@ async fn torn_tail_is_not_an_error_but_lost_cursor_position_is() {
         .unwrap();
     assert_eq!(r.first_offset, 12);
 }
+
+#[tokio::test]
+async fn bit_rot_inside_last_segment_is_logged_as_error() {
+    let _serial = SERIAL.lock().await;
+    install();
+    let dir = tempfile::tempdir().unwrap();
+    // Segments hold 4 records of 418 bytes; 11 records leave 3 in the last segment (base 8).
+    let files = filled(dir.path(), 11).await;
+    let last = files.last().unwrap();
+    assert!(last.ends_with(format!("{:020}.seg", 8)));
+    let before = ERRORS.load(Ordering::SeqCst);
+    // Flip a payload byte of the first record of the last segment; records 9 and 10 behind
+    // it are intact.
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(last)
+        .unwrap();
+    f.write_all_at(b"?", 20 + 100).unwrap();
+    drop(f);
+    let spool = Spool::open(config(dir.path())).await.unwrap();
+    assert!(ERRORS.load(Ordering::SeqCst) > before);
+    assert_eq!(spool.stats().next_offset, 8);
+}
