@@ -598,7 +598,14 @@ fn open_blocking(config: SpoolConfig) -> Result<Shared, SpoolError> {
             ),
         ));
     }
+    let existed = dir.is_dir();
     std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    if !existed {
+        // Make the new directory's own entry durable.
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            cursors::sync_dir(parent)?;
+        }
+    }
     let _ = std::fs::remove_file(dir.join("cursors.tmp"));
 
     let mut bases = Vec::new();
