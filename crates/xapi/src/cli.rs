@@ -252,20 +252,28 @@ pub async fn run(args: XArgs, out: &mut (dyn Write + Send)) -> Result<(), XapiEr
             ..ReplayRules::default()
         };
     }
-    let mut client = XClient::with_options(&args.base_url, options)?;
+    let base_url = match args.base_url.trim() {
+        "" => DEFAULT_BASE_URL,
+        b => b,
+    };
+    let mut client = XClient::with_options(base_url, options)?;
     if let Some(t) = args.bearer_token.as_deref().filter(|t| !t.is_empty()) {
         client = client.bearer_token(t);
     }
     if let (Some(k), Some(s)) = (&args.consumer_key, &args.consumer_secret) {
-        client = client.consumer(k, s);
+        if !k.is_empty() && !s.is_empty() {
+            client = client.consumer(k, s);
+        }
     }
     let json = args.json;
     let user = || -> Result<AccessToken, XapiError> {
         match (&args.access_token, &args.access_token_secret) {
-            (Some(token), Some(secret)) => Ok(AccessToken {
-                token: token.clone(),
-                secret: secret.clone(),
-            }),
+            (Some(token), Some(secret)) if !token.is_empty() && !secret.is_empty() => {
+                Ok(AccessToken {
+                    token: token.clone(),
+                    secret: secret.clone(),
+                })
+            }
             _ => Err(XapiError::MissingCredential(
                 "user access token and secret (X_ACCESS_TOKEN, X_ACCESS_TOKEN_SECRET)",
             )),
@@ -760,6 +768,24 @@ mod tests {
             other => panic!("unexpected {other:?}"),
         }
         assert!(parse(&["replay", "--webhook-id", "1", "--from", "x"]).is_err());
+    }
+
+    #[test]
+    fn help_names_env_vars_but_not_their_values() {
+        use clap::CommandFactory;
+        // Only this test reads these two variables' values.
+        std::env::set_var("X_CONSUMER_SECRET", "HELP-SECRET-1");
+        std::env::set_var("X_ACCESS_TOKEN_SECRET", "HELP-SECRET-2");
+        let mut cmd = Top::command();
+        let x = cmd.find_subcommand_mut("x").expect("x");
+        let help = x.render_long_help().to_string();
+        assert!(help.contains("X_CONSUMER_SECRET"), "{help}");
+        assert!(help.contains("X_BEARER_TOKEN"), "{help}");
+        assert!(help.contains("X_API_BASE_URL"), "{help}");
+        assert!(!help.contains("HELP-SECRET"), "{help}");
+        let args = parse(&["webhooks", "list"]).expect("parses");
+        assert_eq!(args.consumer_secret.as_deref(), Some("HELP-SECRET-1"));
+        assert!(!format!("{args:?}").contains("HELP-SECRET"));
     }
 
     #[test]
