@@ -1,0 +1,192 @@
+//! `activity-relay run --check` with the real binary: the example config, `${VAR}`
+//! expansion, and clear errors for bad configurations.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/activity-relay.toml")
+}
+
+fn check(cwd: &Path, config: &Path, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_activity-relay"));
+    cmd.current_dir(cwd)
+        .arg("run")
+        .arg("--check")
+        .arg("--config")
+        .arg(config)
+        .env_remove("ACTIVITY_RELAY_DEMO_SECRET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn check_text(text: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = check(dir.path(), &path, env);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const MINIMAL: &str = r#"
+[spool]
+dir = "./spool"
+[admin]
+listen = "127.0.0.1:9090"
+[[sinks]]
+name = "out"
+type = "file"
+path = "-"
+"#;
+
+#[test]
+fn example_config_passes_check_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = check(dir.path(), &example(), &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(stdout.contains("is valid"), "{stdout}");
+    assert!(
+        stdout.contains("webhook: http://127.0.0.1:8080 apps demo"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("sink events: file: ./data/out"), "{stdout}");
+    assert!(
+        !stdout.contains("change-me"),
+        "the secret must not be printed: {stdout}"
+    );
+    assert!(!dir.path().join("data").exists(), "--check created files");
+}
+
+#[test]
+fn minimal_config_passes() {
+    let (ok, stdout, stderr) = check_text(MINIMAL, &[]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("sink out: file: stdout"), "{stdout}");
+}
+
+#[test]
+fn env_vars_are_expanded() {
+    let text = MINIMAL.replace(
+        "./spool",
+        "${RELAY_CHECK_DIR}/spool-${RELAY_CHECK_UNSET:-dflt}",
+    );
+    let (ok, stdout, stderr) = check_text(&text, &[("RELAY_CHECK_DIR", "/var/tmp/xyz")]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("spool: /var/tmp/xyz/spool-dflt"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn unknown_field_is_an_error_naming_it() {
+    let text = MINIMAL.replace("dir = \"./spool\"", "dir = \"./spool\"\nbogus = 1");
+    let (ok, _, stderr) = check_text(&text, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("[spool]"), "{stderr}");
+    assert!(stderr.contains("unknown field `bogus`"), "{stderr}");
+
+    let (ok, _, stderr) = check_text(&format!("surprise = true\n{MINIMAL}"), &[]);
+    assert!(!ok);
+    assert!(stderr.contains("unknown key `surprise`"), "{stderr}");
+
+    let text = MINIMAL.replace("path = \"-\"", "path = \"-\"\nfsink = false");
+    let (ok, _, stderr) = check_text(&text, &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains(r#"[[sinks]] "out" (type file)"#),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown field `fsink`"), "{stderr}");
+}
+
+#[test]
+fn missing_env_var_is_named_and_no_secret_is_printed() {
+    let text = format!(
+        r#"{MINIMAL}
+[webhook]
+listen = "127.0.0.1:8080"
+[[webhook.apps]]
+name = "a"
+consumer_secrets = ["${{RELAY_SET_SECRET}}", "${{RELAY_MISSING_SECRET}}"]
+"#
+    );
+    let (ok, stdout, stderr) = check_text(&text, &[("RELAY_SET_SECRET", "hunter2-very-secret")]);
+    assert!(!ok);
+    assert!(stderr.contains("RELAY_MISSING_SECRET"), "{stderr}");
+    assert!(
+        stderr.contains("webhook.apps[0].consumer_secrets[1]"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2") && !stdout.contains("hunter2"));
+}
+
+#[test]
+fn bad_template_is_an_error() {
+    let text = format!(
+        r#"{MINIMAL}
+[[sinks]]
+name = "k"
+type = "kafka"
+bootstrap_servers = "localhost:9092"
+topic = "x.activity.{{nosuchattr}}"
+"#
+    );
+    let (ok, _, stderr) = check_text(&text, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("topic"), "{stderr}");
+    assert!(stderr.contains("nosuchattr"), "{stderr}");
+
+    let text = format!(
+        r#"{MINIMAL}
+[[sinks]]
+name = "n"
+type = "nats"
+url = "nats://localhost:4222"
+subject = "x.{{type"
+"#
+    );
+    let (ok, _, stderr) = check_text(&text, &[]);
+    assert!(!ok);
+    assert!(stderr.contains(r#"sink "n""#), "{stderr}");
+    assert!(stderr.contains("subject"), "{stderr}");
+}
+
+#[test]
+fn sink_mistakes_are_errors() {
+    let dup = format!("{MINIMAL}\n[[sinks]]\nname = \"out\"\ntype = \"file\"\npath = \"-\"\n");
+    let (ok, _, stderr) = check_text(&dup, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("unique"), "{stderr}");
+
+    let unknown = MINIMAL.replace("type = \"file\"", "type = \"kinesis\"");
+    let (ok, _, stderr) = check_text(&unknown, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("unknown sink type \"kinesis\""), "{stderr}");
+
+    let none = "[spool]\ndir = \"s\"\n[admin]\nlisten = \"127.0.0.1:1\"\n";
+    let (ok, _, stderr) = check_text(none, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("at least one sink"), "{stderr}");
+
+    let bad_addr = MINIMAL.replace("127.0.0.1:9090", "localhost");
+    let (ok, _, stderr) = check_text(&bad_addr, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("[admin]"), "{stderr}");
+}
+
+#[test]
+fn syntax_error_names_the_file() {
+    let (ok, _, stderr) = check_text("[spool\n", &[]);
+    assert!(!ok);
+    assert!(stderr.contains("relay.toml"), "{stderr}");
+    assert!(stderr.contains("not valid TOML"), "{stderr}");
+}
