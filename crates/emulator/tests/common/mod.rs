@@ -47,6 +47,9 @@ pub struct Inner {
     pub crc_requests: Vec<std::collections::HashMap<String, String>>,
     pub statuses: VecDeque<u16>,
     pub posts: Vec<Post>,
+    pub post_delay_ms: u64,
+    pub slow_posts: u32,
+    pub gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[derive(Clone)]
@@ -83,6 +86,22 @@ async fn crc(
 }
 
 async fn post(State(r): State<Arc<Mutex<Inner>>>, headers: HeaderMap, body: Bytes) -> Response {
+    let (delay, gate) = {
+        let mut g = r.lock().unwrap();
+        let delay = if g.slow_posts > 0 {
+            g.slow_posts -= 1;
+            g.post_delay_ms
+        } else {
+            0
+        };
+        (delay, g.gate.clone())
+    };
+    if let Some(gate) = gate {
+        let _ = gate.acquire().await.unwrap();
+    }
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let mut g = r.lock().unwrap();
     let sig = headers
         .get("x-twitter-webhooks-signature")
@@ -113,6 +132,9 @@ impl Receiver {
             crc_requests: Vec::new(),
             statuses: VecDeque::new(),
             posts: Vec::new(),
+            post_delay_ms: 0,
+            slow_posts: 0,
+            gate: None,
         }));
         let app = Router::new()
             .route("/webhooks/{app}", get(crc).post(post))
@@ -137,6 +159,21 @@ impl Receiver {
             .unwrap()
             .statuses
             .extend(statuses.iter().copied());
+    }
+    /// The next `n` POSTs are answered after `ms`.
+    pub fn slow_next(&self, n: u32, ms: u64) {
+        let mut g = self.inner.lock().unwrap();
+        g.post_delay_ms = ms;
+        g.slow_posts = n;
+    }
+    /// Holds every POST until `open_gate`.
+    pub fn close_gate(&self) -> Arc<tokio::sync::Semaphore> {
+        let s = Arc::new(tokio::sync::Semaphore::new(0));
+        self.inner.lock().unwrap().gate = Some(Arc::clone(&s));
+        s
+    }
+    pub fn open_gate(&self, gate: &tokio::sync::Semaphore) {
+        gate.add_permits(1_000_000);
     }
     pub fn posts(&self) -> Vec<Post> {
         self.inner.lock().unwrap().posts.clone()
