@@ -196,6 +196,11 @@ fn paired(_c: &mut Criterion) {
             floor_median * frame_len / 1e6,
             median(&mut ratios),
         );
+        let (groups, batches) = spool.group_commits();
+        println!(
+            "paired writers={writers}: {:.1} appends per fsync on average ({batches} appends, {groups} fsyncs)",
+            batches as f64 / groups.max(1) as f64
+        );
         rt.block_on(spool.close());
     }
 }

@@ -284,6 +284,10 @@ pub(crate) struct Shared {
     /// Serializes cursor-file writes; `persisted` is the generation last written.
     persist: Mutex<()>,
     persisted: AtomicU64,
+    /// Group commits (data fsyncs) since open.
+    group_commits: AtomicU64,
+    /// Batches appended since open.
+    appended_batches: AtomicU64,
 }
 
 /// Deletes the segments every sink has passed (never the last one). Blocking.
@@ -477,6 +481,15 @@ impl Spool {
                 .map(|(sink, cursor)| st.lag(sink, *cursor))
                 .collect(),
         }
+    }
+
+    /// Group commits since open: `(fsync groups, batches appended)`. The ratio is the average
+    /// number of appends that shared one fsync (a useful gauge under load).
+    pub fn group_commits(&self) -> (u64, u64) {
+        (
+            self.shared.group_commits.load(Ordering::Relaxed),
+            self.shared.appended_batches.load(Ordering::Relaxed),
+        )
     }
 
     /// Stops accepting appends; pending appends finish first.
@@ -740,6 +753,8 @@ fn open_blocking(config: SpoolConfig) -> Result<Shared, SpoolError> {
         closed: AtomicBool::new(false),
         persist: Mutex::new(()),
         persisted: AtomicU64::new(0),
+        group_commits: AtomicU64::new(0),
+        appended_batches: AtomicU64::new(0),
     };
     gc(&shared);
     Ok(shared)

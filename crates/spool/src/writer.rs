@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
@@ -435,6 +436,10 @@ impl Writer {
             st.push_tail(tail);
         }
         self.shared.next_tx.send_replace(self.next_offset);
+        self.shared.group_commits.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .appended_batches
+            .fetch_add(planned.len() as u64, Ordering::Relaxed);
         for p in planned {
             let _ = p.reply.send(Ok(p.receipt));
         }

@@ -187,6 +187,13 @@ async fn group_commit_many_concurrent_appenders() {
         expected = r.last_offset + 1;
     }
     assert_eq!(spool.stats().next_offset, expected);
+    // 640 appends from 64 concurrent writers did share fsyncs.
+    let (groups, batches) = spool.group_commits();
+    assert_eq!(batches, 640);
+    assert!(
+        groups < batches,
+        "{groups} fsync groups for {batches} appends"
+    );
     let all = read_all(&spool, 0).await;
     assert_eq!(all.len() as u64, expected);
     for (r, t, seq, n) in &receipts {
