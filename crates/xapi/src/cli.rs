@@ -703,7 +703,12 @@ fn table(
         for (i, cell) in cells.iter().enumerate() {
             s.push_str(cell);
             if i < last {
-                let pad = widths.get(i).copied().unwrap_or(0) - cell.chars().count() + 2;
+                let pad = widths
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(cell.chars().count())
+                    + 2;
                 s.extend(std::iter::repeat_n(' ', pad));
             }
         }

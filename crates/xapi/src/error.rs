@@ -174,6 +174,18 @@ fn type_reason(v: &Value) -> Option<String> {
     )
 }
 
+/// Names for the numeric codes of X's v1.1-style error bodies.
+fn known_code(code: u64) -> Option<&'static str> {
+    Some(match code {
+        32 => "AuthenticationFailed",
+        34 => "NotFound",
+        88 => "RateLimitExceeded",
+        89 => "InvalidOrExpiredToken",
+        355 => "DuplicateSubscriptionFailed",
+        _ => return None,
+    })
+}
+
 /// Reason and detail from an error body (any of X's shapes). Either may be missing.
 pub(crate) fn parse_problem(body: &[u8]) -> (Option<String>, Option<String>) {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
@@ -194,6 +206,12 @@ pub(crate) fn parse_problem(body: &[u8]) -> (Option<String>, Option<String>) {
                 .and_then(type_reason)
                 .or_else(|| v.get("title").and_then(as_reason))
                 .or_else(|| v.get("reason").and_then(as_reason))
+                .or_else(|| {
+                    e.get("code")
+                        .and_then(Value::as_u64)
+                        .and_then(known_code)
+                        .map(str::to_string)
+                })
                 .or(code.clone())
         } else {
             code.or_else(|| e.get("type").and_then(type_reason))
@@ -241,8 +259,14 @@ mod tests {
     #[test]
     fn x_numeric_code_shape() {
         let (r, d) = parse(r#"{"errors":[{"message":"Subscription already exists.","code":355}]}"#);
-        assert_eq!(r.as_deref(), Some("355"));
-        assert_eq!(d.as_deref(), Some("Subscription already exists."));
+        assert_eq!(r.as_deref(), Some("DuplicateSubscriptionFailed"));
+        assert_eq!(
+            d.as_deref(),
+            Some("Subscription already exists. (code 355)")
+        );
+        let (r, d) = parse(r#"{"errors":[{"message":"Something new.","code":999}]}"#);
+        assert_eq!(r.as_deref(), Some("999"));
+        assert_eq!(d.as_deref(), Some("Something new."));
     }
 
     #[test]
