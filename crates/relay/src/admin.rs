@@ -97,12 +97,15 @@ async fn readyz(State(state): State<AdminState>) -> Response {
     if let Err(r) = state.health.check(&state.spool.stats()) {
         reasons.push(r);
     }
-    for sink in &state.sinks {
+    let checks = state.sinks.iter().map(|sink| async move {
         let ready = tokio::time::timeout(Duration::from_secs(2), sink.ready())
             .await
             .unwrap_or(false);
+        (sink.name().to_string(), ready)
+    });
+    for (name, ready) in futures::future::join_all(checks).await {
         if !ready {
-            reasons.push(format!("sink {} not ready", sink.name()));
+            reasons.push(format!("sink {name} not ready"));
         }
     }
     let (status, body) = if reasons.is_empty() {

@@ -98,7 +98,7 @@ pub struct DedupConfig {
     #[serde(default = "default_window", with = "humantime_serde")]
     pub window: Duration,
     /// At most this many ids are remembered (16 bytes each in the journal, about 48 in
-    /// memory); the oldest are forgotten first. Default 2,000,000.
+    /// memory); the oldest are forgotten first. Default 1,000,000 (about 48 MiB).
     #[serde(default = "default_max_entries")]
     pub max_entries: usize,
 }
@@ -107,7 +107,7 @@ fn default_window() -> Duration {
     Duration::from_secs(3600)
 }
 fn default_max_entries() -> usize {
-    2_000_000
+    1_000_000
 }
 
 impl Default for DedupConfig {
@@ -341,6 +341,15 @@ impl Config {
                     "[[stream]]",
                     "expected an array of tables (`[[stream]]`)",
                 ))
+            }
+        }
+        let mut stream_names = BTreeSet::new();
+        for s in &streams {
+            if !stream_names.insert(s.name.as_str()) {
+                return Err(invalid(
+                    format!("[[stream]] {:?}", s.name),
+                    "stream names must be unique",
+                ));
             }
         }
         let sinks = match table.remove("sinks") {

@@ -2,10 +2,12 @@
 //!
 //! One delivery is one spool append (all or nothing). Ids are marked as seen only after
 //! that append succeeded, so a refused delivery (X retries it) is never mistaken for a
-//! duplicate later. Two identical deliveries racing each other may both be spooled (a
-//! duplicate downstream, never a loss: delivery is at least once).
+//! duplicate later. Identical deliveries arriving at the same time (X sends one per app
+//! when several apps share a user) do not both get spooled: an id being appended is
+//! reserved, and a delivery carrying it waits for that append's outcome first (it holds no
+//! reservation while it waits, so deliveries never wait on each other in a cycle).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +18,7 @@ use relay_envelope::{normalize, Context, DeadLetter, NormalizeError};
 use relay_ingress::{AcceptError, AcceptReport, Pipeline};
 use relay_spool::{NewRecord, RecordKind, Spool, SpoolError, SpoolStats};
 
-use crate::dedup::Dedup;
+use crate::dedup::{hash_id, Dedup};
 use crate::metrics::{now_ms, PipelineMetrics};
 
 /// Whether the spool takes appends, as last seen by the pipeline (for `/readyz`).
@@ -69,10 +71,31 @@ impl SpoolHealth {
     }
 }
 
+/// Ids being appended right now: hash → a receiver that closes when the append is done.
+type Pending = Arc<Mutex<HashMap<u64, tokio::sync::watch::Receiver<()>>>>;
+
+/// Reservations of one delivery; released (waiters woken) when dropped, also when the
+/// delivery's future is cancelled.
+struct Reservation {
+    pending: Pending,
+    hashes: Vec<u64>,
+    _done: tokio::sync::watch::Sender<()>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut p = self.pending.lock();
+        for h in &self.hashes {
+            p.remove(h);
+        }
+    }
+}
+
 /// The relay's [`Pipeline`].
 pub struct RelayPipeline {
     spool: Spool,
     dedup: Arc<Dedup>,
+    pending: Pending,
     metrics: PipelineMetrics,
     health: Arc<SpoolHealth>,
     retry_after: Duration,
@@ -89,6 +112,7 @@ impl RelayPipeline {
         RelayPipeline {
             spool,
             dedup,
+            pending: Arc::default(),
             metrics,
             health,
             retry_after,
@@ -97,6 +121,45 @@ impl RelayPipeline {
 
     pub fn health(&self) -> Arc<SpoolHealth> {
         self.health.clone()
+    }
+
+    /// Splits `ids` into (already accepted, mine) and reserves mine; first waits for any
+    /// concurrent append of one of them to finish.
+    async fn reserve(&self, ids: &[String], now_ms: i64) -> (Vec<bool>, Reservation) {
+        let hashes: Vec<u64> = ids.iter().map(|id| hash_id(id)).collect();
+        loop {
+            let wait = {
+                let mut p = self.pending.lock();
+                match hashes.iter().find_map(|h| p.get(h).cloned()) {
+                    Some(rx) => rx,
+                    None => {
+                        let dup: Vec<bool> = ids
+                            .iter()
+                            .map(|id| self.dedup.contains(id, now_ms))
+                            .collect();
+                        let (tx, rx) = tokio::sync::watch::channel(());
+                        let mut mine = Vec::new();
+                        for (h, d) in hashes.iter().zip(&dup) {
+                            if !d && !p.contains_key(h) {
+                                p.insert(*h, rx.clone());
+                                mine.push(*h);
+                            }
+                        }
+                        return (
+                            dup,
+                            Reservation {
+                                pending: self.pending.clone(),
+                                hashes: mine,
+                                _done: tx,
+                            },
+                        );
+                    }
+                }
+            };
+            let mut wait = wait;
+            // Returns once the other delivery's reservation is dropped.
+            let _ = wait.changed().await;
+        }
     }
 }
 
@@ -111,16 +174,33 @@ impl Pipeline for RelayPipeline {
         let mut ids: Vec<String> = Vec::new();
         let mut newest_event: Option<i64> = None;
         let mut kinds: Vec<&'static str> = Vec::new();
+        // Held until the append's outcome is settled (dedup marked or not).
+        let reservation: Option<Reservation>;
 
         match normalize(&body, &ctx) {
             Ok(envelopes) => {
                 let mut here = HashSet::with_capacity(envelopes.len());
+                let mut fresh = Vec::with_capacity(envelopes.len());
                 for env in envelopes {
                     self.metrics
                         .events_in
                         .with_label_values(&[env.event_type.as_str(), ingress])
                         .inc();
-                    if !here.insert(env.id.clone()) || self.dedup.contains(&env.id, now_i) {
+                    if !here.insert(env.id.clone()) {
+                        self.metrics
+                            .duplicates
+                            .with_label_values(&[env.event_type.as_str()])
+                            .inc();
+                        report.duplicates += 1;
+                        continue;
+                    }
+                    fresh.push(env);
+                }
+                let fresh_ids: Vec<String> = fresh.iter().map(|e| e.id.clone()).collect();
+                let (dup, r) = self.reserve(&fresh_ids, now_i).await;
+                reservation = Some(r);
+                for (env, is_dup) in fresh.into_iter().zip(dup) {
+                    if is_dup {
                         self.metrics
                             .duplicates
                             .with_label_values(&[env.event_type.as_str()])
@@ -141,7 +221,9 @@ impl Pipeline for RelayPipeline {
             }
             Err(NormalizeError::NotJson { reason }) => {
                 let dl = DeadLetter::new(&body, format!("not JSON: {reason}"), &ctx);
-                if self.dedup.contains(&dl.id, now_i) {
+                let (dup, r) = self.reserve(std::slice::from_ref(&dl.id), now_i).await;
+                reservation = Some(r);
+                if dup.first().copied().unwrap_or(false) {
                     self.metrics
                         .duplicates
                         .with_label_values(&["deadletter"])
@@ -182,6 +264,7 @@ impl Pipeline for RelayPipeline {
             Ok(_) => {
                 self.health.ok();
                 self.dedup.mark(ids.iter().map(String::as_str), now_i);
+                drop(reservation);
                 for kind in kinds {
                     self.metrics.spooled.with_label_values(&[kind]).inc();
                     if kind == "deadletter" {

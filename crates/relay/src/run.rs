@@ -190,6 +190,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     let mut failure: Option<RunError> = None;
     tokio::select! {
         _ = shutdown.cancelled() => tracing::info!("shutdown requested"),
+        Some(res) = dispatchers.join_next() => {
+            // A dispatcher only returns on its own after a spool error or a panic: stop with
+            // an error so the orchestrator restarts the relay (the spool keeps everything).
+            let e = match res {
+                Ok(Ok(())) => RunError::Other("a dispatcher stopped unexpectedly".to_string()),
+                Ok(Err(e)) => RunError::Other(e.to_string()),
+                Err(e) => RunError::Other(format!("a dispatcher task failed: {e}")),
+            };
+            tracing::error!(error = %e, "dispatcher stopped; shutting down");
+            failure = Some(e);
+        }
         Some(res) = ingresses.join_next(), if !ingresses.is_empty() => {
             match res {
                 Ok(Ok(())) => tracing::warn!("an ingress stopped on its own; shutting down"),

@@ -509,3 +509,38 @@ fn dead_letter_raw_is_base64_in_json() {
         .unwrap();
     assert_eq!(raw, b"abc");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_identical_deliveries_spool_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Arc::new(harness(dir.path(), 1 << 20, 64 << 10, &["s"]).await);
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let h = h.clone();
+        tasks.push(tokio::spawn(async move {
+            h.pipeline.accept(xaa_body(7), ctx()).await.unwrap()
+        }));
+    }
+    let mut spooled = 0;
+    let mut duplicates = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        spooled += r.spooled + r.dead_letters;
+        duplicates += r.duplicates;
+    }
+    assert_eq!(spooled, 1);
+    assert_eq!(duplicates, 15);
+    assert_eq!(h.spool.stats().next_offset, 1);
+}
+
+#[tokio::test]
+async fn ids_repeated_within_one_delivery_spool_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(dir.path(), 1 << 20, 64 << 10, &["s"]).await;
+    let tweet = r#"{"id_str":"1924465506158878979","created_at":"Mon May 19 14:01:46 +0000 2025","text":"hi","user":{"id_str":"2244994945","screen_name":"a"}}"#;
+    let body = format!(r#"{{"for_user_id":"2244994945","tweet_create_events":[{tweet},{tweet}]}}"#);
+    let r = h.pipeline.accept(Bytes::from(body), ctx()).await.unwrap();
+    assert_eq!(r.spooled, 1, "{r:?}");
+    assert_eq!(r.duplicates, 1, "{r:?}");
+    assert_eq!(h.spool.stats().next_offset, 1);
+}
