@@ -5,6 +5,95 @@
 //! * [`normalize`]: one delivery (AAA webhook body, activity-stream line or X Activity API
 //!   object) to envelopes, one per event. Pure: no I/O, no panics on any input.
 //! * [`DeadLetter`]: what the relay stores for an authentic body it cannot parse.
+//!
+//! # What `normalize` does
+//!
+//! The body must be UTF-8 JSON (one value, nothing after it) or the result is
+//! [`NormalizeError::NotJson`]. Then, by shape:
+//!
+//! * **AAA / stream**: an object with one or more known event keys. Array keys give one
+//!   envelope per item, in order; `user_event.revoke` and `replay_job_status` (objects) give
+//!   one. The stream format is the same object plus `event_type` (ignored: the key present
+//!   decides) and `created_at` (used as the time of events that have none of their own).
+//! * **XAA**: `{"data":{event_uuid, filter, event_type, tag?, payload, includes?}}` gives one
+//!   envelope whose `type` is `event_type` as it is (when it is 1–40 characters of dot
+//!   separated `[A-Za-z0-9_]+` segments: anything else could break routing and gives
+//!   `unknown`). `{"errors":[...]}` gives [`NormalizeError::XaaErrors`].
+//! * **Anything else** (not an object, no known key, an event key of the wrong JSON type, an
+//!   array item that is not an object, a follow/block/mute item with an unknown `type`, an
+//!   unknown key holding an object or array next to known ones, …) adds exactly one
+//!   `unknown` envelope whose payload is the whole delivery. Unknown keys holding scalars are
+//!   ignored (context). So `Ok` always holds at least one envelope and nothing is dropped.
+//!
+//! ## Attributes per type
+//!
+//! Ids are only taken from JSON **strings** (`id_str`, or `id` when it is a string, as in
+//! DMs, XAA and the stream format), never from numbers (X rounds them), and only when they
+//! are 1–64 characters of `[A-Za-z0-9_-]`; otherwise the attribute is absent.
+//!
+//! | `type` | actorid | targetid | objectid |
+//! |---|---|---|---|
+//! | `post.create` | author (`user.id_str`, else `author_id`) | – | post `id_str` |
+//! | `post.reply.create` | author | `in_reply_to_user_id_str` | post |
+//! | `post.quote.create` | author | author of `quoted_status` | post |
+//! | `post.repost.create` | author | author of `retweeted_status` | post |
+//! | `post.mention.create` | author | the subscribed user | post |
+//! | `post.delete` | `status.user_id` (XAA `author_id`) | – | `status.id` (XAA `id`) |
+//! | `like.create` | liker `user` (XAA: the filter user when `direction` is `outbound`) | author of the liked post | liked post |
+//! | `follow.*`, `block.*`, `mute.*` | `source` | `target` | – |
+//! | `dm.sent`, `dm.received` | `sender_id` | `recipient_id` | DM event `id` |
+//! | `dm.indicate_typing` | `sender_id` | `recipient_id` | – |
+//! | `dm.read` | `sender_id` | `recipient_id` | `last_read_event_id` |
+//! | `oauth.revoke` | revoking user | app id | – |
+//! | `replay.job_status` | – | – | `job_id` |
+//! | XAA `chat.*` | `sender_id` | – | message `id` |
+//! | XAA `profile.*` | the filter user | – | – |
+//! | XAA `spaces.*`, `broadcast.*` | `user`/`author` `data.id` | – | `message_id`, else `broadcast_id` |
+//! | XAA `news.*` | – | – | story `id` |
+//! | `spaces.event`, `unknown` | – | – | – |
+//!
+//! Tweets are classified in this order: `retweeted_status` (not null) → repost;
+//! `quoted_status` or `is_quote_status: true` → quote; `in_reply_to_status_id(_str)` set →
+//! reply; author known and different from `for_user_id` → mention; else post. DMs are
+//! `dm.sent` when `sender_id` equals `for_user_id`, else `dm.received`.
+//!
+//! ## subject
+//!
+//! `for_user_id`; XAA `filter.user_id`; for `oauth.revoke` the revoking user
+//! (`source.user_id`, XAA `payload.user_id`); `_` when none applies. A user id that is not a
+//! string of 1–20 `[A-Za-z0-9_-]` is not used (subject `_`) but its original form is hashed
+//! into the `id`, so distinct users never share ids.
+//!
+//! ## time
+//!
+//! The first that parses of the event's `created_at` (`Mon May 19 14:01:46 +0000 2025` or
+//! RFC 3339), `timestamp_ms`, `created_timestamp`, `date_time`, and for XAA `created_at_msec`,
+//! `event_timestamp_ms(_str)`, `updated_at` (ms values as strings or numbers); then the
+//! Snowflake time of the post / DM id (`(id >> 22) + 1288834974657`, only for plausible
+//! Snowflakes, never for deletions); then the stream line's `created_at`; then
+//! [`Context::received_at`].
+//!
+//! ## id
+//!
+//! `<subject>:<type>:<key>`, never containing the ingress or the source. The key is X's own
+//! id: tweet `id_str`, favorite `id`, DM event `id`, XAA `event_uuid`, replay
+//! `job_id:job_state`, deleted status id. Without one it is built from identifying fields:
+//! follow/block/mute `source:target:created_timestamp`, typing/read
+//! `sender:recipient:created_timestamp`, revoke `app_id:date_time(ms)`, like without `id`
+//! `liker:post:timestamp_ms`. When those are missing too (and for `spaces.event` and
+//! `unknown`) it is the SHA-256 (hex) of the canonical JSON of the payload (object keys
+//! sorted, no whitespace), so the same content gives the same id whatever its formatting. A
+//! key that would break the rule (`[A-Za-z0-9._:-]`, at most 128 characters in all) is
+//! replaced by its SHA-256 hex.
+//!
+//! ## data
+//!
+//! `data.payload` is the one original event object (array item, `revoke` object,
+//! `replay_job_status` object, XAA `payload`; the whole delivery for `unknown`). Its tokens
+//! are byte-for-byte the input's (19-digit ids and numbers are never re-encoded); only when
+//! it spans several lines is insignificant whitespace removed, so that every envelope is one
+//! line of JSON. `data.includes` is `{"users","apps","user_has_blocked"}` built from AAA's
+//! top-level values, or XAA's `includes`; absent when there is none or it is empty.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
