@@ -385,7 +385,7 @@ async fn run_connection(
                         stalled_beats += 1;
                         // A stalled connection is dead to its client; end it eventually.
                         if stalled_beats >= 6 {
-                            let _ = out.send(Err(std::io::Error::other("stalled"))).await;
+                            abort(&out, "stalled").await;
                             reason = "stalled";
                             break;
                         }
@@ -399,7 +399,7 @@ async fn run_connection(
                 c = ctrl.recv() => match c {
                     Some(c) => Some(c),
                     None => {
-                        let _ = out.send(Err(std::io::Error::other("too slow"))).await;
+                        abort(&out, "too slow").await;
                         reason = "too_slow";
                         break;
                     }
@@ -429,7 +429,7 @@ async fn run_connection(
                 Next::Continue
             }
             StreamCmd::Drop => {
-                let _ = out.send(Err(std::io::Error::other("dropped"))).await;
+                abort(&out, "dropped").await;
                 Next::End("dropped")
             }
             StreamCmd::Disconnect => {
@@ -443,6 +443,19 @@ async fn run_connection(
         }
     }
     finish(&st, id, reason);
+}
+
+/// Ends the response abruptly (no terminating chunk), after what was already sent had a
+/// chance to reach the socket.
+async fn abort(out: &mpsc::Sender<Result<Bytes, std::io::Error>>, why: &str) {
+    for _ in 0..100 {
+        if out.capacity() == out.max_capacity() || out.is_closed() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _ = out.send(Err(std::io::Error::other(why.to_owned()))).await;
 }
 
 fn finish(st: &Shared, id: u64, reason: &'static str) {
