@@ -211,11 +211,8 @@ async fn stall_fault_stops_everything_including_heartbeats() {
     emu.stream_fault(StreamFault::Drop {
         connection: Some(after.id),
     });
-    loop {
-        match c.line().await {
-            Ok(Some(l)) => assert!(l.is_empty(), "nothing but earlier heartbeats: {l}"),
-            _ => break,
-        }
+    while let Ok(Some(l)) = c.line().await {
+        assert!(l.is_empty(), "nothing but earlier heartbeats: {l}");
     }
     emu.shutdown().await;
 }
