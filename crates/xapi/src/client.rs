@@ -329,10 +329,14 @@ impl XClient {
         let mut url = url::Url::parse(&format!("{}{}", self.base, path))
             .map_err(|e| XapiError::InvalidArgument(format!("URL for {path}: {e}")))?;
         if !query.is_empty() {
-            let mut pairs = url.query_pairs_mut();
-            for (k, v) in query {
-                pairs.append_pair(k, v);
-            }
+            // RFC 3986 encoding (space is %20, never `+`), so that the query reads the same
+            // whether the server decodes it as a form or not, as OAuth 1.0a signing assumes.
+            let joined = query
+                .iter()
+                .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+                .collect::<Vec<_>>()
+                .join("&");
+            url.set_query(Some(&joined));
         }
         Ok(url)
     }
@@ -970,6 +974,15 @@ mod tests {
         assert_eq!(u64_field(&v, "m"), Some(7));
         assert_eq!(u64_field(&v, "x"), None);
         assert_eq!(bool_field(&json!({"b":"true"}), "b"), Some(true));
+    }
+
+    #[test]
+    fn query_is_rfc3986_encoded() {
+        let c = XClient::new("http://127.0.0.1:1/").expect("client");
+        let url = c
+            .url("/2/x", &[("ids", "1,2".into()), ("q", "a b+c".into())])
+            .expect("url");
+        assert_eq!(url.as_str(), "http://127.0.0.1:1/2/x?ids=1%2C2&q=a%20b%2Bc");
     }
 
     #[test]

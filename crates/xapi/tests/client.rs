@@ -454,6 +454,7 @@ async fn replay_jobs_and_conflict() {
     assert_eq!(jobs[0].from, window.from);
     assert_eq!(jobs[0].to, window.to);
 
+    assert_eq!(s.emu.jobs()[0].state, "running");
     let conflict = s
         .client
         .replay_account_activity(&w.id, &window)
