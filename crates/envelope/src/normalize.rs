@@ -714,11 +714,7 @@ impl Aaa<'_> {
             return false;
         }
         let source_user = o.source.as_deref().and_then(|s| s.user_id.as_ref());
-        let revoker = if source_user.is_some() {
-            Subject::from_lax(source_user)
-        } else {
-            Subject::from_lax(None)
-        };
+        let revoker = Subject::from_lax(source_user);
         let subject = if revoker.user().is_some() || revoker.raw.is_some() {
             &revoker
         } else {

@@ -1006,3 +1006,45 @@ fn time_falls_back_to_snowflake_then_stream_then_receive_time() {
     .unwrap();
     assert_eq!(v[0].time, received());
 }
+
+#[test]
+fn xaa_error_summary_is_short_and_single_line() {
+    let long = "x\n".repeat(1000);
+    let errors: Vec<Value> = (0..5)
+        .map(|i| serde_json::json!({"title": format!("t{i}"), "detail": long}))
+        .collect();
+    let body = serde_json::to_vec(&serde_json::json!({ "errors": errors })).unwrap();
+    match normalize(&body, &ctx(IngressKind::Stream)) {
+        Err(NormalizeError::XaaErrors { count, summary }) => {
+            assert_eq!(count, 5);
+            assert!(summary.starts_with("t0: x x"), "{summary}");
+            assert!(summary.chars().count() <= 301, "{}", summary.len());
+            assert!(!summary.contains('\n'));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn revoke_without_a_user_still_gets_an_envelope() {
+    let v = normalize(
+        br#"{"user_event":{"revoke":{"date_time":"2018-05-24T09:48:12+00:00","target":{"app_id":"13090192"}}}}"#,
+        &ctx(IngressKind::Webhook),
+    )
+    .unwrap();
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].event_type, "oauth.revoke");
+    assert_eq!(v[0].subject, "_");
+    assert_eq!(v[0].actorid, None);
+    assert_eq!(v[0].targetid.as_deref(), Some("13090192"));
+    assert_eq!(v[0].id, "_:oauth.revoke:13090192:1527155292000");
+}
+
+#[test]
+fn xaa_event_seen_on_webhook_and_stream_is_one_id() {
+    let body = fixture("xaa/chat.sent.json");
+    let a = normalize(&body, &ctx(IngressKind::Webhook)).unwrap();
+    let b = normalize(&body, &ctx(IngressKind::Stream)).unwrap();
+    assert_eq!(a[0].id, "1111111111111111111:chat.sent:3723060601307155846");
+    assert_eq!(a[0].id, b[0].id);
+}
