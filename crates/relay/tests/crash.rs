@@ -295,3 +295,59 @@ async fn sigkill_mid_traffic_loses_no_acknowledged_event() {
         markers.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_mid_traffic_delivers_everything_acknowledged_before_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (webhook_port, admin_port) = (free_port(), free_port());
+    let config = write_config(dir.path(), webhook_port, admin_port);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let mut relay = start(dir.path(), &config, webhook_port, admin_port);
+    wait_ready(&mut relay, &client, dir.path()).await;
+    let next = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for _ in 0..8 {
+        let (next, acked) = (next.clone(), acked.clone());
+        let client = client.clone();
+        let url = relay.webhook.clone();
+        workers.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                let b = body(n);
+                let res = client
+                    .post(&url)
+                    .header("x-twitter-webhooks-signature", sign(&b))
+                    .body(b)
+                    .send()
+                    .await;
+                match res {
+                    Ok(r) if r.status().is_success() => acked.lock().unwrap().push(n),
+                    Ok(r) => assert_eq!(r.status().as_u16(), 503, "refused while stopping"),
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    while acked.lock().unwrap().len() < 300 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The relay stops while deliveries keep coming.
+    let status = terminate(&mut relay);
+    assert!(status.success(), "exit status {status}");
+    for w in workers {
+        w.await.unwrap();
+    }
+    let acked: HashSet<usize> = acked.lock().unwrap().iter().copied().collect();
+    let (markers, _) = scan_output(&dir.path().join("out"));
+    let found: HashSet<usize> = markers.iter().copied().collect();
+    let missing: Vec<_> = acked.difference(&found).take(20).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not delivered before exit: {missing:?}"
+    );
+    assert_eq!(found.len(), markers.len(), "no duplicates without a crash");
+}
