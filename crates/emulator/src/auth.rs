@@ -57,10 +57,9 @@ pub(crate) fn percent_decode(s: &str) -> Option<String> {
 /// Parses `OAuth k="v", k2="v2"` into decoded pairs.
 pub(crate) fn parse_oauth_header(h: &str) -> Option<Vec<(String, String)>> {
     let rest = h.trim();
-    let rest = if rest.len() >= 6 && rest[..6].eq_ignore_ascii_case("oauth ") {
-        &rest[6..]
-    } else {
-        return None;
+    let rest = match (rest.get(..6), rest.get(6..)) {
+        (Some(p), Some(r)) if p.eq_ignore_ascii_case("oauth ") => r,
+        _ => return None,
     };
     let mut out = Vec::new();
     for part in rest.split(',') {

@@ -297,6 +297,18 @@ fn rfc(ms: u64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// A Spaces / broadcast id like X's (`1mGPaZaAdNqJN`): `1` and 12 base-62 digits.
+fn broadcast_id(id: u64) -> String {
+    const C: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut n = id;
+    let mut out = vec![b'A'; 12];
+    for slot in out.iter_mut().rev() {
+        *slot = C[(n % 62) as usize];
+        n /= 62;
+    }
+    format!("1{}", String::from_utf8_lossy(&out))
+}
+
 fn char_len(s: &str) -> usize {
     s.chars().count()
 }
@@ -383,7 +395,7 @@ impl Gen {
                 screen_name: format!(
                     "{}{}_{}",
                     first.to_lowercase(),
-                    &last[..3].to_lowercase(),
+                    last.chars().take(3).collect::<String>().to_lowercase(),
                     i
                 ),
                 name: format!("{first} {last}"),
@@ -892,7 +904,7 @@ impl Gen {
                         urls: vec![json!({
                             "url": link,
                             "expanded_url": format!("https://twitter.com/i/web/status/{id}"),
-                            "display_url": format!("twitter.com/i/web/status/{}…", &id.to_string()[..7]),
+                            "display_url": format!("twitter.com/i/web/status/{}…", id.to_string().chars().take(7).collect::<String>()),
                             "indices": [117, char_len(&text)],
                         })],
                     },
@@ -1062,7 +1074,7 @@ impl Gen {
                 // spaces_events: announced by X, not yet delivered; shape unknown.
                 let id = st.ids.next();
                 let item = json!({
-                    "id": format!("1{}", &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.to_be_bytes())[..12]),
+                    "id": broadcast_id(id),
                     "state": if self.rng.gen_bool(0.5) { "live" } else { "ended" },
                     "creator_id": tid.to_string(),
                     "title": self.words(5),
@@ -1129,7 +1141,10 @@ impl Gen {
                         json!([{"type": "replied_to", "id": oid.to_string()}]),
                     ),
                     "post.quote.create" => (
-                        format!("{body} https://t.co/{}", &oid.to_string()[..8]),
+                        format!(
+                            "{body} https://t.co/{}",
+                            oid.to_string().chars().take(8).collect::<String>()
+                        ),
                         json!([{"type": "quoted", "id": oid.to_string()}]),
                     ),
                     "post.repost.create" => (
@@ -1284,7 +1299,7 @@ impl Gen {
                 let id = st.ids.next();
                 json!({
                     "user": self.user_v2(t),
-                    "broadcast_id": format!("1{}", &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.to_be_bytes())[..12]),
+                    "broadcast_id": broadcast_id(id),
                     "event_type": kind.replace('.', "_"),
                 })
             }
@@ -1307,11 +1322,7 @@ impl Gen {
             "broadcast.start" | "broadcast.end" | "broadcast.chat" => {
                 let id = st.ids.next();
                 let ms = snowflake_ms(id);
-                let bid = format!(
-                    "1{}",
-                    &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.to_be_bytes())
-                        [..12]
-                );
+                let bid = broadcast_id(id);
                 if kind == "broadcast.chat" {
                     let p = self.other(t);
                     json!({"broadcast_id": bid, "message_id": st.ids.next_str(), "message": self.words(6), "author": self.user_v2(p)})
@@ -1344,14 +1355,14 @@ impl Gen {
                 let b64 = base64::engine::general_purpose::STANDARD.encode(blob);
                 let ms = snowflake_ms(st.ids.next());
                 json!({
-                    "conversation_token": format!("eyJhbGciOiJIUzI1NiJ9.{}", &b64[..32]),
+                    "conversation_token": format!("eyJhbGciOiJIUzI1NiJ9.{}", b64.chars().take(32).collect::<String>()),
                     "id": format!("{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}", self.rng.gen::<u32>(), self.rng.gen::<u16>(), self.rng.gen::<u16>() & 0xfff, self.rng.gen::<u16>() & 0xfff, self.rng.gen::<u64>() & 0xffff_ffff_ffff),
                     "created_at_msec": ms.to_string(),
                     "sender_id": self.people[s].id.to_string(),
                     "conversation_id": format!("{}:{}", self.people[p].id, tid),
                     "conversation_key_version": (ms - 86_400_000).to_string(),
                     "encoded_event": b64,
-                    "message_event_signature": {"public_key_version": (ms - 1_000_000).to_string(), "signature": &b64[..43], "signature_version": "7"},
+                    "message_event_signature": {"public_key_version": (ms - 1_000_000).to_string(), "signature": b64.chars().take(43).collect::<String>(), "signature_version": "7"},
                     "recipient_id": self.people[r].id.to_string(),
                 })
             }
