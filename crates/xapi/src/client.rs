@@ -936,8 +936,7 @@ fn problem_text(e: &Value) -> String {
     let id = str_field(e, "value")
         .or_else(|| str_field(e, "resource_id"))
         .or_else(|| str_field(e, "id"));
-    let (reason, detail) =
-        crate::error::parse_problem(json!({ "errors": [e] }).to_string().as_bytes());
+    let (reason, detail) = crate::error::problem_of(&json!({ "errors": [e] }));
     let mut out = String::new();
     if let Some(id) = id {
         out.push_str(&id);

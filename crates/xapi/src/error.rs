@@ -188,9 +188,15 @@ fn known_code(code: u64) -> Option<&'static str> {
 
 /// Reason and detail from an error body (any of X's shapes). Either may be missing.
 pub(crate) fn parse_problem(body: &[u8]) -> (Option<String>, Option<String>) {
-    let Ok(v) = serde_json::from_slice::<Value>(body) else {
-        return (None, None);
-    };
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => problem_of(&v),
+        Err(_) => (None, None),
+    }
+}
+
+/// Reason and detail from a parsed error body, or from one item of `errors` wrapped as
+/// `{"errors":[item]}`.
+pub(crate) fn problem_of(v: &Value) -> (Option<String>, Option<String>) {
     let first_error = v
         .get("errors")
         .and_then(Value::as_array)
