@@ -51,13 +51,19 @@ struct Inner {
     order: VecDeque<(u64, i64)>,
     journal: Option<File>,
     journal_failed: bool,
+    /// Entries in the journal file (compacted when it grows well beyond the live ones).
+    journal_entries: usize,
 }
+
+/// The journal is rewritten when it holds more than this many entries and more than twice
+/// the live ones.
+const COMPACT_MIN_ENTRIES: usize = 1 << 16;
 
 /// The deduplication window. Shared by all ingresses (internally locked).
 pub struct Dedup {
     window_ms: i64,
     max_entries: usize,
-    journal_path: Option<PathBuf>,
+    journal_dir: Option<PathBuf>,
     inner: Mutex<Inner>,
 }
 
@@ -67,12 +73,13 @@ impl Dedup {
         Dedup {
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
             max_entries: max_entries.max(1),
-            journal_path: None,
+            journal_dir: None,
             inner: Mutex::new(Inner {
                 seen: HashMap::new(),
                 order: VecDeque::new(),
                 journal: None,
                 journal_failed: false,
+                journal_entries: 0,
             }),
         }
     }
@@ -118,29 +125,9 @@ impl Dedup {
         }
         d.expire(now_ms);
         // Compact: rewrite the live entries, then append to the new file.
-        let tmp = dir.join(format!("{JOURNAL_FILE}.tmp"));
-        {
-            let inner = d.inner.get_mut();
-            let mut buf = Vec::with_capacity(inner.seen.len() * ENTRY_LEN);
-            for (h, t) in &inner.order {
-                if inner.seen.get(h) == Some(t) {
-                    buf.extend_from_slice(&h.to_le_bytes());
-                    buf.extend_from_slice(&t.to_le_bytes());
-                }
-            }
-            let io_tmp = |source| DedupError::Io {
-                path: tmp.clone(),
-                source,
-            };
-            let mut f = File::create(&tmp).map_err(io_tmp)?;
-            f.write_all(&buf).map_err(io_tmp)?;
-            f.sync_data().map_err(io_tmp)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
-            let journal = OpenOptions::new().append(true).open(&path).map_err(io)?;
-            inner.journal = Some(journal);
-        }
+        rewrite_journal(dir, d.inner.get_mut())?;
         tracing::info!(path = %path.display(), ids = d.len(), "dedup window loaded");
-        d.journal_path = Some(path);
+        d.journal_dir = Some(dir.to_path_buf());
         Ok(d)
     }
 
@@ -188,15 +175,37 @@ impl Dedup {
         if buf.is_empty() || inner.journal_failed {
             return;
         }
-        if let Some(f) = inner.journal.as_mut() {
-            if let Err(e) = f.write_all(&buf) {
-                tracing::error!(
-                    path = ?self.journal_path,
-                    error = %e,
-                    "cannot write the dedup journal; ids are still deduplicated in memory and rebuilt from the spool on restart"
-                );
-                inner.journal_failed = true;
+        let Some(dir) = self.journal_dir.as_deref() else {
+            return;
+        };
+        let written = inner
+            .journal
+            .as_mut()
+            .map(|f| f.write_all(&buf))
+            .transpose();
+        let result = match written {
+            Ok(_) => {
+                inner.journal_entries += buf.len() / ENTRY_LEN;
+                if inner.journal_entries > COMPACT_MIN_ENTRIES
+                    && inner.journal_entries > 2 * inner.seen.len()
+                {
+                    rewrite_journal(dir, &mut inner)
+                } else {
+                    Ok(())
+                }
             }
+            Err(e) => Err(DedupError::Io {
+                path: dir.join(JOURNAL_FILE),
+                source: e,
+            }),
+        };
+        if let Err(e) = result {
+            tracing::error!(
+                error = %e,
+                "cannot write the dedup journal; ids are still deduplicated in memory and rebuilt from the spool on restart"
+            );
+            inner.journal_failed = true;
+            inner.journal = None;
         }
     }
 
@@ -225,6 +234,38 @@ impl Dedup {
             inner.order.retain(|(h, t)| seen.get(h) == Some(t));
         }
     }
+}
+
+/// Rewrites the journal in `dir` with the live entries (temporary file, fsync, rename) and
+/// reopens it for appending.
+fn rewrite_journal(dir: &Path, inner: &mut Inner) -> Result<(), DedupError> {
+    let path = dir.join(JOURNAL_FILE);
+    let tmp = dir.join(format!("{JOURNAL_FILE}.tmp"));
+    let io = |p: &PathBuf| {
+        let p = p.clone();
+        move |source| DedupError::Io { path: p, source }
+    };
+    let mut buf = Vec::with_capacity(inner.seen.len() * ENTRY_LEN);
+    let mut n = 0;
+    for (h, t) in &inner.order {
+        if inner.seen.get(h) == Some(t) {
+            buf.extend_from_slice(&h.to_le_bytes());
+            buf.extend_from_slice(&t.to_le_bytes());
+            n += 1;
+        }
+    }
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(&buf).map_err(io(&tmp))?;
+    f.sync_data().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    inner.journal = Some(
+        OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io(&path))?,
+    );
+    inner.journal_entries = n;
+    Ok(())
 }
 
 fn insert(inner: &mut Inner, h: u64, t: i64) {
@@ -299,6 +340,28 @@ mod tests {
             .unwrap()
             .len();
         assert_eq!(len, ENTRY_LEN as u64, "compacted to the one live entry");
+    }
+
+    #[test]
+    fn journal_is_compacted_while_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Dedup::open(dir.path(), Duration::from_millis(10), 100, 0).unwrap();
+        let n = COMPACT_MIN_ENTRIES + 10;
+        for i in 0..n {
+            d.mark([format!("id-{i}").as_str()], i as i64 * 100);
+        }
+        let len = std::fs::metadata(dir.path().join(JOURNAL_FILE))
+            .unwrap()
+            .len();
+        assert!(
+            len < (n * ENTRY_LEN) as u64 / 2,
+            "journal not compacted: {len} bytes"
+        );
+        // Still correct after reopening.
+        drop(d);
+        let last = (n - 1) as i64 * 100;
+        let d = Dedup::open(dir.path(), Duration::from_millis(10), 100, last).unwrap();
+        assert!(d.contains(&format!("id-{}", n - 1), last));
     }
 
     #[test]

@@ -86,8 +86,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     let sink_metrics = SinkMetrics::register(&registry)?;
     let spool_metrics = SpoolMetrics::register(&registry)?;
 
-    // Sinks first: a sink that cannot start stops the relay before it accepts anything.
+    // Sink configurations are checked first: a mistake stops the relay before it accepts
+    // anything. A broker that cannot be reached does not: its records wait in the spool.
     for s in &cfg.sinks {
+        sinks::check(s)?;
         if let SinkKind::File(f) = &s.kind {
             if f.path != "-" {
                 std::fs::create_dir_all(&f.path).map_err(|e| {
@@ -101,7 +103,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     }
     let mut sink_list: Vec<Arc<dyn Sink>> = Vec::new();
     for s in &cfg.sinks {
-        sink_list.push(sinks::build(s).await?);
+        sink_list.push(sinks::ReconnectingSink::start(s.clone()));
     }
 
     let spool = Spool::open(SpoolConfig {
