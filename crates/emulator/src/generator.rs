@@ -297,6 +297,21 @@ fn rfc(ms: u64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+fn probability(p: f64) -> f64 {
+    if p.is_finite() {
+        p.clamp(0.0, 1.0)
+    } else {
+        0.0
+    }
+}
+
+fn finite_weight(w: Option<f64>) -> f64 {
+    match w {
+        Some(w) if w.is_finite() && w > 0.0 => w,
+        _ => 0.0,
+    }
+}
+
 /// A Spaces / broadcast id like X's (`1mGPaZaAdNqJN`): `1` and 12 base-62 digits.
 fn broadcast_id(id: u64) -> String {
     const C: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -430,14 +445,14 @@ impl Gen {
             if cfg.formats.is_empty() {
                 1.0
             } else {
-                cfg.formats.get(f.as_str()).copied().unwrap_or(0.0).max(0.0)
+                finite_weight(cfg.formats.get(f.as_str()).copied())
             }
         };
         let kind_weight = |k: &str| -> f64 {
             if cfg.mix.is_empty() {
                 default_weight(k)
             } else {
-                cfg.mix.get(k).copied().unwrap_or(0.0).max(0.0)
+                finite_weight(cfg.mix.get(k).copied())
             }
         };
         let mut plan = Vec::new();
@@ -469,8 +484,8 @@ impl Gen {
             weights,
             cycle: cfg.cycle,
             next: 0,
-            duplicate_rate: cfg.duplicate_rate.clamp(0.0, 1.0),
-            batch_rate: cfg.batch_rate.clamp(0.0, 1.0),
+            duplicate_rate: probability(cfg.duplicate_rate),
+            batch_rate: probability(cfg.batch_rate),
         }
     }
 

@@ -105,7 +105,7 @@ async fn recrc_loop(shared: Arc<Shared>) {
     if !(secs.is_finite() && secs > 0.0) {
         return;
     }
-    let period = Duration::from_secs_f64(secs.max(0.01));
+    let period = Duration::from_secs_f64(secs.clamp(0.01, 1e9));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(period) => {}

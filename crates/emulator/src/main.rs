@@ -335,7 +335,7 @@ async fn setup(emu: Arc<EmulatorHandle>, a: Arc<Serve>, generator: Option<Genera
             .register_app
             .clone()
             .unwrap_or_else(|| emu.config().apps[0].name.clone());
-        let retry = Duration::from_secs_f64(a.register_retry_secs.max(0.1));
+        let retry = Duration::from_secs_f64(a.register_retry_secs.clamp(0.1, 3600.0));
         let webhook_id = loop {
             if let Some(w) = emu
                 .webhooks()
@@ -375,7 +375,7 @@ async fn setup(emu: Arc<EmulatorHandle>, a: Arc<Serve>, generator: Option<Genera
             }
             match a.fixtures_every {
                 Some(s) if s > 0.0 && s.is_finite() => {
-                    tokio::time::sleep(Duration::from_secs_f64(s)).await
+                    tokio::time::sleep(Duration::from_secs_f64(s.min(1e9))).await
                 }
                 _ => break,
             }
