@@ -7,12 +7,12 @@
 //! for each batch of B, every record is enqueued (`send_result`, same topic, key, body and
 //! `ce_id` + `content-type` headers) and then every delivery report awaited. Both report
 //! events/s and the p50/p99 latency of one batch (call → every record confirmed). Runs
-//! alternate b, a, b, a, … so that drift on a noisy machine hits both alike; the ratio is
+//! alternate b a, a b, b a, … so that drift on a noisy machine hits both alike; the ratio is
 //! taken from the summed times.
 //!
 //! Run (tansu or any Kafka; skipped with a message when the variable is unset):
 //!   RELAY_TEST_KAFKA_BOOTSTRAP=127.0.0.1:9092 cargo bench -p relay-sink-kafka --bench publish
-//! Knobs: BENCH_EVENTS (default 20000), BENCH_BATCH (500), BENCH_ROUNDS (3).
+//! Knobs: BENCH_EVENTS (default 20000), BENCH_BATCH (500), BENCH_ROUNDS (4).
 
 use std::time::{Duration, Instant};
 
@@ -228,7 +228,7 @@ fn main() {
     };
     let n = env_usize("BENCH_EVENTS", 20_000);
     let batch = env_usize("BENCH_BATCH", 500).max(1);
-    let rounds = env_usize("BENCH_ROUNDS", 3).max(1);
+    let rounds = env_usize("BENCH_ROUNDS", 4).max(1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -269,9 +269,14 @@ fn main() {
         run_raw(&producer, &prefix, warm, batch).await;
 
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        for _ in 0..rounds {
-            b.push(run_raw(&producer, &prefix, &msgs, batch).await);
-            a.push(run_sink(&sink, &msgs, batch).await);
+        for round in 0..rounds {
+            if round % 2 == 0 {
+                b.push(run_raw(&producer, &prefix, &msgs, batch).await);
+                a.push(run_sink(&sink, &msgs, batch).await);
+            } else {
+                a.push(run_sink(&sink, &msgs, batch).await);
+                b.push(run_raw(&producer, &prefix, &msgs, batch).await);
+            }
         }
         let (ta, _, p99a) = summary("(a) KafkaSink::publish", &a, n);
         let (tb, _, p99b) = summary("(b) raw FutureProducer", &b, n);

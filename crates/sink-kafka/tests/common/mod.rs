@@ -98,14 +98,12 @@ pub fn envelope(event_type: &str, subject: &str, n: usize) -> Envelope {
 }
 
 /// One envelope per fixture event: `relay_envelope::normalize` over every file of the
-/// shared fixtures. Until normalize is implemented (it returns an error for everything),
-/// the envelopes are built by hand with the types `expected-types.json` lists.
+/// shared fixtures, checked against `expected-types.json`.
 pub fn fixture_envelopes() -> Vec<Envelope> {
     let expected: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(&std::fs::read(format!("{FIXTURES}/expected-types.json")).unwrap())
             .unwrap();
     let mut out = Vec::new();
-    let mut n = 0;
     for (file, types) in &expected {
         let body = std::fs::read(format!("{FIXTURES}/{file}")).unwrap();
         let ingress = if file.starts_with("stream/") {
@@ -118,15 +116,17 @@ pub fn fixture_envelopes() -> Vec<Envelope> {
             source: "/x/account-activity/webhook/test".into(),
             received_at: chrono::Utc::now(),
         };
-        match relay_envelope::normalize(&body, &ctx) {
-            Ok(envs) if !envs.is_empty() => out.extend(envs),
-            _ => {
-                for t in types.as_array().unwrap() {
-                    n += 1;
-                    out.push(envelope(t.as_str().unwrap(), "2244994945", n));
-                }
-            }
-        }
+        let envs = relay_envelope::normalize(&body, &ctx)
+            .unwrap_or_else(|e| panic!("normalize({file}): {e}"));
+        let got: Vec<&str> = envs.iter().map(|e| e.event_type.as_str()).collect();
+        let want: Vec<&str> = types
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert_eq!(got, want, "{file}");
+        out.extend(envs);
     }
     out
 }
