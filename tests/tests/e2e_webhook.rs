@@ -1,0 +1,199 @@
+//! x-emulator → relay webhook → Kafka (tansu), NATS JetStream and RabbitMQ → real consumers.
+//!
+//! Every fixture of every webhook format and a generated mix of every event type (with
+//! X's duplicates: plain re-sends, DMs to both subscribed users, batches) go through the
+//! real relay binary; each broker must then hold every event X delivered with a 2xx exactly
+//! once, at the destination the default routing gives it.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use x_emulator::{Emulator, EmulatorConfig, Format, GeneratorConfig};
+
+fn config(u: &str, kafka: &str) -> String {
+    r#"
+shutdown_timeout = "10s"
+
+[spool]
+dir = "{dir}/spool"
+max_bytes = 268435456
+segment_bytes = 8388608
+
+[admin]
+listen = "{admin}"
+
+[log]
+format = "json"
+level = "info"
+
+[dispatch]
+batch_size = 128
+initial_backoff = "50ms"
+max_backoff = "2s"
+
+[webhook]
+listen = "{webhook}"
+
+[[webhook.apps]]
+name = "demo"
+consumer_secrets = ["emulator-consumer-secret"]
+
+[[sinks]]
+name = "kafka"
+type = "kafka"
+bootstrap_servers = "KAFKA"
+topic = "e2eUNIQ.{type}"
+key = "{subject}"
+deadletter_topic = "e2eUNIQ.deadletter"
+create_topics = true
+partitions = 1
+
+[[sinks]]
+name = "nats"
+type = "nats"
+url = "NATS"
+subject = "e2eUNIQ.{subject}.{type}"
+deadletter_subject = "e2eUNIQ.deadletter"
+
+[sinks.stream]
+name = "E2E_UNIQ"
+subjects = ["e2eUNIQ.>"]
+
+[[sinks]]
+name = "rabbitmq"
+type = "rabbitmq"
+url = "AMQP"
+exchange = "e2e.UNIQ"
+routing_key = "{subject}.{type}"
+deadletter_routing_key = "deadletter"
+"#
+    .replace("UNIQ", u)
+    .replace("KAFKA", kafka)
+    .replace("NATS", &relay_e2e::nats_url())
+    .replace("AMQP", &relay_e2e::amqp_url())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_and_format_reaches_every_broker_exactly_once() {
+    let kafka = relay_e2e::kafka_bootstrap()
+        .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
+    let u = relay_e2e::unique();
+    let tmp = tempfile::tempdir().unwrap();
+    // The queue must exist before the relay publishes (mandatory publishes).
+    let queue = AmqpQueue::bind(&format!("e2e.{u}")).await;
+    let relay = Relay::start(tmp.path(), &config(&u, &kafka)).await;
+
+    let emu = Emulator::start(EmulatorConfig {
+        time_scale: 0.01,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let webhook = emu
+        .register_webhook("demo", &relay.webhook_url("demo"))
+        .await
+        .expect("the relay passes X's CRC");
+    assert!(webhook.valid);
+
+    // Subscriptions for the fixtures' users and filters, and for every configured user.
+    let mut bodies = fixture_bodies("aaa");
+    bodies.extend(fixture_bodies("xaa"));
+    subscribe_for(&emu, &webhook.id, &bodies).await;
+    let xaa_kinds: Vec<&str> = x_emulator::generator::all_kinds()
+        .into_iter()
+        .filter(|(f, _)| *f == Format::Xaa)
+        .map(|(_, k)| k)
+        .collect();
+    let client = reqwest::Client::new();
+    for user in &emu.config().users {
+        let _ = emu.subscribe("demo", &webhook.id, &user.user_id);
+        let r = client
+            .post(format!("{}/2/activity/subscriptions", emu.base_url()))
+            .bearer_auth("emulator-bearer")
+            .json(&serde_json::json!({
+                "user_id": user.user_id, "event_types": xaa_kinds, "webhook_id": webhook.id
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
+    }
+
+    // The fixtures as they are, then a generated mix of every kind in the webhook formats.
+    let mut emitted: Vec<x_emulator::Emitted> = bodies.iter().map(|b| emu.emit(b.clone())).collect();
+    let mut gen = GeneratorConfig {
+        cycle: true,
+        duplicate_rate: 0.2,
+        batch_rate: 0.2,
+        seed: Some(7),
+        ..GeneratorConfig::default()
+    };
+    gen.formats.insert("aaa".into(), 1.0);
+    gen.formats.insert("xaa".into(), 1.0);
+    let generated = emu.generate(&gen, 300);
+    assert!(generated.len() >= 300, "generated {}", generated.len());
+    emitted.extend(generated);
+
+    let sent = wait_deliveries_settled(&emu, &emitted, Duration::from_secs(120)).await;
+    let expected = expected_from_deliveries(&sent);
+    // Everything X sent was taken with a 2xx (nothing failed on the relay's side).
+    let failed: Vec<u64> = sent
+        .iter()
+        .filter(|e| e.format != Format::Stream && !e.deliveries.is_empty())
+        .filter(|e| {
+            !e.deliveries
+                .iter()
+                .any(|d| d.outcome == x_emulator::AttemptOutcome::Delivered)
+        })
+        .map(|e| e.seq)
+        .collect();
+    assert!(failed.is_empty(), "deliveries never accepted: {failed:?}\n{}", relay.log());
+    // Every taxonomy type of the fixtures is in play, and X did send duplicates.
+    let types: std::collections::BTreeSet<&str> =
+        expected.values().map(|e| e.event_type.as_str()).collect();
+    for t in ["post.create", "post.repost.create", "like.create", "follow.unfollow", "dm.sent", "dm.read", "profile.update.bio", "chat.received"] {
+        assert!(types.contains(t), "no {t} among {types:?}");
+    }
+    let delivered_bodies = sent
+        .iter()
+        .filter(|e| e.deliveries.iter().any(|d| d.outcome == x_emulator::AttemptOutcome::Delivered))
+        .count();
+    let duplicates = relay.metric("activity_relay_duplicates_total", &[]).await;
+    assert!(duplicates > 0.0, "X's duplicates were not seen as such");
+
+    assert!(
+        relay.wait_drained(&["kafka", "nats", "rabbitmq"], Duration::from_secs(120)).await,
+        "sinks did not drain:\n{}",
+        relay.log()
+    );
+    let quiet = Duration::from_secs(2);
+    let max = Duration::from_secs(60);
+
+    let got = nats_read_all(&format!("E2E_{u}"), expected.len(), quiet, max).await;
+    assert_exactly_once("nats", &expected, &got, |e| format!("e2e{u}.{}.{}", e.subject, e.event_type));
+
+    let got = queue.read_all(expected.len(), quiet, max).await;
+    assert_exactly_once("rabbitmq", &expected, &got, |e| format!("{}.{}", e.subject, e.event_type));
+
+    let prefix = format!("e2e{u}.");
+    let got = tokio::task::spawn_blocking({
+        let (kafka, prefix, n) = (kafka.clone(), prefix.clone(), expected.len());
+        move || kafka_read_all(&kafka, &prefix, n, quiet, max)
+    })
+    .await
+    .unwrap();
+    assert_exactly_once("kafka", &expected, &got, |e| format!("e2e{u}.{}", e.event_type));
+    for r in &got {
+        assert_eq!(r.key, expected[r.id()].subject, "kafka key is the subject");
+    }
+
+    eprintln!(
+        "{} bodies delivered by X, {} unique events, {} duplicates dropped",
+        delivered_bodies,
+        expected.len(),
+        duplicates
+    );
+    emu.shutdown().await;
+}

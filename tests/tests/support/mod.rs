@@ -1,0 +1,567 @@
+//! What the end-to-end tests share: the relay as a real child process, X as an in-process
+//! `x-emulator`, and real consumers for every broker.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use relay_envelope::{Context, Envelope, IngressKind};
+use serde_json::Value;
+use x_emulator::{AttemptOutcome, EmulatorHandle, Format, SentEvent};
+
+/// The `activity-relay` binary that `cargo test` built next to this test executable.
+pub fn relay_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile> directory");
+    let bin = dir.join("activity-relay");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build -p activity-relay`); \
+         `cargo test --workspace` builds it before running tests",
+        bin.display()
+    );
+    bin
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// The shared fixtures folder.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures"))
+}
+
+/// A running relay process with its config and data in a temporary directory.
+pub struct Relay {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub admin: SocketAddr,
+    pub webhook: SocketAddr,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Relay {
+    /// Writes `config` (with `{dir}`, `{admin}` and `{webhook}` substituted) and starts the
+    /// relay on it, waiting until `/healthz` answers.
+    pub async fn start(dir: &Path, config: &str) -> Relay {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let webhook: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let text = config
+            .replace("{dir}", &dir.display().to_string())
+            .replace("{admin}", &admin.to_string())
+            .replace("{webhook}", &webhook.to_string());
+        let path = dir.join("relay.toml");
+        std::fs::write(&path, text).expect("write config");
+        let mut relay = Relay {
+            dir: dir.to_path_buf(),
+            config: path,
+            admin,
+            webhook,
+            child: None,
+            starts: 0,
+        };
+        relay.spawn().await;
+        relay
+    }
+
+    /// Starts the process again on the same config, directories and ports.
+    pub async fn spawn(&mut self) {
+        assert!(self.child.is_none(), "relay already running");
+        self.starts += 1;
+        let log = std::fs::File::create(self.dir.join(format!("relay-{}.log", self.starts)))
+            .expect("log file");
+        let child = Command::new(relay_bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::from(log.try_clone().expect("clone log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn activity-relay");
+        self.child = Some(child);
+        let url = format!("http://{}/healthz", self.admin);
+        for _ in 0..600 {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("activity-relay exited at start ({status}):\n{}", self.log());
+            }
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("activity-relay did not come up:\n{}", self.log());
+    }
+
+    /// Every log the relay wrote so far.
+    pub fn log(&self) -> String {
+        let mut out = String::new();
+        for i in 1..=self.starts {
+            out.push_str(&format!("--- start {i}\n"));
+            out.push_str(
+                &std::fs::read_to_string(self.dir.join(format!("relay-{i}.log")))
+                    .unwrap_or_default(),
+            );
+        }
+        out
+    }
+
+    /// `http://127.0.0.1:PORT/webhooks/<app>`.
+    pub fn webhook_url(&self, app: &str) -> String {
+        format!("http://{}/webhooks/{app}", self.webhook)
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        c.wait().ok().and_then(|s| s.code())
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        match reqwest::get(format!("http://{}/metrics", self.admin)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Sum of a metric's samples whose labels contain every `label="value"` given.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        sum_metric(&self.metrics().await, name, labels)
+    }
+
+    /// Waits until every sink has nothing pending (bounded); false if it did not happen.
+    pub async fn wait_drained(&self, sinks: &[&str], max: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let text = self.metrics().await;
+            let pending: f64 = sinks
+                .iter()
+                .map(|s| sum_metric(&text, "activity_relay_pending_records", &[("sink", s)]))
+                .sum();
+            let present = sinks.iter().all(|s| {
+                text.lines().any(|l| {
+                    l.starts_with("activity_relay_pending_records")
+                        && l.contains(&format!("sink=\"{s}\""))
+                })
+            });
+            if present && pending == 0.0 {
+                return true;
+            }
+            if tokio::time::Instant::now() > deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Sum of the samples of `name` (exact name, any labels) that carry every given label.
+pub fn sum_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (head, value) = l.rsplit_once(' ')?;
+            let metric = head.split('{').next()?;
+            if metric != name {
+                return None;
+            }
+            if !labels
+                .iter()
+                .all(|(k, v)| head.contains(&format!("{k}=\"{v}\"")))
+            {
+                return None;
+            }
+            value.parse::<f64>().ok()
+        })
+        .sum()
+}
+
+/// What X (the emulator) handed to the relay with a 2xx: every body that has at least one
+/// `Delivered` attempt, normalized like the relay does, deduplicated by envelope id.
+pub fn expected_from_deliveries(sent: &[SentEvent]) -> BTreeMap<String, Envelope> {
+    let mut out = BTreeMap::new();
+    for e in sent {
+        if !e
+            .deliveries
+            .iter()
+            .any(|d| d.outcome == AttemptOutcome::Delivered)
+        {
+            continue;
+        }
+        let body = e.body.as_ref().expect("sent_with_bodies");
+        for env in normalize_value(body, IngressKind::Webhook) {
+            out.insert(env.id.clone(), env);
+        }
+    }
+    out
+}
+
+/// Envelopes of one body, as the relay would make them.
+pub fn normalize_value(body: &Value, ingress: IngressKind) -> Vec<Envelope> {
+    let bytes = serde_json::to_vec(body).expect("json");
+    let ctx = Context {
+        ingress,
+        source: "/e2e".into(),
+        received_at: chrono::Utc::now(),
+    };
+    relay_envelope::normalize(&bytes, &ctx).unwrap_or_default()
+}
+
+/// Subscribes, on the emulator, what is needed for `bodies` to be delivered to
+/// `webhook_id`: AAA users (OAuth'd subscription) and XAA activity subscriptions mirroring
+/// each body's filter.
+pub async fn subscribe_for(emu: &EmulatorHandle, webhook_id: &str, bodies: &[Value]) {
+    let mut users = std::collections::BTreeSet::new();
+    let mut xaa = std::collections::BTreeSet::new();
+    for b in bodies {
+        if let Some(u) = b.get("for_user_id").and_then(Value::as_str) {
+            users.insert(u.to_string());
+        }
+        if let Some(d) = b.get("data") {
+            let t = d.get("event_type").and_then(Value::as_str).unwrap_or("");
+            let f = d.get("filter").cloned().unwrap_or(Value::Null);
+            // An empty filter cannot be subscribed to (X refuses it): such a body is not
+            // delivered, and expectations come from what was delivered.
+            if f.as_object().is_some_and(|o| !o.is_empty()) {
+                xaa.insert((t.to_string(), f.to_string()));
+            }
+        }
+    }
+    for u in users {
+        match emu.subscribe("demo", webhook_id, &u) {
+            Ok(()) => {}
+            Err(e) if format!("{e:?}").contains("Duplicate") => {}
+            Err(e) => panic!("subscribe {u}: {e:?}"),
+        }
+    }
+    let client = reqwest::Client::new();
+    for (t, f) in xaa {
+        let filter: Value = serde_json::from_str(&f).unwrap_or(Value::Null);
+        let r = client
+            .post(format!("{}/2/activity/subscriptions", emu.base_url()))
+            .bearer_auth("emulator-bearer")
+            .json(&serde_json::json!({"event_type": t, "filter": filter, "webhook_id": webhook_id}))
+            .send()
+            .await
+            .expect("create activity subscription");
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        assert!(
+            status.is_success() || text.contains("Duplicate"),
+            "activity subscription {t} {f}: {status} {text}"
+        );
+    }
+}
+
+/// Every fixture body of a format folder (`aaa`, `stream`, `xaa`).
+pub fn fixture_bodies(folder: &str) -> Vec<Value> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(fixtures_dir().join(folder))
+        .expect("fixtures")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| serde_json::from_slice(&std::fs::read(p).expect("read")).expect("fixture json"))
+        .collect()
+}
+
+/// Waits until the emulator has finished every delivery of the given emissions: each body
+/// has, for each webhook it targets, a final outcome (delivered or skipped, or failed after
+/// its last retry); bounded by `max`. Returns everything the emulator recorded.
+pub async fn wait_deliveries_settled(
+    emu: &EmulatorHandle,
+    emitted: &[x_emulator::Emitted],
+    max: Duration,
+) -> Vec<SentEvent> {
+    let deadline = tokio::time::Instant::now() + max;
+    let retries = emu.config().retry_waits_secs.len() as u32 + 1;
+    let targets: HashMap<u64, usize> = emitted.iter().map(|e| (e.seq, e.webhooks.len())).collect();
+    loop {
+        let sent = emu.sent_with_bodies();
+        let settled = sent.iter().all(|e| {
+            let want = targets.get(&e.seq).copied().unwrap_or(0);
+            let mut per_webhook: HashMap<&str, (bool, u32)> = HashMap::new();
+            for d in &e.deliveries {
+                let s = per_webhook.entry(d.webhook_id.as_str()).or_default();
+                s.0 |= d.outcome != AttemptOutcome::Failed;
+                s.1 = s.1.max(d.attempt);
+            }
+            per_webhook.len() >= want && per_webhook.values().all(|(done, n)| *done || *n >= retries)
+        });
+        if settled || tokio::time::Instant::now() > deadline {
+            return sent;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One message as a consumer saw it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// Topic, subject or routing key.
+    pub destination: String,
+    /// Kafka key (empty elsewhere).
+    pub key: String,
+    /// The broker-level dedup id: `ce_id` header, `Nats-Msg-Id`, AMQP `message_id`.
+    pub broker_id: String,
+    pub envelope: Value,
+}
+
+impl Received {
+    pub fn id(&self) -> &str {
+        self.envelope.get("id").and_then(Value::as_str).unwrap_or("")
+    }
+}
+
+/// Reads every message of a JetStream stream (from the start) until `expect` have arrived
+/// and then `quiet` passed without more, or `max` passed.
+pub async fn nats_read_all(stream: &str, expect: usize, quiet: Duration, max: Duration) -> Vec<Received> {
+    use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+    let client = async_nats::connect(relay_e2e::nats_url()).await.expect("nats");
+    let js = async_nats::jetstream::new(client);
+    let st = js.get_stream(stream).await.expect("stream exists");
+    let consumer = st
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .expect("consumer");
+    let mut messages = consumer.messages().await.expect("messages");
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + max;
+    loop {
+        let wait = if out.len() >= expect { quiet } else { deadline.saturating_duration_since(tokio::time::Instant::now()) };
+        match tokio::time::timeout(wait, messages.next()).await {
+            Ok(Some(Ok(m))) => {
+                // Parsed, so that the standard name matches its received representation.
+                let name: async_nats::header::HeaderName = "Nats-Msg-Id".parse().expect("name");
+                let id = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(name))
+                    .map(|v| v.as_str().to_string())
+                    .unwrap_or_default();
+                out.push(Received {
+                    destination: m.subject.to_string(),
+                    key: String::new(),
+                    broker_id: id,
+                    envelope: serde_json::from_slice(&m.payload).unwrap_or(Value::Null),
+                });
+            }
+            _ => return out,
+        }
+        if tokio::time::Instant::now() > deadline {
+            return out;
+        }
+    }
+}
+
+/// A RabbitMQ queue bound with `#` to `exchange` (declared durable topic, as the sink does).
+pub struct AmqpQueue {
+    channel: lapin::Channel,
+    _conn: lapin::Connection,
+    pub queue: String,
+}
+
+impl AmqpQueue {
+    pub async fn bind(exchange: &str) -> AmqpQueue {
+        use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+        let conn = lapin::Connection::connect(
+            &relay_e2e::amqp_url(),
+            lapin::ConnectionProperties::default(),
+        )
+        .await
+        .expect("amqp");
+        let channel = conn.create_channel().await.expect("channel");
+        channel
+            .exchange_declare(
+                exchange,
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("exchange");
+        let queue = format!("{exchange}.all");
+        channel
+            .queue_declare(&queue, QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .expect("queue");
+        channel
+            .queue_bind(&queue, exchange, "#", QueueBindOptions::default(), FieldTable::default())
+            .await
+            .expect("bind");
+        AmqpQueue {
+            channel,
+            _conn: conn,
+            queue,
+        }
+    }
+
+    /// Reads until `expect` have arrived and then `quiet` passed without more, or `max`.
+    pub async fn read_all(&self, expect: usize, quiet: Duration, max: Duration) -> Vec<Received> {
+        use lapin::options::BasicGetOptions;
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + max;
+        let mut idle_since = tokio::time::Instant::now();
+        loop {
+            let got = self
+                .channel
+                .basic_get(&self.queue, BasicGetOptions { no_ack: true })
+                .await
+                .expect("basic_get");
+            match got {
+                Some(m) => {
+                    idle_since = tokio::time::Instant::now();
+                    let d = &m.delivery;
+                    out.push(Received {
+                        destination: d.routing_key.to_string(),
+                        key: String::new(),
+                        broker_id: d
+                            .properties
+                            .message_id()
+                            .as_ref()
+                            .map(|s| s.to_string())
+                            .unwrap_or_default(),
+                        envelope: serde_json::from_slice(&d.data).unwrap_or(Value::Null),
+                    });
+                }
+                None => {
+                    let now = tokio::time::Instant::now();
+                    if (out.len() >= expect && now - idle_since > quiet) || now > deadline {
+                        return out;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Reads every message of the topics whose names start with `prefix`, from the beginning,
+/// until `expect` have arrived and then `quiet` passed without more, or `max`.
+pub fn kafka_read_all(bootstrap: &str, prefix: &str, expect: usize, quiet: Duration, max: Duration) -> Vec<Received> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::{Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("e2e-{}", relay_e2e::unique()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
+    let mut tpl = TopicPartitionList::new();
+    for t in md.topics().iter().filter(|t| t.name().starts_with(prefix)) {
+        for p in t.partitions() {
+            tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)
+                .expect("partition");
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let start = std::time::Instant::now();
+    let mut idle_since = std::time::Instant::now();
+    loop {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                idle_since = std::time::Instant::now();
+                let mut ce_id = String::new();
+                if let Some(h) = m.headers() {
+                    for hd in h.iter() {
+                        if hd.key == "ce_id" {
+                            ce_id = String::from_utf8_lossy(hd.value.unwrap_or_default()).into();
+                        }
+                    }
+                }
+                out.push(Received {
+                    destination: m.topic().to_string(),
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into(),
+                    broker_id: ce_id,
+                    envelope: serde_json::from_slice(m.payload().unwrap_or_default())
+                        .unwrap_or(Value::Null),
+                });
+            }
+            Some(Err(e)) => panic!("kafka consumer: {e}"),
+            None => {
+                if (out.len() >= expect && idle_since.elapsed() > quiet) || start.elapsed() > max {
+                    return out;
+                }
+            }
+        }
+    }
+}
+
+/// Asserts that `got` holds every expected envelope exactly once, each at
+/// `destination(envelope)`, with the broker id equal to the envelope id, and the body equal
+/// to the envelope (as normalized from what X sent: same id, type, subject and payload).
+pub fn assert_exactly_once(
+    broker: &str,
+    expected: &BTreeMap<String, Envelope>,
+    got: &[Received],
+    destination: impl Fn(&Envelope) -> String,
+) {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in got {
+        *counts.entry(r.id()).or_default() += 1;
+    }
+    let missing: Vec<&String> = expected.keys().filter(|id| !counts.contains_key(id.as_str())).collect();
+    let dupes: Vec<(&&str, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    let unexpected: Vec<&&str> = counts.keys().filter(|id| !expected.contains_key(**id)).collect();
+    assert!(missing.is_empty(), "{broker}: {} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(dupes.is_empty(), "{broker}: duplicates {:?}", &dupes[..dupes.len().min(5)]);
+    assert!(unexpected.is_empty(), "{broker}: unexpected ids {:?}", &unexpected[..unexpected.len().min(5)]);
+    for r in got {
+        let want = &expected[r.id()];
+        assert_eq!(r.destination, destination(want), "{broker}: destination of {}", want.id);
+        assert_eq!(r.broker_id, want.id, "{broker}: broker dedup id of {}", want.id);
+        assert_eq!(r.envelope["type"], want.event_type.as_str(), "{broker}: type of {}", want.id);
+        assert_eq!(r.envelope["subject"], want.subject.as_str(), "{broker}: subject of {}", want.id);
+        let payload: Value = serde_json::from_str(want.data.payload.get()).expect("payload");
+        assert_eq!(r.envelope["data"]["payload"], payload, "{broker}: payload of {}", want.id);
+    }
+}
