@@ -1,0 +1,133 @@
+//! The real binary with a broker sink that cannot be reached: the relay still starts and
+//! accepts deliveries into the spool, `/readyz` says which sink is not ready, the other
+//! sink still gets every event, and SIGTERM ends it within `shutdown_timeout` with exit 0.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_broker_does_not_stop_accepting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (webhook, admin, dead) = (free_port(), free_port(), free_port());
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+shutdown_timeout = "1s"
+[spool]
+dir = "{spool}"
+[admin]
+listen = "127.0.0.1:{admin}"
+[log]
+level = "warn"
+[dispatch]
+max_backoff = "200ms"
+[webhook]
+listen = "127.0.0.1:{webhook}"
+[[webhook.apps]]
+name = "t"
+consumer_secrets = ["s3cret"]
+[[sinks]]
+name = "files"
+type = "file"
+path = "{out}"
+[[sinks]]
+name = "nats"
+type = "nats"
+url = "nats://127.0.0.1:{dead}"
+connect_timeout = "500ms"
+"#,
+            spool = dir.path().join("spool").display(),
+            out = dir.path().join("out").display(),
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_activity-relay"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{admin}");
+    let give_up = Instant::now() + Duration::from_secs(60);
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "relay exited");
+        assert!(Instant::now() < give_up, "relay did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let body = br#"{"data":{"event_uuid":"u-1","filter":{"user_id":"1"},"event_type":"post.create","payload":{"id":"9","text":"unreachable-marker"}}}"#;
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(body);
+    let sig = format!(
+        "sha256={}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    );
+    let r = client
+        .post(format!("http://127.0.0.1:{webhook}/webhooks/t"))
+        .header("x-twitter-webhooks-signature", sig)
+        .body(&body[..])
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+
+    let r = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("sink nats not ready"), "{text}");
+    assert!(!text.contains("files"), "{text}");
+
+    // The file sink delivers; the NATS one keeps the record pending and counts failures.
+    loop {
+        let metrics = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let delivered = metrics.contains(r#"activity_relay_published_total{sink="files"} 1"#);
+        let failing = metrics.contains(
+            r#"activity_relay_publish_failures_total{reason="not_connected",sink="nats"}"#,
+        );
+        // (Pending counts follow the cursor commit, right after the broker confirmed.)
+        let files_done = metrics.contains(r#"activity_relay_pending_records{sink="files"} 0"#);
+        let nats_waiting = metrics.contains(r#"activity_relay_pending_records{sink="nats"} 1"#);
+        if delivered && failing && files_done && nats_waiting {
+            break;
+        }
+        assert!(Instant::now() < give_up, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}
