@@ -223,7 +223,7 @@ impl Default for EmulatorConfig {
             recrc_interval_secs: 3600.0,
             rate_limit: 10_000,
             max_in_flight_per_webhook: 32,
-            max_recorded_events: 100_000,
+            max_recorded_events: 50_000,
             replay_incomplete: false,
             stream: StreamConfig::default(),
             generator: None,

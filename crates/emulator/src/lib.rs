@@ -98,6 +98,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
         .merge(stream::router(Arc::clone(&shared)))
         .merge(admin::router(Arc::clone(&shared)))
         .fallback(|| async { ApiError::new(404, "NotFound", "Sorry, that page does not exist") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                405,
+                "MethodNotAllowed",
+                "This method is not allowed on this endpoint",
+            )
+        })
 }
 
 async fn recrc_loop(shared: Arc<Shared>) {

@@ -161,6 +161,9 @@ async fn webhooks_crud_crc_and_errors() {
     let (s, v) = json_of(c.get(format!("{base}/2/nothing")).send().await.unwrap()).await;
     assert_eq!(s, 404);
     assert_eq!(v["errors"][0]["code"], "NotFound");
+    let (s, v) = json_of(c.patch(format!("{base}/2/webhooks")).send().await.unwrap()).await;
+    assert_eq!(s, 405);
+    assert_eq!(v["errors"][0]["code"], "MethodNotAllowed");
     emu.shutdown().await;
 }
 
