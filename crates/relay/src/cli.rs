@@ -60,6 +60,11 @@ pub fn run(args: &RunArgs) -> ExitCode {
         tokio::spawn(async move {
             wait_for_signal().await;
             signals.cancel();
+            // A second signal ends the process at once: everything accepted is in the
+            // spool already, undelivered records are delivered after the next start.
+            wait_for_signal().await;
+            tracing::warn!("second signal: exiting without waiting for the dispatchers");
+            std::process::exit(130);
         });
         crate::run::run(cfg, shutdown).await
     });

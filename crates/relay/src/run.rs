@@ -65,6 +65,8 @@ pub fn check(cfg: &Config) -> Result<String, RunError> {
         cfg.dedup.max_entries
     ));
     lines.push(format!("admin: http://{}", cfg.admin.listen));
+    tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
+        .map_err(|e| RunError::Other(format!("[log] level {:?}: {e}", cfg.log.level)))?;
     if let Some(w) = &cfg.webhook {
         lines.push(check_webhook(w)?);
     }
