@@ -297,6 +297,28 @@ fn rfc(ms: u64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// After a generated revoke, the user authorizes the app again, so a long run keeps its
+/// subscriptions.
+fn resubscribe(st: &Shared, e: &Emitted) {
+    let Some(user) = e.for_user_id.as_deref() else {
+        return;
+    };
+    for wid in &e.unsubscribed {
+        let app = st
+            .db
+            .lock()
+            .webhooks
+            .iter()
+            .find(|w| &w.id == wid)
+            .map(|w| w.app.clone());
+        if let Some(app) = app {
+            if let Err(err) = st.subscribe(&app, wid, user) {
+                tracing::debug!(error = %err, "re-subscription after revoke");
+            }
+        }
+    }
+}
+
 fn probability(p: f64) -> f64 {
     if p.is_finite() {
         p.clamp(0.0, 1.0)
@@ -520,16 +542,19 @@ impl Gen {
                 },
             );
             let seq = e.seq;
+            resubscribe(st, &e);
             out.push(e);
             if self.rng.gen_bool(self.duplicate_rate) {
-                out.push(st.emit_value(
+                let d = st.emit_value(
                     b,
                     EmitOptions {
                         origin: Some("generator".into()),
                         duplicate_of: Some(seq),
                         ..EmitOptions::default()
                     },
-                ));
+                );
+                resubscribe(st, &d);
+                out.push(d);
             }
         }
         out

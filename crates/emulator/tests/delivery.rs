@@ -290,3 +290,66 @@ async fn dm_between_two_subscribed_users_is_delivered_once_per_user() {
     assert_ne!(for_dm[0].json["for_user_id"], for_dm[1].json["for_user_id"]);
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn revoke_is_delivered_then_the_subscription_removed() {
+    let (emu, rx, wid) = setup(EmulatorConfig::default()).await;
+    let revoke = serde_json::json!({"user_event": {"revoke": {
+        "date_time": "2026-01-01T00:00:00+00:00",
+        "target": {"app_id": "13090192"},
+        "source": {"user_id": "2244994945"},
+    }}});
+    let e = emu.emit(revoke);
+    assert_eq!(e.webhooks, vec![wid.clone()]);
+    assert_eq!(e.unsubscribed, vec![wid.clone()]);
+    assert!(emu.webhooks()[0].subscriptions.is_empty());
+    let posts = wait_for(10, || Some(rx.posts()).filter(|p| p.len() == 1)).await;
+    assert_eq!(
+        posts[0].json["user_event"]["revoke"]["source"]["user_id"],
+        "2244994945"
+    );
+    let e = emu
+        .emit_fixture(fixtures().join("aaa/follow.json"))
+        .unwrap();
+    assert!(e[0].webhooks.is_empty());
+
+    // The generator's users authorize the app again after a revoke.
+    emu.subscribe("demo", &wid, "2244994945").unwrap();
+    let cfg = GeneratorConfig {
+        mix: [("revoke".to_owned(), 1.0)].into(),
+        formats: [("aaa".to_owned(), 1.0)].into(),
+        target_users: vec!["2244994945".into()],
+        ..GeneratorConfig::default()
+    };
+    let emitted = emu.generate(&cfg, 3);
+    assert!(emitted.iter().all(|e| e.unsubscribed == vec![wid.clone()]));
+    assert_eq!(emu.webhooks()[0].subscriptions, vec!["2244994945"]);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn xaa_events_go_to_the_webhook_of_a_matching_activity_subscription() {
+    let (emu, rx, wid) = setup(EmulatorConfig::default()).await;
+    let r = client()
+        .post(format!("{}/2/activity/subscriptions", emu.base_url()))
+        .bearer_auth(BEARER)
+        .json(&serde_json::json!({"event_type": "profile.update.bio",
+            "filter": {"user_id": "1111111111111111111"}, "webhook_id": wid}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let e = emu
+        .emit_fixture(fixtures().join("xaa/profile.update.bio.json"))
+        .unwrap();
+    assert_eq!(e[0].webhooks, vec![wid.clone()]);
+    // Another type for that user, or that type for another user: not delivered.
+    let e = emu
+        .emit_fixture(fixtures().join("xaa/profile.update.geo.json"))
+        .unwrap();
+    assert!(e[0].webhooks.is_empty());
+    let posts = wait_for(10, || Some(rx.posts()).filter(|p| p.len() == 1)).await;
+    assert_eq!(posts[0].json["data"]["event_type"], "profile.update.bio");
+    assert!(posts[0].signature_valid);
+    emu.shutdown().await;
+}

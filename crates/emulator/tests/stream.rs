@@ -340,3 +340,31 @@ async fn configured_faults_apply_to_each_connection() {
     assert_eq!(conn.event().await["event_type"], "tweet_create_events");
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn start_and_end_time_replay_a_past_window_then_close() {
+    let emu = Emulator::start(cfg()).await.unwrap();
+    let now = chrono::Utc::now();
+    for (minutes, id) in [(60, "before"), (30, "inside"), (10, "after")] {
+        let mut e = fixture("stream/tweet_create.json");
+        e["tweet_create_events"][0]["id"] = json!(id);
+        emu.emit_at(e, now - chrono::Duration::minutes(minutes));
+    }
+    let fmt = |m: i64| {
+        (now - chrono::Duration::minutes(m)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let q = format!("?start_time={}&end_time={}", fmt(40), fmt(20));
+    let mut c = Conn::connect(&emu.base_url(), &q).await;
+    assert_eq!(c.event().await["tweet_create_events"][0]["id"], "inside");
+    // The window is over: the stream closes cleanly.
+    while let Some(l) = c.line().await.unwrap() {
+        assert!(l.is_empty(), "{l}");
+    }
+    wait_for(10, || {
+        (emu.connections()[0].end_reason.as_deref() == Some("end_time")).then_some(())
+    })
+    .await;
+    let r = Conn::open(&emu.base_url(), &format!("?start_time={}", fmt(60 * 25))).await;
+    assert_eq!(r.status(), 400);
+    emu.shutdown().await;
+}
