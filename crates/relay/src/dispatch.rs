@@ -157,7 +157,7 @@ impl Dispatcher {
                     if !sleep_or_abort(jitter(read_backoff), &abort).await {
                         return Ok(());
                     }
-                    read_backoff = (read_backoff * 2).min(self.cfg.max_backoff);
+                    read_backoff = read_backoff.saturating_mul(2).min(self.cfg.max_backoff);
                     continue;
                 }
             };
@@ -266,7 +266,7 @@ impl Dispatcher {
             if !sleep_or_abort(delay, abort).await {
                 return Err(Stop::Aborted);
             }
-            backoff = (backoff * 2).min(self.cfg.max_backoff);
+            backoff = backoff.saturating_mul(2).min(self.cfg.max_backoff);
         }
         backoff_gauge.set(0.0);
         Ok(batch.last().map_or(0, |m| m.offset + 1))
@@ -362,7 +362,7 @@ impl Dispatcher {
             if !sleep_or_abort(jitter(backoff), abort).await {
                 return Err(Stop::Aborted);
             }
-            backoff = (backoff * 2).min(self.cfg.max_backoff);
+            backoff = backoff.saturating_mul(2).min(self.cfg.max_backoff);
         }
     }
 
