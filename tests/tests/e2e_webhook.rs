@@ -118,11 +118,16 @@ async fn every_type_and_format_reaches_every_broker_exactly_once() {
             .send()
             .await
             .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
+        assert!(
+            r.status().is_success(),
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
     }
 
     // The fixtures as they are, then a generated mix of every kind in the webhook formats.
-    let mut emitted: Vec<x_emulator::Emitted> = bodies.iter().map(|b| emu.emit(b.clone())).collect();
+    let mut emitted: Vec<x_emulator::Emitted> =
+        bodies.iter().map(|b| emu.emit(b.clone())).collect();
     let mut gen = GeneratorConfig {
         cycle: true,
         duplicate_rate: 0.2,
@@ -149,22 +154,41 @@ async fn every_type_and_format_reaches_every_broker_exactly_once() {
         })
         .map(|e| e.seq)
         .collect();
-    assert!(failed.is_empty(), "deliveries never accepted: {failed:?}\n{}", relay.log());
+    assert!(
+        failed.is_empty(),
+        "deliveries never accepted: {failed:?}\n{}",
+        relay.log()
+    );
     // Every taxonomy type of the fixtures is in play, and X did send duplicates.
     let types: std::collections::BTreeSet<&str> =
         expected.values().map(|e| e.event_type.as_str()).collect();
-    for t in ["post.create", "post.repost.create", "like.create", "follow.unfollow", "dm.sent", "dm.read", "profile.update.bio", "chat.received"] {
+    for t in [
+        "post.create",
+        "post.repost.create",
+        "like.create",
+        "follow.unfollow",
+        "dm.sent",
+        "dm.read",
+        "profile.update.bio",
+        "chat.received",
+    ] {
         assert!(types.contains(t), "no {t} among {types:?}");
     }
     let delivered_bodies = sent
         .iter()
-        .filter(|e| e.deliveries.iter().any(|d| d.outcome == x_emulator::AttemptOutcome::Delivered))
+        .filter(|e| {
+            e.deliveries
+                .iter()
+                .any(|d| d.outcome == x_emulator::AttemptOutcome::Delivered)
+        })
         .count();
     let duplicates = relay.metric("activity_relay_duplicates_total", &[]).await;
     assert!(duplicates > 0.0, "X's duplicates were not seen as such");
 
     assert!(
-        relay.wait_drained(&["kafka", "nats", "rabbitmq"], Duration::from_secs(120)).await,
+        relay
+            .wait_drained(&["kafka", "nats", "rabbitmq"], Duration::from_secs(120))
+            .await,
         "sinks did not drain:\n{}",
         relay.log()
     );
@@ -172,10 +196,14 @@ async fn every_type_and_format_reaches_every_broker_exactly_once() {
     let max = Duration::from_secs(60);
 
     let got = nats_read_all(&format!("E2E_{u}"), expected.len(), quiet, max).await;
-    assert_exactly_once("nats", &expected, &got, |e| format!("e2e{u}.{}.{}", e.subject, e.event_type));
+    assert_exactly_once("nats", &expected, &got, |e| {
+        format!("e2e{u}.{}.{}", e.subject, e.event_type)
+    });
 
     let got = queue.read_all(expected.len(), quiet, max).await;
-    assert_exactly_once("rabbitmq", &expected, &got, |e| format!("{}.{}", e.subject, e.event_type));
+    assert_exactly_once("rabbitmq", &expected, &got, |e| {
+        format!("{}.{}", e.subject, e.event_type)
+    });
 
     let prefix = format!("e2e{u}.");
     let got = tokio::task::spawn_blocking({
@@ -184,7 +212,9 @@ async fn every_type_and_format_reaches_every_broker_exactly_once() {
     })
     .await
     .unwrap();
-    assert_exactly_once("kafka", &expected, &got, |e| format!("e2e{u}.{}", e.event_type));
+    assert_exactly_once("kafka", &expected, &got, |e| {
+        format!("e2e{u}.{}", e.event_type)
+    });
     for r in &got {
         assert_eq!(r.key, expected[r.id()].subject, "kafka key is the subject");
     }

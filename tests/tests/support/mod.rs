@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use relay_envelope::{Context, Envelope, IngressKind};
 use serde_json::Value;
-use x_emulator::{AttemptOutcome, EmulatorHandle, Format, SentEvent};
+use x_emulator::{AttemptOutcome, EmulatorHandle, SentEvent};
 
 /// The `activity-relay` binary that `cargo test` built next to this test executable.
 pub fn relay_bin() -> PathBuf {
@@ -41,7 +41,10 @@ pub fn free_port() -> u16 {
 
 /// The shared fixtures folder.
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/fixtures"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/fixtures"
+    ))
 }
 
 /// A running relay process with its config and data in a temporary directory.
@@ -94,7 +97,11 @@ impl Relay {
         self.child = Some(child);
         let url = format!("http://{}/healthz", self.admin);
         for _ in 0..600 {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("activity-relay exited at start ({status}):\n{}", self.log());
             }
             if let Ok(r) = reqwest::get(&url).await {
@@ -320,7 +327,8 @@ pub async fn wait_deliveries_settled(
                 s.0 |= d.outcome != AttemptOutcome::Failed;
                 s.1 = s.1.max(d.attempt);
             }
-            per_webhook.len() >= want && per_webhook.values().all(|(done, n)| *done || *n >= retries)
+            per_webhook.len() >= want
+                && per_webhook.values().all(|(done, n)| *done || *n >= retries)
         });
         if settled || tokio::time::Instant::now() > deadline {
             return sent;
@@ -343,15 +351,25 @@ pub struct Received {
 
 impl Received {
     pub fn id(&self) -> &str {
-        self.envelope.get("id").and_then(Value::as_str).unwrap_or("")
+        self.envelope
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or("")
     }
 }
 
 /// Reads every message of a JetStream stream (from the start) until `expect` have arrived
 /// and then `quiet` passed without more, or `max` passed.
-pub async fn nats_read_all(stream: &str, expect: usize, quiet: Duration, max: Duration) -> Vec<Received> {
+pub async fn nats_read_all(
+    stream: &str,
+    expect: usize,
+    quiet: Duration,
+    max: Duration,
+) -> Vec<Received> {
     use async_nats::jetstream::consumer::{pull, DeliverPolicy};
-    let client = async_nats::connect(relay_e2e::nats_url()).await.expect("nats");
+    let client = async_nats::connect(relay_e2e::nats_url())
+        .await
+        .expect("nats");
     let js = async_nats::jetstream::new(client);
     let st = js.get_stream(stream).await.expect("stream exists");
     let consumer = st
@@ -366,7 +384,11 @@ pub async fn nats_read_all(stream: &str, expect: usize, quiet: Duration, max: Du
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + max;
     loop {
-        let wait = if out.len() >= expect { quiet } else { deadline.saturating_duration_since(tokio::time::Instant::now()) };
+        let wait = if out.len() >= expect {
+            quiet
+        } else {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        };
         match tokio::time::timeout(wait, messages.next()).await {
             Ok(Some(Ok(m))) => {
                 // Parsed, so that the standard name matches its received representation.
@@ -424,11 +446,21 @@ impl AmqpQueue {
             .expect("exchange");
         let queue = format!("{exchange}.all");
         channel
-            .queue_declare(&queue, QueueDeclareOptions::default(), FieldTable::default())
+            .queue_declare(
+                &queue,
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .expect("queue");
         channel
-            .queue_bind(&queue, exchange, "#", QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                &queue,
+                exchange,
+                "#",
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .expect("bind");
         AmqpQueue {
@@ -480,7 +512,13 @@ impl AmqpQueue {
 
 /// Reads every message of the topics whose names start with `prefix`, from the beginning,
 /// until `expect` have arrived and then `quiet` passed without more, or `max`.
-pub fn kafka_read_all(bootstrap: &str, prefix: &str, expect: usize, quiet: Duration, max: Duration) -> Vec<Received> {
+pub fn kafka_read_all(
+    bootstrap: &str,
+    prefix: &str,
+    expect: usize,
+    quiet: Duration,
+    max: Duration,
+) -> Vec<Received> {
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::{Headers, Message};
@@ -549,19 +587,61 @@ pub fn assert_exactly_once(
     for r in got {
         *counts.entry(r.id()).or_default() += 1;
     }
-    let missing: Vec<&String> = expected.keys().filter(|id| !counts.contains_key(id.as_str())).collect();
+    let missing: Vec<&String> = expected
+        .keys()
+        .filter(|id| !counts.contains_key(id.as_str()))
+        .collect();
     let dupes: Vec<(&&str, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    let unexpected: Vec<&&str> = counts.keys().filter(|id| !expected.contains_key(**id)).collect();
-    assert!(missing.is_empty(), "{broker}: {} missing, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
-    assert!(dupes.is_empty(), "{broker}: duplicates {:?}", &dupes[..dupes.len().min(5)]);
-    assert!(unexpected.is_empty(), "{broker}: unexpected ids {:?}", &unexpected[..unexpected.len().min(5)]);
+    let unexpected: Vec<&&str> = counts
+        .keys()
+        .filter(|id| !expected.contains_key(**id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{broker}: {} missing, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        dupes.is_empty(),
+        "{broker}: duplicates {:?}",
+        &dupes[..dupes.len().min(5)]
+    );
+    assert!(
+        unexpected.is_empty(),
+        "{broker}: unexpected ids {:?}",
+        &unexpected[..unexpected.len().min(5)]
+    );
     for r in got {
         let want = &expected[r.id()];
-        assert_eq!(r.destination, destination(want), "{broker}: destination of {}", want.id);
-        assert_eq!(r.broker_id, want.id, "{broker}: broker dedup id of {}", want.id);
-        assert_eq!(r.envelope["type"], want.event_type.as_str(), "{broker}: type of {}", want.id);
-        assert_eq!(r.envelope["subject"], want.subject.as_str(), "{broker}: subject of {}", want.id);
+        assert_eq!(
+            r.destination,
+            destination(want),
+            "{broker}: destination of {}",
+            want.id
+        );
+        assert_eq!(
+            r.broker_id, want.id,
+            "{broker}: broker dedup id of {}",
+            want.id
+        );
+        assert_eq!(
+            r.envelope["type"],
+            want.event_type.as_str(),
+            "{broker}: type of {}",
+            want.id
+        );
+        assert_eq!(
+            r.envelope["subject"],
+            want.subject.as_str(),
+            "{broker}: subject of {}",
+            want.id
+        );
         let payload: Value = serde_json::from_str(want.data.payload.get()).expect("payload");
-        assert_eq!(r.envelope["data"]["payload"], payload, "{broker}: payload of {}", want.id);
+        assert_eq!(
+            r.envelope["data"]["payload"], payload,
+            "{broker}: payload of {}",
+            want.id
+        );
     }
 }
