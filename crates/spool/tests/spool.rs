@@ -715,3 +715,53 @@ async fn corrupt_header_of_last_segment_is_set_aside() {
     let r = spool.append(vec![rec("next", 400)]).await.unwrap();
     assert_eq!(r.first_offset, last_base);
 }
+
+#[tokio::test]
+async fn damaged_cursor_file_restarts_sinks_at_oldest_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1 << 30, 2048, &["a", "b"]);
+    let spool = Spool::open(cfg.clone()).await.unwrap();
+    fill(&spool, 12, 1, 400).await;
+    spool.commit("a", 9).await.unwrap();
+    spool.commit("b", 5).await.unwrap();
+    let first = spool.stats().first_offset;
+    assert!(first > 0);
+    spool.close().await;
+    drop(spool);
+    let cursors = dir.path().join("cursors");
+    let mut bytes = std::fs::read(&cursors).unwrap();
+    bytes[10] ^= 0xff;
+    std::fs::write(&cursors, bytes).unwrap();
+
+    // Duplicates, never loss: both sinks go back to the oldest retained record.
+    let spool = Spool::open(cfg).await.unwrap();
+    assert_eq!(spool.cursor("a").unwrap(), first);
+    assert_eq!(spool.cursor("b").unwrap(), first);
+    assert_eq!(spool.stats().next_offset, 12);
+}
+
+#[tokio::test]
+async fn commit_beyond_end_is_clamped() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(config(dir.path(), 1 << 30, 1 << 20, &["a"]))
+        .await
+        .unwrap();
+    fill(&spool, 3, 1, 10).await;
+    spool.commit("a", 1000).await.unwrap();
+    assert_eq!(spool.cursor("a").unwrap(), 3);
+    // The next append is still delivered to "a".
+    let r = spool.append(vec![rec("n", 10)]).await.unwrap();
+    assert_eq!(r.first_offset, 3);
+    assert_eq!(spool.stats().sinks[0].pending_records, 1);
+}
+
+#[tokio::test]
+async fn invalid_config_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    for (max, seg) in [(1 << 20, 10), (1000, 4096)] {
+        assert!(matches!(
+            Spool::open(config(dir.path(), max, seg, &["a"])).await,
+            Err(SpoolError::Io { .. })
+        ));
+    }
+}
