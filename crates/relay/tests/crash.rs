@@ -246,6 +246,22 @@ async fn sigkill_mid_traffic_loses_no_acknowledged_event() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // X re-sends deliveries it already got a 200 for (retries, replays): after the restart
+    // they are still recognized (dedup journal + spool) and spooled no more.
+    let mut resent: Vec<usize> = acked.iter().copied().collect();
+    resent.sort_unstable();
+    resent.truncate(50);
+    for n in &resent {
+        let b = body(*n);
+        let r = client
+            .post(&relay.webhook)
+            .header("x-twitter-webhooks-signature", sign(&b))
+            .body(b)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
     let metrics = client
         .get(format!("{}/metrics", relay.admin))
         .send()
@@ -259,6 +275,16 @@ async fn sigkill_mid_traffic_loses_no_acknowledged_event() {
         "{metrics}"
     );
     assert!(metrics.contains(r#"activity_relay_published_total{sink="out"}"#));
+    let dups: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("activity_relay_duplicates_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        dups,
+        resent.len() as f64,
+        "re-sent deliveries counted as duplicates"
+    );
     let health = client
         .get(format!("{}/healthz", relay.admin))
         .send()
