@@ -121,6 +121,7 @@ async fn dashboard_and_alerts_use_only_metrics_the_relay_exports() {
         .parse()
         .unwrap();
     let proxy = relay_e2e::TcpProxy::start(upstream).await;
+    let nats = format!("nats://{}", proxy.addr());
     let config = format!(
         r#"
 [spool]
@@ -163,7 +164,7 @@ name = "E2E_{u}"
 subjects = ["e2e{u}.>"]
 "#,
         emu.base_url(),
-        format!("nats://{}", proxy.addr())
+        nats
     );
     let relay = Relay::start(tmp.path(), &config).await;
     let url = relay.webhook_url("demo");
