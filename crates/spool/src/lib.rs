@@ -393,7 +393,7 @@ impl Spool {
             if let Some(front) = st.tail.front() {
                 if from >= front.offset {
                     let skip = (from - front.offset) as usize;
-                    return Ok(st.tail.iter().skip(skip).take(max).cloned().collect());
+                    return Ok(st.tail.range(skip..).take(max).cloned().collect());
                 }
             }
         }

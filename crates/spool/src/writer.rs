@@ -350,6 +350,10 @@ impl Writer {
                 let _ = reply.send(Err(err));
                 continue;
             }
+            if self.buf.capacity() > 16 << 20 {
+                // Do not keep a huge batch's buffer around.
+                self.buf = Vec::new();
+            }
             let receipt = AppendReceipt {
                 first_offset: self.next_offset,
                 last_offset: self.next_offset + n as u64 - 1,
