@@ -557,6 +557,36 @@ mod tests {
     }
 
     #[test]
+    fn defaults() {
+        let text = r#"
+[spool]
+dir = "/s"
+[admin]
+listen = "127.0.0.1:9"
+[[sinks]]
+name = "a"
+type = "file"
+path = "-"
+"#;
+        let c = Config::parse_with(text, Path::new("t.toml"), &env).unwrap();
+        assert_eq!(c.spool.max_bytes, 1 << 30);
+        assert_eq!(c.spool.segment_bytes, 64 << 20);
+        assert_eq!(c.dedup.window, Duration::from_secs(3600));
+        assert_eq!(c.dedup.max_entries, 1_000_000);
+        assert_eq!(c.dispatch.max_attempts, None);
+        assert_eq!(c.dispatch.batch_size, 256);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(25));
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert!(c.webhook.is_none() && c.streams.is_empty());
+        assert_eq!(c.sinks.len(), 1);
+        assert_eq!(c.sinks[0].kind.type_name(), "file");
+
+        let bad = text.replace("[[sinks]]", "[dispatch]\nmax_attempts = 0\n[[sinks]]");
+        let e = Config::parse_with(&bad, Path::new("t.toml"), &env).unwrap_err();
+        assert!(e.to_string().contains("max_attempts"), "{e}");
+    }
+
+    #[test]
     fn expansion() {
         let e = |s: &str| expand_str(s, "k", &env);
         assert_eq!(e("a${SET}b").unwrap(), "avalueb");

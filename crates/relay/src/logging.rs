@@ -22,7 +22,9 @@ pub fn init(cfg: &LogConfig) -> Result<(), String> {
             .flatten_event(true)
             .with_current_span(false)
             .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Pretty => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
     };
     result.map_err(|e| format!("cannot install the log subscriber: {e}"))
 }
