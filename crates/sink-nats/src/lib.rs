@@ -391,15 +391,18 @@ impl NatsSink {
         headers.insert(NATS_MESSAGE_ID, message.id());
         headers.insert("Content-Type", encoded.content_type);
         for (k, v) in encoded.headers {
-            headers.insert(k.as_str(), v);
+            headers.insert(k, v);
         }
         (self.subject_for(message), headers, encoded.body)
     }
 
-    async fn send(&self, message: &Message) -> Result<(String, PublishAckFuture), PublishError> {
+    async fn send(
+        &self,
+        message: &Message,
+        max_payload: usize,
+    ) -> Result<(String, PublishAckFuture), PublishError> {
         let (subject, headers, body) = self.build(message);
         let size = body.len() + headers_len(&headers);
-        let max_payload = self.client.server_info().max_payload;
         if max_payload > 0 && size > max_payload {
             return Err(PublishError::Permanent {
                 reason: "too_large",
@@ -631,6 +634,8 @@ impl Sink for NatsSink {
                 .collect();
         }
         results.resize_with(batch.len(), || Ok(()));
+        // Once per batch: server_info() clones the whole INFO.
+        let max_payload = self.client.server_info().max_payload;
         // Send in batch order; await acks concurrently, at most max_in_flight pending.
         let mut pending = FuturesOrdered::new();
         for (i, message) in batch.iter().enumerate() {
@@ -639,7 +644,7 @@ impl Sink for NatsSink {
                     results[j] = r;
                 }
             }
-            match self.send(message).await {
+            match self.send(message, max_payload).await {
                 Ok((subject, ack)) => {
                     pending.push_back(async move {
                         let r = ack.await.map(|_| ()).map_err(|e| {
