@@ -527,7 +527,6 @@ impl Shared {
                 ),
             ));
         }
-        self.check_new_webhook(app, url)?;
         let w = Webhook {
             id: self.ids.next_str(),
             app: app.to_owned(),
@@ -537,13 +536,28 @@ impl Shared {
             subscriptions: Vec::new(),
             crc_checks: vec![check],
         };
-        self.db.lock().webhooks.push(w.clone());
+        {
+            // Checked again under the same lock as the insert: a concurrent registration
+            // of the same URL may have won while the CRC ran.
+            let mut db = self.db.lock();
+            Self::check_new_webhook_in(&db, self.cfg.max_webhooks, app, url)?;
+            db.webhooks.push(w.clone());
+        }
         tracing::info!(webhook_id = w.id, url, app, "webhook registered");
         Ok(w)
     }
 
     fn check_new_webhook(&self, app: &str, url: &str) -> Result<(), ApiError> {
         let db = self.db.lock();
+        Self::check_new_webhook_in(&db, self.cfg.max_webhooks, app, url)
+    }
+
+    fn check_new_webhook_in(
+        db: &Db,
+        max_webhooks: usize,
+        app: &str,
+        url: &str,
+    ) -> Result<(), ApiError> {
         if db.webhooks.iter().any(|w| w.app == app && w.url == url) {
             return Err(ApiError::bad(
                 "DuplicateUrlFailed",
@@ -551,12 +565,12 @@ impl Shared {
             ));
         }
         let n = db.webhooks.iter().filter(|w| w.app == app).count();
-        if n >= self.cfg.max_webhooks {
+        if n >= max_webhooks {
             return Err(ApiError::bad(
                 "WebhookLimitExceeded",
                 format!(
                     "this app already has {n} webhook(s); the limit is {}",
-                    self.cfg.max_webhooks
+                    max_webhooks
                 ),
             ));
         }
