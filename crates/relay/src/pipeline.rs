@@ -21,13 +21,17 @@ use relay_spool::{NewRecord, RecordKind, Spool, SpoolError, SpoolStats};
 use crate::dedup::{hash_id, Dedup};
 use crate::metrics::{now_ms, PipelineMetrics};
 
+/// How long an append error keeps `/readyz` at 503 (unless an append succeeds first).
+pub const ERROR_HOLD: Duration = Duration::from_secs(30);
+
 /// Whether the spool takes appends, as last seen by the pipeline (for `/readyz`).
 #[derive(Debug)]
 pub struct SpoolHealth {
     /// Bytes used when an append was last refused as full; `u64::MAX` when not full.
     full_at: AtomicU64,
-    /// The last append error other than "full", until an append succeeds.
-    error: Mutex<Option<String>>,
+    /// The last append error other than "full" and when it happened, until an append
+    /// succeeds.
+    error: Mutex<Option<(String, std::time::Instant)>>,
 }
 
 impl Default for SpoolHealth {
@@ -50,15 +54,17 @@ impl SpoolHealth {
     }
 
     fn failed(&self, reason: String) {
-        *self.error.lock() = Some(reason);
+        *self.error.lock() = Some((reason, std::time::Instant::now()));
     }
 
-    /// `Err(reason)` when the spool cannot take appends: it failed (until an append
-    /// succeeds), it is at its bound, or it refused an append as full and nothing was
-    /// freed since.
+    /// `Err(reason)` when the spool cannot take appends: an append failed within the last
+    /// [`ERROR_HOLD`] (after that, traffic is let in again to find out), it is at its
+    /// bound, or it refused an append as full and nothing was freed since.
     pub fn check(&self, stats: &SpoolStats) -> Result<(), String> {
-        if let Some(e) = self.error.lock().as_ref() {
-            return Err(format!("spool not writable: {e}"));
+        if let Some((e, at)) = self.error.lock().as_ref() {
+            if at.elapsed() < ERROR_HOLD {
+                return Err(format!("spool not writable: {e}"));
+            }
         }
         let full_at = self.full_at.load(Ordering::Acquire);
         if stats.bytes >= stats.max_bytes || (full_at != u64::MAX && stats.bytes >= full_at) {
