@@ -182,8 +182,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
 
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        admin = ?admin_addr,
-        webhook = ?webhook_addr,
+        admin = %admin_addr.map(|a| a.to_string()).unwrap_or_default(),
+        webhook = %webhook_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".to_string()),
         streams = cfg.streams.len(),
         sinks = ?cfg.sinks.iter().map(|s| format!("{}:{}", s.name, s.kind.type_name())).collect::<Vec<_>>(),
         spool = %cfg.spool.dir.display(),
