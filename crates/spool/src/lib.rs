@@ -20,8 +20,11 @@
 //! The spool directory holds:
 //! - `<base offset, 20 digits>.seg`: segment files. A segment starts with a 20-byte header
 //!   (magic, base offset, CRC-32) followed by record frames; see [`record`] for the framing.
-//!   The record at byte position *n* of the frames is at logical offset `base + n`; each
-//!   record's CRC covers its logical offset, length and body. The last segment is always
+//!   The *n*-th record of a segment (from 0) has logical offset `base + n`; each record's
+//!   CRC covers its logical offset, length and body. A batch never spans segments: a new
+//!   segment is started when the next batch would push the current one past
+//!   `segment_bytes` (so a segment exceeds it only when one batch alone does). The last
+//!   segment is always
 //!   kept, even when every sink has passed it (an empty one is started first), so its name
 //!   preserves the next offset across restarts: offsets are never reused.
 //! - `cursors`: every configured sink's cursor, replaced atomically (temporary file, fsync,
@@ -31,11 +34,22 @@
 //!
 //! A dedicated writer thread drains all queued batches, writes each one (a batch never spans
 //! segments), calls `fdatasync` once for the group (plus the directory when a segment was
-//! created) and only then publishes the records to readers and answers the appenders. The
+//! created) and only then publishes the records to readers and answers the appenders; a
+//! segment is fsynced before its successor is created, so only the last segment can ever
+//! hold a torn write. Readers never see a record before it is durable. The
 //! last record of each batch carries a batch-end flag; recovery cuts the last segment back to
 //! the end of the last complete batch, so a batch is all or nothing even across a crash.
 //! After a failed fsync the writer refuses all further appends until the spool is reopened
 //! (after a failed fsync the page cache can no longer be trusted).
+//!
+//! # Space
+//!
+//! `max_bytes` bounds the sum of the segment files' sizes: an append that would exceed it
+//! fails with [`SpoolError::Full`] and nothing old is ever dropped to make room. Segments
+//! are deleted once every configured sink's durable cursor has passed them; a fully
+//! delivered last segment is rolled away once it holds a quarter of `segment_bytes` (or
+//! immediately when an append finds the spool full, and at open). With no sinks configured
+//! nothing is ever deleted. `open` requires `max_bytes >= segment_bytes`.
 //!
 //! # Recovery policy
 //!
