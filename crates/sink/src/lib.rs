@@ -1,8 +1,12 @@
-//! `relay-sink`: what every broker sink shares. (API contract; filled in under issue 3.)
+//! `relay-sink`: what every broker sink shares.
 //!
 //! * [`Sink`]: async batch publish with a confirmation per record.
-//! * [`Template`]: routing templates such as `x.activity.{type}`.
-//! * [`encode`]: the CloudEvents structured and binary wire modes.
+//! * [`Template`]: routing templates such as `x.activity.{type}` (`{type}` `{subject}`
+//!   `{actorid}` `{targetid}` `{objectid}` `{ingress}` `{source}`; a missing attribute
+//!   renders as `_`).
+//! * [`encode`] with [`WireMode`] and [`HeaderStyle`]: the CloudEvents structured and
+//!   binary wire modes, headers named per the Kafka (`ce_`), NATS (`ce-`) and AMQP
+//!   (`cloudEvents_`) bindings; dead letters as their JSON.
 //! * [`file::FileSink`]: the embedded default sink (NDJSON files, or stdout).
 
 use bytes::Bytes;
