@@ -337,7 +337,10 @@ pub(crate) fn gc(shared: &Shared) {
             }
         }
     }
-    shared.state.lock().bytes -= freed;
+    {
+        let mut st = shared.state.lock();
+        st.bytes = st.bytes.saturating_sub(freed);
+    }
     if let Err(e) = cursors::sync_dir(&shared.config.dir) {
         tracing::warn!(error = %e, "could not fsync the spool directory after deleting segments");
     }
