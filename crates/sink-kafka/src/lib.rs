@@ -964,7 +964,6 @@ impl Sink for KafkaSink {
         .await;
 
         let mut failed = 0usize;
-        let mut fatal = false;
         for (r, topic) in reports.iter().zip(&topics) {
             match r {
                 Ok(()) => {}
@@ -977,7 +976,6 @@ impl Sink for KafkaSink {
                         "unknown_topic" | "unauthorized" => {
                             lock(&inner.known_topics).remove(topic);
                         }
-                        "producer_fatal" => fatal = true,
                         _ => {}
                     }
                 }
@@ -996,7 +994,8 @@ impl Sink for KafkaSink {
                 "kafka: records not confirmed"
             );
         }
-        if fatal {
+        if failed > 0 {
+            // Whatever the records' own errors, the producer may now be unusable.
             inner.replace_fatal_producer();
         }
         reports

@@ -197,3 +197,32 @@ async fn too_large_is_permanent_and_does_not_hold_up_the_rest() {
     assert_eq!(ids.len(), 3);
     assert!(!ids.contains_key(msgs[1].id()));
 }
+
+#[tokio::test]
+async fn a_producer_hit_by_a_fatal_error_is_replaced() {
+    let mut s = setup();
+    // With the gapless guarantee, a record that fails after being sent makes the
+    // idempotent producer fatally failed: it refuses everything from then on.
+    s.cfg
+        .properties
+        .insert("enable.gapless.guarantee".into(), "true".into());
+    let sink = KafkaSink::connect("mock", &s.cfg).await.unwrap();
+    s.cluster.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
+    );
+    let msgs = batch(0, 2);
+    let r = sink.publish(&msgs).await;
+    assert!(
+        r.iter()
+            .all(|r| matches!(r, Err(PublishError::Retryable { .. }))),
+        "{r:?}"
+    );
+    // The sink replaced the failed producer: the retry goes through.
+    let r = sink.publish(&msgs).await;
+    assert!(r.iter().all(Result::is_ok), "{r:?}");
+    let ids = consumed_ids(&s).await;
+    for m in &msgs {
+        assert_eq!(ids.get(m.id()), Some(&1), "{}", m.id());
+    }
+}
