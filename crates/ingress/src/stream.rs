@@ -67,6 +67,12 @@ pub struct StreamConfig {
     /// The reconnect schedule; defaults are X's rules.
     #[serde(default)]
     pub backoff: BackoffConfig,
+    /// Not a TOML field: set by the relay at start from its liveness record, the time up
+    /// to which this stream's events were accepted before the relay stopped. Until the
+    /// first chunk is received, connections ask X for the gap since then
+    /// ([`initial_resume`]: `backfill_minutes` up to 5 minutes, `start_time` up to 24 h).
+    #[serde(skip)]
+    pub resume_from: Option<SystemTime>,
 }
 
 fn default_name() -> String {
@@ -113,6 +119,7 @@ impl StreamConfig {
             healthy_after: default_healthy_after(),
             unavailable_retry: default_unavailable_retry(),
             backoff: BackoffConfig::default(),
+            resume_from: None,
         }
     }
 }
@@ -132,6 +139,7 @@ impl fmt::Debug for StreamConfig {
             .field("healthy_after", &self.healthy_after)
             .field("unavailable_retry", &self.unavailable_retry)
             .field("backoff", &self.backoff)
+            .field("resume_from", &self.resume_from)
             .finish()
     }
 }
@@ -229,6 +237,47 @@ fn unix_now_f64() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// What the first connection after a restart asks X for, by the length of the gap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resume {
+    /// Gap of at most 5 minutes: `backfill_minutes` (rounded up).
+    Backfill(u64),
+    /// Gap of at most 24 h: `start_time` (RFC 3339, whole seconds, rounded down) = the
+    /// time of the last accepted event.
+    StartTime(String),
+    /// Longer than 24 h: `start_time` of 24 h ago minus a minute of margin; the rest is
+    /// lost.
+    TooOld(String),
+}
+
+/// X serves `start_time` at most this far back.
+pub const MAX_START_TIME_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Decides the first connection's parameters for a gap of `gap` ending `now`.
+pub fn initial_resume(gap: Duration, now: SystemTime) -> Resume {
+    if let Some(n) = backfill_minutes(gap) {
+        return Resume::Backfill(n);
+    }
+    let rfc3339 = |t: SystemTime| {
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        chrono::DateTime::<chrono::Utc>::from_timestamp(i64::try_from(secs).unwrap_or(0), 0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    if gap <= MAX_START_TIME_AGE {
+        let from = now.checked_sub(gap).unwrap_or(UNIX_EPOCH);
+        Resume::StartTime(rfc3339(from))
+    } else {
+        let from = now
+            .checked_sub(MAX_START_TIME_AGE - Duration::from_secs(60))
+            .unwrap_or(UNIX_EPOCH);
+        Resume::TooOld(rfc3339(from))
+    }
 }
 
 /// How one connection ended.
@@ -330,7 +379,25 @@ impl Runner {
             .bearer_auth(&cfg.bearer_token)
             .header(USER_AGENT, &cfg.user_agent)
             .header(ACCEPT, "application/json");
-        if let Some(caught_up) = self.caught_up_at.filter(|_| cfg.backfill) {
+        if let (None, Some(from), true) = (self.caught_up_at, cfg.resume_from, cfg.backfill) {
+            // First connection after a restart: ask for what was missed while down.
+            let now = SystemTime::now();
+            let gap = now.duration_since(from).unwrap_or(Duration::ZERO);
+            match initial_resume(gap, now) {
+                Resume::Backfill(n) => {
+                    tracing::info!(stream = %cfg.name, gap_secs = gap.as_secs(), backfill_minutes = n, "activity stream: asking for the gap since the last run");
+                    req = req.query(&[("backfill_minutes", n)]);
+                }
+                Resume::StartTime(t) => {
+                    tracing::info!(stream = %cfg.name, gap_secs = gap.as_secs(), start_time = %t, "activity stream: asking for the gap since the last run");
+                    req = req.query(&[("start_time", t)]);
+                }
+                Resume::TooOld(t) => {
+                    tracing::warn!(stream = %cfg.name, gap_secs = gap.as_secs(), start_time = %t, "activity stream gap longer than 24 h: only its last 24 h can be asked for; the rest is lost");
+                    req = req.query(&[("start_time", t)]);
+                }
+            }
+        } else if let Some(caught_up) = self.caught_up_at.filter(|_| cfg.backfill) {
             let gap = caught_up.elapsed();
             match backfill_minutes(gap) {
                 Some(n) => req = req.query(&[("backfill_minutes", n)]),
@@ -560,6 +627,99 @@ mod tests {
         let data = br#"{"data":{"event_type":"post.create"},"errors":[{"title":"disconnect"}]}"#;
         assert!(in_stream_error(data).is_none());
         assert!(in_stream_error(b"not json disconnect").is_none());
+    }
+
+    #[test]
+    fn initial_resume_by_gap_length() {
+        let s = Duration::from_secs;
+        let now = UNIX_EPOCH + s(1_795_000_000); // 2026-11-18T…
+        assert_eq!(initial_resume(s(30), now), Resume::Backfill(1));
+        assert_eq!(initial_resume(s(241), now), Resume::Backfill(5));
+        assert_eq!(initial_resume(s(300), now), Resume::Backfill(5));
+        let two_h = initial_resume(s(7200), now);
+        let want = chrono::DateTime::<chrono::Utc>::from_timestamp(1_795_000_000 - 7200, 0)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        assert_eq!(two_h, Resume::StartTime(want));
+        assert!(matches!(initial_resume(s(301), now), Resume::StartTime(_)));
+        assert!(matches!(
+            initial_resume(s(86_400), now),
+            Resume::StartTime(_)
+        ));
+        let old = chrono::DateTime::<chrono::Utc>::from_timestamp(1_795_000_000 - 86_400 + 60, 0)
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        assert_eq!(initial_resume(s(86_401), now), Resume::TooOld(old));
+    }
+
+    /// The first connection after a restart asks for the recorded gap; later reconnects use
+    /// their own gap.
+    #[tokio::test]
+    async fn first_connection_resumes_from_the_recorded_time() {
+        use parking_lot::Mutex;
+        struct Sink;
+        #[async_trait::async_trait]
+        impl Pipeline for Sink {
+            async fn accept(
+                &self,
+                _body: Bytes,
+                _ctx: Context,
+            ) -> Result<crate::AcceptReport, AcceptError> {
+                Ok(crate::AcceptReport::default())
+            }
+        }
+        let queries: Arc<Mutex<Vec<String>>> = Arc::default();
+        let q = queries.clone();
+        let app = axum::Router::new().route(
+            "/2/activity/stream",
+            axum::routing::get(
+                move |axum::extract::RawQuery(raw): axum::extract::RawQuery| {
+                    let q = q.clone();
+                    async move {
+                        q.lock().push(raw.unwrap_or_default());
+                        // One line, then the connection ends: the client reconnects.
+                        "{\"n\":1}\n"
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let run_case = |gap: Duration| {
+            let queries = queries.clone();
+            async move {
+                queries.lock().clear();
+                let mut cfg = StreamConfig::new("t");
+                cfg.url = format!("http://{addr}/2/activity/stream");
+                cfg.resume_from = Some(SystemTime::now() - gap);
+                let stop = CancellationToken::new();
+                let task = tokio::spawn({
+                    let stop = stop.clone();
+                    async move { run(cfg, Arc::new(Sink), &prometheus::Registry::new(), stop).await }
+                });
+                while queries.lock().len() < 2 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                stop.cancel();
+                task.await.unwrap().unwrap();
+                let got = queries.lock().clone();
+                got
+            }
+        };
+        let short = run_case(Duration::from_secs(130)).await;
+        assert_eq!(short[0], "backfill_minutes=3", "{short:?}");
+        assert_eq!(short[1], "backfill_minutes=1", "{short:?}");
+        let long = run_case(Duration::from_secs(3 * 3600)).await;
+        assert!(long[0].starts_with("start_time="), "{long:?}");
+        let t: String = url::form_urlencoded::parse(long[0].as_bytes())
+            .find(|(k, _)| k == "start_time")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        let t = chrono::DateTime::parse_from_rfc3339(&t).unwrap();
+        let age = chrono::Utc::now().signed_duration_since(t).num_seconds();
+        assert!((3 * 3600..3 * 3600 + 60).contains(&age), "{age}");
+        assert_eq!(long[1], "backfill_minutes=1", "{long:?}");
     }
 
     #[test]
