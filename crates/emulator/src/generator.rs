@@ -786,6 +786,7 @@ impl Gen {
             return vec![self.xaa(st, kind)];
         }
         let bodies = self.aaa(st, kind);
+        let bodies = self.mirror(bodies);
         if format == Format::Aaa {
             return bodies;
         }
@@ -793,6 +794,71 @@ impl Gen {
             .into_iter()
             .map(|b| crate::events::to_stream(&b, &rfc(crate::ids::now_ms())))
             .collect()
+    }
+
+    /// X sends an event to every subscribed user it concerns: adds a copy of the body for
+    /// each other target user a post, like or follow concerns (DMs do this themselves).
+    fn mirror(&self, bodies: Vec<Value>) -> Vec<Value> {
+        let targets: Vec<String> = self
+            .targets
+            .iter()
+            .map(|t| self.people[*t].id.to_string())
+            .collect();
+        let mut out = Vec::new();
+        for b in bodies {
+            let for_user = b
+                .get("for_user_id")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let mut concerned: Vec<String> = Vec::new();
+            let mut add = |v: Option<&Value>| {
+                if let Some(id) = v.and_then(Value::as_str) {
+                    if !concerned.iter().any(|c| c == id) {
+                        concerned.push(id.to_owned());
+                    }
+                }
+            };
+            if let Some(items) = b.get("tweet_create_events").and_then(Value::as_array) {
+                for t in items {
+                    add(t.pointer("/user/id_str"));
+                    add(t.get("in_reply_to_user_id_str"));
+                    add(t.pointer("/retweeted_status/user/id_str"));
+                    add(t.pointer("/quoted_status/user/id_str"));
+                    if let Some(m) = t
+                        .pointer("/entities/user_mentions")
+                        .and_then(Value::as_array)
+                    {
+                        m.iter().for_each(|m| add(m.get("id_str")));
+                    }
+                }
+            }
+            if let Some(items) = b.get("favorite_events").and_then(Value::as_array) {
+                for f in items {
+                    add(f.pointer("/user/id_str"));
+                    add(f.pointer("/favorited_status/user/id_str"));
+                }
+            }
+            for key in ["follow_events", "unfollow_events"] {
+                if let Some(items) = b.get(key).and_then(Value::as_array) {
+                    for f in items {
+                        add(f.pointer("/source/id_str"));
+                        add(f.pointer("/target/id_str"));
+                    }
+                }
+            }
+            let copies: Vec<Value> = concerned
+                .iter()
+                .filter(|c| Some(c.as_str()) != for_user.as_deref() && targets.contains(c))
+                .map(|c| {
+                    let mut copy = b.clone();
+                    Self::set(&mut copy, "for_user_id", json!(c));
+                    copy
+                })
+                .collect();
+            out.push(b);
+            out.extend(copies);
+        }
+        out
     }
 
     fn aaa(&mut self, st: &Shared, kind: &str) -> Vec<Value> {

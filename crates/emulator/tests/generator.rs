@@ -130,6 +130,7 @@ async fn duplicates_are_marked() {
         duplicate_rate: 1.0,
         formats: [("aaa".to_owned(), 1.0)].into(),
         mix: [("post".to_owned(), 1.0), ("favorite".to_owned(), 1.0)].into(),
+        target_users: vec!["2244994945".into()],
         seed: Some(3),
         ..GeneratorConfig::default()
     };
@@ -220,5 +221,42 @@ async fn generator_over_http_delivers_to_the_webhook() {
         .unwrap()
         .iter()
         .all(|e| e["format"] == "xaa"));
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn events_go_to_every_subscribed_user_they_concern() {
+    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    let targets = ["2244994945", "3001969357"];
+    let cfg = GeneratorConfig {
+        mix: [
+            ("follow".to_owned(), 1.0),
+            ("reply".to_owned(), 1.0),
+            ("favorite".to_owned(), 1.0),
+        ]
+        .into(),
+        formats: [("aaa".to_owned(), 1.0)].into(),
+        target_users: targets.iter().map(|s| s.to_string()).collect(),
+        seed: Some(11),
+        ..GeneratorConfig::default()
+    };
+    let emitted = emu.generate(&cfg, 40);
+    // Same event (same X id) for both users at least once, and never twice for one user.
+    let mut by_id: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+    for e in &emitted {
+        by_id
+            .entry(e.ids[0].as_str())
+            .or_default()
+            .push(e.for_user_id.as_deref().unwrap());
+    }
+    assert!(
+        by_id.values().any(|u| u.len() == 2),
+        "some event concerns both users"
+    );
+    for users in by_id.values() {
+        let set: HashSet<&&str> = users.iter().collect();
+        assert_eq!(set.len(), users.len());
+        assert!(users.iter().all(|u| targets.contains(u)));
+    }
     emu.shutdown().await;
 }
