@@ -14,6 +14,7 @@ use relay_sink::Sink;
 use relay_spool::Spool;
 use tokio_util::sync::CancellationToken;
 
+use crate::dedup::Dedup;
 use crate::metrics::{now_ms, SpoolMetrics};
 use crate::pipeline::SpoolHealth;
 
@@ -37,6 +38,8 @@ pub struct AdminState {
     pub spool_metrics: SpoolMetrics,
     pub health: Arc<SpoolHealth>,
     pub sinks: Vec<Arc<dyn Sink>>,
+    /// The dedup window, for its gauges (none in tests that do not need it).
+    pub dedup: Option<Arc<Dedup>>,
 }
 
 /// The admin router (exposed for tests).

@@ -65,6 +65,8 @@ pub struct Dedup {
     max_entries: usize,
     journal_dir: Option<PathBuf>,
     inner: Mutex<Inner>,
+    /// Ids forgotten before their window ended because of `max_entries`.
+    evicted_early: std::sync::atomic::AtomicU64,
 }
 
 impl Dedup {
@@ -74,6 +76,7 @@ impl Dedup {
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
             max_entries: max_entries.max(1),
             journal_dir: None,
+            evicted_early: std::sync::atomic::AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 seen: HashMap::new(),
                 order: VecDeque::new(),
@@ -134,6 +137,13 @@ impl Dedup {
     /// Number of ids remembered.
     pub fn len(&self) -> usize {
         self.inner.lock().seen.len()
+    }
+
+    /// Ids forgotten before their window ended (the bound `max_entries` was reached): a
+    /// non-zero rate means the window is effectively shorter than configured.
+    pub fn evicted_early(&self) -> u64 {
+        self.evicted_early
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -222,6 +232,10 @@ impl Dedup {
             if !live {
                 inner.order.pop_front();
             } else if expired || inner.seen.len() > self.max_entries {
+                if !expired {
+                    self.evicted_early
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 inner.order.pop_front();
                 inner.seen.remove(&h);
             } else {
@@ -321,6 +335,7 @@ mod tests {
         d.mark(["c", "d"], 2_000);
         assert_eq!(d.len(), 3, "bounded");
         assert!(!d.contains("a", 2_000), "oldest evicted first");
+        assert_eq!(d.evicted_early(), 1);
         assert!(d.contains("d", 2_000));
     }
 

@@ -46,6 +46,8 @@ pub struct SpoolMetrics {
     pub segments: IntGauge,
     pub pending: IntGaugeVec,
     pub oldest_age: GaugeVec,
+    pub dedup_entries: IntGauge,
+    pub dedup_evicted: IntGauge,
 }
 
 fn counter(
@@ -219,7 +221,25 @@ impl SpoolMetrics {
                 "Age of the oldest record the sink has not confirmed (0 when none)",
                 &["sink"],
             )?,
+            dedup_entries: int_gauge(
+                r,
+                "activity_relay_dedup_entries",
+                "Event ids remembered by the deduplication window",
+            )?,
+            dedup_evicted: int_gauge(
+                r,
+                "activity_relay_dedup_evicted_early",
+                "Ids forgotten before the window ended since start because [dedup] max_entries was reached (raise it if this grows)",
+            )?,
         })
+    }
+
+    /// Refreshes the dedup gauges.
+    pub fn refresh_dedup(&self, dedup: &crate::dedup::Dedup) {
+        self.dedup_entries
+            .set(i64::try_from(dedup.len()).unwrap_or(i64::MAX));
+        self.dedup_evicted
+            .set(i64::try_from(dedup.evicted_early()).unwrap_or(i64::MAX));
     }
 
     /// Refreshes the gauges from the spool's current state.

@@ -168,6 +168,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
             spool_metrics,
             health,
             sinks: sink_list.clone(),
+            dedup: Some(dedup.clone()),
         },
     )
     .await?;

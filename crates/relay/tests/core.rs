@@ -419,6 +419,7 @@ async fn full_spool_refuses_until_drained_and_readyz_follows() {
             spool_metrics: SpoolMetrics::register(&h.registry).unwrap(),
             health: h.health.clone(),
             sinks: vec![sink.clone() as Arc<dyn Sink>],
+            dedup: None,
         },
     )
     .await

@@ -275,6 +275,10 @@ async fn sigkill_mid_traffic_loses_no_acknowledged_event() {
         "{metrics}"
     );
     assert!(metrics.contains(r#"activity_relay_published_total{sink="out"}"#));
+    assert!(
+        metrics.contains("activity_relay_dedup_evicted_early 0"),
+        "{metrics}"
+    );
     let dups: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("activity_relay_duplicates_total{"))
