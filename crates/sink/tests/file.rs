@@ -219,3 +219,35 @@ fn invalid_limits_are_rejected() {
         Err(FileSinkError::Config { .. })
     ));
 }
+
+#[tokio::test]
+async fn stdout_mode_confirms_writes() {
+    let sink = FileSink::open("out", &FileSinkConfig::new("-")).unwrap();
+    assert_eq!(sink.current_path(), None);
+    let r = sink.publish(&batch(2)).await;
+    assert_eq!(r.len(), 2);
+    assert!(r.iter().all(|r| r.is_ok()), "{r:?}");
+    assert!(sink.publish(&[]).await.is_empty());
+    sink.close().await.unwrap();
+}
+
+#[test]
+fn sink_names_are_made_file_name_safe() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = FileSink::open(
+        "../evil/name",
+        &FileSinkConfig::new(dir.path().to_str().unwrap()),
+    )
+    .unwrap();
+    let p = sink.current_path().unwrap();
+    assert_eq!(
+        p.parent().unwrap(),
+        dir.path(),
+        "stays inside the directory: {p:?}"
+    );
+    let name = p.file_name().unwrap().to_str().unwrap();
+    assert!(
+        name.starts_with("_.._evil_name-"),
+        "no hidden files: {name}"
+    );
+}
