@@ -263,9 +263,6 @@ async fn refusals_503_429_and_connection_limit() {
     let after = chrono::Utc::now().timestamp();
     let reset = reset.expect("x-rate-limit-reset");
     assert!((before + 30..=after + 30).contains(&reset), "{reset}");
-        (reset - chrono::Utc::now().timestamp() - 30).abs() <= 2,
-        "{reset}"
-    );
 
     // At most 2 connections.
     let c1 = Conn::connect(&base, "").await;
