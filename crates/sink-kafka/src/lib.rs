@@ -25,6 +25,9 @@
 //!   naming the topic, so nothing is lost once an operator creates it. The producer never
 //!   asks the broker to auto-create topics (`allow.auto.create.topics=false`, which
 //!   `properties` may override).
+//! * A producer that librdkafka declares fatally failed (possible with idempotence, e.g.
+//!   with `enable.gapless.guarantee`) is replaced by a new one after the batch that saw it,
+//!   so the retries of its records go through.
 //! * [`Sink::ready`] is cached: true when a metadata request or a delivery succeeded in
 //!   the last 15 s (a background task asks for metadata every 5 s), false as soon as
 //!   librdkafka reports all brokers down.
