@@ -85,6 +85,18 @@ struct Serve {
     /// Replay jobs end `Incomplete`.
     #[arg(long)]
     replay_incomplete: bool,
+    /// Deliveries in flight per webhook (default 32).
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// How long a delivery may take before it counts as failed, ms (X: 3000; not scaled).
+    #[arg(long)]
+    delivery_timeout_ms: Option<u64>,
+    /// How long a CRC answer may take, ms (X: 3000; not scaled).
+    #[arg(long)]
+    crc_timeout_ms: Option<u64>,
+    /// Emitted bodies kept for /admin/sent, backfill and replay (default 50000).
+    #[arg(long)]
+    max_recorded_events: Option<usize>,
 
     /// Emit every *.json under this directory (or this file), as it is, at start.
     #[arg(long, env = "X_EMULATOR_FIXTURES")]
@@ -262,6 +274,18 @@ fn build_config(a: &Serve) -> Result<EmulatorConfig, String> {
         cfg.max_subscriptions = v;
     }
     cfg.replay_incomplete |= a.replay_incomplete;
+    if let Some(v) = a.max_in_flight {
+        cfg.max_in_flight_per_webhook = v.max(1);
+    }
+    if let Some(v) = a.delivery_timeout_ms {
+        cfg.delivery_timeout_ms = v;
+    }
+    if let Some(v) = a.crc_timeout_ms {
+        cfg.crc_timeout_ms = v;
+    }
+    if let Some(v) = a.max_recorded_events {
+        cfg.max_recorded_events = v.max(1);
+    }
     if let Some(v) = a.heartbeat_ms {
         cfg.stream.heartbeat_ms = Some(v);
     }
