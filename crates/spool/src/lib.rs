@@ -182,6 +182,9 @@ pub enum SpoolError {
     },
     #[error("spool directory {path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    /// Another process (or another open `Spool` in this one) holds the directory.
+    #[error("spool directory {path} is in use by another process (its LOCK file is held)")]
+    Locked { path: PathBuf },
 }
 
 /// Payload bytes of recent records kept in memory for dispatchers reading behind the writer.
@@ -302,6 +305,9 @@ pub(crate) struct Shared {
     group_commits: AtomicU64,
     /// Batches appended since open.
     appended_batches: AtomicU64,
+    /// The exclusive lock on `<dir>/LOCK`: two processes appending to one directory would
+    /// corrupt it. Released by the writer when it closes (or with the last handle).
+    pub(crate) lock: Mutex<Option<std::fs::File>>,
 }
 
 /// Deletes the segments every sink has passed (never the last one). Blocking.
@@ -613,6 +619,31 @@ fn corrupt_at_read(path: &Path, offset: u64, reason: &str) -> SpoolError {
     }
 }
 
+/// Takes the directory's exclusive lock (`flock` on `<dir>/LOCK`), waiting up to 2 s for a
+/// previous holder to let go (a spool of this process whose writer thread is still
+/// exiting); `Locked` if it is still held then.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, SpoolError> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_err(&path, e))?;
+    for _ in 0..40 {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(50))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&path, e)),
+        }
+    }
+    Err(SpoolError::Locked {
+        path: dir.to_path_buf(),
+    })
+}
+
 fn open_blocking(config: SpoolConfig) -> Result<Shared, SpoolError> {
     let dir = config.dir.clone();
     let min_segment = (record::SEGMENT_HEADER_LEN + record::RECORD_OVERHEAD + 1) as u64;
@@ -636,6 +667,7 @@ fn open_blocking(config: SpoolConfig) -> Result<Shared, SpoolError> {
             cursors::sync_dir(parent)?;
         }
     }
+    let lock = lock_dir(&dir)?;
     let _ = std::fs::remove_file(dir.join("cursors.tmp"));
 
     let mut bases = Vec::new();
@@ -772,6 +804,7 @@ fn open_blocking(config: SpoolConfig) -> Result<Shared, SpoolError> {
         persisted: AtomicU64::new(0),
         group_commits: AtomicU64::new(0),
         appended_batches: AtomicU64::new(0),
+        lock: Mutex::new(Some(lock)),
     };
     gc(&shared);
     Ok(shared)

@@ -293,7 +293,7 @@ pub(crate) fn scan_segment(path: &Path, base: u64, is_last: bool) -> Result<Scan
         let at = reader.pos();
         match reader.next(base + count).map_err(|e| io_err(path, e))? {
             Frame::Record { record, end } => {
-                if count % INDEX_EVERY == 0 {
+                if count.is_multiple_of(INDEX_EVERY) {
                     index.push(IndexEntry {
                         rel: count,
                         pos: at,

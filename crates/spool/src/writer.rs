@@ -136,6 +136,8 @@ impl Writer {
                     }
                 }
                 tracing::debug!(dir = %self.shared.config.dir.display(), "spool writer closed");
+                // Everything is durable: let another process (or a reopen) have the directory.
+                drop(self.shared.lock.lock().take());
                 let _ = reply.send(());
                 return;
             }
@@ -321,7 +323,7 @@ impl Writer {
             for (i, r) in batch.iter().enumerate() {
                 let offset = self.next_offset + i as u64;
                 let rel = self.active.count + i as u64;
-                if rel % INDEX_EVERY == 0 {
+                if rel.is_multiple_of(INDEX_EVERY) {
                     index.push(IndexEntry {
                         rel,
                         pos,

@@ -765,3 +765,20 @@ async fn invalid_config_is_rejected() {
         ));
     }
 }
+
+#[tokio::test]
+async fn a_second_open_of_a_held_directory_is_refused_until_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Spool::open(config(dir.path(), 1 << 20, 1 << 16, &["a"]))
+        .await
+        .unwrap();
+    let second = Spool::open(config(dir.path(), 1 << 20, 1 << 16, &["a"])).await;
+    assert!(
+        matches!(second, Err(SpoolError::Locked { .. })),
+        "a held spool directory was opened twice: {:?}",
+        second.err()
+    );
+    first.close().await;
+    let again = Spool::open(config(dir.path(), 1 << 20, 1 << 16, &["a"])).await;
+    assert!(again.is_ok(), "{:?}", again.err());
+}
