@@ -121,8 +121,14 @@ pub fn normalize(args: &crate::cli_normalize::NormalizeArgs) -> ExitCode {
     }
 }
 
-/// `activity-relay x …`.
-pub fn x(args: relay_xapi::cli::XArgs) -> ExitCode {
+/// `activity-relay x …`; with `--config`, unset credentials come from its `[recovery]`.
+pub fn x(mut args: relay_xapi::cli::XArgs) -> ExitCode {
+    if let Some(path) = args.config.clone() {
+        if let Err(e) = crate::recovery::apply_x_config(&mut args, &path) {
+            eprintln!("activity-relay x: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -58,6 +58,8 @@ pub struct Config {
     pub streams: Vec<StreamSection>,
     /// `[[sinks]]`: at least one.
     pub sinks: Vec<SinkConfig>,
+    /// `[recovery]`: gap recovery and X API credentials (`docs/gap-recovery.md`).
+    pub recovery: crate::recovery::RecoveryConfig,
 }
 
 pub type WebhookSection = relay_ingress::webhook::WebhookConfig;
@@ -125,6 +127,15 @@ impl Default for DedupConfig {
 pub struct AdminConfig {
     /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`). Required.
     pub listen: SocketAddr,
+    /// Whether `/readyz` also requires every sink to be ready. Default true. Set it to
+    /// false where readiness gates incoming deliveries (a webhook behind a load balancer)
+    /// and the spool should absorb a broker outage instead of turning deliveries away.
+    #[serde(default = "default_true")]
+    pub ready_requires_sinks: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[log]`.
@@ -237,6 +248,7 @@ const TOP_LEVEL: &[&str] = &[
     "webhook",
     "stream",
     "sinks",
+    "recovery",
 ];
 
 impl Config {
@@ -343,6 +355,11 @@ impl Config {
                 ))
             }
         }
+        let recovery: crate::recovery::RecoveryConfig =
+            optional_section("[recovery]", table.remove("recovery"))?;
+        recovery
+            .validate(webhook.is_some())
+            .map_err(|m| invalid("[recovery]", m))?;
         let mut stream_names = BTreeSet::new();
         for s in &streams {
             if !stream_names.insert(s.name.as_str()) {
@@ -391,7 +408,31 @@ impl Config {
             webhook,
             streams,
             sinks,
+            recovery,
         })
+    }
+
+    /// Reads only `[recovery]` of the file at `path` (expanding `${VAR}` there only), for
+    /// `activity-relay x --config`. A missing section is an error.
+    pub fn load_recovery(path: &Path) -> Result<crate::recovery::RecoveryConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        let Some(mut value) = table.remove("recovery") else {
+            return Err(invalid(
+                "[recovery]",
+                format!("missing in {} (the X API base_url and credentials)", path.display()),
+            ));
+        };
+        expand_value(&mut value, "recovery", &|name| std::env::var(name).ok())?;
+        section("[recovery]", value)
     }
 }
 

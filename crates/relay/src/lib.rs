@@ -9,5 +9,6 @@ pub mod dispatch;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod recovery;
 pub mod run;
 pub mod sinks;

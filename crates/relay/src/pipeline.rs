@@ -105,6 +105,8 @@ pub struct RelayPipeline {
     metrics: PipelineMetrics,
     health: Arc<SpoolHealth>,
     retry_after: Duration,
+    /// Where accepted `replay_job_status` events are published (gap recovery).
+    job_status: Option<tokio::sync::broadcast::Sender<crate::recovery::JobStatus>>,
 }
 
 impl RelayPipeline {
@@ -122,6 +124,26 @@ impl RelayPipeline {
             metrics,
             health,
             retry_after,
+            job_status: None,
+        }
+    }
+
+    /// Publishes every accepted (or already accepted) `replay_job_status` to `tx`.
+    pub fn with_job_status(
+        mut self,
+        tx: tokio::sync::broadcast::Sender<crate::recovery::JobStatus>,
+    ) -> Self {
+        self.job_status = Some(tx);
+        self
+    }
+
+    fn publish_job_statuses(&self, statuses: Vec<crate::recovery::JobStatus>) {
+        if let Some(tx) = &self.job_status {
+            for s in statuses {
+                tracing::info!(job_id = %s.job_id, job_state = %s.job_state, "replay_job_status received");
+                // No receiver (no recovery running) is fine.
+                let _ = tx.send(s);
+            }
         }
     }
 
@@ -180,6 +202,7 @@ impl Pipeline for RelayPipeline {
         let mut ids: Vec<String> = Vec::new();
         let mut newest_event: Option<i64> = None;
         let mut kinds: Vec<&'static str> = Vec::new();
+        let mut job_statuses = Vec::new();
         // Held until the append's outcome is settled (dedup marked or not).
         let reservation: Option<Reservation>;
 
@@ -188,6 +211,9 @@ impl Pipeline for RelayPipeline {
                 let mut here = HashSet::with_capacity(envelopes.len());
                 let mut fresh = Vec::with_capacity(envelopes.len());
                 for env in envelopes {
+                    if self.job_status.is_some() {
+                        job_statuses.extend(crate::recovery::job_status_of(&env));
+                    }
                     self.metrics
                         .events_in
                         .with_label_values(&[env.event_type.as_str(), ingress])
@@ -264,6 +290,7 @@ impl Pipeline for RelayPipeline {
             }
         }
         if records.is_empty() {
+            self.publish_job_statuses(job_statuses);
             return Ok(report);
         }
         match self.spool.append(records).await {
@@ -293,6 +320,7 @@ impl Pipeline for RelayPipeline {
                         g.set(secs);
                     }
                 }
+                self.publish_job_statuses(job_statuses);
                 Ok(report)
             }
             Err(SpoolError::Full { used, max }) => {

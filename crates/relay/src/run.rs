@@ -169,6 +169,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
             health,
             sinks: sink_list.clone(),
             dedup: Some(dedup.clone()),
+            ready_requires_sinks: cfg.admin.ready_requires_sinks,
         },
     )
     .await?;

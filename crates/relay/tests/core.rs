@@ -420,6 +420,7 @@ async fn full_spool_refuses_until_drained_and_readyz_follows() {
             health: h.health.clone(),
             sinks: vec![sink.clone() as Arc<dyn Sink>],
             dedup: None,
+            ready_requires_sinks: true,
         },
     )
     .await
@@ -544,4 +545,36 @@ async fn ids_repeated_within_one_delivery_spool_once() {
     assert_eq!(r.spooled, 1, "{r:?}");
     assert_eq!(r.duplicates, 1, "{r:?}");
     assert_eq!(h.spool.stats().next_offset, 1);
+}
+
+#[tokio::test]
+async fn readyz_can_ignore_sinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(dir.path(), 1 << 20, 64 << 10, &["s"]).await;
+    let sink = Arc::new(TestSink::new("s"));
+    sink.ready.store(false, Ordering::SeqCst);
+    let mut statuses = Vec::new();
+    for requires in [true, false] {
+        let admin = AdminServer::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            AdminState {
+                registry: Registry::new(),
+                spool: h.spool.clone(),
+                spool_metrics: SpoolMetrics::register(&Registry::new()).unwrap(),
+                health: h.health.clone(),
+                sinks: vec![sink.clone() as Arc<dyn Sink>],
+                dedup: None,
+                ready_requires_sinks: requires,
+            },
+        )
+        .await
+        .unwrap();
+        let url = format!("http://{}/readyz", admin.local_addr().unwrap());
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(admin.run(stop.clone()));
+        statuses.push(reqwest::get(url).await.unwrap().status().as_u16());
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
+    assert_eq!(statuses, [503, 200]);
 }

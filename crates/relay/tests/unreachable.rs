@@ -97,6 +97,8 @@ connect_timeout = "500ms"
     let text = r.text().await.unwrap();
     assert!(text.contains("sink nats not ready"), "{text}");
     assert!(!text.contains("files"), "{text}");
+    // With `ready_requires_sinks = false` only the spool would count (see the admin docs);
+    // the default includes the sinks, as checked here.
 
     // The file sink delivers; the NATS one keeps the record pending and counts failures.
     loop {
