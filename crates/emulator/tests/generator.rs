@@ -163,11 +163,26 @@ async fn generator_over_http_delivers_to_the_webhook() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let status = wait_for(20, || {
-        let s = emu.sent();
-        (s.len() >= 30).then_some(s)
-    })
-    .await;
+    // Wait for the generator to finish its 30 events (polling its status over HTTP).
+    let mut st = Value::Null;
+    for _ in 0..1000 {
+        st = client()
+            .get(format!("{base}/admin/generator"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if st["running"] == false {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(st["running"], false, "{st}");
+    assert_eq!(st["emitted"], 30);
+    let status = emu.sent();
+    assert!(status.len() >= 30);
     assert!(status.iter().all(|e| e.format == Format::Aaa
         && ["2244994945", "3001969357"].contains(&e.for_user_id.as_deref().unwrap_or_default())));
     wait_for(20, || {
@@ -182,15 +197,6 @@ async fn generator_over_http_delivers_to_the_webhook() {
     })
     .await;
     assert!(rx.posts().iter().all(|p| p.signature_valid));
-    let st: Value = client()
-        .get(format!("{base}/admin/generator"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(st["emitted"], 30);
     let r = client()
         .post(format!("{base}/admin/generator"))
         .json(&json!({"action": "stop"}))
