@@ -428,7 +428,10 @@ impl Config {
         let Some(mut value) = table.remove("recovery") else {
             return Err(invalid(
                 "[recovery]",
-                format!("missing in {} (the X API base_url and credentials)", path.display()),
+                format!(
+                    "missing in {} (the X API base_url and credentials)",
+                    path.display()
+                ),
             ));
         };
         expand_value(&mut value, "recovery", &|name| std::env::var(name).ok())?;

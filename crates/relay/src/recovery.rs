@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone as _, Utc};
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
-use relay_xapi::replay::{plan_windows, ReplayError, ReplayRules, Window};
+use relay_xapi::replay::{ReplayError, ReplayRules, Window};
 use relay_xapi::{XClient, XapiError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -157,11 +157,7 @@ impl RecoveryConfig {
     /// Checks the section; `has_webhook` says whether `[webhook]` is configured. The
     /// message names the field, never a value of a secret.
     pub fn validate(&self, has_webhook: bool) -> Result<(), String> {
-        let url = url::Url::parse(self.base_url.trim())
-            .map_err(|e| format!("base_url {:?}: {e}", self.base_url))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("base_url {:?} must be http(s)", self.base_url));
-        }
+        XClient::new(self.base_url.trim()).map_err(|e| format!("base_url: {e}"))?;
         if self.max_attempts == 0 {
             return Err("max_attempts must be at least 1".into());
         }
@@ -182,7 +178,10 @@ impl RecoveryConfig {
                 return Err("enabled = true needs bearer_token (the app's Bearer token)".into());
             }
             match non_empty(&self.webhook_id) {
-                Some(id) if id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {}
+                Some(id)
+                    if id
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {}
                 Some(id) => return Err(format!("webhook_id {id:?} is not an X webhook id")),
                 None => {
                     return Err(
@@ -201,7 +200,10 @@ impl RecoveryConfig {
         if let Some(t) = non_empty(&self.bearer_token) {
             c = c.bearer_token(t);
         }
-        if let (Some(k), Some(s)) = (non_empty(&self.consumer_key), non_empty(&self.consumer_secret)) {
+        if let (Some(k), Some(s)) = (
+            non_empty(&self.consumer_key),
+            non_empty(&self.consumer_secret),
+        ) {
             c = c.consumer(k, s);
         }
         Ok(c)
@@ -418,7 +420,7 @@ pub struct JobStatus {
 /// Reads job id and state from a `replay.job_status` envelope's payload (the
 /// `replay_job_status` object, or a body wrapping it).
 pub fn job_status_of(env: &relay_envelope::Envelope) -> Option<JobStatus> {
-    if env.event_type != relay_envelope::types::REPLAY_JOB_STATUS {
+    if env.event_type != relay_envelope::taxonomy::REPLAY_JOB_STATUS {
         return None;
     }
     let v: serde_json::Value = serde_json::from_str(env.data.payload.get()).ok()?;
@@ -603,8 +605,8 @@ impl WebhookRecovery {
                             eligible_at = %at.to_rfc3339(),
                             "rest of the gap too recent for X's replay rules; waiting"
                         );
-                        let wait = (at - now).to_std().unwrap_or(Duration::ZERO)
-                            + Duration::from_secs(5);
+                        let wait =
+                            (at - now).to_std().unwrap_or(Duration::ZERO) + Duration::from_secs(5);
                         if !sleep_or_stop(wait, &stop).await {
                             break;
                         }
@@ -650,7 +652,11 @@ impl WebhookRecovery {
             if stop.is_cancelled() {
                 return WindowEnd::Stopped;
             }
-            let wait = match self.client.replay_account_activity(&self.webhook_id, w).await {
+            let wait = match self
+                .client
+                .replay_account_activity(&self.webhook_id, w)
+                .await
+            {
                 Ok(job) => {
                     conflict_since = None;
                     attempts += 1;
@@ -760,6 +766,7 @@ async fn sleep_or_stop(d: Duration, stop: &CancellationToken) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use relay_xapi::replay::plan_windows;
 
     fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -782,13 +789,21 @@ mod tests {
         assert_eq!(back.gap("stream:main", now), Some(Duration::from_secs(600)));
         assert_eq!(back.gap("stream:other", now), None);
         // A clock that went backwards is no gap.
-        assert_eq!(back.gap(WEBHOOK_KEY, t("2026-11-22T02:00:00Z")), Some(Duration::ZERO));
+        assert_eq!(
+            back.gap(WEBHOOK_KEY, t("2026-11-22T02:00:00Z")),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
     fn corrupt_liveness_is_no_record() {
         let dir = tempfile::tempdir().unwrap();
-        for bad in [&b"{\"version\":1,\"alive_"[..], b"", b"[1,2]", b"{\"version\":9,\"alive_until\":{}}"] {
+        for bad in [
+            &b"{\"version\":1,\"alive_"[..],
+            b"",
+            b"[1,2]",
+            b"{\"version\":9,\"alive_until\":{}}",
+        ] {
             std::fs::write(dir.path().join(LIVENESS_FILE), bad).unwrap();
             assert!(matches!(
                 Liveness::read(dir.path()),
@@ -833,22 +848,42 @@ mod tests {
         // Down from 04:50:30 to 04:59:10: from_date 04:50 is replayable at 05:21, to_date
         // 05:00 at 05:10: the later one wins.
         assert_eq!(
-            eligible_at(t("2026-11-22T04:50:30Z"), t("2026-11-22T04:59:10Z"), now, &r),
+            eligible_at(
+                t("2026-11-22T04:50:30Z"),
+                t("2026-11-22T04:59:10Z"),
+                now,
+                &r
+            ),
             Some(t("2026-11-22T05:21:00Z"))
         );
         // A tail whose start is old enough but whose end is too recent.
         assert_eq!(
-            eligible_at(t("2026-11-22T04:00:00Z"), t("2026-11-22T04:55:00Z"), now, &r),
+            eligible_at(
+                t("2026-11-22T04:00:00Z"),
+                t("2026-11-22T04:55:00Z"),
+                now,
+                &r
+            ),
             Some(t("2026-11-22T05:05:00Z"))
         );
         // Replayable already: no wait.
         assert_eq!(
-            eligible_at(t("2026-11-22T03:00:00Z"), t("2026-11-22T04:00:00Z"), now, &r),
+            eligible_at(
+                t("2026-11-22T03:00:00Z"),
+                t("2026-11-22T04:00:00Z"),
+                now,
+                &r
+            ),
             None
         );
         // Older than 24 h: never.
         assert_eq!(
-            eligible_at(t("2026-11-20T03:00:00Z"), t("2026-11-21T04:00:00Z"), now, &r),
+            eligible_at(
+                t("2026-11-20T03:00:00Z"),
+                t("2026-11-21T04:00:00Z"),
+                now,
+                &r
+            ),
             None
         );
         // Planning and waiting agree: a window is planned exactly when no wait is needed.
@@ -857,7 +892,10 @@ mod tests {
         let at = eligible_at(from, to, now, &r).unwrap();
         let w = plan_windows(from, to, at);
         assert_eq!(w.len(), 1);
-        assert_eq!((w[0].from_date(), w[0].to_date()), ("202611220450".into(), "202611220500".into()));
+        assert_eq!(
+            (w[0].from_date(), w[0].to_date()),
+            ("202611220450".into(), "202611220500".into())
+        );
     }
 
     #[test]
@@ -904,6 +942,9 @@ mod tests {
         assert!(c.validate(true).unwrap_err().contains("base_url"));
         c.consumer_secret = Some("cs-secret".into());
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("secret-token") && !dbg.contains("cs-secret"), "{dbg}");
+        assert!(
+            !dbg.contains("secret-token") && !dbg.contains("cs-secret"),
+            "{dbg}"
+        );
     }
 }

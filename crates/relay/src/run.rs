@@ -73,6 +73,7 @@ pub fn check(cfg: &Config) -> Result<String, RunError> {
     for s in &cfg.streams {
         lines.push(format!("stream {}: {}", s.name, s.url));
     }
+    lines.push(cfg.recovery.summary());
     for s in &cfg.sinks {
         let detail = sinks::check(s)?;
         lines.push(format!("sink {}: {detail}", s.name));
@@ -133,14 +134,41 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     );
     let dedup = Arc::new(dedup);
 
+    // Gap recovery: what was missed while the relay was down (docs/gap-recovery.md).
+    let recovery_metrics = crate::recovery::RecoveryMetrics::register(&registry)?;
+    let liveness = {
+        let dir = cfg.spool.dir.clone();
+        tokio::task::spawn_blocking(move || crate::recovery::Liveness::load(&dir))
+            .await
+            .map_err(|e| RunError::Other(format!("liveness load task failed: {e}")))?
+    };
+    let mut cfg = cfg;
+    for s in &mut cfg.streams {
+        let key = crate::recovery::stream_key(&s.name);
+        if let Some(t) = liveness.alive_until.get(&key) {
+            s.resume_from = Some(std::time::SystemTime::from(*t));
+        }
+    }
+    let (status_tx, status_rx) = tokio::sync::broadcast::channel(64);
+    let webhook_recovery = prepare_recovery(
+        &cfg,
+        &liveness,
+        chrono::Utc::now(),
+        status_rx,
+        recovery_metrics,
+    )?;
+
     let health = Arc::new(SpoolHealth::default());
-    let pipeline: Arc<dyn Pipeline> = Arc::new(RelayPipeline::new(
-        spool.clone(),
-        dedup.clone(),
-        pipeline_metrics,
-        health.clone(),
-        cfg.spool.full_retry_after,
-    ));
+    let pipeline: Arc<dyn Pipeline> = Arc::new(
+        RelayPipeline::new(
+            spool.clone(),
+            dedup.clone(),
+            pipeline_metrics,
+            health.clone(),
+            cfg.spool.full_retry_after,
+        )
+        .with_job_status(status_tx),
+    );
 
     // Dispatchers.
     let drain = CancellationToken::new();
@@ -181,6 +209,29 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     let mut ingresses: JoinSet<Result<(), RunError>> = JoinSet::new();
     let webhook_addr =
         start_ingresses(&cfg, &pipeline, &registry, &ingress_stop, &mut ingresses).await?;
+
+    // Liveness record (while accepting, and once more after the ingresses stopped), and
+    // the webhook's gap replay.
+    let liveness_stop = CancellationToken::new();
+    let liveness_task = {
+        let mut keys: Vec<String> = cfg
+            .streams
+            .iter()
+            .map(|s| crate::recovery::stream_key(&s.name))
+            .collect();
+        if cfg.webhook.is_some() {
+            keys.push(crate::recovery::WEBHOOK_KEY.to_string());
+        }
+        tokio::spawn(crate::recovery::keep_alive(
+            cfg.spool.dir.clone(),
+            keys,
+            cfg.recovery.liveness_interval,
+            liveness_stop.clone(),
+        ))
+    };
+    let recovery_stop = CancellationToken::new();
+    let recovery_task =
+        webhook_recovery.map(|(r, from, to)| tokio::spawn(r.run(from, to, recovery_stop.clone())));
 
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -223,11 +274,21 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     }
 
     // 1. Stop accepting; in-flight deliveries finish their appends.
+    recovery_stop.cancel();
     ingress_stop.cancel();
     while let Some(res) = ingresses.join_next().await {
         if let Ok(Err(e)) = res {
             tracing::warn!(error = %e, "ingress stopped with an error");
         }
+    }
+    if let Some(t) = recovery_task {
+        if let Err(e) = t.await {
+            tracing::warn!(error = %e, "recovery task panicked");
+        }
+    }
+    liveness_stop.cancel();
+    if let Err(e) = liveness_task.await {
+        tracing::warn!(error = %e, "liveness task panicked");
     }
     // 2. Let the dispatchers deliver what is spooled, within the deadline.
     drain.cancel();
@@ -264,6 +325,75 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// The webhook's replay task and its gap, when the webhook's recorded gap calls for one.
+type PreparedRecovery = (
+    crate::recovery::WebhookRecovery,
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::Utc>,
+);
+
+fn prepare_recovery(
+    cfg: &Config,
+    liveness: &crate::recovery::Liveness,
+    now: chrono::DateTime<chrono::Utc>,
+    statuses: tokio::sync::broadcast::Receiver<crate::recovery::JobStatus>,
+    metrics: crate::recovery::RecoveryMetrics,
+) -> Result<Option<PreparedRecovery>, RunError> {
+    use crate::recovery::{webhook_gap, WebhookGap, WebhookRecovery, WEBHOOK_KEY};
+    if cfg.webhook.is_none() {
+        return Ok(None);
+    }
+    let last = liveness.alive_until.get(WEBHOOK_KEY).copied();
+    match webhook_gap(&cfg.recovery, last, now) {
+        WebhookGap::FirstStart => Ok(None),
+        WebhookGap::Short(gap) => {
+            tracing::info!(
+                gap_secs = gap.as_secs(),
+                "webhook was down shorter than [recovery] min_gap: X's retries cover it"
+            );
+            Ok(None)
+        }
+        WebhookGap::NotRecovered(gap) => {
+            tracing::warn!(
+                gap_secs = gap.as_secs(),
+                since = %last.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                "webhook was down longer than X retries; events X gave up on are lost unless replayed (enable [recovery] or run `activity-relay x replay`)"
+            );
+            Ok(None)
+        }
+        WebhookGap::Recover { gap, from, to } => {
+            let client = cfg
+                .recovery
+                .client()
+                .map_err(|e| RunError::Other(format!("[recovery]: {e}")))?;
+            let webhook_id = cfg
+                .recovery
+                .webhook_id
+                .clone()
+                .ok_or_else(|| RunError::Other("[recovery] webhook_id is required".into()))?;
+            tracing::info!(
+                gap_secs = gap.as_secs(),
+                %webhook_id,
+                from = %from.to_rfc3339(),
+                to = %to.to_rfc3339(),
+                "webhook was down: replaying the gap"
+            );
+            Ok(Some((
+                WebhookRecovery {
+                    client,
+                    webhook_id,
+                    cfg: cfg.recovery.clone(),
+                    statuses,
+                    metrics,
+                    rules: relay_xapi::ReplayRules::default(),
+                },
+                from,
+                to,
+            )))
+        }
     }
 }
 

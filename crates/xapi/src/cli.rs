@@ -27,9 +27,15 @@ pub struct XArgs {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// X API base URL.
-    #[arg(long, env = "X_API_BASE_URL", default_value = DEFAULT_BASE_URL, global = true)]
-    pub base_url: String,
+    /// The relay's configuration: `activity-relay x` takes the base URL and the app's
+    /// credentials from its `[recovery]` section; flags and environment variables override
+    /// them. (Read by `activity-relay`; [`run`] itself ignores it.)
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
+    pub config: Option<std::path::PathBuf>,
+
+    /// X API base URL [default: https://api.x.com].
+    #[arg(long, env = "X_API_BASE_URL", global = true)]
+    pub base_url: Option<String>,
 
     /// App-only Bearer token.
     #[arg(long, env = "X_BEARER_TOKEN", hide_env_values = true, global = true)]
@@ -71,6 +77,7 @@ impl fmt::Debug for XArgs {
         f.debug_struct("XArgs")
             .field("command", &self.command)
             .field("json", &self.json)
+            .field("config", &self.config)
             .field("base_url", &self.base_url)
             .field("bearer_token", &hidden(&self.bearer_token))
             .field("consumer_key", &self.consumer_key)
@@ -252,9 +259,9 @@ pub async fn run(args: XArgs, out: &mut (dyn Write + Send)) -> Result<(), XapiEr
             ..ReplayRules::default()
         };
     }
-    let base_url = match args.base_url.trim() {
-        "" => DEFAULT_BASE_URL,
-        b => b,
+    let base_url = match args.base_url.as_deref().map(str::trim) {
+        None | Some("") => DEFAULT_BASE_URL,
+        Some(b) => b,
     };
     let mut client = XClient::with_options(base_url, options)?;
     if let Some(t) = args.bearer_token.as_deref().filter(|t| !t.is_empty()) {
