@@ -34,6 +34,21 @@ const SECRET: &str = "bench-consumer-secret";
 
 struct SpoolPipeline(Spool);
 
+/// Ablation: the same webhook, a pipeline that only counts (no disk).
+#[derive(Default)]
+struct CountingPipeline(std::sync::atomic::AtomicU64);
+
+#[async_trait::async_trait]
+impl Pipeline for CountingPipeline {
+    async fn accept(&self, _body: Bytes, _ctx: Context) -> Result<AcceptReport, AcceptError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(AcceptReport {
+            spooled: 1,
+            ..Default::default()
+        })
+    }
+}
+
 #[async_trait::async_trait]
 impl Pipeline for SpoolPipeline {
     async fn accept(&self, body: Bytes, _ctx: Context) -> Result<AcceptReport, AcceptError> {
@@ -233,6 +248,19 @@ async fn main() {
     let shutdown = CancellationToken::new();
     let serving = tokio::spawn(server.run(shutdown.clone()));
 
+    let mut mem_cfg = WebhookConfig::new(vec![AppConfig {
+        name: "bench".into(),
+        consumer_secrets: vec![SECRET.into()],
+        source: None,
+    }]);
+    mem_cfg.listen = "127.0.0.1:0".parse().expect("addr");
+    let counting = Arc::new(CountingPipeline::default());
+    let mem_server = WebhookServer::bind(mem_cfg, counting.clone(), &prometheus::Registry::new())
+        .await
+        .expect("webhook");
+    let mem_addr = mem_server.local_addr();
+    let mem_serving = tokio::spawn(mem_server.run(shutdown.clone()));
+
     println!(
         "webhook_load: {} requests/round, concurrency {}, {} rounds, {} fixture bodies (avg {} B), spool in {}",
         a.requests,
@@ -242,25 +270,32 @@ async fn main() {
         avg,
         dir.path().display()
     );
-    println!("round | floor req/s | floor p50/p99 ms | webhook req/s | webhook p50/p99 ms | ratio");
+    println!("(webhook = real router + spool with fsync; memory = same router, counting pipeline, no disk)");
+    println!("round | floor req/s | floor p50/p99 ms | webhook req/s | webhook p50/p99 ms | ratio | memory req/s | memory ratio");
     let floor_url = format!("http://{floor_addr}/webhooks/bench");
     let hook_url = format!("http://{hook_addr}/webhooks/bench");
+    let mem_url = format!("http://{mem_addr}/webhooks/bench");
     let mut ratios = Vec::new();
+    let mut mem_ratios = Vec::new();
     let (mut f_rps, mut h_rps, mut f50, mut f99, mut h50, mut h99) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for round in 1..=a.rounds {
         let f = load(&floor_url, &bodies, a.requests, a.concurrency).await;
         let h = load(&hook_url, &bodies, a.requests, a.concurrency).await;
+        let m = load(&mem_url, &bodies, a.requests, a.concurrency).await;
         println!(
-            "{round:5} | {:11.0} | {:6.2} / {:6.2} | {:13.0} | {:7.2} / {:7.2} | {:.2}",
+            "{round:5} | {:11.0} | {:6.2} / {:6.2} | {:13.0} | {:7.2} / {:7.2} | {:.2} | {:12.0} | {:.2}",
             f.rps,
             f.p50_ms,
             f.p99_ms,
             h.rps,
             h.p50_ms,
             h.p99_ms,
-            h.rps / f.rps
+            h.rps / f.rps,
+            m.rps,
+            m.rps / f.rps
         );
+        mem_ratios.push(m.rps / f.rps);
         ratios.push(h.rps / f.rps);
         f_rps.push(f.rps);
         h_rps.push(h.rps);
@@ -284,6 +319,10 @@ async fn main() {
         lo,
         hi
     );
+    println!(
+        "memory (webhook without disk) / floor: median {:.2}",
+        median(mem_ratios)
+    );
     let stored = spool.stats().next_offset;
     println!(
         "spooled records: {stored} (expected {})",
@@ -291,5 +330,6 @@ async fn main() {
     );
     shutdown.cancel();
     let _ = serving.await;
+    let _ = mem_serving.await;
     spool.close().await;
 }

@@ -1,7 +1,30 @@
-//! `relay-ingress`: how deliveries from X enter the relay. (Contract; built under issue 4.)
+//! `relay-ingress`: how deliveries from X enter the relay.
 //!
 //! Both ingresses hand the raw body of each delivery to a [`Pipeline`] (implemented by the
 //! `activity-relay` crate: normalize → dedup → spool) and answer X only after it returns.
+//!
+//! * [`webhook`]: `GET`/`POST /webhooks/{app}`: CRC answers, constant-time signature checks
+//!   (every configured secret, for rotation), 401/413/503 + `Retry-After`, optional TLS,
+//!   graceful shutdown.
+//! * [`stream`]: the activity stream client: NDJSON ([`ndjson`]), idle timeout, X's
+//!   reconnect rules ([`backoff`]), `backfill_minutes` after short gaps, backpressure.
+//!
+//! Metrics (all registered into the caller's registry):
+//!
+//! | name | labels |
+//! |---|---|
+//! | `activity_relay_webhook_requests_total` | `app`, `outcome` (`accepted`, `crc`, `bad_request`, `unauthorized`, `too_large`, `read_error`, `full`, `unavailable`, `unknown_app`; `app="_unknown"` for unconfigured apps) |
+//! | `activity_relay_webhook_crc_checks_total` | `app` |
+//! | `activity_relay_webhook_signature_failures_total` | `app`, `reason` (`missing`, `malformed`, `mismatch`) |
+//! | `activity_relay_webhook_received_bytes_total` | `app` |
+//! | `activity_relay_webhook_handler_seconds` (histogram) | `app`, `method` |
+//! | `activity_relay_stream_connected` | `stream` |
+//! | `activity_relay_stream_reconnects_total` | `stream`, `reason` (`network`, `timeout`, `closed`, `idle_timeout`, `http`, `rate_limited`, `stream_error`, `line_too_long`) |
+//! | `activity_relay_stream_heartbeats_total`, `activity_relay_stream_lines_total` | `stream` |
+//! | `activity_relay_stream_last_event_timestamp_seconds` | `stream` |
+//! | `activity_relay_stream_backoff_seconds` | `stream` |
+//! | `activity_relay_stream_backpressure_waits_total` | `stream` |
+//! | `activity_relay_stream_accept_seconds` (histogram) | `stream` |
 
 use std::time::Duration;
 
