@@ -467,3 +467,47 @@ fn finish(st: &Shared, id: u64, reason: &'static str) {
         r.end_reason = Some(reason.to_owned());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_parse_from_admin_json() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<StreamFault>(v).expect("fault");
+        assert_eq!(
+            parse(json!({"action": "drop"})),
+            StreamFault::Drop { connection: None }
+        );
+        assert_eq!(
+            parse(json!({"action": "stall", "connection": 3})),
+            StreamFault::Stall {
+                connection: Some(3)
+            }
+        );
+        assert_eq!(
+            parse(json!({"action": "operational_disconnect"})),
+            StreamFault::OperationalDisconnect { connection: None }
+        );
+        assert_eq!(
+            parse(json!({"action": "rate_limit", "count": 2, "reset_secs": 9})),
+            StreamFault::RateLimit {
+                count: 2,
+                reset_secs: Some(9)
+            }
+        );
+        assert_eq!(
+            parse(json!({"action": "unavailable", "count": 1})),
+            StreamFault::Unavailable { count: 1 }
+        );
+        assert_eq!(
+            parse(json!({"action": "configure", "stall_after_lines": 5})),
+            StreamFault::Configure(StreamFaults {
+                stall_after_lines: Some(5),
+                ..StreamFaults::default()
+            })
+        );
+        assert_eq!(parse(json!({"action": "clear"})), StreamFault::Clear);
+        assert!(serde_json::from_value::<StreamFault>(json!({"action": "explode"})).is_err());
+    }
+}
