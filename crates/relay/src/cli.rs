@@ -148,3 +148,24 @@ pub fn x(mut args: relay_xapi::cli::XArgs) -> ExitCode {
         }
     }
 }
+
+/// Runs `activity-relay probe URL`: exit 0 on a 2xx answer, 1 otherwise.
+pub fn probe(args: &crate::probe::ProbeArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("activity-relay probe: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::probe::probe(args)) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("activity-relay probe: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

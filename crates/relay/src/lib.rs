@@ -9,6 +9,7 @@ pub mod dispatch;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod probe;
 pub mod recovery;
 pub mod run;
 pub mod sinks;

@@ -20,6 +20,8 @@ enum Command {
     Normalize(activity_relay::cli_normalize::NormalizeArgs),
     /// Manage X webhooks, subscriptions and replays.
     X(relay_xapi::cli::XArgs),
+    /// GET a URL and exit 0 on a 2xx answer (a health probe for images without curl).
+    Probe(activity_relay::probe::ProbeArgs),
 }
 
 fn main() -> ExitCode {
@@ -28,5 +30,6 @@ fn main() -> ExitCode {
         Command::Run(args) => activity_relay::cli::run(&args),
         Command::Normalize(args) => activity_relay::cli::normalize(&args),
         Command::X(args) => activity_relay::cli::x(args),
+        Command::Probe(args) => activity_relay::cli::probe(&args),
     }
 }
