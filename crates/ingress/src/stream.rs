@@ -3,9 +3,10 @@
 //! One long-lived `GET` returning newline-delimited JSON. Every non-blank line goes to the
 //! [`Pipeline`], in order, one at a time; a full or unavailable pipeline holds the line
 //! (and stops reading: backpressure) until it is accepted, so nothing read is dropped.
-//! Connections are re-established forever by X's rules ([`crate::backoff`]); after a gap of
-//! at most 5 minutes the reconnect asks for `backfill_minutes` so the gap is re-sent (the
-//! pipeline deduplicates). Longer gaps are logged: they need the replay API.
+//! Connections are re-established forever by X's rules ([`crate::backoff`]). Each reconnect
+//! asks X to re-send the gap since the last data handed to the pipeline (or, before any,
+//! since [`StreamConfig::resume_from`]): `backfill_minutes` up to 5 minutes, `start_time`
+//! up to 24 hours ([`initial_resume`]); the pipeline deduplicates what was already seen.
 
 use std::fmt;
 use std::sync::Arc;
@@ -255,7 +256,8 @@ pub enum Resume {
 /// X serves `start_time` at most this far back.
 pub const MAX_START_TIME_AGE: Duration = Duration::from_secs(24 * 3600);
 
-/// Decides the first connection's parameters for a gap of `gap` ending `now`.
+/// Decides the recovery parameters for a gap of `gap` ending `now` (after a restart, or
+/// after a long outage within one run).
 pub fn initial_resume(gap: Duration, now: SystemTime) -> Resume {
     if let Some(n) = backfill_minutes(gap) {
         return Resume::Backfill(n);
@@ -379,33 +381,28 @@ impl Runner {
             .bearer_auth(&cfg.bearer_token)
             .header(USER_AGENT, &cfg.user_agent)
             .header(ACCEPT, "application/json");
-        if let (None, Some(from), true) = (self.caught_up_at, cfg.resume_from, cfg.backfill) {
-            // First connection after a restart: ask for what was missed while down.
-            let now = SystemTime::now();
-            let gap = now.duration_since(from).unwrap_or(Duration::ZERO);
+        // The gap to recover: since the last data handed to the pipeline, or, before any
+        // in this process, since the previous run's recorded time.
+        let now = SystemTime::now();
+        let gap = match (self.caught_up_at, cfg.resume_from) {
+            (Some(caught_up), _) => Some(caught_up.elapsed()),
+            (None, Some(from)) => Some(now.duration_since(from).unwrap_or(Duration::ZERO)),
+            (None, None) => None,
+        };
+        if let Some(gap) = gap.filter(|_| cfg.backfill) {
             match initial_resume(gap, now) {
                 Resume::Backfill(n) => {
-                    tracing::info!(stream = %cfg.name, gap_secs = gap.as_secs(), backfill_minutes = n, "activity stream: asking for the gap since the last run");
+                    tracing::debug!(stream = %cfg.name, gap_secs = gap.as_secs(), backfill_minutes = n, "activity stream: asking for the gap");
                     req = req.query(&[("backfill_minutes", n)]);
                 }
                 Resume::StartTime(t) => {
-                    tracing::info!(stream = %cfg.name, gap_secs = gap.as_secs(), start_time = %t, "activity stream: asking for the gap since the last run");
+                    tracing::info!(stream = %cfg.name, gap_secs = gap.as_secs(), start_time = %t, "activity stream: asking for the gap with start_time");
                     req = req.query(&[("start_time", t)]);
                 }
                 Resume::TooOld(t) => {
-                    tracing::warn!(stream = %cfg.name, gap_secs = gap.as_secs(), start_time = %t, "activity stream gap longer than 24 h: only its last 24 h can be asked for; the rest is lost");
+                    tracing::warn!(stream = %cfg.name, gap_secs = gap.as_secs(), start_time = %t, "activity stream gap longer than 24 h: only its last 24 h can be asked for; the rest needs the replay API");
                     req = req.query(&[("start_time", t)]);
                 }
-            }
-        } else if let Some(caught_up) = self.caught_up_at.filter(|_| cfg.backfill) {
-            let gap = caught_up.elapsed();
-            match backfill_minutes(gap) {
-                Some(n) => req = req.query(&[("backfill_minutes", n)]),
-                None => tracing::warn!(
-                    stream = %cfg.name,
-                    gap_secs = gap.as_secs(),
-                    "activity stream gap longer than backfill covers; use the replay API for it"
-                ),
             }
         }
         let sent = tokio::select! {

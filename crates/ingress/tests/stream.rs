@@ -194,12 +194,17 @@ impl Harness {
     }
 
     fn backfills(&self) -> Vec<Option<String>> {
+        self.params("backfill_minutes")
+    }
+
+    /// The query parameter `name` of every attempt.
+    fn params(&self, name: &str) -> Vec<Option<String>> {
         self.attempts()
             .iter()
             .map(|a| {
                 a.query.as_deref().and_then(|q| {
                     url::form_urlencoded::parse(q.as_bytes())
-                        .find(|(k, _)| k == "backfill_minutes")
+                        .find(|(k, _)| k == name)
                         .map(|(_, v)| v.into_owned())
                 })
             })
@@ -452,7 +457,7 @@ async fn in_stream_errors_end_the_connection_and_use_the_http_schedule() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn backfill_minutes_track_the_gap_and_stop_after_five_minutes() {
+async fn gap_recovery_uses_backfill_minutes_then_start_time() {
     let mut scripts = vec![Script::Stream(vec![Step::Send(b"{\"n\":1}\n")])];
     scripts.extend((0..7).map(|_| Script::Status(503, vec![])));
     scripts.push(Script::Stream(vec![Step::Send(b"{\"n\":2}\n"), Step::Hang]));
@@ -481,6 +486,19 @@ async fn backfill_minutes_track_the_gap_and_stop_after_five_minutes() {
     .map(|o| o.map(|n: u32| n.to_string()))
     .collect();
     assert_eq!(b, want);
+    // Past 5 minutes: start_time = (wall clock now) - gap. The wall clock does not follow
+    // the paused tokio clock, so compare against it directly (±5 s of real time).
+    let starts = h.params("start_time");
+    assert!(starts[..7].iter().all(Option::is_none), "{starts:?}");
+    let now = chrono::Utc::now();
+    for (i, gap) in [(7, 315), (8, 635)] {
+        let t = chrono::DateTime::parse_from_rfc3339(starts[i].as_deref().unwrap()).unwrap();
+        let age = now.signed_duration_since(t).num_seconds();
+        assert!(
+            (gap - 5..=gap + 5).contains(&age),
+            "attempt {i}: {age} s, want ~{gap}"
+        );
+    }
     assert_eq!(
         h.metric(
             "activity_relay_stream_reconnects_total",
