@@ -1,0 +1,361 @@
+//! Automatic gap recovery, end to end: the real relay binary, X as an in-process emulator,
+//! NATS JetStream as the sink.
+//!
+//! The relay is stopped (SIGTERM) while X keeps producing: deliveries fail and X gives up
+//! after its retries. To stay within X's replay date rules (a window must end at least 10
+//! minutes ago and start at least 31 minutes ago) without waiting half an hour, the gap is
+//! placed in the past: the relay's liveness record is rewritten to 3 h ago and the missed
+//! events are recorded by the emulator at times inside that window (`emit_at`), while the
+//! relay is down so that their live deliveries fail. Restarted with `[recovery]` enabled and
+//! pointed at the emulator, the relay replays the gap one job at a time (the first job ends
+//! `Incomplete` and is retried), and every event reaches NATS exactly once.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use support::*;
+use x_emulator::{AttemptOutcome, Emitted, Emulator, EmulatorConfig};
+
+fn config(u: &str) -> String {
+    r#"
+shutdown_timeout = "10s"
+
+[spool]
+dir = "{dir}/spool"
+
+[admin]
+listen = "{admin}"
+
+[log]
+format = "json"
+level = "info"
+
+[dispatch]
+initial_backoff = "50ms"
+max_backoff = "1s"
+
+[webhook]
+listen = "{webhook}"
+
+[[webhook.apps]]
+name = "demo"
+consumer_secrets = ["emulator-consumer-secret"]
+
+[[sinks]]
+name = "nats"
+type = "nats"
+url = "NATS"
+subject = "gapUNIQ.{subject}.{type}"
+deadletter_subject = "gapUNIQ.deadletter"
+ack_timeout = "2s"
+
+[sinks.stream]
+name = "GAP_UNIQ"
+subjects = ["gapUNIQ.>"]
+"#
+    .replace("UNIQ", u)
+    .replace("NATS", &relay_e2e::nats_url())
+}
+
+/// `[recovery]` pointed at the emulator.
+fn recovery(base_url: &str, webhook_id: &str) -> String {
+    format!(
+        r#"
+[recovery]
+enabled = true
+base_url = "{base_url}"
+bearer_token = "${{GAP_TEST_BEARER:-emulator-bearer}}"
+consumer_key = "emulator-consumer-key"
+consumer_secret = "${{GAP_TEST_CONSUMER_SECRET:-emulator-consumer-secret}}"
+webhook_id = "{webhook_id}"
+min_gap = "30s"
+max_attempts = 3
+retry_delay = "1s"
+job_timeout = "60s"
+safety_margin = "2m"
+liveness_interval = "1s"
+"#
+    )
+}
+
+/// A like for `user` with its own favorite id (the envelope id comes from it).
+fn like(user: &str, id: &str) -> Value {
+    let mut v: Value = serde_json::from_slice(
+        &std::fs::read(fixtures_dir().join("aaa/favorite.json")).expect("favorite fixture"),
+    )
+    .expect("json");
+    v["for_user_id"] = Value::String(user.to_string());
+    v["favorite_events"][0]["id"] = Value::String(id.to_string());
+    v
+}
+
+fn parse_time(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .expect("rfc3339")
+        .with_timezone(&Utc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_gap_is_replayed_one_job_at_a_time_and_lands_exactly_once() {
+    let u = relay_e2e::unique();
+    let tmp = tempfile::tempdir().unwrap();
+    // Retries after 3 ms, 27 ms, 242 ms: X gives up quickly on a relay that is down. No
+    // periodic re-CRC (a CRC failing while the relay is down would disable the webhook).
+    let emu = Emulator::start(EmulatorConfig {
+        time_scale: 0.001,
+        recrc_interval_secs: 0.0,
+        replay_incomplete: true,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut relay = Relay::start(tmp.path(), &config(&u)).await;
+    let hook = emu
+        .register_webhook("demo", &relay.webhook_url("demo"))
+        .await
+        .expect("CRC");
+    let users: Vec<String> = emu
+        .config()
+        .users
+        .iter()
+        .take(3)
+        .map(|u| u.user_id.clone())
+        .collect();
+    for user in &users {
+        emu.subscribe("demo", &hook.id, user).expect("subscribe");
+    }
+
+    // Live, before the outage.
+    let mut emitted: Vec<Emitted> = Vec::new();
+    for i in 0..5 {
+        emitted.push(emu.emit(like(&users[i % users.len()], &format!("live-{u}-{i}"))));
+    }
+    wait_deliveries_settled(&emu, &emitted, Duration::from_secs(30)).await;
+    assert_eq!(relay.terminate(), Some(0), "{}", relay.log());
+    let liveness_path = tmp.path().join("spool/liveness.json");
+    let recorded: Value =
+        serde_json::from_slice(&std::fs::read(&liveness_path).expect("liveness record"))
+            .expect("liveness json");
+    let at_stop = parse_time(
+        recorded["alive_until"]["webhook"]
+            .as_str()
+            .expect("webhook"),
+    );
+    assert!(at_stop <= Utc::now(), "{recorded}");
+
+    // The outage, placed 3 h in the past. Missed events inside it, emitted now (the relay
+    // is down: every live attempt fails and X gives up).
+    let now = Utc::now();
+    let last_alive = now - chrono::Duration::hours(3);
+    std::fs::write(
+        &liveness_path,
+        serde_json::to_vec(&serde_json::json!({
+            "version": 1,
+            "alive_until": {"webhook": last_alive.to_rfc3339()},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let offsets_min = [1, 30, 95, 110, 125, 150, 165];
+    let mut missed: Vec<Emitted> = Vec::new();
+    for (i, m) in offsets_min.iter().enumerate() {
+        let at = last_alive + chrono::Duration::minutes(*m);
+        let user = &users[i % users.len()];
+        missed.push(emu.emit_at(like(user, &format!("missed-{u}-{i}")), at));
+    }
+    let sent = wait_deliveries_settled(&emu, &missed, Duration::from_secs(30)).await;
+    for m in &missed {
+        let e = sent.iter().find(|e| e.seq == m.seq).expect("recorded");
+        assert!(!e.deliveries.is_empty(), "{e:?}");
+        assert!(
+            e.deliveries
+                .iter()
+                .all(|d| d.outcome == AttemptOutcome::Failed),
+            "a live delivery reached the stopped relay: {e:?}"
+        );
+    }
+
+    // Restart with recovery enabled.
+    let mut text = std::fs::read_to_string(&relay.config).unwrap();
+    text.push_str(&recovery(&emu.base_url(), &hook.id));
+    std::fs::write(&relay.config, text).unwrap();
+    relay.spawn().await;
+
+    // The first job ends Incomplete; then X behaves again and the relay retries the window.
+    let mut flipped = false;
+    // Only a guard against hanging forever; nothing is asserted about how long it takes.
+    let guard = tokio::time::Instant::now() + Duration::from_secs(300);
+    let jobs = loop {
+        let jobs = emu.jobs();
+        if !flipped && jobs.iter().any(|j| j.state == "Incomplete") {
+            emu.set_replay_incomplete(false);
+            flipped = true;
+        }
+        // Windows of the planned gap: [last_alive − 2 min, +2 h), [.., now − 10 min).
+        let complete = jobs.iter().filter(|j| j.state == "Complete").count();
+        if complete >= 2 {
+            break jobs;
+        }
+        if relay.log().contains("given up") || tokio::time::Instant::now() > guard {
+            panic!("recovery did not complete: {jobs:?}\n{}", relay.log());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    // One job at a time, every window inside X's rules, retried windows identical.
+    let mut by_window: BTreeMap<(DateTime<Utc>, DateTime<Utc>), Vec<&x_emulator::ReplayJob>> =
+        BTreeMap::new();
+    for j in &jobs {
+        assert_eq!(j.webhook_id, hook.id);
+        by_window.entry((j.from, j.to)).or_default().push(j);
+    }
+    assert_eq!(by_window.len(), 2, "two windows: {jobs:?}");
+    let windows: Vec<_> = by_window.keys().copied().collect();
+    let margin = chrono::Duration::minutes(2);
+    let floor = |t: DateTime<Utc>| {
+        DateTime::<Utc>::from_timestamp(t.timestamp().div_euclid(60) * 60, 0).unwrap()
+    };
+    assert_eq!(windows[0].0, floor(last_alive - margin), "{windows:?}");
+    assert_eq!(windows[0].1 - windows[0].0, chrono::Duration::hours(2));
+    assert_eq!(windows[1].0, windows[0].1, "consecutive windows");
+    assert!(windows[1].1 <= Utc::now() - chrono::Duration::minutes(10));
+    let first = &by_window[&windows[0]];
+    assert_eq!(
+        first.len(),
+        2,
+        "the Incomplete job was retried once: {jobs:?}"
+    );
+    assert_eq!(first[0].state, "Incomplete");
+    assert_eq!(first[1].state, "Complete");
+    assert_eq!(by_window[&windows[1]].len(), 1);
+    let mut ordered: Vec<&x_emulator::ReplayJob> = jobs.iter().collect();
+    ordered.sort_by_key(|j| j.created_at);
+    for pair in ordered.windows(2) {
+        let done = pair[0].finished_at.expect("finished");
+        assert!(
+            pair[1].created_at >= done,
+            "a job started before the previous one finished: {ordered:?}"
+        );
+    }
+
+    // Every event, live and missed, exactly once on NATS (the job statuses too: they are
+    // events like any other).
+    let sent = emu.sent_with_bodies();
+    for m in &missed {
+        let e = sent.iter().find(|e| e.seq == m.seq).unwrap();
+        assert!(
+            e.deliveries
+                .iter()
+                .any(|d| d.outcome == AttemptOutcome::Delivered && d.replay_job_id.is_some()),
+            "missed event {} not re-delivered by a replay: {e:?}",
+            m.seq
+        );
+    }
+    let expected = expected_from_deliveries(&sent);
+    for m in missed.iter().chain(&emitted) {
+        assert!(
+            expected.keys().any(|id| id.ends_with(&m.ids[0])),
+            "{:?} not expected",
+            m.ids
+        );
+    }
+    let got = nats_read_all(
+        &format!("GAP_{u}"),
+        expected.len(),
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_exactly_once("nats", &expected, &got, |e| {
+        format!("gap{u}.{}.{}", e.subject, e.event_type)
+    });
+    // The first Incomplete job re-delivered the first window's events, the retry did again:
+    // the relay dropped the repeats.
+    assert!(relay.metric("activity_relay_duplicates_total", &[]).await > 0.0);
+
+    let m = |o: &'static str| {
+        let relay = &relay;
+        async move {
+            relay
+                .metric("activity_relay_replay_jobs_total", &[("outcome", o)])
+                .await
+        }
+    };
+    assert_eq!(m("started").await, 3.0);
+    assert_eq!(m("complete").await, 2.0);
+    assert_eq!(m("incomplete").await, 1.0);
+    assert_eq!(m("failed").await, 0.0);
+    // The last 10 minutes of the gap wait until X allows them: still pending.
+    assert!(
+        relay
+            .metric(
+                "activity_relay_recovery_gap_seconds",
+                &[("ingress", "webhook")]
+            )
+            .await
+            > 0.0
+    );
+
+    // SIGTERM during the wait for the tail: a clean stop, and a fresh liveness record.
+    assert_eq!(relay.terminate(), Some(0), "{}", relay.log());
+    let after: Value = serde_json::from_slice(&std::fs::read(&liveness_path).unwrap()).unwrap();
+    let t = parse_time(after["alive_until"]["webhook"].as_str().unwrap());
+    assert!(t > now, "liveness record refreshed: {after}");
+    emu.shutdown().await;
+}
+
+/// `activity-relay x --config relay.toml …`: base URL and Bearer token from `[recovery]`;
+/// an environment variable overrides the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn x_cli_takes_credentials_from_the_relay_config() {
+    let emu = Emulator::start(EmulatorConfig {
+        recrc_interval_secs: 0.0,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("relay.toml");
+    std::fs::write(&path, recovery(&emu.base_url(), "0")).unwrap();
+    let run = |envs: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(relay_bin());
+        c.args(["x", "--config"])
+            .arg(&path)
+            .args(["subscriptions", "count", "--json"])
+            .env_remove("X_BEARER_TOKEN")
+            .env_remove("X_API_BASE_URL")
+            .env_remove("X_CONSUMER_KEY")
+            .env_remove("X_CONSUMER_SECRET");
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.output().expect("run activity-relay x")
+    };
+    let ok = run(&[]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let count = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        count.contains(&emu.config().apps[0].account_name),
+        "{count}"
+    );
+    // The environment overrides the file: a wrong token is refused by X.
+    let bad = run(&[("X_BEARER_TOKEN", "not-the-token")]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("401") || err.contains("Unauthorized"), "{err}");
+    assert!(!err.contains("not-the-token"), "secret printed: {err}");
+    // A `${VAR}` of the section is expanded from the environment.
+    let via_env = run(&[("GAP_TEST_BEARER", "emulator-bearer")]);
+    assert!(via_env.status.success());
+    let wrong_env = run(&[("GAP_TEST_BEARER", "wrong")]);
+    assert!(!wrong_env.status.success());
+    emu.shutdown().await;
+}
