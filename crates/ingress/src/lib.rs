@@ -13,7 +13,7 @@
 //!
 //! | name | labels |
 //! |---|---|
-//! | `activity_relay_webhook_requests_total` | `app`, `outcome` (`accepted`, `crc`, `bad_request`, `unauthorized`, `too_large`, `read_error`, `full`, `unavailable`, `unknown_app`; `app="_unknown"` for unconfigured apps) |
+//! | `activity_relay_webhook_requests_total` | `app`, `outcome` (`accepted`, `crc`, `bad_request`, `unauthorized`, `too_large`, `read_error`, `read_timeout`, `full`, `unavailable`, `unknown_app`; `app="_unknown"` for unconfigured apps) |
 //! | `activity_relay_webhook_crc_checks_total` | `app` |
 //! | `activity_relay_webhook_signature_failures_total` | `app`, `reason` (`missing`, `malformed`, `mismatch`) |
 //! | `activity_relay_webhook_received_bytes_total` | `app` |

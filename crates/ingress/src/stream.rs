@@ -282,6 +282,27 @@ pub fn initial_resume(gap: Duration, now: SystemTime) -> Resume {
     }
 }
 
+/// The start of an error response's body, for the log: at most 512 bytes, waiting at most
+/// 2 s (X's error bodies are small JSON problem objects).
+async fn error_detail(resp: reqwest::Response, shutdown: &CancellationToken) -> String {
+    const MAX: usize = 512;
+    let mut body = resp.bytes_stream();
+    let mut buf = Vec::new();
+    let read = async {
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.extend_from_slice(&chunk[..chunk.len().min(MAX - buf.len())]);
+            if buf.len() >= MAX {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = tokio::time::timeout(Duration::from_secs(2), read) => {}
+    }
+    String::from_utf8_lossy(&buf).replace(['\r', '\n'], " ")
+}
+
 /// How one connection ended.
 enum Outcome {
     Shutdown,
@@ -440,7 +461,8 @@ impl Runner {
             };
         }
         if !status.is_success() {
-            tracing::warn!(stream = %cfg.name, status = status.as_u16(), "activity stream: HTTP error");
+            let detail = error_detail(resp, shutdown).await;
+            tracing::warn!(stream = %cfg.name, status = status.as_u16(), %detail, "activity stream: HTTP error");
             return Outcome::Ended {
                 reason: "http",
                 failure: Failure::Http,

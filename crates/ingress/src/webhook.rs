@@ -49,6 +49,10 @@ pub struct WebhookConfig {
     /// `Retry-After` sent with a 503 when the pipeline gives no better figure.
     #[serde(default = "default_retry_after_secs")]
     pub retry_after_secs: u64,
+    /// Longest time to receive a POST body (slow or stalled senders get 408; X itself
+    /// gives up after ~3 s).
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// How long [`WebhookServer::run`] lets in-flight requests finish after shutdown.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -66,6 +70,9 @@ fn default_body_limit() -> usize {
 fn default_retry_after_secs() -> u64 {
     5
 }
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(10)
 }
@@ -77,6 +84,7 @@ impl WebhookConfig {
             listen: default_listen(),
             body_limit: default_body_limit(),
             retry_after_secs: default_retry_after_secs(),
+            body_timeout: default_body_timeout(),
             shutdown_grace: default_shutdown_grace(),
             tls: None,
             apps,
@@ -90,6 +98,7 @@ impl fmt::Debug for WebhookConfig {
             .field("listen", &self.listen)
             .field("body_limit", &self.body_limit)
             .field("retry_after_secs", &self.retry_after_secs)
+            .field("body_timeout", &self.body_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
             .field("tls", &self.tls)
             .field("apps", &self.apps)
@@ -149,6 +158,7 @@ struct Shared {
     pipeline: Arc<dyn Pipeline>,
     metrics: WebhookMetrics,
     body_limit: usize,
+    body_timeout: Duration,
     retry_after_secs: u64,
 }
 
@@ -222,6 +232,7 @@ pub fn router(
         pipeline,
         metrics,
         body_limit: cfg.body_limit,
+        body_timeout: cfg.body_timeout,
         retry_after_secs: cfg.retry_after_secs,
     });
     Ok(Router::new()
@@ -359,6 +370,7 @@ fn verify(secrets: &[HmacSha256], body: &[u8], sig: &[u8; 32]) -> bool {
 enum ReadError {
     TooLarge,
     Io,
+    Timeout,
 }
 
 async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ReadError> {
@@ -407,8 +419,14 @@ async fn deliver_app(st: &Shared, app: &App, headers: &HeaderMap, body: Body) ->
         Signature::Malformed => return st.unauthorized(app, "malformed"),
         Signature::Present(sig) => sig,
     };
-    let body = match read_limited(body, st.body_limit).await {
+    let read = tokio::time::timeout(st.body_timeout, read_limited(body, st.body_limit)).await;
+    let body = match read.unwrap_or(Err(ReadError::Timeout)) {
         Ok(b) => b,
+        Err(ReadError::Timeout) => {
+            st.outcome(app, "read_timeout");
+            tracing::warn!(app = %app.name, "webhook POST body not received in time");
+            return plain(StatusCode::REQUEST_TIMEOUT, "body not received in time\n");
+        }
         Err(ReadError::TooLarge) => {
             st.outcome(app, "too_large");
             tracing::warn!(app = %app.name, "webhook POST rejected: body over the limit");

@@ -418,6 +418,36 @@ async fn oversized_bodies_are_413() {
 }
 
 #[tokio::test]
+async fn a_stalled_body_gets_408_and_is_not_stored() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rec = Arc::new(Recorder::default());
+    let mut cfg = config(vec![app("prod", &["s"])]);
+    cfg.body_timeout = Duration::from_millis(200);
+    let srv = start(cfg, rec.clone()).await;
+    let addr = srv.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let sig = format!("sha256={}", hmac_b64("s", &[b'x'; 100]));
+    let head = format!(
+        "POST /webhooks/prod HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n{SIG}: {sig}\r\n\r\nxxxxxxxxxx"
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    // The remaining 90 bytes never come; the server answers on its own.
+    let mut buf = vec![0u8; 1024];
+    let n = sock.read(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(rec.got.lock().is_empty());
+    assert_eq!(
+        srv.metric(
+            "activity_relay_webhook_requests_total",
+            &[("app", "prod"), ("outcome", "read_timeout")]
+        ),
+        1.0
+    );
+    srv.stop().await;
+}
+
+#[tokio::test]
 async fn full_and_unavailable_pipelines_give_503_with_retry_after() {
     let (srv, rec) = start_default().await;
     let body = fixture("aaa/unmute.json");
