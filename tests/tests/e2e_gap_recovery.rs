@@ -359,3 +359,155 @@ async fn x_cli_takes_credentials_from_the_relay_config() {
     assert!(!wrong_env.status.success());
     emu.shutdown().await;
 }
+
+/// A stream-format like with its own favorite id.
+fn stream_like(id: &str) -> Value {
+    let mut v: Value = serde_json::from_slice(
+        &std::fs::read(fixtures_dir().join("stream/favorite.json")).expect("stream fixture"),
+    )
+    .expect("json");
+    v["favorite_events"][0]["id"] = Value::String(id.to_string());
+    v
+}
+
+/// A stream down for "2 hours" (its liveness record moved into the past): the first
+/// connection after the restart asks for `start_time` = the recorded time, and the events X
+/// recorded in between arrive exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_resumes_from_the_recorded_time_after_a_restart() {
+    let u = relay_e2e::unique();
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        recrc_interval_secs: 0.0,
+        stream: x_emulator::StreamConfig {
+            heartbeat_ms: Some(200),
+            include_xaa: false,
+            ..x_emulator::StreamConfig::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let base = config(&u);
+    let (head, sinks) = base.split_once("[webhook]").expect("webhook section");
+    let sinks = &sinks[sinks.find("[[sinks]]").expect("sinks")..];
+    let stream = format!(
+        r#"
+[[stream]]
+name = "main"
+url = "{}/2/activity/stream"
+bearer_token = "emulator-bearer"
+idle_timeout = "2s"
+"#,
+        emu.base_url()
+    );
+    let mut relay = Relay::start(tmp.path(), &format!("{head}{stream}{sinks}")).await;
+    let connected = |n: usize| {
+        let emu = &emu;
+        async move {
+            for _ in 0..300 {
+                let c = emu.connections();
+                if c.iter()
+                    .filter(|c| c.outcome == "connected" && c.ended_at.is_none())
+                    .count()
+                    >= 1
+                    && c.iter().filter(|c| c.outcome == "connected").count() >= n
+                {
+                    return c;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("the relay did not connect: {:?}", emu.connections());
+        }
+    };
+    let first = connected(1).await;
+    assert!(
+        !first[0].params.contains_key("start_time")
+            && !first[0].params.contains_key("backfill_minutes"),
+        "nothing recorded at the first start: {first:?}"
+    );
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = format!("slive-{u}-{i}");
+        emu.emit(stream_like(&id));
+        ids.push(id);
+    }
+    // Let the live lines be accepted before stopping.
+    for _ in 0..300 {
+        if relay
+            .metric("activity_relay_events_in_total", &[("ingress", "stream")])
+            .await
+            >= 3.0
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(relay.terminate(), Some(0), "{}", relay.log());
+
+    let now = Utc::now();
+    let last_alive = now - chrono::Duration::hours(2);
+    std::fs::write(
+        tmp.path().join("spool/liveness.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "version": 1,
+            "alive_until": {"stream:main": last_alive.to_rfc3339()},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    // Recorded during the "outage" (one before it: not asked for).
+    emu.emit_at(
+        stream_like(&format!("sbefore-{u}")),
+        last_alive - chrono::Duration::minutes(1),
+    );
+    for (i, m) in [5i64, 60, 100].iter().enumerate() {
+        let id = format!("smissed-{u}-{i}");
+        emu.emit_at(stream_like(&id), last_alive + chrono::Duration::minutes(*m));
+        ids.push(id);
+    }
+    relay.spawn().await;
+    let conns = connected(2).await;
+    let resumed = conns
+        .iter()
+        .filter(|c| c.outcome == "connected")
+        .nth(1)
+        .expect("second connection");
+    let start = parse_time(
+        resumed
+            .params
+            .get("start_time")
+            .expect("start_time asked for"),
+    );
+    assert!(
+        (start - last_alive).num_seconds().abs() <= 1,
+        "start_time {start} vs recorded {last_alive}"
+    );
+    assert!(!resumed.params.contains_key("backfill_minutes"));
+
+    let got = nats_read_all(
+        &format!("GAP_{u}"),
+        ids.len(),
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    )
+    .await;
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &got {
+        *counts.entry(r.id().to_string()).or_default() += 1;
+    }
+    for id in &ids {
+        let n = counts
+            .iter()
+            .filter(|(k, _)| k.ends_with(id.as_str()))
+            .map(|(_, n)| *n)
+            .sum::<usize>();
+        assert_eq!(n, 1, "{id} on NATS {n} times: {counts:?}");
+    }
+    assert_eq!(
+        got.len(),
+        ids.len(),
+        "nothing else (not the older event): {counts:?}"
+    );
+    emu.shutdown().await;
+}
