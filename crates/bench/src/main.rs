@@ -1,0 +1,458 @@
+//! `activity-relay-bench`: end-to-end throughput and latency of activity-relay.
+//!
+//! X (the in-process `x-emulator`) → the relay's webhook (the real `activity-relay` binary as
+//! a child process) → one broker → a real consumer, at rising offered rates; then the
+//! broker's raw client publishing the same messages as fast as it can, as a baseline measured
+//! in the same run. See `crates/bench/README.md`.
+
+mod brokers;
+mod consumer;
+mod relay;
+mod report;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use relay_envelope::{Context, IngressKind};
+use x_emulator::{AttemptOutcome, Emulator, EmulatorConfig, Format, GeneratorConfig};
+
+use brokers::{Endpoints, RawMessage, Setup, SinkKind};
+use relay::Relay;
+use report::{Report, Step};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// End-to-end benchmark: x-emulator → activity-relay → broker → consumer, against the
+/// broker's raw client.
+#[derive(Parser, Debug)]
+#[command(name = "activity-relay-bench", version)]
+struct Args {
+    /// The sink (and broker) under test.
+    #[arg(long, value_enum, default_value = "nats")]
+    sink: SinkKind,
+    /// The relay binary (default: `activity-relay` next to this binary, i.e. built by
+    /// `cargo build --release -p activity-relay -p relay-bench`).
+    #[arg(long)]
+    relay_bin: Option<PathBuf>,
+    /// Offered rates in events/s, one step each, rising (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "200,400,800,1600")]
+    rates: Vec<f64>,
+    /// Seconds of generation per step.
+    #[arg(long, default_value_t = 10.0)]
+    step_secs: f64,
+    /// Longest wait, after a step's generation ends, for X's deliveries to settle and for
+    /// the consumer to have everything.
+    #[arg(long, default_value_t = 60.0)]
+    drain_secs: f64,
+    /// Markdown report: the section of this sink is replaced (or appended).
+    #[arg(long, default_value = "docs/bench/e2e.md")]
+    out: PathBuf,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// A note added to the report (e.g. what else ran on the machine).
+    #[arg(long)]
+    note: Option<String>,
+    /// NATS URL.
+    #[arg(
+        long,
+        env = "RELAY_TEST_NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
+    nats_url: String,
+    /// AMQP URL.
+    #[arg(
+        long,
+        env = "RELAY_TEST_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
+    /// Kafka bootstrap servers (`source scripts/brokers` sets the variable).
+    #[arg(long, env = "RELAY_TEST_KAFKA_BOOTSTRAP")]
+    kafka_bootstrap: Option<String>,
+}
+
+fn main() {
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("activity-relay-bench: starting the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(args)) {
+        eprintln!("activity-relay-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn check_args(args: &Args) -> Result<PathBuf, BoxError> {
+    if args.rates.is_empty() {
+        return Err("--rates needs at least one rate".into());
+    }
+    if args.rates.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
+        return Err(format!("--rates must be positive numbers, got {:?}", args.rates).into());
+    }
+    if args.rates.windows(2).any(|w| w[1] <= w[0]) {
+        return Err(format!("--rates must be rising, got {:?}", args.rates).into());
+    }
+    if !(args.step_secs.is_finite() && args.step_secs >= 1.0) {
+        return Err("--step-secs must be at least 1".into());
+    }
+    if !(args.drain_secs.is_finite() && args.drain_secs >= 1.0) {
+        return Err("--drain-secs must be at least 1".into());
+    }
+    let bin = match &args.relay_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| format!("finding this executable: {e}"))?
+            .with_file_name("activity-relay"),
+    };
+    if !bin.is_file() {
+        return Err(format!(
+            "relay binary {} not found: build it with `cargo build --release -p activity-relay \
+             -p relay-bench` or pass --relay-bin",
+            bin.display()
+        )
+        .into());
+    }
+    Ok(bin)
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
+    let bin = check_args(&args)?;
+    let u = unique();
+    let tmp = tempfile::Builder::new()
+        .prefix("relay-bench-")
+        .tempdir()
+        .map_err(|e| format!("creating a temporary directory: {e}"))?;
+    let ep = Endpoints {
+        nats: args.nats_url.clone(),
+        amqp: args.amqp_url.clone(),
+        kafka: args.kafka_bootstrap.clone(),
+    };
+    eprintln!(
+        "sink {}, run {u}, relay {}, work dir {}",
+        args.sink.name(),
+        bin.display(),
+        tmp.path().display()
+    );
+    let setup = Setup::prepare(args.sink, &u, tmp.path(), ep).await?;
+    let result = bench(&args, &bin, &setup).await;
+    setup.cleanup().await;
+    let report = result?;
+    let md = report.markdown();
+    println!("{md}");
+    report::write_section(&args.out, args.sink.name(), &md)?;
+    eprintln!(
+        "wrote the {} section of {}",
+        args.sink.name(),
+        args.out.display()
+    );
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| format!("serializing the report: {e}"))?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+async fn bench(args: &Args, bin: &std::path::Path, setup: &Setup) -> Result<Report, BoxError> {
+    let consumer = setup.consumer(false).await?;
+    let mut relay = Relay::start(bin, &setup.dir, &setup.sink_toml()).await?;
+    let rss_reset = relay.reset_peak_rss();
+    let mut report = Report::new(args.sink, command_line(), args.note.clone(), rss_reset);
+    // The envelopes of the last step that kept up (or of the first step): the baseline's.
+    let mut baseline_msgs: Option<Vec<RawMessage>> = None;
+    for (i, &rate) in args.rates.iter().enumerate() {
+        eprintln!("step {}: {rate} events/s for {} s", i + 1, args.step_secs);
+        let (step, msgs) = run_step(args, &mut relay, &consumer, rate, i as u64 + 1).await?;
+        eprintln!("  {}", step.summary());
+        let kept_up = step.kept_up;
+        if kept_up || baseline_msgs.is_none() {
+            baseline_msgs = Some(msgs);
+        }
+        report.steps.push(step);
+        if !kept_up {
+            break;
+        }
+    }
+    relay.stop();
+    drop(consumer);
+    // Steps stop at the first one that did not keep up: the last one that did is sustained.
+    report.sustained = report.steps.iter().rposition(|s| s.kept_up);
+    // The baseline sends as many messages as the sustained step delivered (or, when no step
+    // kept up, as the first step).
+    let msgs = baseline_msgs.unwrap_or_default();
+    if !msgs.is_empty() {
+        eprintln!(
+            "baseline: {} messages with the raw {} client",
+            msgs.len(),
+            setup.kind.name()
+        );
+        let max = Duration::from_secs_f64(args.drain_secs + 60.0);
+        let b = setup.baseline(&msgs, max).await?;
+        eprintln!(
+            "  {:.0} events/s (published in {:.2} s, all received in {:.2} s)",
+            b.events_per_sec, b.publish_secs, b.all_received_secs
+        );
+        report.baseline = Some(b);
+    }
+    Ok(report)
+}
+
+/// One step: a fresh emulator (so its records are this step's) generating at `rate` into
+/// the running relay; returns the measurements and the step's envelopes (for the baseline).
+async fn run_step(
+    args: &Args,
+    relay: &mut Relay,
+    consumer: &consumer::Consumer,
+    rate: f64,
+    seed: u64,
+) -> Result<(Step, Vec<RawMessage>), BoxError> {
+    let emu = Emulator::start(EmulatorConfig {
+        time_scale: 0.01,
+        max_recorded_events: 2_000_000,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .map_err(|e| format!("starting the emulator: {e}"))?;
+    let hook = emu
+        .register_webhook(relay::APP, &relay.webhook_url())
+        .await
+        .map_err(|e| format!("registering the relay's webhook on the emulator: {e}"))?;
+    subscribe_all(&emu, &hook.id).await?;
+
+    let mut gen = GeneratorConfig {
+        rate,
+        duration_secs: Some(args.step_secs),
+        seed: Some(seed),
+        ..GeneratorConfig::default()
+    };
+    gen.formats.insert("aaa".into(), 1.0);
+    gen.formats.insert("xaa".into(), 1.0);
+
+    relay.reset_peak_rss();
+    let cpu0 = relay.cpu_secs();
+    let m0 = consumer.collector.messages();
+    let t0 = Utc::now();
+    let i0 = Instant::now();
+    emu.start_generator(gen);
+    tokio::time::sleep(Duration::from_secs_f64(args.step_secs + 0.05)).await;
+    emu.stop_generator();
+    let deadline = Instant::now() + Duration::from_secs_f64(args.drain_secs);
+
+    // X's deliveries settle: every body delivered, or failed after its last retry.
+    let retries = emu.config().retry_waits_secs.len() as u32 + 1;
+    let mut last_pending = (usize::MAX, Instant::now());
+    loop {
+        let sent = emu.sent();
+        let pending = sent
+            .iter()
+            .filter(|e| {
+                e.deliveries.is_empty()
+                    || !e.deliveries.iter().any(|d| {
+                        d.outcome != AttemptOutcome::Failed
+                            || (d.outcome == AttemptOutcome::Failed && d.attempt >= retries)
+                    })
+            })
+            .count();
+        // Bodies for nobody subscribed never get an attempt: stop once that count is stable.
+        if pending != last_pending.0 {
+            last_pending = (pending, Instant::now());
+        }
+        if pending == 0
+            || last_pending.1.elapsed() > Duration::from_secs(2)
+            || Instant::now() > deadline
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Expected envelopes: every body X delivered with a 2xx, normalized like the relay does;
+    // X's send time of an envelope = the first attempt of the first body that carries it.
+    let sent = emu.sent_with_bodies();
+    let mut expected: HashMap<String, DateTime<Utc>> = HashMap::new();
+    let mut msgs: Vec<RawMessage> = Vec::new();
+    let (mut attempts, mut non_2xx, mut bodies_delivered) = (0usize, 0usize, 0usize);
+    let ctx = Context {
+        ingress: IngressKind::Webhook,
+        source: format!("/x/account-activity/webhook/{}", relay::APP),
+        received_at: Utc::now(),
+    };
+    for e in &sent {
+        attempts += e.deliveries.len();
+        non_2xx += e
+            .deliveries
+            .iter()
+            .filter(|d| d.outcome == AttemptOutcome::Failed)
+            .count();
+        if e.format == Format::Stream
+            || !e
+                .deliveries
+                .iter()
+                .any(|d| d.outcome == AttemptOutcome::Delivered)
+        {
+            continue;
+        }
+        bodies_delivered += 1;
+        let Some(first) = e.deliveries.iter().map(|d| d.at).min() else {
+            continue;
+        };
+        let Some(body) = &e.body else { continue };
+        let bytes = serde_json::to_vec(body).map_err(|err| format!("re-encoding a body: {err}"))?;
+        for env in relay_envelope::normalize(&bytes, &ctx).unwrap_or_default() {
+            match expected.get_mut(&env.id) {
+                Some(t) => *t = (*t).min(first),
+                None => {
+                    expected.insert(env.id.clone(), first);
+                    msgs.push(RawMessage {
+                        subject: env.subject.clone(),
+                        event_type: env.event_type.clone(),
+                        id: env.id.clone(),
+                        body: env.to_json(),
+                    });
+                }
+            }
+        }
+    }
+    let bodies_emitted = sent.len();
+    emu.shutdown().await;
+
+    // The consumer has everything (or the drain time is over).
+    let complete = loop {
+        let n = consumer.collector.count_of(expected.keys());
+        if n >= expected.len() {
+            break true;
+        }
+        if Instant::now() > deadline || relay.exited() {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let wall = i0.elapsed().as_secs_f64();
+    let cpu1 = relay.cpu_secs();
+    let peak_rss_kib = relay.peak_rss_kib();
+    if relay.exited() {
+        return Err(format!(
+            "activity-relay exited during the step; its log:\n{}",
+            relay.log_text()
+        )
+        .into());
+    }
+
+    let mut latencies = Vec::with_capacity(expected.len());
+    let mut last_receipt: Option<DateTime<Utc>> = None;
+    for (id, sent_at) in &expected {
+        if let Some(r) = consumer.collector.received_at(id) {
+            latencies.push((r - *sent_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0);
+            last_receipt = Some(last_receipt.map_or(r, |l| l.max(r)));
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let received = latencies.len();
+    // Until the consumer had everything (the last receipt), or until we gave up.
+    let time_to_all = match (complete, last_receipt) {
+        (true, Some(l)) => ((l - t0).num_microseconds().unwrap_or(0) as f64 / 1e6).max(1e-3),
+        _ => wall,
+    };
+    let offered_env = expected.len() as f64 / args.step_secs;
+    let delivered_env = received as f64 / time_to_all;
+    let kept_up = complete && non_2xx == 0 && delivered_env >= 0.9 * offered_env;
+    let step = Step {
+        offered_events_per_sec: rate,
+        step_secs: args.step_secs,
+        bodies_emitted,
+        bodies_delivered,
+        webhook_attempts: attempts,
+        webhook_non_2xx: non_2xx,
+        consumer_messages: consumer.collector.messages() - m0,
+        consumer_unparsable: consumer.collector.unparsable(),
+        envelopes_expected: expected.len(),
+        envelopes_received: received,
+        offered_envelopes_per_sec: offered_env,
+        delivered_envelopes_per_sec: delivered_env,
+        time_to_all_secs: time_to_all,
+        complete,
+        latency_ms_p50: report::percentile(&latencies, 0.50),
+        latency_ms_p99: report::percentile(&latencies, 0.99),
+        latency_ms_p999: report::percentile(&latencies, 0.999),
+        latency_ms_max: latencies.last().copied(),
+        relay_cpu_percent: match (cpu0, cpu1) {
+            (Some(a), Some(b)) => Some((b - a) / wall * 100.0),
+            _ => None,
+        },
+        relay_peak_rss_mib: peak_rss_kib.map(|k| k as f64 / 1024.0),
+        kept_up,
+    };
+    Ok((step, msgs))
+}
+
+/// Subscribes every configured user to the webhook: AAA (OAuth'd subscription) and XAA
+/// (an activity subscription for every XAA event type).
+async fn subscribe_all(emu: &x_emulator::EmulatorHandle, webhook_id: &str) -> Result<(), BoxError> {
+    let xaa_kinds: Vec<&str> = x_emulator::generator::all_kinds()
+        .into_iter()
+        .filter(|(f, _)| *f == Format::Xaa)
+        .map(|(_, k)| k)
+        .collect();
+    let client = reqwest::Client::new();
+    for user in &emu.config().users {
+        emu.subscribe(relay::APP, webhook_id, &user.user_id)
+            .map_err(|e| format!("subscribing user {}: {e}", user.user_id))?;
+        let r = client
+            .post(format!("{}/2/activity/subscriptions", emu.base_url()))
+            .bearer_auth(&emu.config().apps[0].bearer_token)
+            .json(&serde_json::json!({
+                "user_id": user.user_id, "event_types": xaa_kinds, "webhook_id": webhook_id
+            }))
+            .send()
+            .await
+            .map_err(|e| format!("creating an activity subscription: {e}"))?;
+        if !r.status().is_success() {
+            let status = r.status();
+            let text = r.text().await.unwrap_or_default();
+            return Err(format!("creating an activity subscription: {status} {text}").into());
+        }
+    }
+    Ok(())
+}
+
+/// The command line as it was run (for the report).
+fn command_line() -> String {
+    let mut parts: Vec<String> = std::env::args().collect();
+    if let Some(first) = parts.first_mut() {
+        if let Some(name) = std::path::Path::new(first.as_str()).file_name() {
+            *first = name.to_string_lossy().into_owned();
+        }
+    }
+    parts.join(" ")
+}
+
+/// A short lowercase alphanumeric suffix for this run's destination names.
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut x = (nanos as u64) ^ (u64::from(std::process::id()) << 32);
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    (0..10)
+        .map(|i| DIGITS[((x >> (i * 6)) % 36) as usize] as char)
+        .collect()
+}
