@@ -244,7 +244,28 @@ async fn webhook_gap_is_replayed_one_job_at_a_time_and_lands_exactly_once() {
 
     // Every event, live and missed, exactly once on NATS (the job statuses too: they are
     // events like any other).
-    let sent = emu.sent_with_bodies();
+    // A job is recorded finished just before its status event is sent: wait until every
+    // job's status has been delivered to the relay before taking the emulator's record.
+    let sent = loop {
+        let sent = emu.sent_with_bodies();
+        let delivered_statuses = sent
+            .iter()
+            .filter(|e| e.key == "replay_job_status")
+            .filter(|e| {
+                e.deliveries
+                    .iter()
+                    .any(|d| d.outcome == AttemptOutcome::Delivered)
+            })
+            .count();
+        if delivered_statuses >= jobs.len() {
+            break sent;
+        }
+        assert!(
+            tokio::time::Instant::now() < guard,
+            "statuses not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     for m in &missed {
         let e = sent.iter().find(|e| e.seq == m.seq).unwrap();
         assert!(
@@ -300,11 +321,19 @@ async fn webhook_gap_is_replayed_one_job_at_a_time_and_lands_exactly_once() {
             > 0.0
     );
 
-    // SIGTERM during the wait for the tail: a clean stop, and a fresh liveness record.
+    // SIGTERM during the wait for the tail: a clean stop, a fresh liveness record, and where
+    // the replay stood.
     assert_eq!(relay.terminate(), Some(0), "{}", relay.log());
     let after: Value = serde_json::from_slice(&std::fs::read(&liveness_path).unwrap()).unwrap();
     let t = parse_time(after["alive_until"]["webhook"].as_str().unwrap());
     assert!(t > now, "liveness record refreshed: {after}");
+    // The tail not replayed yet is remembered for the next start.
+    let pending = parse_time(
+        after["replay_pending_from"]["webhook"]
+            .as_str()
+            .expect("pending replay recorded"),
+    );
+    assert_eq!(pending, windows[1].1, "{after}");
     emu.shutdown().await;
 }
 

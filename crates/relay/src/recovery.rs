@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone as _, Utc};
@@ -271,13 +272,24 @@ struct LivenessDoc {
     version: u32,
     /// Ingress key → time up to which it was accepting.
     alive_until: BTreeMap<String, DateTime<Utc>>,
+    /// Ingress key → start of the part of an earlier gap not replayed yet.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    replay_pending_from: BTreeMap<String, DateTime<Utc>>,
 }
 
-/// Per ingress, the time up to which the relay was accepting.
+/// Per ingress, the time up to which the relay was accepting, and where an unfinished
+/// replay of an earlier gap stood.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Liveness {
     pub alive_until: BTreeMap<String, DateTime<Utc>>,
+    /// The start of what is left of a gap whose replay had not finished when the relay
+    /// stopped (a restart during recovery resumes it instead of losing it).
+    pub replay_pending_from: BTreeMap<String, DateTime<Utc>>,
 }
+
+/// Where the running webhook recovery stands (`None`: nothing left to replay); written into
+/// the liveness record.
+pub type Pending = Arc<parking_lot::Mutex<Option<DateTime<Utc>>>>;
 
 impl Liveness {
     /// The record's path in `dir`.
@@ -306,6 +318,7 @@ impl Liveness {
         }
         Ok(Some(Liveness {
             alive_until: doc.alive_until,
+            replay_pending_from: doc.replay_pending_from,
         }))
     }
 
@@ -335,6 +348,7 @@ impl Liveness {
         let doc = LivenessDoc {
             version: 1,
             alive_until: self.alive_until.clone(),
+            replay_pending_from: self.replay_pending_from.clone(),
         };
         let bytes = serde_json::to_vec_pretty(&doc).map_err(|e| LivenessError::Corrupt {
             path: path.clone(),
@@ -357,6 +371,7 @@ impl Liveness {
     pub fn all_at(keys: &[String], at: DateTime<Utc>) -> Liveness {
         Liveness {
             alive_until: keys.iter().map(|k| (k.clone(), at)).collect(),
+            replay_pending_from: BTreeMap::new(),
         }
     }
 
@@ -367,18 +382,23 @@ impl Liveness {
     }
 }
 
-/// Refreshes the liveness record of `keys` every `interval` until `stop`, then once more
-/// (call it after the ingresses stopped accepting, so the last record is exact).
+/// Refreshes the liveness record of `keys` (and the webhook's `pending` replay) every
+/// `interval` until `stop`, then once more (call it after the ingresses stopped accepting,
+/// so the last record is exact).
 pub async fn keep_alive(
     dir: PathBuf,
     keys: Vec<String>,
     interval: Duration,
+    pending: Pending,
     stop: CancellationToken,
 ) {
     let mut failing = false;
     loop {
         let stopping = stop.is_cancelled();
-        let rec = Liveness::all_at(&keys, Utc::now());
+        let mut rec = Liveness::all_at(&keys, Utc::now());
+        if let Some(p) = *pending.lock() {
+            rec.replay_pending_from.insert(WEBHOOK_KEY.to_string(), p);
+        }
         let d = dir.clone();
         match tokio::task::spawn_blocking(move || rec.store(&d)).await {
             Ok(Ok(())) => {
@@ -496,26 +516,33 @@ pub enum WebhookGap {
     },
 }
 
-/// Decides about the webhook's gap from its recorded time `last_alive` at `now`.
+/// Decides about the webhook's gap from its recorded time `last_alive` (and the start of
+/// a replay left unfinished by the previous run, `pending_from`) at `now`.
 pub fn webhook_gap(
     cfg: &RecoveryConfig,
     last_alive: Option<DateTime<Utc>>,
+    pending_from: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> WebhookGap {
-    let Some(last) = last_alive else {
+    let Some(last) = last_alive.or(pending_from) else {
         return WebhookGap::FirstStart;
     };
     let gap = (now - last).to_std().unwrap_or(Duration::ZERO);
-    if gap < cfg.min_gap {
+    let unfinished = pending_from.map(|p| (now - p).to_std().unwrap_or(Duration::ZERO));
+    if gap < cfg.min_gap && unfinished.is_none() {
         return WebhookGap::Short(gap);
     }
     if !cfg.enabled {
-        return WebhookGap::NotRecovered(gap);
+        return WebhookGap::NotRecovered(gap.max(unfinished.unwrap_or(Duration::ZERO)));
     }
     let margin = chrono::Duration::from_std(cfg.safety_margin).unwrap_or_default();
+    let from = match pending_from {
+        Some(p) => p.min(last - margin),
+        None => last - margin,
+    };
     WebhookGap::Recover {
-        gap,
-        from: last - margin,
+        gap: gap.max(unfinished.unwrap_or(Duration::ZERO)),
+        from,
         to: now,
     }
 }
@@ -575,6 +602,8 @@ pub struct WebhookRecovery {
     pub statuses: broadcast::Receiver<JobStatus>,
     pub metrics: RecoveryMetrics,
     pub rules: ReplayRules,
+    /// Kept at the start of what is left to replay, for the liveness record.
+    pub pending: Pending,
 }
 
 impl WebhookRecovery {
@@ -591,6 +620,7 @@ impl WebhookRecovery {
         );
         loop {
             gauge.set((to - from).num_seconds().max(0) as f64);
+            *self.pending.lock() = Some(from);
             if from >= to || stop.is_cancelled() {
                 break;
             }
@@ -636,8 +666,9 @@ impl WebhookRecovery {
             }
         }
         if stop.is_cancelled() {
-            tracing::info!("webhook gap recovery interrupted by shutdown (the next start recovers only its own gap)");
+            tracing::info!(pending_from = %from.to_rfc3339(), "webhook gap recovery interrupted by shutdown; the next start resumes it");
         } else {
+            *self.pending.lock() = None;
             gauge.set(0.0);
             tracing::info!("webhook gap recovery finished");
         }
@@ -783,6 +814,14 @@ mod tests {
         rec.store(dir.path()).unwrap();
         let back = Liveness::read(dir.path()).unwrap().unwrap();
         assert_eq!(back, rec);
+        assert!(back.replay_pending_from.is_empty());
+        let mut with_pending = rec.clone();
+        with_pending
+            .replay_pending_from
+            .insert(WEBHOOK_KEY.into(), t("2026-11-22T01:00:00Z"));
+        with_pending.store(dir.path()).unwrap();
+        assert_eq!(Liveness::read(dir.path()).unwrap().unwrap(), with_pending);
+        rec.store(dir.path()).unwrap();
         assert!(!dir.path().join("liveness.json.tmp").exists());
         let now = t("2026-11-22T03:10:00.250Z");
         assert_eq!(back.gap(WEBHOOK_KEY, now), Some(Duration::from_secs(600)));
@@ -817,18 +856,18 @@ mod tests {
     fn gap_thresholds() {
         let mut cfg = RecoveryConfig::default();
         let now = t("2026-11-22T05:00:00Z");
-        assert_eq!(webhook_gap(&cfg, None, now), WebhookGap::FirstStart);
+        assert_eq!(webhook_gap(&cfg, None, None, now), WebhookGap::FirstStart);
         assert_eq!(
-            webhook_gap(&cfg, Some(t("2026-11-22T04:59:31Z")), now),
+            webhook_gap(&cfg, Some(t("2026-11-22T04:59:31Z")), None, now),
             WebhookGap::Short(Duration::from_secs(29))
         );
         assert_eq!(
-            webhook_gap(&cfg, Some(t("2026-11-22T04:59:30Z")), now),
+            webhook_gap(&cfg, Some(t("2026-11-22T04:59:30Z")), None, now),
             WebhookGap::NotRecovered(Duration::from_secs(30))
         );
         cfg.enabled = true;
         assert_eq!(
-            webhook_gap(&cfg, Some(t("2026-11-22T03:00:00Z")), now),
+            webhook_gap(&cfg, Some(t("2026-11-22T03:00:00Z")), None, now),
             WebhookGap::Recover {
                 gap: Duration::from_secs(7200),
                 from: t("2026-11-22T02:58:00Z"),
@@ -836,9 +875,34 @@ mod tests {
             }
         );
         assert!(matches!(
-            webhook_gap(&cfg, Some(t("2026-11-22T04:59:45Z")), now),
+            webhook_gap(&cfg, Some(t("2026-11-22T04:59:45Z")), None, now),
             WebhookGap::Short(_)
         ));
+        // A replay left unfinished by the previous run is resumed, however short the
+        // restart.
+        assert_eq!(
+            webhook_gap(
+                &cfg,
+                Some(t("2026-11-22T04:59:50Z")),
+                Some(t("2026-11-22T04:30:00Z")),
+                now
+            ),
+            WebhookGap::Recover {
+                gap: Duration::from_secs(1800),
+                from: t("2026-11-22T04:30:00Z"),
+                to: now
+            }
+        );
+        cfg.enabled = false;
+        assert_eq!(
+            webhook_gap(
+                &cfg,
+                Some(t("2026-11-22T04:59:50Z")),
+                Some(t("2026-11-22T04:30:00Z")),
+                now
+            ),
+            WebhookGap::NotRecovered(Duration::from_secs(1800))
+        );
     }
 
     #[test]

@@ -222,10 +222,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         if cfg.webhook.is_some() {
             keys.push(crate::recovery::WEBHOOK_KEY.to_string());
         }
+        let pending = webhook_recovery
+            .as_ref()
+            .map(|(r, _, _)| r.pending.clone())
+            .unwrap_or_default();
         tokio::spawn(crate::recovery::keep_alive(
             cfg.spool.dir.clone(),
             keys,
             cfg.recovery.liveness_interval,
+            pending,
             liveness_stop.clone(),
         ))
     };
@@ -347,7 +352,8 @@ fn prepare_recovery(
         return Ok(None);
     }
     let last = liveness.alive_until.get(WEBHOOK_KEY).copied();
-    match webhook_gap(&cfg.recovery, last, now) {
+    let pending_from = liveness.replay_pending_from.get(WEBHOOK_KEY).copied();
+    match webhook_gap(&cfg.recovery, last, pending_from, now) {
         WebhookGap::FirstStart => Ok(None),
         WebhookGap::Short(gap) => {
             tracing::info!(
@@ -379,6 +385,7 @@ fn prepare_recovery(
                 %webhook_id,
                 from = %from.to_rfc3339(),
                 to = %to.to_rfc3339(),
+                pending_from = %pending_from.map(|t| t.to_rfc3339()).unwrap_or_default(),
                 "webhook was down: replaying the gap"
             );
             Ok(Some((
@@ -389,6 +396,7 @@ fn prepare_recovery(
                     statuses,
                     metrics,
                     rules: relay_xapi::ReplayRules::default(),
+                    pending: std::sync::Arc::new(parking_lot::Mutex::new(Some(from))),
                 },
                 from,
                 to,
