@@ -27,9 +27,9 @@ pub struct XArgs {
     #[arg(long, global = true)]
     pub json: bool,
 
-    /// The relay's configuration: `activity-relay x` takes the base URL and the app's
-    /// credentials from its `[recovery]` section; flags and environment variables override
-    /// them. (Read by `activity-relay`; [`run`] itself ignores it.)
+    // Read by `activity-relay` before calling `run`, which ignores it.
+    /// The relay's configuration file: the base URL and the app's credentials come from its
+    /// `[recovery]` section; flags and environment variables override them.
     #[arg(long, short = 'c', value_name = "FILE", global = true)]
     pub config: Option<std::path::PathBuf>,
 
