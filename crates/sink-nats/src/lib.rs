@@ -68,8 +68,8 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// `[sinks.<name>]` with `type = "nats"`.
-#[derive(Clone, Debug, Deserialize)]
+/// `[sinks.<name>]` with `type = "nats"`. `Debug` redacts secrets (also in `url`).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NatsSinkConfig {
     /// Server URL(s), comma-separated: `nats://host:4222,nats://other:4222` (`tls://` for
@@ -136,6 +136,114 @@ impl NatsSinkConfig {
             max_in_flight: default_max_in_flight(),
         }
     }
+}
+
+impl NatsSinkConfig {
+    /// Checks the configuration without connecting: templates, subjects, URLs, auth and
+    /// TLS combinations (what [`NatsSink::connect`] checks before it connects).
+    pub fn validate(&self, name: &str) -> Result<(), NatsSinkError> {
+        self.prepare(name).map(|_| ())
+    }
+
+    fn prepare(
+        &self,
+        name: &str,
+    ) -> Result<(Template, Vec<async_nats::ServerAddr>), NatsSinkError> {
+        let config_err = |detail: String| NatsSinkError::Config {
+            sink: name.to_owned(),
+            detail,
+        };
+        let subject = Template::parse(&self.subject).map_err(|source| NatsSinkError::Template {
+            sink: name.to_owned(),
+            source,
+        })?;
+        check_template_literals(&subject).map_err(config_err)?;
+        check_publish_subject(&self.deadletter_subject)
+            .map_err(|e| config_err(format!("deadletter_subject: {e}")))?;
+        if self.max_in_flight == 0 {
+            return Err(config_err("max_in_flight must be at least 1".into()));
+        }
+        let servers: Vec<async_nats::ServerAddr> = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<async_nats::ServerAddr>().map_err(|_| {
+                    config_err(format!(
+                        "url {:?} is not a NATS server address",
+                        redact_url(s)
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if servers.is_empty() {
+            return Err(config_err("url is empty".into()));
+        }
+        let auth = &self.auth;
+        let methods = [
+            auth.token.is_some(),
+            auth.user.is_some() || auth.password.is_some(),
+            auth.nkey_seed.is_some(),
+            auth.credentials_file.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if methods > 1 {
+            return Err(config_err(
+                "auth: set only one of token, user + password, nkey_seed, credentials_file".into(),
+            ));
+        }
+        if auth.user.is_some() != auth.password.is_some() {
+            return Err(config_err("auth: user and password go together".into()));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(config_err("tls: cert and key go together".into()));
+        }
+        Ok((subject, servers))
+    }
+}
+
+impl fmt::Debug for NatsSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsSinkConfig")
+            .field("url", &redact_url(&self.url))
+            .field("subject", &self.subject)
+            .field("deadletter_subject", &self.deadletter_subject)
+            .field("wire_mode", &self.wire_mode)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .field("stream", &self.stream)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish()
+    }
+}
+
+/// The server URL(s) with any embedded password (`nats://user:password@host`) replaced by
+/// `<redacted>`; a lone user part (`nats://token@host`, a token) is redacted too.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let Some(scheme_end) = one.find("://") else {
+                return one.to_owned();
+            };
+            let rest = &one[scheme_end + 3..];
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let Some(at) = rest[..authority_end].rfind('@') else {
+                return one.to_owned();
+            };
+            let userinfo = &rest[..at];
+            let shown = match userinfo.find(':') {
+                Some(colon) => format!("{}:<redacted>", &userinfo[..colon]),
+                None => "<redacted>".to_owned(),
+            };
+            format!("{}{shown}{}", &one[..scheme_end + 3], &rest[at..])
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// NATS credentials; at most one of token, user + password, nkey seed, credentials file.
@@ -295,34 +403,7 @@ impl NatsSink {
     /// and, when `cfg.stream` is set, creates or updates the stream. After this the client
     /// reconnects by itself, forever, with backoff (at most 4 s between attempts).
     pub async fn connect(name: &str, cfg: &NatsSinkConfig) -> Result<NatsSink, NatsSinkError> {
-        let config_err = |detail: String| NatsSinkError::Config {
-            sink: name.to_owned(),
-            detail,
-        };
-        let subject = Template::parse(&cfg.subject).map_err(|source| NatsSinkError::Template {
-            sink: name.to_owned(),
-            source,
-        })?;
-        check_template_literals(&subject).map_err(config_err)?;
-        check_publish_subject(&cfg.deadletter_subject)
-            .map_err(|e| config_err(format!("deadletter_subject: {e}")))?;
-        if cfg.max_in_flight == 0 {
-            return Err(config_err("max_in_flight must be at least 1".into()));
-        }
-        let servers: Vec<async_nats::ServerAddr> = cfg
-            .url
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<async_nats::ServerAddr>()
-                    .map_err(|e| config_err(format!("url {s:?}: {e}")))
-            })
-            .collect::<Result<_, _>>()?;
-        if servers.is_empty() {
-            return Err(config_err("url is empty".into()));
-        }
-
+        let (subject, servers) = cfg.prepare(name)?;
         let options = connect_options(name, cfg).await?;
         let client = options
             .connect(servers)
@@ -424,22 +505,6 @@ async fn connect_options(
     cfg: &NatsSinkConfig,
 ) -> Result<async_nats::ConnectOptions, NatsSinkError> {
     let auth = &cfg.auth;
-    let methods = [
-        auth.token.is_some(),
-        auth.user.is_some() || auth.password.is_some(),
-        auth.nkey_seed.is_some(),
-        auth.credentials_file.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if methods > 1 {
-        return Err(NatsSinkError::Config {
-            sink: name.to_owned(),
-            detail: "auth: set only one of token, user + password, nkey_seed, credentials_file"
-                .into(),
-        });
-    }
     let mut options = async_nats::ConnectOptions::new()
         .name(format!("activity-relay/{name}"))
         .connection_timeout(cfg.connect_timeout)
@@ -447,17 +512,8 @@ async fn connect_options(
     if let Some(token) = &auth.token {
         options = options.token(token.expose().to_owned());
     }
-    match (&auth.user, &auth.password) {
-        (Some(user), Some(password)) => {
-            options = options.user_and_password(user.clone(), password.expose().to_owned());
-        }
-        (None, None) => {}
-        _ => {
-            return Err(NatsSinkError::Config {
-                sink: name.to_owned(),
-                detail: "auth: user and password go together".into(),
-            })
-        }
+    if let (Some(user), Some(password)) = (&auth.user, &auth.password) {
+        options = options.user_and_password(user.clone(), password.expose().to_owned());
     }
     if let Some(seed) = &auth.nkey_seed {
         options = options.nkey(seed.expose().to_owned());
@@ -477,17 +533,8 @@ async fn connect_options(
     if let Some(ca) = &tls.ca {
         options = options.add_root_certificates(ca.clone());
     }
-    match (&tls.cert, &tls.key) {
-        (Some(cert), Some(key)) => {
-            options = options.add_client_certificate(cert.clone(), key.clone());
-        }
-        (None, None) => {}
-        _ => {
-            return Err(NatsSinkError::Config {
-                sink: name.to_owned(),
-                detail: "tls: cert and key go together".into(),
-            })
-        }
+    if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
     }
     if tls.require_tls {
         options = options.require_tls(true);
@@ -745,6 +792,25 @@ mod tests {
         assert!(unknown.is_err());
         let missing = serde_json::from_str::<NatsSinkConfig>(r#"{}"#);
         assert!(missing.is_err());
+    }
+
+    #[test]
+    fn redacts_url_credentials_and_validates() {
+        assert_eq!(
+            redact_url("nats://u:pw@a:4222, nats://tok@b:4222,nats://c:4222"),
+            "nats://u:<redacted>@a:4222, nats://<redacted>@b:4222,nats://c:4222"
+        );
+        let cfg = toml_like(r#"{"url":"nats://u:pw@a:4222"}"#);
+        assert!(!format!("{cfg:?}").contains("pw"));
+        assert!(cfg.validate("n").is_ok());
+        let bad = toml_like(r#"{"url":"nats://a","auth":{"token":"t","nkey_seed":"s"}}"#);
+        assert!(bad.validate("n").is_err());
+        let bad = toml_like(r#"{"url":"nats://a","auth":{"user":"u"}}"#);
+        assert!(bad.validate("n").is_err());
+        let bad = toml_like(r#"{"url":"nats://a","tls":{"cert":"/c"}}"#);
+        assert!(bad.validate("n").is_err());
+        let bad = toml_like(r#"{"url":" , "}"#);
+        assert!(bad.validate("n").is_err());
     }
 
     fn toml_like(json: &str) -> NatsSinkConfig {

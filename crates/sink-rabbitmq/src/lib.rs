@@ -134,6 +134,53 @@ impl RabbitMqSinkConfig {
     }
 }
 
+impl RabbitMqSinkConfig {
+    /// Checks the configuration without connecting (what [`RabbitMqSink::connect`] checks
+    /// before it connects).
+    pub fn validate(&self, name: &str) -> Result<(), RabbitMqSinkError> {
+        self.prepare(name).map(|_| ())
+    }
+
+    fn prepare(&self, name: &str) -> Result<Template, RabbitMqSinkError> {
+        let config_err = |detail: String| RabbitMqSinkError::Config {
+            sink: name.to_owned(),
+            detail,
+        };
+        let routing_key =
+            Template::parse(&self.routing_key).map_err(|source| RabbitMqSinkError::Template {
+                sink: name.to_owned(),
+                source,
+            })?;
+        if routing_key.is_empty() {
+            return Err(config_err("routing_key is empty".into()));
+        }
+        if self.deadletter_routing_key.len() > 255 {
+            return Err(config_err(
+                "deadletter_routing_key is longer than 255 bytes".into(),
+            ));
+        }
+        if self.exchange.len() > 255 {
+            return Err(config_err("exchange is longer than 255 bytes".into()));
+        }
+        if self.max_in_flight == 0 {
+            return Err(config_err("max_in_flight must be at least 1".into()));
+        }
+        if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
+            return Err(config_err(format!(
+                "url {} is not an amqp:// or amqps:// URI",
+                redact_url(&self.url)
+            )));
+        }
+        if self.url.parse::<lapin::uri::AMQPUri>().is_err() {
+            return Err(config_err(format!(
+                "url {} is not a valid AMQP URI",
+                redact_url(&self.url)
+            )));
+        }
+        Ok(routing_key)
+    }
+}
+
 impl fmt::Debug for RabbitMqSinkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RabbitMqSinkConfig")
@@ -252,35 +299,7 @@ impl RabbitMqSink {
         name: &str,
         cfg: &RabbitMqSinkConfig,
     ) -> Result<RabbitMqSink, RabbitMqSinkError> {
-        let config_err = |detail: String| RabbitMqSinkError::Config {
-            sink: name.to_owned(),
-            detail,
-        };
-        let routing_key =
-            Template::parse(&cfg.routing_key).map_err(|source| RabbitMqSinkError::Template {
-                sink: name.to_owned(),
-                source,
-            })?;
-        if routing_key.is_empty() {
-            return Err(config_err("routing_key is empty".into()));
-        }
-        if cfg.deadletter_routing_key.len() > 255 {
-            return Err(config_err(
-                "deadletter_routing_key is longer than 255 bytes".into(),
-            ));
-        }
-        if cfg.exchange.len() > 255 {
-            return Err(config_err("exchange is longer than 255 bytes".into()));
-        }
-        if cfg.max_in_flight == 0 {
-            return Err(config_err("max_in_flight must be at least 1".into()));
-        }
-        if !(cfg.url.starts_with("amqp://") || cfg.url.starts_with("amqps://")) {
-            return Err(config_err(format!(
-                "url {} is not an amqp:// or amqps:// URI",
-                redact_url(&cfg.url)
-            )));
-        }
+        let routing_key = cfg.prepare(name)?;
         let sink = RabbitMqSink {
             name: name.to_owned(),
             url: cfg.url.clone(),
@@ -678,6 +697,18 @@ mod tests {
         assert_eq!(cfg.reconnect_backoff_max, Duration::from_secs(30));
         assert!(serde_json::from_str::<RabbitMqSinkConfig>(r#"{"url":"x","nope":1}"#).is_err());
         assert!(serde_json::from_str::<RabbitMqSinkConfig>(r#"{}"#).is_err());
+        assert!(cfg.validate("r").is_ok());
+        let mut bad = cfg.clone();
+        bad.url = "http://h".into();
+        assert!(bad.validate("r").is_err());
+        bad.url = "amqp://h:notaport/%2f".into();
+        assert!(bad.validate("r").is_err());
+        let mut bad = cfg.clone();
+        bad.routing_key = "{nope}".into();
+        assert!(bad.validate("r").is_err());
+        let mut bad = cfg;
+        bad.max_in_flight = 0;
+        assert!(bad.validate("r").is_err());
     }
 
     #[test]
