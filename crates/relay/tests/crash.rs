@@ -48,6 +48,14 @@ struct Relay {
     admin: String,
 }
 
+/// A failing test must not leave the relay running.
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn write_config(dir: &Path, webhook_port: u16, admin_port: u16) -> PathBuf {
     let path = dir.join("relay.toml");
     let text = format!(

@@ -100,15 +100,18 @@ path = "{out}"
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_activity-relay"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RELAY_TEST_STREAM_TOKEN", "stream-token")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut guard = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_activity-relay"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RELAY_TEST_STREAM_TOKEN", "stream-token")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
 
     let out = dir.path().join("out");
     let give_up = Instant::now() + Duration::from_secs(60);
@@ -164,4 +167,14 @@ path = "{out}"
     assert!(killed.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// A failing test must not leave the relay running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -56,14 +56,17 @@ connect_timeout = "500ms"
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_activity-relay"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut guard = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_activity-relay"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut guard.0;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -132,4 +135,14 @@ connect_timeout = "500ms"
     assert!(killed.success());
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// A failing test must not leave the relay running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
