@@ -962,6 +962,179 @@ mod tests {
         );
     }
 
+    /// A scripted X: each replay request takes the next answer; a `200` answer's job then
+    /// reports `state` through the status channel, as the pipeline would.
+    struct FakeX {
+        answers: parking_lot::Mutex<std::collections::VecDeque<(u16, String, &'static str)>>,
+        requests: parking_lot::Mutex<Vec<String>>,
+        statuses: broadcast::Sender<JobStatus>,
+    }
+
+    async fn fake_x(
+        answers: Vec<(u16, &str, &'static str)>,
+    ) -> (String, Arc<FakeX>, broadcast::Receiver<JobStatus>) {
+        let (tx, rx) = broadcast::channel(16);
+        let st = Arc::new(FakeX {
+            answers: parking_lot::Mutex::new(
+                answers
+                    .into_iter()
+                    .map(|(c, b, s)| (c, b.to_string(), s))
+                    .collect(),
+            ),
+            requests: parking_lot::Mutex::default(),
+            statuses: tx,
+        });
+        let app = axum::Router::new()
+            .fallback(
+                |axum::extract::State(st): axum::extract::State<Arc<FakeX>>,
+                 uri: axum::http::Uri| async move {
+                    st.requests.lock().push(uri.to_string());
+                    let (code, body, state) =
+                        st.answers
+                            .lock()
+                            .pop_front()
+                            .unwrap_or((500, "{}".into(), ""));
+                    if code == 200 {
+                        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                        let job_id = v["data"]["job_id"].as_str().unwrap().to_string();
+                        let tx = st.statuses.clone();
+                        let state = state.to_string();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            let _ = tx.send(JobStatus {
+                                job_id,
+                                job_state: state,
+                            });
+                        });
+                    }
+                    (
+                        axum::http::StatusCode::from_u16(code).unwrap(),
+                        [("content-type", "application/json")],
+                        body,
+                    )
+                },
+            )
+            .with_state(st.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}"), st, rx)
+    }
+
+    fn recovery_for(
+        base: &str,
+        rx: broadcast::Receiver<JobStatus>,
+        max_attempts: u32,
+    ) -> (WebhookRecovery, Registry) {
+        let registry = Registry::new();
+        let cfg = RecoveryConfig {
+            enabled: true,
+            base_url: base.to_string(),
+            bearer_token: Some("test-bearer".into()),
+            webhook_id: Some("77".into()),
+            max_attempts,
+            retry_delay: Duration::from_millis(10),
+            job_timeout: Duration::from_secs(30),
+            ..RecoveryConfig::default()
+        };
+        let r = WebhookRecovery {
+            client: cfg.client().unwrap(),
+            webhook_id: "77".into(),
+            cfg,
+            statuses: rx,
+            metrics: RecoveryMetrics::register(&registry).unwrap(),
+            rules: ReplayRules::default(),
+            pending: Pending::default(),
+        };
+        (r, registry)
+    }
+
+    fn jobs(r: &Registry, outcome: &str) -> u64 {
+        r.gather()
+            .iter()
+            .filter(|f| f.name() == "activity_relay_replay_jobs_total")
+            .flat_map(|f| f.get_metric().iter())
+            .filter(|m| m.get_label().iter().any(|l| l.value() == outcome))
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
+    const CONFLICT: &str = r#"{"title":"ReplayConflictError","detail":"a job runs","errors":[{"code":"ReplayConflictError","message":"a job runs"}]}"#;
+
+    #[tokio::test]
+    async fn conflicts_are_waited_out_and_incomplete_jobs_retried() {
+        let (base, x, rx) = fake_x(vec![
+            (409, CONFLICT, ""),
+            (
+                200,
+                r#"{"data":{"job_id":"j1","created_at":"x"}}"#,
+                "Incomplete",
+            ),
+            (409, CONFLICT, ""),
+            (
+                200,
+                r#"{"data":{"job_id":"j2","created_at":"x"}}"#,
+                "Complete",
+            ),
+        ])
+        .await;
+        let (r, registry) = recovery_for(&base, rx, 3);
+        let pending = r.pending.clone();
+        let now = Utc::now();
+        let (from, to) = (
+            now - chrono::Duration::hours(3),
+            now - chrono::Duration::hours(2),
+        );
+        r.run(from, to, CancellationToken::new()).await;
+        let reqs = x.requests.lock().clone();
+        assert_eq!(reqs.len(), 4, "{reqs:?}");
+        let w = &relay_xapi::replay::plan_windows(from, to, now)[0];
+        for q in &reqs {
+            assert!(q.starts_with("/2/account_activity/replay/webhooks/77/subscriptions/all?"));
+            assert!(q.contains(&format!("from_date={}", w.from_date())), "{q}");
+            assert!(q.contains(&format!("to_date={}", w.to_date())), "{q}");
+        }
+        assert_eq!(jobs(&registry, "started"), 2);
+        assert_eq!(jobs(&registry, "incomplete"), 1);
+        assert_eq!(jobs(&registry, "complete"), 1);
+        assert_eq!(jobs(&registry, "failed"), 0);
+        assert_eq!(*pending.lock(), None, "nothing left to replay");
+    }
+
+    #[tokio::test]
+    async fn a_window_is_given_up_after_max_attempts_and_the_next_one_runs() {
+        let (base, x, rx) = fake_x(vec![
+            (200, r#"{"data":{"job_id":"a1"}}"#, "Incomplete"),
+            (400, r#"{"title":"QueryParamInvalid","detail":"nope"}"#, ""),
+            (200, r#"{"data":{"job_id":"b1"}}"#, "Complete"),
+        ])
+        .await;
+        let (r, registry) = recovery_for(&base, rx, 2);
+        let now = Utc::now();
+        // 3 h: two windows (2 h + 1 h).
+        let (from, to) = (
+            now - chrono::Duration::hours(5),
+            now - chrono::Duration::hours(2),
+        );
+        r.run(from, to, CancellationToken::new()).await;
+        let reqs = x.requests.lock().clone();
+        assert_eq!(reqs.len(), 3, "{reqs:?}");
+        let windows = relay_xapi::replay::plan_windows(from, to, now);
+        assert_eq!(windows.len(), 2);
+        assert!(
+            reqs[1].contains(&windows[0].from_date()),
+            "same window retried"
+        );
+        assert!(
+            reqs[2].contains(&windows[1].from_date()),
+            "then the next one"
+        );
+        assert_eq!(jobs(&registry, "started"), 2);
+        assert_eq!(jobs(&registry, "incomplete"), 1);
+        assert_eq!(jobs(&registry, "failed"), 1);
+        assert_eq!(jobs(&registry, "complete"), 1);
+    }
+
     #[test]
     fn job_status_from_envelope() {
         let body = br#"{"replay_job_status":{"webhook_id":"1","job_state":"Incomplete","job_state_description":"x","job_id":"1812"}}"#;
