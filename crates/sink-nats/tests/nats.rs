@@ -495,3 +495,43 @@ async fn token_auth_and_redaction() {
     assert!(!format!("{sink:?}").contains(&token));
     drop(server);
 }
+
+/// A record over the stream's maximum message size is Permanent (`too_large`): retrying
+/// cannot help, the dispatcher dead-letters it. Smaller records in the batch still land.
+#[tokio::test]
+async fn too_large_is_permanent() {
+    let u = unique();
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let js = jetstream::new(client);
+    let name = format!("L_{u}");
+    js.create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("l{u}.>")],
+        storage: stream::StorageType::Memory,
+        max_message_size: 600,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut cfg = NatsSinkConfig::new(nats_url());
+    cfg.subject = format!("l{u}.{{type}}");
+    cfg.deadletter_subject = format!("l{u}.deadletter");
+    let sink = NatsSink::connect("nats-test", &cfg).await.unwrap();
+    let big = fixtures::messages().remove(0);
+    assert!(
+        big.json.len() > 600,
+        "fixture too small: {}",
+        big.json.len()
+    );
+    let small = fixtures::dead_letter(1, b"x", "tiny");
+    assert!(small.json.len() < 500);
+    let results = sink.publish(&[big, small]).await;
+    match &results[0] {
+        Err(PublishError::Permanent { reason, .. }) => assert_eq!(*reason, "too_large"),
+        other => panic!("expected too_large, got {other:?}"),
+    }
+    assert!(results[1].is_ok(), "{:?}", results[1]);
+    let mut s = js.get_stream(&name).await.unwrap();
+    assert_eq!(s.info().await.unwrap().state.messages, 1);
+    js.delete_stream(&name).await.unwrap();
+}

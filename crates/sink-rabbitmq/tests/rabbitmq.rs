@@ -413,3 +413,53 @@ async fn outage_then_restore_at_least_once() {
     assert!(got.len() >= msgs.len());
     f.delete().await;
 }
+
+/// The broker refuses the message (queue full with `x-overflow: reject-publish`): a
+/// `basic.nack`, Retryable `nack`, never Ok.
+#[tokio::test]
+async fn nack_is_retryable() {
+    let f = fixture(false).await;
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    let q =
+        f.ch.queue_declare(
+            "",
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+    f.ch.queue_bind(
+        q.name().as_str(),
+        &f.exchange,
+        "#",
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    let sink = RabbitMqSink::connect("rabbit-test", &f.config(&amqp_url()))
+        .await
+        .unwrap();
+    let msgs = fixtures::messages();
+    let results = sink.publish(&msgs[..3]).await;
+    for r in &results {
+        match r {
+            Err(PublishError::Retryable { reason, .. }) => assert_eq!(*reason, "nack"),
+            other => panic!("expected nack, got {other:?}"),
+        }
+    }
+    assert!(
+        sink.ready().await,
+        "a nack must not take the connection down"
+    );
+    f.delete().await;
+}
