@@ -26,58 +26,6 @@ pub(crate) fn bearer<'a>(st: &'a Shared, headers: &HeaderMap) -> Result<&'a AppC
         .ok_or_else(|| ApiError::unauthorized("invalid Bearer token"))
 }
 
-fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// RFC 3986 percent-decoding (`+` stays `+`).
-pub(crate) fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hi = hex_val(*b.get(i + 1)?)?;
-            let lo = hex_val(*b.get(i + 2)?)?;
-            out.push(hi * 16 + lo);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-/// Parses `OAuth k="v", k2="v2"` into decoded pairs.
-pub(crate) fn parse_oauth_header(h: &str) -> Option<Vec<(String, String)>> {
-    let rest = h.trim();
-    let rest = match (rest.get(..6), rest.get(6..)) {
-        (Some(p), Some(r)) if p.eq_ignore_ascii_case("oauth ") => r,
-        _ => return None,
-    };
-    let mut out = Vec::new();
-    for part in rest.split(',') {
-        let part = part.trim();
-        if part.is_empty() {
-            continue;
-        }
-        let (k, v) = part.split_once('=')?;
-        let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(v);
-        out.push((percent_decode(k.trim())?, percent_decode(v)?));
-    }
-    Some(out)
-}
-
 /// Verifies an OAuth 1.0a user-context request: consumer key, access token and
 /// HMAC-SHA1 signature (query parameters included, body not signed).
 pub(crate) fn oauth<'a>(
@@ -90,7 +38,7 @@ pub(crate) fn oauth<'a>(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::unauthorized("this endpoint needs OAuth 1.0a user context"))?;
-    let pairs = parse_oauth_header(h)
+    let pairs = relay_xapi::oauth::parse_authorization_header(h)
         .ok_or_else(|| ApiError::unauthorized("this endpoint needs OAuth 1.0a user context"))?;
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     for k in [
@@ -155,22 +103,4 @@ pub(crate) fn oauth<'a>(
         return Err(ApiError::unauthorized("invalid OAuth signature"));
     }
     Ok((app, user))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_oauth_header() {
-        let p = parse_oauth_header(
-            r#"OAuth oauth_consumer_key="xvz1evFS4wEEPTGEFPHBog", oauth_signature="tnnArxj06cWHq44gCs1OSKk%2FjLY%3D""#,
-        )
-        .expect("parse");
-        assert_eq!(p[0].1, "xvz1evFS4wEEPTGEFPHBog");
-        assert_eq!(p[1].1, "tnnArxj06cWHq44gCs1OSKk/jLY=");
-        assert!(parse_oauth_header("Bearer x").is_none());
-        assert_eq!(percent_decode("a%20b+c").as_deref(), Some("a b+c"));
-        assert!(percent_decode("%zz").is_none());
-    }
 }

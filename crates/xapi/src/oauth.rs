@@ -198,7 +198,12 @@ pub fn authorization_header_with(
 /// Parses an `Authorization: OAuth k="v", …` header into decoded pairs (`None` if it is not
 /// an OAuth header). Useful to verify a request, as the emulator does.
 pub fn parse_authorization_header(header: &str) -> Option<Vec<(String, String)>> {
-    let rest = header.trim().strip_prefix("OAuth")?;
+    // The scheme name is case-insensitive (RFC 7235).
+    let header = header.trim();
+    let rest = match (header.get(..5), header.get(5..)) {
+        (Some(scheme), Some(rest)) if scheme.eq_ignore_ascii_case("OAuth") => rest,
+        _ => return None,
+    };
     if !rest.is_empty() && !rest.starts_with(char::is_whitespace) {
         return None;
     }
@@ -414,6 +419,11 @@ mod tests {
     fn parse_rejects_other_schemes() {
         assert!(parse_authorization_header("Bearer abc").is_none());
         assert!(parse_authorization_header("OAuthx a=\"b\"").is_none());
+        // The scheme name is case-insensitive.
+        assert_eq!(
+            parse_authorization_header("oauth oauth_token=\"a%2Fb\"").unwrap(),
+            vec![("oauth_token".to_string(), "a/b".to_string())]
+        );
     }
 
     proptest::proptest! {
