@@ -535,3 +535,24 @@ async fn too_large_is_permanent() {
     assert_eq!(s.info().await.unwrap().state.messages, 1);
     js.delete_stream(&name).await.unwrap();
 }
+
+/// With a pipelining bound below the batch size every record is still acked, and the
+/// stream holds them in batch order (sends are issued in order).
+#[tokio::test]
+async fn bounded_pipelining_keeps_batch_order() {
+    let f = fixture().await;
+    let mut cfg = f.config(&nats_url());
+    cfg.max_in_flight = 2;
+    let sink = NatsSink::connect("nats-test", &cfg).await.unwrap();
+    let msgs = fixtures::messages();
+    assert!(msgs.len() > 10);
+    all_ok(&sink.publish(&msgs).await);
+    let got = f.consume(msgs.len()).await;
+    let order: Vec<&str> = got
+        .iter()
+        .map(|m| header(m, "Nats-Msg-Id").unwrap())
+        .collect();
+    let expected: Vec<&str> = msgs.iter().map(|m| m.id()).collect();
+    assert_eq!(order, expected);
+    f.delete().await;
+}

@@ -463,3 +463,21 @@ async fn nack_is_retryable() {
     );
     f.delete().await;
 }
+
+/// With a pipelining bound below the batch size every record is still confirmed, and the
+/// queue holds them in batch order.
+#[tokio::test]
+async fn bounded_pipelining_keeps_batch_order() {
+    let f = fixture(true).await;
+    let mut cfg = f.config(&amqp_url());
+    cfg.max_in_flight = 2;
+    let sink = RabbitMqSink::connect("rabbit-test", &cfg).await.unwrap();
+    let msgs = fixtures::messages();
+    assert!(msgs.len() > 10);
+    all_ok(&sink.publish(&msgs).await);
+    let got = f.drain().await;
+    let order: Vec<String> = got.iter().map(message_id).collect();
+    let expected: Vec<String> = msgs.iter().map(|m| m.id().to_owned()).collect();
+    assert_eq!(order, expected);
+    f.delete().await;
+}
