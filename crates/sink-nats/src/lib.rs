@@ -384,6 +384,7 @@ pub struct NatsSink {
     deadletter_subject: String,
     wire_mode: WireMode,
     max_in_flight: usize,
+    ack_timeout: Duration,
 }
 
 impl fmt::Debug for NatsSink {
@@ -450,6 +451,7 @@ impl NatsSink {
             deadletter_subject: cfg.deadletter_subject.clone(),
             wire_mode: cfg.wire_mode,
             max_in_flight: cfg.max_in_flight,
+            ack_timeout: cfg.ack_timeout,
         })
     }
 
@@ -723,13 +725,19 @@ impl Sink for NatsSink {
     }
 
     async fn close(&self) -> Result<(), PublishError> {
-        self.client
-            .flush()
-            .await
-            .map_err(|e| PublishError::Retryable {
+        // Every confirmed record is already acked; this only pushes out what is buffered.
+        // Bounded: a flush while disconnected would wait for a reconnect.
+        match tokio::time::timeout(self.ack_timeout, self.client.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(PublishError::Retryable {
                 reason: "flush_failed",
                 detail: e.to_string(),
-            })
+            }),
+            Err(_) => Err(PublishError::Retryable {
+                reason: "timeout",
+                detail: "flush did not complete in time".into(),
+            }),
+        }
     }
 }
 
