@@ -396,7 +396,12 @@ impl RabbitMqSink {
         let channel = match tokio::time::timeout(self.connect_timeout, setup).await {
             Ok(Ok(ch)) => ch,
             Ok(Err(e)) => return Err(retryable("channel_failed", e.to_string())),
-            Err(_) => return Err(retryable("channel_failed", "channel setup timed out")),
+            Err(_) => {
+                // The connection looks up but does not answer: start over with a new one.
+                state.conn = None;
+                self.set_current(None);
+                return Err(retryable("channel_failed", "channel setup timed out"));
+            }
         };
         state.channel = Some(channel.clone());
         self.set_current(Some(conn.status().clone()));
