@@ -87,7 +87,8 @@ pub struct NatsSinkConfig {
     /// How long to wait for a JetStream ack. Default 10s.
     #[serde(default = "default_ack_timeout", with = "humantime_serde")]
     pub ack_timeout: Duration,
-    /// How long the initial connection may take. Default 10s.
+    /// How long the initial connection (TCP, TLS and NATS handshake, all servers) may
+    /// take. Default 10s.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Credentials (at most one method).
@@ -366,6 +367,8 @@ pub enum NatsSinkError {
         #[source]
         source: async_nats::ConnectError,
     },
+    #[error("nats sink {sink}: cannot connect: no server answered within {after:?}")]
+    ConnectTimeout { sink: String, after: Duration },
     #[error("nats sink {sink}: cannot create or update stream {stream}: {source}")]
     Stream {
         sink: String,
@@ -406,9 +409,14 @@ impl NatsSink {
     pub async fn connect(name: &str, cfg: &NatsSinkConfig) -> Result<NatsSink, NatsSinkError> {
         let (subject, servers) = cfg.prepare(name)?;
         let options = connect_options(name, cfg).await?;
-        let client = options
-            .connect(servers)
+        // async-nats bounds the TCP connect by `connection_timeout`, not the handshake that
+        // follows: a server that accepts and stays silent would hang here without this.
+        let client = tokio::time::timeout(cfg.connect_timeout, options.connect(servers))
             .await
+            .map_err(|_| NatsSinkError::ConnectTimeout {
+                sink: name.to_owned(),
+                after: cfg.connect_timeout,
+            })?
             .map_err(|source| NatsSinkError::Connect {
                 sink: name.to_owned(),
                 source,

@@ -556,3 +556,28 @@ async fn bounded_pipelining_keeps_batch_order() {
     assert_eq!(order, expected);
     f.delete().await;
 }
+
+/// A server that accepts TCP but never answers: connect gives up with an error (bounded by
+/// connect_timeout) instead of hanging.
+#[tokio::test]
+async fn silent_server_connect_is_bounded() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let mut cfg = NatsSinkConfig::new(format!("nats://{addr}"));
+    cfg.connect_timeout = Duration::from_secs(1);
+    // The outer timeout only guards against a hang; the assertion is that it is an error.
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        NatsSink::connect("nats-test", &cfg),
+    )
+    .await
+    .expect("connect hung");
+    assert!(r.is_err(), "connected to a silent server");
+    hold.abort();
+}
