@@ -437,7 +437,23 @@ fn command_line() -> String {
             *first = name.to_string_lossy().into_owned();
         }
     }
-    parts.join(" ")
+    parts
+        .iter()
+        .map(|p| shell_quote(p))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `p` as a POSIX shell word.
+fn shell_quote(p: &str) -> String {
+    let plain = !p.is_empty()
+        && p.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=,:%+@".contains(c));
+    if plain {
+        p.to_owned()
+    } else {
+        format!("'{}'", p.replace('\'', "'\\''"))
+    }
 }
 
 /// A short lowercase alphanumeric suffix for this run's destination names.
