@@ -68,12 +68,15 @@ pub fn unique() -> String {
 /// * [`TcpProxy::cut`]: every proxied connection is closed and the listening socket is
 ///   closed too, so new connections are refused (`ECONNREFUSED`), as when a broker is down.
 /// * [`TcpProxy::restore`]: listens again on the same address and proxies new connections.
+/// * [`TcpProxy::stall`] / [`TcpProxy::unstall`]: connections stay open but no byte moves
+///   in either direction (a network partition without resets); held bytes flow on unstall.
 ///
 /// Dropping the proxy stops it (connections included).
 pub struct TcpProxy {
     addr: SocketAddr,
     upstream: SocketAddr,
     accepted: Arc<AtomicUsize>,
+    stalled: tokio::sync::watch::Sender<bool>,
     running: Mutex<Option<Running>>,
 }
 
@@ -103,6 +106,7 @@ impl TcpProxy {
             addr,
             upstream,
             accepted: Arc::new(AtomicUsize::new(0)),
+            stalled: tokio::sync::watch::channel(false).0,
             running: Mutex::new(None),
         };
         proxy.run(listener);
@@ -122,6 +126,17 @@ impl TcpProxy {
     /// How many client connections were accepted so far (reconnections show up here).
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Stops moving bytes on every connection (open ones and new ones), without closing
+    /// anything: peers see silence, as in a network partition.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Moves bytes again (what was held is delivered).
+    pub fn unstall(&self) {
+        self.stalled.send_replace(false);
     }
 
     /// Whether the proxy is currently cut.
@@ -181,6 +196,7 @@ impl TcpProxy {
             self.upstream,
             Arc::clone(&conns),
             Arc::clone(&self.accepted),
+            self.stalled.subscribe(),
         ));
         *lock(&self.running) = Some(Running { accept, conns });
     }
@@ -191,6 +207,7 @@ async fn accept_loop(
     upstream: SocketAddr,
     conns: Arc<Mutex<JoinSet<()>>>,
     accepted: Arc<AtomicUsize>,
+    stalled: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
         let (client, _) = match listener.accept().await {
@@ -205,17 +222,52 @@ async fn accept_loop(
         let mut set = lock(&conns);
         // Reap finished connections so the set does not grow without bound.
         while set.try_join_next().is_some() {}
-        set.spawn(proxy_connection(client, upstream));
+        set.spawn(proxy_connection(client, upstream, stalled.clone()));
     }
 }
 
-async fn proxy_connection(mut client: TcpStream, upstream: SocketAddr) {
-    let Ok(mut server) = TcpStream::connect(upstream).await else {
+async fn proxy_connection(
+    client: TcpStream,
+    upstream: SocketAddr,
+    stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    let Ok(server) = TcpStream::connect(upstream).await else {
         return;
     };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    let (cr, cw) = client.into_split();
+    let (sr, sw) = server.into_split();
+    // Either direction ending (EOF or error) ends the connection.
+    tokio::select! {
+        _ = pump(cr, sw, stalled.clone()) => {}
+        _ = pump(sr, cw, stalled) => {}
+    }
+}
+
+/// Copies `from` to `to`, holding bytes while the proxy is stalled.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut stalled: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Drop for TcpProxy {
@@ -292,6 +344,29 @@ mod tests {
         let mut c2 = TcpStream::connect(proxy.addr()).await.unwrap();
         assert_eq!(roundtrip(&mut c2, b"again").await, b"again");
         assert_eq!(proxy.accepted(), 2);
+    }
+
+    #[tokio::test]
+    async fn stall_holds_bytes_until_unstall() {
+        let upstream = echo_server().await;
+        let proxy = TcpProxy::start(upstream).await;
+        let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
+        assert_eq!(roundtrip(&mut c, b"one").await, b"one");
+
+        proxy.stall();
+        c.write_all(b"two").await.unwrap();
+        let mut buf = [0u8; 3];
+        // Nothing comes back while stalled (bounded look: 300 ms).
+        let r = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            c.read_exact(&mut buf),
+        )
+        .await;
+        assert!(r.is_err(), "bytes moved while stalled");
+
+        proxy.unstall();
+        c.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"two");
     }
 
     #[test]
