@@ -581,3 +581,47 @@ async fn silent_server_connect_is_bounded() {
     assert!(r.is_err(), "connected to a silent server");
     hold.abort();
 }
+
+/// A partition without resets (proxy stalled): publish returns Retryable errors bounded by
+/// ack_timeout instead of hanging; after it heals, republishing stores each record once
+/// (the late originals and the retries are deduplicated by Nats-Msg-Id).
+#[tokio::test]
+async fn stall_times_out_then_exactly_once() {
+    let f = fixture().await;
+    let proxy = TcpProxy::start(upstream()).await;
+    let mut cfg = f.config(&format!("nats://{}", proxy.addr()));
+    cfg.ack_timeout = Duration::from_secs(1);
+    let sink = NatsSink::connect("nats-test", &cfg).await.unwrap();
+    let msgs = test_messages();
+
+    proxy.stall();
+    let results = tokio::time::timeout(Duration::from_secs(120), sink.publish(&msgs))
+        .await
+        .expect("publish hung while stalled");
+    for r in &results {
+        assert!(
+            matches!(r, Err(PublishError::Retryable { .. })),
+            "confirmed while stalled: {r:?}"
+        );
+    }
+    proxy.unstall();
+
+    let mut pending = msgs.clone();
+    let mut rounds = 0;
+    while !pending.is_empty() {
+        assert!(
+            rounds < 60,
+            "still failing after the stall: {}",
+            pending.len()
+        );
+        rounds += 1;
+        let results = sink.publish(&pending).await;
+        pending = pending
+            .into_iter()
+            .zip(results)
+            .filter_map(|(m, r)| r.is_err().then_some(m))
+            .collect();
+    }
+    assert_eq!(f.stored().await, msgs.len() as u64);
+    f.delete().await;
+}

@@ -506,3 +506,57 @@ async fn silent_broker_connect_is_bounded() {
     assert!(r.is_err(), "connected to a silent broker");
     hold.abort();
 }
+
+/// A partition without resets (proxy stalled): publish returns Retryable errors bounded by
+/// confirm_timeout instead of hanging; after it heals the sink recovers (new channel or
+/// connection) and every record arrives at least once.
+#[tokio::test]
+async fn stall_times_out_then_recovers() {
+    let f = fixture(true).await;
+    let proxy = TcpProxy::start(upstream()).await;
+    let mut cfg = f.config(&via(&proxy));
+    cfg.confirm_timeout = Duration::from_secs(1);
+    cfg.connect_timeout = Duration::from_secs(1);
+    let sink = RabbitMqSink::connect("rabbit-test", &cfg).await.unwrap();
+    let msgs = test_messages();
+
+    proxy.stall();
+    for _ in 0..2 {
+        let results = tokio::time::timeout(Duration::from_secs(120), sink.publish(&msgs))
+            .await
+            .expect("publish hung while stalled");
+        for r in &results {
+            assert!(
+                matches!(r, Err(PublishError::Retryable { .. })),
+                "confirmed while stalled: {r:?}"
+            );
+        }
+    }
+    proxy.unstall();
+
+    let mut pending = msgs.clone();
+    let mut rounds = 0;
+    while !pending.is_empty() {
+        assert!(
+            rounds < 100,
+            "still failing after the stall: {}",
+            pending.len()
+        );
+        rounds += 1;
+        let results = sink.publish(&pending).await;
+        pending = pending
+            .into_iter()
+            .zip(results)
+            .filter_map(|(m, r)| r.is_err().then_some(m))
+            .collect();
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let got = f.drain().await;
+    let ids: std::collections::HashSet<String> = got.iter().map(message_id).collect();
+    for m in &msgs {
+        assert!(ids.contains(m.id()), "{} missing", m.id());
+    }
+    f.delete().await;
+}
