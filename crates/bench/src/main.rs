@@ -244,6 +244,7 @@ async fn run_step(
 
     relay.reset_peak_rss();
     let cpu0 = relay.cpu_secs();
+    let self0 = relay::cpu_secs_of("/proc/self/stat");
     let m0 = consumer.collector.messages();
     let t0 = Utc::now();
     let i0 = Instant::now();
@@ -283,7 +284,8 @@ async fn run_step(
     // Expected envelopes: every body X delivered with a 2xx, normalized like the relay does;
     // X's send time of an envelope = the first attempt of the first body that carries it.
     let sent = emu.sent_with_bodies();
-    let mut expected: HashMap<String, DateTime<Utc>> = HashMap::new();
+    // id → (X's first attempt, emission time).
+    let mut expected: HashMap<String, (DateTime<Utc>, DateTime<Utc>)> = HashMap::new();
     let mut msgs: Vec<RawMessage> = Vec::new();
     let (mut attempts, mut non_2xx, mut bodies_delivered) = (0usize, 0usize, 0usize);
     let ctx = Context {
@@ -314,9 +316,9 @@ async fn run_step(
         let bytes = serde_json::to_vec(body).map_err(|err| format!("re-encoding a body: {err}"))?;
         for env in relay_envelope::normalize(&bytes, &ctx).unwrap_or_default() {
             match expected.get_mut(&env.id) {
-                Some(t) => *t = (*t).min(first),
+                Some(t) => *t = (t.0.min(first), t.1.min(e.emitted_at)),
                 None => {
-                    expected.insert(env.id.clone(), first);
+                    expected.insert(env.id.clone(), (first, e.emitted_at));
                     msgs.push(RawMessage {
                         subject: env.subject.clone(),
                         event_type: env.event_type.clone(),
@@ -343,6 +345,7 @@ async fn run_step(
     };
     let wall = i0.elapsed().as_secs_f64();
     let cpu1 = relay.cpu_secs();
+    let self1 = relay::cpu_secs_of("/proc/self/stat");
     let peak_rss_kib = relay.peak_rss_kib();
     if relay.exited() {
         return Err(format!(
@@ -352,9 +355,12 @@ async fn run_step(
         .into());
     }
 
+    let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0;
+    let mut queued: Vec<f64> = expected.values().map(|(f, e)| ms(*f - *e)).collect();
+    queued.sort_by(f64::total_cmp);
     let mut latencies = Vec::with_capacity(expected.len());
     let mut last_receipt: Option<DateTime<Utc>> = None;
-    for (id, sent_at) in &expected {
+    for (id, (sent_at, _)) in &expected {
         if let Some(r) = consumer.collector.received_at(id) {
             latencies.push((r - *sent_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0);
             last_receipt = Some(last_receipt.map_or(r, |l| l.max(r)));
@@ -390,6 +396,12 @@ async fn run_step(
         latency_ms_p999: report::percentile(&latencies, 0.999),
         latency_ms_max: latencies.last().copied(),
         relay_cpu_percent: match (cpu0, cpu1) {
+            (Some(a), Some(b)) => Some((b - a) / wall * 100.0),
+            _ => None,
+        },
+        x_queue_ms_p50: report::percentile(&queued, 0.50),
+        x_queue_ms_p99: report::percentile(&queued, 0.99),
+        harness_cpu_percent: match (self0, self1) {
             (Some(a), Some(b)) => Some((b - a) / wall * 100.0),
             _ => None,
         },

@@ -104,13 +104,7 @@ impl Relay {
 
     /// user + system CPU seconds so far (`/proc/<pid>/stat` utime + stime).
     pub fn cpu_secs(&self) -> Option<f64> {
-        let text = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
-        // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
-        let rest = &text[text.rfind(')')? + 1..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = f.get(11)?.parse().ok()?;
-        let stime: f64 = f.get(12)?.parse().ok()?;
-        Some((utime + stime) / clock_ticks())
+        cpu_secs_of(&format!("/proc/{}/stat", self.pid()))
     }
 
     /// Peak RSS in KiB (`VmHWM` of `/proc/<pid>/status`).
@@ -151,6 +145,17 @@ impl Drop for Relay {
             let _ = self.child.wait();
         }
     }
+}
+
+/// user + system CPU seconds of a `/proc/<pid>/stat` file (`/proc/self/stat`: this process).
+pub fn cpu_secs_of(path: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    // Fields after the `(comm)`: state is field 3, utime 14, stime 15.
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / clock_ticks())
 }
 
 /// `getconf CLK_TCK` (100 when it cannot be asked).

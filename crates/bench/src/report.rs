@@ -43,6 +43,12 @@ pub struct Step {
     pub latency_ms_max: Option<f64>,
     /// Relay utime+stime over the step / wall time of the step, % of one core.
     pub relay_cpu_percent: Option<f64>,
+    /// X's emission → its first delivery attempt (X's own queueing: at most 32 deliveries in
+    /// flight per webhook), ms; not part of the latency above.
+    pub x_queue_ms_p50: Option<f64>,
+    pub x_queue_ms_p99: Option<f64>,
+    /// This process (emulator + consumer + harness) CPU over the step, % of one core.
+    pub harness_cpu_percent: Option<f64>,
     /// Relay VmHWM at the end of the step, MiB.
     pub relay_peak_rss_mib: Option<f64>,
     /// complete, no non-2xx, delivered ≥ 90 % of offered.
@@ -170,9 +176,9 @@ impl Report {
         s.push_str(
             "| offered events/s | bodies | envelopes | offered env/s | delivered env/s | \
              webhook non-2xx | p50 ms | p99 ms | p99.9 ms | relay CPU % of a core | \
-             relay peak RSS MiB | kept up |\n",
+             relay peak RSS MiB | X queue p50/p99 ms | emulator+consumer CPU % | kept up |\n",
         );
-        s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|\n");
+        s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|\n");
         for (i, st) in self.steps.iter().enumerate() {
             let kept = match (st.kept_up, self.sustained == Some(i)) {
                 (true, true) => "yes (sustained)".to_owned(),
@@ -185,7 +191,7 @@ impl Report {
                 (false, _) => "no (< 90 % of offered)".to_owned(),
             };
             s.push_str(&format!(
-                "| {:.0} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {:.0} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} |\n",
                 st.offered_events_per_sec,
                 st.bodies_emitted,
                 st.envelopes_expected,
@@ -197,12 +203,15 @@ impl Report {
                 opt(st.latency_ms_p999, 1),
                 opt(st.relay_cpu_percent, 0),
                 opt(st.relay_peak_rss_mib, 1),
+                opt(st.x_queue_ms_p50, 1),
+                opt(st.x_queue_ms_p99, 1),
+                opt(st.harness_cpu_percent, 0),
                 kept
             ));
         }
         if let Some(b) = &self.baseline {
             s.push_str(&format!(
-                "| raw client | | {} | | {:.0} | | | | | | | baseline |\n",
+                "| raw client | | {} | | {:.0} | | | | | | | | | baseline |\n",
                 b.messages, b.events_per_sec
             ));
         }
@@ -299,7 +308,7 @@ pub fn write_section(path: &Path, sink: &str, section: &str) -> Result<(), BoxEr
         (Some(b), Some(e)) if e > b => {
             format!("{}{}{}", &old[..b], block, &old[e + end.len()..])
         }
-        _ => format!("{}\n{}\n", old.trim_end(), block),
+        _ => format!("{}\n\n{}\n", old.trim_end(), block),
     };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
