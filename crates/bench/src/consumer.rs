@@ -73,6 +73,9 @@ pub struct Consumer {
     pub collector: Arc<Collector>,
     stop: Arc<AtomicBool>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// A polling thread (Kafka), joined on drop so that the client is destroyed before
+    /// anything else happens.
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Consumer {
@@ -80,6 +83,9 @@ impl Drop for Consumer {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.task.take() {
             t.abort();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -128,6 +134,7 @@ pub async fn nats(url: &str, stream: &str) -> Result<Consumer, BoxError> {
         collector,
         stop,
         task: Some(task),
+        thread: None,
     })
 }
 
@@ -169,6 +176,7 @@ pub async fn rabbitmq(channel: lapin::Channel, queue: &str) -> Result<Consumer, 
         collector,
         stop,
         task: Some(task),
+        thread: None,
     })
 }
 
@@ -195,19 +203,24 @@ pub fn kafka(bootstrap: &str, topic: &str, group: &str) -> Result<Consumer, BoxE
         .map_err(|e| format!("Kafka consumer: assigning {topic}: {e}"))?;
     let (collector, stop) = new_parts();
     let (c, s) = (Arc::clone(&collector), Arc::clone(&stop));
-    let task = tokio::task::spawn_blocking(move || {
-        while !s.load(Ordering::Relaxed) {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => c.record(m.payload().unwrap_or_default()),
-                Some(Err(e)) => eprintln!("Kafka consumer: {e}"),
-                None => {}
+    let thread = std::thread::Builder::new()
+        .name("kafka-consumer".into())
+        .spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match consumer.poll(Duration::from_millis(100)) {
+                    Some(Ok(m)) => c.record(m.payload().unwrap_or_default()),
+                    Some(Err(e)) => eprintln!("Kafka consumer: {e}"),
+                    None => {}
+                }
             }
-        }
-    });
+            let _ = consumer.unassign();
+        })
+        .map_err(|e| format!("Kafka consumer: starting its thread: {e}"))?;
     Ok(Consumer {
         collector,
         stop,
-        task: Some(task),
+        task: None,
+        thread: Some(thread),
     })
 }
 
@@ -227,6 +240,7 @@ pub fn files(dir: &Path) -> Consumer {
         collector,
         stop,
         task: Some(task),
+        thread: None,
     }
 }
 

@@ -147,18 +147,29 @@ async fn run(args: Args) -> Result<(), BoxError> {
     );
     let setup = Setup::prepare(args.sink, &u, tmp.path(), ep).await?;
     let result = bench(&args, &bin, &setup).await;
+    // The results are written before the cleanup, so that nothing there can lose them.
+    let written = match &result {
+        Ok(report) => write_results(&args, report),
+        Err(_) => Ok(()),
+    };
     setup.cleanup().await;
     let report = result?;
-    let md = report.markdown();
-    println!("{md}");
-    report::write_section(&args.out, args.sink.name(), &md)?;
+    written?;
+    use std::io::Write;
+    // stdout may be a closed pipe (`| head`): the files are what matters.
+    let _ = writeln!(std::io::stdout().lock(), "{}", report.markdown());
+    Ok(())
+}
+
+fn write_results(args: &Args, report: &Report) -> Result<(), BoxError> {
+    report::write_section(&args.out, args.sink.name(), &report.markdown())?;
     eprintln!(
         "wrote the {} section of {}",
         args.sink.name(),
         args.out.display()
     );
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)
+        let text = serde_json::to_string_pretty(report)
             .map_err(|e| format!("serializing the report: {e}"))?;
         std::fs::write(path, text + "\n")
             .map_err(|e| format!("writing {}: {e}", path.display()))?;
