@@ -254,8 +254,24 @@ async fn run_step(
     gen.formats.insert("xaa".into(), 1.0);
 
     relay.reset_peak_rss();
-    let cpu0 = relay.cpu_secs();
-    let self0 = relay::cpu_secs_of("/proc/self/stat");
+    // CPU times of the relay and of this process, sampled every 50 ms from the step's start,
+    // so that they can be read at the moment the consumer had everything.
+    let stat = format!("/proc/{}/stat", relay.pid());
+    let samples: std::sync::Arc<std::sync::Mutex<Vec<CpuSample>>> = Default::default();
+    let sampler = {
+        let samples = std::sync::Arc::clone(&samples);
+        tokio::spawn(async move {
+            loop {
+                let s = CpuSample {
+                    at: Utc::now(),
+                    relay: relay::cpu_secs_of(&stat),
+                    harness: relay::cpu_secs_of("/proc/self/stat"),
+                };
+                samples.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
     let m0 = consumer.collector.messages();
     let t0 = Utc::now();
     let i0 = Instant::now();
@@ -355,8 +371,9 @@ async fn run_step(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let wall = i0.elapsed().as_secs_f64();
-    let cpu1 = relay.cpu_secs();
-    let self1 = relay::cpu_secs_of("/proc/self/stat");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    sampler.abort();
+    let samples = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
     let peak_rss_kib = relay.peak_rss_kib();
     if relay.exited() {
         return Err(format!(
@@ -406,20 +423,39 @@ async fn run_step(
         latency_ms_p99: report::percentile(&latencies, 0.99),
         latency_ms_p999: report::percentile(&latencies, 0.999),
         latency_ms_max: latencies.last().copied(),
-        relay_cpu_percent: match (cpu0, cpu1) {
-            (Some(a), Some(b)) => Some((b - a) / wall * 100.0),
-            _ => None,
-        },
+        relay_cpu_percent: cpu_percent(&samples, t0, time_to_all, |s| s.relay),
         x_queue_ms_p50: report::percentile(&queued, 0.50),
         x_queue_ms_p99: report::percentile(&queued, 0.99),
-        harness_cpu_percent: match (self0, self1) {
-            (Some(a), Some(b)) => Some((b - a) / wall * 100.0),
-            _ => None,
-        },
+        harness_cpu_percent: cpu_percent(&samples, t0, time_to_all, |s| s.harness),
         relay_peak_rss_mib: peak_rss_kib.map(|k| k as f64 / 1024.0),
         kept_up,
     };
     Ok((step, msgs))
+}
+
+/// CPU seconds of the relay and of this process at one moment.
+struct CpuSample {
+    at: DateTime<Utc>,
+    relay: Option<f64>,
+    harness: Option<f64>,
+}
+
+/// CPU over [step start, step start + `secs`] in % of one core: from the first sample to the
+/// first one at or after the end (the last one when none is).
+fn cpu_percent(
+    samples: &[CpuSample],
+    t0: DateTime<Utc>,
+    secs: f64,
+    which: impl Fn(&CpuSample) -> Option<f64>,
+) -> Option<f64> {
+    let first = samples.first()?;
+    let end = t0 + chrono::TimeDelta::microseconds((secs * 1e6) as i64);
+    let last = samples
+        .iter()
+        .find(|s| s.at >= end)
+        .or_else(|| samples.last())?;
+    let wall = (last.at - first.at).num_microseconds()? as f64 / 1e6;
+    (wall > 0.0).then_some((which(last)? - which(first)?) / wall * 100.0)
 }
 
 /// Subscribes every configured user to the webhook: AAA (OAuth'd subscription) and XAA

@@ -102,11 +102,6 @@ impl Relay {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
-    /// user + system CPU seconds so far (`/proc/<pid>/stat` utime + stime).
-    pub fn cpu_secs(&self) -> Option<f64> {
-        cpu_secs_of(&format!("/proc/{}/stat", self.pid()))
-    }
-
     /// Peak RSS in KiB (`VmHWM` of `/proc/<pid>/status`).
     pub fn peak_rss_kib(&self) -> Option<u64> {
         let text = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
