@@ -6,15 +6,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use chrono::TimeZone;
 use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use relay_envelope::{Context, DeadLetter, Envelope, EventData, IngressKind};
-use relay_sink::{Message, Payload};
+use relay_envelope::{Context, Envelope, EventData, IngressKind};
+use relay_sink::Message;
 use serde_json::value::RawValue;
 
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures");
@@ -45,30 +44,14 @@ pub fn unique() -> String {
     )
 }
 
+/// A message of `env` (the shared test helper, offset 0).
 pub fn message(env: Envelope) -> Message {
-    let json = Bytes::from(env.to_json());
-    Message {
-        offset: 0,
-        accepted_at_ms: 0,
-        payload: Payload::Event(Box::new(env)),
-        json,
-    }
+    relay_e2e::fixtures::message(0, env)
 }
 
+/// A dead letter of `raw` (the shared test helper, offset 0).
 pub fn dead_letter(raw: &[u8], reason: &str) -> Message {
-    let ctx = Context {
-        ingress: IngressKind::Webhook,
-        source: "/x/account-activity/webhook/test".into(),
-        received_at: chrono::Utc::now(),
-    };
-    let dl = DeadLetter::new(raw, reason, &ctx);
-    let json = Bytes::from(dl.to_json());
-    Message {
-        offset: 0,
-        accepted_at_ms: 0,
-        payload: Payload::DeadLetter(Box::new(dl)),
-        json,
-    }
+    relay_e2e::fixtures::dead_letter(0, raw, reason)
 }
 
 /// An envelope built by hand (for when the fixtures are not what is under test).

@@ -1,10 +1,9 @@
 #![allow(dead_code)]
 //! Envelope and message builders shared by the relay-sink tests.
 
-use bytes::Bytes;
 use chrono::TimeZone;
-use relay_envelope::{Context, DeadLetter, Envelope, EventData, IngressKind};
-use relay_sink::{Message, Payload};
+use relay_envelope::{Envelope, EventData, IngressKind};
+use relay_sink::Message;
 use serde_json::value::RawValue;
 
 pub fn envelope(event_type: &str, subject: &str) -> Envelope {
@@ -32,28 +31,12 @@ pub fn envelope(event_type: &str, subject: &str) -> Envelope {
     }
 }
 
+/// A message of `env` (the shared test helper, offset 0).
 pub fn message(env: Envelope) -> Message {
-    let json = Bytes::from(env.to_json());
-    Message {
-        offset: 0,
-        accepted_at_ms: 0,
-        payload: Payload::Event(Box::new(env)),
-        json,
-    }
+    relay_e2e::fixtures::message(0, env)
 }
 
+/// A dead letter of `raw` (the shared test helper, offset 0).
 pub fn dead_letter(raw: &[u8], reason: &str) -> Message {
-    let ctx = Context {
-        ingress: IngressKind::Webhook,
-        source: "/x/account-activity/webhook/prod-app".into(),
-        received_at: chrono::Utc::now(),
-    };
-    let dl = DeadLetter::new(raw, reason, &ctx);
-    let json = Bytes::from(dl.to_json());
-    Message {
-        offset: 0,
-        accepted_at_ms: 0,
-        payload: Payload::DeadLetter(Box::new(dl)),
-        json,
-    }
+    relay_e2e::fixtures::dead_letter(0, raw, reason)
 }
