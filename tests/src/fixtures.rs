@@ -156,6 +156,21 @@ pub fn many(n: usize) -> Vec<Message> {
         .collect()
 }
 
+/// [`many`] with `:<tag>` appended to every id, so that each benchmark round publishes ids
+/// a broker has not seen (JetStream would drop repeats as duplicates).
+pub fn many_tagged(n: usize, tag: &str) -> Vec<Message> {
+    many(n)
+        .into_iter()
+        .map(|mut m| {
+            if let Payload::Event(env) = &mut m.payload {
+                env.id = format!("{}:{tag}", env.id);
+                m.json = Bytes::from(env.to_json());
+            }
+            m
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

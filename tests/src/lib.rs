@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
+pub mod bench;
 pub mod fixtures;
 
 /// `RELAY_TEST_NATS_URL`, default `nats://127.0.0.1:4222`.

@@ -20,19 +20,13 @@ use bytes::Bytes;
 use chrono::TimeZone;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use relay_e2e::bench::{env_usize, percentile};
 use relay_envelope::{Context, Envelope, EventData, IngressKind};
 use relay_sink::{Message, Payload, Sink};
 use relay_sink_kafka::{KafkaSink, KafkaSinkConfig};
 use serde_json::value::RawValue;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures");
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One envelope per fixture event (normalize, or by hand from the fixture bytes while
 /// normalize is not implemented).
@@ -108,14 +102,6 @@ impl Run {
     fn events_per_sec(&self, n: usize) -> f64 {
         n as f64 / self.total.as_secs_f64()
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
 }
 
 async fn run_sink(sink: &KafkaSink, msgs: &[Message], batch: usize) -> Run {

@@ -20,18 +20,12 @@ use async_nats::jetstream::{self, context::Publish, stream};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use futures::stream::{FuturesOrdered, StreamExt};
+use relay_e2e::bench::{env_usize, median, percentile};
 use relay_e2e::{fixtures, nats_url, unique};
 use relay_sink::{Message, Sink};
 use relay_sink_nats::{NatsSink, NatsSinkConfig};
 
 const MAX_IN_FLIGHT: usize = 256;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Raw {
     js: jetstream::Context,
@@ -73,19 +67,6 @@ impl Raw {
     }
 }
 
-fn messages(n: usize, tag: &str) -> Vec<Message> {
-    fixtures::many(n)
-        .into_iter()
-        .map(|m| {
-            let relay_sink::Payload::Event(mut env) = m.payload else {
-                unreachable!("fixtures::many gives events")
-            };
-            env.id = format!("{}:{tag}", env.id);
-            fixtures::message(m.offset, *env)
-        })
-        .collect()
-}
-
 fn prepare(sink: &NatsSink, msgs: &[Message]) -> Vec<Prepared> {
     msgs.iter()
         .map(|m| {
@@ -100,19 +81,6 @@ fn prepare(sink: &NatsSink, msgs: &[Message]) -> Vec<Prepared> {
             }
         })
         .collect()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -150,8 +118,8 @@ fn main() {
     let mut sink_lat = Vec::new();
     let mut raw_lat = Vec::new();
     for round in 0..rounds {
-        let a = messages(n, &format!("a{round}"));
-        let b = prepare(&sink, &messages(n, &format!("b{round}")));
+        let a = fixtures::many_tagged(n, &format!("a{round}"));
+        let b = prepare(&sink, &fixtures::many_tagged(n, &format!("b{round}")));
         rt.block_on(async {
             let start = Instant::now();
             for chunk in a.chunks(batch) {
@@ -209,7 +177,7 @@ fn main() {
         bch.to_async(&rt).iter_batched(
             || {
                 iter += 1;
-                messages(batch, &format!("ca{iter}"))
+                fixtures::many_tagged(batch, &format!("ca{iter}"))
             },
             |msgs| async move {
                 let r = sink_ref.publish(&msgs).await;
@@ -222,7 +190,7 @@ fn main() {
         bch.to_async(&rt).iter_batched(
             || {
                 iter += 1;
-                prepare(&sink, &messages(batch, &format!("cb{iter}")))
+                prepare(&sink, &fixtures::many_tagged(batch, &format!("cb{iter}")))
             },
             |prepared| async move {
                 let ok = raw_ref.publish(&prepared).await;

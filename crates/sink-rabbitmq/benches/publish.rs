@@ -26,18 +26,12 @@ use lapin::options::{
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use relay_e2e::bench::{env_usize, median, percentile};
 use relay_e2e::{amqp_url, fixtures, unique};
 use relay_sink::{Message, Payload, Sink};
 use relay_sink_rabbitmq::{RabbitMqSink, RabbitMqSinkConfig};
 
 const MAX_IN_FLIGHT: usize = 256;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Prepared {
     routing_key: String,
@@ -86,19 +80,6 @@ impl Raw {
     }
 }
 
-fn messages(n: usize, tag: &str) -> Vec<Message> {
-    fixtures::many(n)
-        .into_iter()
-        .map(|m| {
-            let Payload::Event(mut env) = m.payload else {
-                unreachable!("fixtures::many gives events")
-            };
-            env.id = format!("{}:{tag}", env.id);
-            fixtures::message(m.offset, *env)
-        })
-        .collect()
-}
-
 fn prepare(sink: &RabbitMqSink, msgs: &[Message]) -> Vec<Prepared> {
     msgs.iter()
         .map(|m| {
@@ -118,19 +99,6 @@ fn prepare(sink: &RabbitMqSink, msgs: &[Message]) -> Vec<Prepared> {
             }
         })
         .collect()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -211,8 +179,8 @@ fn main() {
     let mut sink_lat = Vec::new();
     let mut raw_lat = Vec::new();
     for round in 0..rounds {
-        let a = messages(n, &format!("a{round}"));
-        let b = prepare(&sink, &messages(n, &format!("b{round}")));
+        let a = fixtures::many_tagged(n, &format!("a{round}"));
+        let b = prepare(&sink, &fixtures::many_tagged(n, &format!("b{round}")));
         rt.block_on(async {
             // Alternate which side goes first, so that order effects cancel out.
             for side in [round % 2, 1 - round % 2] {
@@ -272,7 +240,7 @@ fn main() {
     let (sink_ref, raw_ref) = (&sink, &raw);
     group.bench_function("sink", |bch| {
         bch.to_async(&rt).iter_batched(
-            || messages(batch, "c"),
+            || fixtures::many_tagged(batch, "c"),
             |msgs| async move {
                 let r = sink_ref.publish(&msgs).await;
                 assert!(r.iter().all(Result::is_ok));
@@ -283,7 +251,7 @@ fn main() {
     rt.block_on(purge());
     group.bench_function("raw", |bch| {
         bch.to_async(&rt).iter_batched(
-            || prepare(sink_ref, &messages(batch, "c")),
+            || prepare(sink_ref, &fixtures::many_tagged(batch, "c")),
             |prepared| async move {
                 let ok = raw_ref.publish(&prepared).await;
                 assert_eq!(ok, prepared.len());
