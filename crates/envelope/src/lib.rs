@@ -102,7 +102,9 @@ use serde_json::value::RawValue;
 mod lax;
 mod normalize;
 
-pub use normalize::{is_id_char, is_valid_id, normalize, NormalizeError, MAX_ID_LEN, MAX_TYPE_LEN};
+pub use normalize::{
+    is_id_char, is_valid_id, normalize, NormalizeError, MAX_ID_LEN, MAX_OUTPUT_BYTES, MAX_TYPE_LEN,
+};
 
 /// The `type` values the relay produces from AAA and stream deliveries (XAA deliveries keep
 /// their own `event_type`, which uses the same names).
@@ -129,6 +131,80 @@ pub mod taxonomy {
     pub const SPACES_EVENT: &str = "spaces.event";
     /// Valid JSON the relay does not understand; `data.payload` is the whole delivery.
     pub const UNKNOWN: &str = "unknown";
+
+    /// The 42 event types of the X Activity API, which are the relay's taxonomy.
+    pub const XAA_TYPES: [&str; 42] = [
+        POST_CREATE,
+        POST_DELETE,
+        POST_MENTION_CREATE,
+        POST_REPLY_CREATE,
+        POST_QUOTE_CREATE,
+        POST_REPOST_CREATE,
+        LIKE_CREATE,
+        FOLLOW_FOLLOW,
+        FOLLOW_UNFOLLOW,
+        "profile.update.bio",
+        "profile.update.profile_picture",
+        "profile.update.banner_picture",
+        "profile.update.screenname",
+        "profile.update.handle",
+        "profile.update.geo",
+        "profile.update.url",
+        "profile.update.verified_badge",
+        "profile.update.affiliate_badge",
+        "chat.received",
+        "chat.sent",
+        "chat.conversation.join",
+        "chat.conversation.member_added",
+        "chat.conversation.member_removed",
+        "chat.conversation.admin_added",
+        "chat.conversation.admin_removed",
+        "chat.update.group_name",
+        "chat.update.restrictions",
+        DM_SENT,
+        DM_RECEIVED,
+        DM_READ,
+        DM_INDICATE_TYPING,
+        "news.new",
+        "spaces.start",
+        "spaces.end",
+        MUTE_MUTE,
+        MUTE_UNMUTE,
+        BLOCK_BLOCK,
+        BLOCK_UNBLOCK,
+        "broadcast.start",
+        "broadcast.end",
+        "broadcast.chat",
+        OAUTH_REVOKE,
+    ];
+
+    /// Types the relay produces besides [`XAA_TYPES`]: X's older alias of
+    /// `chat.conversation.join`, and the relay's own.
+    pub const OTHER_TYPES: [&str; 4] = [
+        "chat.conversation_join",
+        REPLAY_JOB_STATUS,
+        SPACES_EVENT,
+        UNKNOWN,
+    ];
+
+    /// The label that stands for every type outside the taxonomy in metrics.
+    pub const OTHER_LABEL: &str = "other";
+
+    /// `ty` as the taxonomy's own `&'static str`, or `None` for a type outside it (an XAA
+    /// `event_type` X added, or one an attacker made up).
+    pub fn known(ty: &str) -> Option<&'static str> {
+        XAA_TYPES
+            .iter()
+            .chain(OTHER_TYPES.iter())
+            .find(|t| **t == ty)
+            .copied()
+    }
+
+    /// A bounded label for `ty`: itself when in the taxonomy, else [`OTHER_LABEL`]. Use it
+    /// wherever a type names a metric series, so that input cannot mint new series.
+    pub fn label(ty: &str) -> &'static str {
+        known(ty).unwrap_or(OTHER_LABEL)
+    }
 }
 
 /// CloudEvents `specversion`.
@@ -215,8 +291,9 @@ pub struct EventData {
     /// The one original event object, its bytes unchanged.
     pub payload: Box<RawValue>,
     /// AAA's `users`/`apps`/`user_has_blocked`, or XAA's `includes`; omitted when empty.
+    /// Shared (not copied) by all envelopes of one delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub includes: Option<Box<RawValue>>,
+    pub includes: Option<std::sync::Arc<RawValue>>,
 }
 
 impl Envelope {

@@ -2,6 +2,7 @@
 //! X Activity API object) into envelopes. See the crate documentation for the mapping.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, Utc};
 use serde::Serialize;
@@ -21,7 +22,17 @@ pub enum NormalizeError {
     /// An X Activity API `{"errors":[...]}` object: counted and logged by the caller.
     #[error("X reported {count} error(s): {summary}")]
     XaaErrors { count: usize, summary: String },
+    /// The envelopes would together exceed [`MAX_OUTPUT_BYTES`] (a batch whose shared
+    /// `includes` would be repeated in every envelope): the caller dead-letters the body.
+    #[error("{envelopes} envelopes of about {bytes} bytes in all exceed the bound of {MAX_OUTPUT_BYTES} bytes per delivery")]
+    TooLarge { envelopes: usize, bytes: usize },
 }
+
+/// Most bytes the envelopes of one delivery may take together (their `data` counted: the
+/// payload and the shared `includes`, which each envelope carries when serialized). A body
+/// within the webhook's 1 MiB limit that is a batch of many items with a large `includes`
+/// would otherwise grow to items x includes.
+pub const MAX_OUTPUT_BYTES: usize = 32 << 20;
 
 /// Longest envelope `id`.
 pub const MAX_ID_LEN: usize = 128;
@@ -113,6 +124,16 @@ pub fn normalize(body: &[u8], ctx: &Context) -> Result<Vec<Envelope>, NormalizeE
             }
             .finish(ctx),
         );
+    }
+    let bytes = out.iter().fold(0usize, |n, e| {
+        n.saturating_add(e.data.payload.get().len())
+            .saturating_add(e.data.includes.as_ref().map_or(0, |i| i.get().len()))
+    });
+    if bytes > MAX_OUTPUT_BYTES {
+        return Err(NormalizeError::TooLarge {
+            envelopes: out.len(),
+            bytes,
+        });
     }
     Ok(out)
 }
@@ -373,7 +394,7 @@ struct AaaIncludes<'a> {
     user_has_blocked: Option<&'a RawValue>,
 }
 
-fn aaa_includes(top: &TopObj<'_>) -> Option<Box<RawValue>> {
+fn aaa_includes(top: &TopObj<'_>) -> Option<Arc<RawValue>> {
     let part = |r: Option<&RawValue>| r.filter(|r| !is_empty_json(r)).map(compact);
     let users = part(top.users);
     let apps = part(top.apps);
@@ -387,6 +408,7 @@ fn aaa_includes(top: &TopObj<'_>) -> Option<Box<RawValue>> {
         user_has_blocked: blocked.as_deref(),
     })
     .ok()
+    .map(Arc::from)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -424,7 +446,7 @@ struct Draft<'a> {
     target: Option<&'a str>,
     object: Option<&'a str>,
     payload: &'a RawValue,
-    includes: Option<Box<RawValue>>,
+    includes: Option<Arc<RawValue>>,
 }
 
 impl Draft<'_> {
@@ -482,7 +504,8 @@ struct Aaa<'c> {
     ctx: &'c Context,
     subject: &'c Subject,
     stream_time: Option<DateTime<Utc>>,
-    includes: Option<Box<RawValue>>,
+    /// Shared by every envelope of the delivery, never copied per item.
+    includes: Option<Arc<RawValue>>,
 }
 
 impl Aaa<'_> {
@@ -892,7 +915,7 @@ fn xaa(
         .includes
         .or(top_includes)
         .filter(|r| !is_empty_json(r))
-        .map(compact);
+        .map(|r| Arc::from(compact(r)));
     out.push(
         Draft {
             ty,

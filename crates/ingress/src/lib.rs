@@ -13,9 +13,11 @@
 //!
 //! | name | labels |
 //! |---|---|
-//! | `activity_relay_webhook_requests_total` | `app`, `outcome` (`accepted`, `crc`, `bad_request`, `unauthorized`, `too_large`, `read_error`, `read_timeout`, `full`, `unavailable`, `unknown_app`; `app="_unknown"` for unconfigured apps) |
+//! | `activity_relay_webhook_requests_total` | `app`, `outcome` (`accepted`, `crc`, `bad_request`, `bad_crc_token`, `unauthorized`, `too_large`, `read_error`, `read_timeout`, `busy` (`max_requests_per_app`), `preauth_budget`, `full`, `unavailable`, `unknown_app`; `app="_unknown"` for unconfigured apps) |
 //! | `activity_relay_webhook_crc_checks_total` | `app` |
-//! | `activity_relay_webhook_signature_failures_total` | `app`, `reason` (`missing`, `malformed`, `mismatch`) |
+//! | `activity_relay_webhook_signature_failures_total` | `app`, `reason` (`missing`, `malformed`, `mismatch`, `crc_shaped`) |
+//! | `activity_relay_webhook_connections_total` | `outcome` (`refused` at `max_connections`, `no_request`, `served`) |
+//! | `activity_relay_webhook_connections_open` | |
 //! | `activity_relay_webhook_received_bytes_total` | `app` |
 //! | `activity_relay_webhook_handler_seconds` (histogram) | `app`, `method` |
 //! | `activity_relay_stream_connected` | `stream` |
@@ -62,6 +64,7 @@ pub trait Pipeline: Send + Sync + 'static {
 }
 
 pub mod backoff;
+mod conn;
 mod metrics;
 pub mod ndjson;
 pub mod stream;

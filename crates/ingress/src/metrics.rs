@@ -170,3 +170,33 @@ impl StreamMetrics {
         })
     }
 }
+
+/// The webhook's connection metrics (see [`crate::conn`]).
+pub(crate) fn register_conn_metrics(
+    registry: &Registry,
+) -> Result<crate::conn::ConnMetrics, prometheus::Error> {
+    let closed = reg(
+        registry,
+        IntCounterVec::new(
+            Opts::new(
+                "activity_relay_webhook_connections_total",
+                "Webhook connections by how they ended: refused (max_connections open), \
+                 no_request (closed before any response: header read timeout, idle, malformed \
+                 request, failed TLS handshake), served",
+            ),
+            &["outcome"],
+        )?,
+    )?;
+    Ok(crate::conn::ConnMetrics {
+        open: reg(
+            registry,
+            IntGauge::with_opts(Opts::new(
+                "activity_relay_webhook_connections_open",
+                "Webhook connections open now",
+            ))?,
+        )?,
+        refused: closed.with_label_values(&["refused"]),
+        no_request: closed.with_label_values(&["no_request"]),
+        served: closed.with_label_values(&["served"]),
+    })
+}

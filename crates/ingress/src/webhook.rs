@@ -24,8 +24,10 @@ use hmac::{Hmac, Mac};
 use relay_envelope::{Context, IngressKind};
 use serde::Deserialize;
 use sha2::Sha256;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use crate::conn::{ConnMetrics, LimitAcceptor};
 use crate::metrics::WebhookMetrics;
 use crate::{AcceptError, IngressError, Pipeline};
 
@@ -56,6 +58,37 @@ pub struct WebhookConfig {
     /// How long [`WebhookServer::run`] lets in-flight requests finish after shutdown.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Time a client has to send a request's line and headers, counted from the moment
+    /// the connection is opened and again from the end of each response while a
+    /// keep-alive connection waits for the next request (hyper's `header_read_timeout`),
+    /// so it bounds slow, half-sent and idle connections alike. Default 5 s.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) and read buffer per connection,
+    /// bytes (hyper's `max_buf_size`; at least 8192). Default 16 KiB.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Connections open at once; one more is closed as soon as it is accepted. Default 4096.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// POSTs in progress at once per app; one more gets 503 with `Retry-After`. Default 256.
+    #[serde(default = "default_max_requests_per_app")]
+    pub max_requests_per_app: usize,
+    /// Body bytes, over all connections, that may be held while their signature is not yet
+    /// checked (a request reserves its `Content-Length`, or `body_limit` when it has none).
+    /// A POST that does not fit gets 503 with `Retry-After` before its body is read.
+    /// Default 64 MiB.
+    #[serde(default = "default_preauth_body_budget")]
+    pub preauth_body_budget: usize,
+    /// How many bytes of a body over `body_limit` are read and thrown away before the 413
+    /// is sent, so that a client that sends its whole body before reading (most do) gets
+    /// the 413 instead of a reset connection. Bodies declared larger are not drained.
+    /// Default 8 MiB.
+    #[serde(default = "default_oversize_drain_bytes")]
+    pub oversize_drain_bytes: usize,
+    /// Time a client has to finish the TLS handshake. Default 5 s.
+    #[serde(default = "default_tls_handshake_timeout", with = "humantime_serde")]
+    pub tls_handshake_timeout: Duration,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     pub apps: Vec<AppConfig>,
@@ -76,6 +109,27 @@ fn default_body_timeout() -> Duration {
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(10)
 }
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_header_bytes() -> usize {
+    16 << 10
+}
+fn default_max_connections() -> usize {
+    4096
+}
+fn default_max_requests_per_app() -> usize {
+    256
+}
+fn default_preauth_body_budget() -> usize {
+    64 << 20
+}
+fn default_oversize_drain_bytes() -> usize {
+    8 << 20
+}
+fn default_tls_handshake_timeout() -> Duration {
+    Duration::from_secs(5)
+}
 
 impl WebhookConfig {
     /// A configuration with defaults for everything but the apps.
@@ -86,6 +140,13 @@ impl WebhookConfig {
             retry_after_secs: default_retry_after_secs(),
             body_timeout: default_body_timeout(),
             shutdown_grace: default_shutdown_grace(),
+            header_read_timeout: default_header_read_timeout(),
+            max_header_bytes: default_max_header_bytes(),
+            max_connections: default_max_connections(),
+            max_requests_per_app: default_max_requests_per_app(),
+            preauth_body_budget: default_preauth_body_budget(),
+            oversize_drain_bytes: default_oversize_drain_bytes(),
+            tls_handshake_timeout: default_tls_handshake_timeout(),
             tls: None,
             apps,
         }
@@ -100,6 +161,13 @@ impl fmt::Debug for WebhookConfig {
             .field("retry_after_secs", &self.retry_after_secs)
             .field("body_timeout", &self.body_timeout)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("max_requests_per_app", &self.max_requests_per_app)
+            .field("preauth_body_budget", &self.preauth_body_budget)
+            .field("oversize_drain_bytes", &self.oversize_drain_bytes)
+            .field("tls_handshake_timeout", &self.tls_handshake_timeout)
             .field("tls", &self.tls)
             .field("apps", &self.apps)
             .finish()
@@ -151,6 +219,8 @@ struct App {
     /// One keyed MAC per consumer secret; the first is current.
     secrets: Vec<HmacSha256>,
     source: String,
+    /// One permit per POST in progress (`max_requests_per_app`).
+    in_flight: Arc<Semaphore>,
 }
 
 struct Shared {
@@ -160,7 +230,43 @@ struct Shared {
     body_limit: usize,
     body_timeout: Duration,
     retry_after_secs: u64,
+    oversize_drain_bytes: usize,
+    /// One permit per body byte held before its signature is checked
+    /// (`preauth_body_budget`).
+    preauth: Arc<Semaphore>,
 }
+
+/// Longest `crc_token` answered (X's tokens are a few dozen characters).
+pub const MAX_CRC_TOKEN_LEN: usize = 255;
+
+/// Whether `b` has the shape of a CRC token X sends: 1 to [`MAX_CRC_TOKEN_LEN`] bytes of
+/// `[A-Za-z0-9+/=_-]` (base64 of either alphabet).
+///
+/// The CRC answer is `HMAC(consumer secret, token)`, the very MAC that authenticates a POST
+/// body. Answering any token would make the endpoint a signing oracle: send a forged body
+/// as `crc_token`, get its valid signature back. So the two sets are kept apart:
+///
+/// * CRC answers only tokens of this shape (anything else is 400 and never signed);
+/// * a POST whose body has this shape is refused (401) whatever its signature, because
+///   that signature could have come from the CRC endpoint. No real delivery has it: X's
+///   bodies are JSON objects, which start with `{`.
+///
+/// So no byte string can be both signed by CRC and accepted as a delivery. Even before
+/// that rule, such a body could only have been a JSON number, `true`, `false` or `null`
+/// (no `{`, `"` or `.` in the alphabet): never an event of the taxonomy, at most an
+/// `unknown` envelope or a dead letter.
+pub fn is_crc_token_shape(b: &[u8]) -> bool {
+    !b.is_empty()
+        && b.len() <= MAX_CRC_TOKEN_LEN
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=' | b'_' | b'-'))
+}
+
+/// hyper's smallest read buffer.
+const MIN_HEADER_BYTES: usize = 8192;
+
+/// Semaphores take at most this many permits.
+const MAX_PERMITS: usize = u32::MAX as usize;
 
 fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressError> {
     if cfg.apps.is_empty() {
@@ -170,6 +276,41 @@ fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressErr
         return Err(IngressError::Config(
             "webhook: body_limit must be positive".into(),
         ));
+    }
+    let positive = [
+        ("max_connections", cfg.max_connections),
+        ("max_requests_per_app", cfg.max_requests_per_app),
+    ];
+    for (name, v) in positive {
+        if v == 0 || v > MAX_PERMITS {
+            return Err(IngressError::Config(format!(
+                "webhook: {name} must be between 1 and {MAX_PERMITS}, not {v}"
+            )));
+        }
+    }
+    if cfg.preauth_body_budget < cfg.body_limit || cfg.preauth_body_budget > MAX_PERMITS {
+        return Err(IngressError::Config(format!(
+            "webhook: preauth_body_budget ({}) must be at least body_limit ({}) and at most {MAX_PERMITS}",
+            cfg.preauth_body_budget, cfg.body_limit
+        )));
+    }
+    if cfg.max_header_bytes < MIN_HEADER_BYTES {
+        return Err(IngressError::Config(format!(
+            "webhook: max_header_bytes must be at least {MIN_HEADER_BYTES}, not {}",
+            cfg.max_header_bytes
+        )));
+    }
+    let timeouts = [
+        ("header_read_timeout", cfg.header_read_timeout),
+        ("body_timeout", cfg.body_timeout),
+        ("tls_handshake_timeout", cfg.tls_handshake_timeout),
+    ];
+    for (name, v) in timeouts {
+        if v.is_zero() {
+            return Err(IngressError::Config(format!(
+                "webhook: {name} must be positive"
+            )));
+        }
     }
     let mut apps = HashMap::new();
     for a in &cfg.apps {
@@ -208,6 +349,7 @@ fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressErr
                 .source
                 .clone()
                 .unwrap_or_else(|| format!("/x/account-activity/webhook/{}", a.name)),
+            in_flight: Arc::new(Semaphore::new(cfg.max_requests_per_app)),
         };
         if apps.insert(a.name.clone(), Arc::new(app)).is_some() {
             return Err(IngressError::Config(format!(
@@ -234,6 +376,8 @@ pub fn router(
         body_limit: cfg.body_limit,
         body_timeout: cfg.body_timeout,
         retry_after_secs: cfg.retry_after_secs,
+        oversize_drain_bytes: cfg.oversize_drain_bytes,
+        preauth: Arc::new(Semaphore::new(cfg.preauth_body_budget)),
     });
     Ok(Router::new()
         .route("/webhooks/{app}", get(crc).post(deliver))
@@ -306,6 +450,15 @@ async fn crc(
             st.outcome(&app, "bad_request");
             plain(StatusCode::BAD_REQUEST, "missing crc_token\n")
         }
+        // Never sign anything but what X sends: see `is_crc_token_shape`.
+        Some(token) if !is_crc_token_shape(token.as_bytes()) => {
+            st.outcome(&app, "bad_crc_token");
+            tracing::warn!(app = %app.name, len = token.len(), "CRC refused: crc_token is not of the shape X sends");
+            plain(
+                StatusCode::BAD_REQUEST,
+                "crc_token must be 1 to 255 characters of [A-Za-z0-9+/=_-]\n",
+            )
+        }
         Some(token) => {
             // validate() guarantees at least one secret.
             let response_token = app
@@ -368,9 +521,9 @@ fn verify(secrets: &[HmacSha256], body: &[u8], sig: &[u8; 32]) -> bool {
 }
 
 enum ReadError {
-    TooLarge,
+    /// Over the limit; the body stream is handed back so the rest can be drained.
+    TooLarge(axum::body::BodyDataStream),
     Io,
-    Timeout,
 }
 
 async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ReadError> {
@@ -379,11 +532,22 @@ async fn read_limited(body: Body, limit: usize) -> Result<Bytes, ReadError> {
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| ReadError::Io)?;
         if buf.len().saturating_add(chunk.len()) > limit {
-            return Err(ReadError::TooLarge);
+            return Err(ReadError::TooLarge(stream));
         }
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+/// Reads and discards at most `max` more bytes of `stream` (nothing is kept).
+async fn drain(mut stream: axum::body::BodyDataStream, max: usize) {
+    let mut seen = 0usize;
+    while let Some(Ok(chunk)) = stream.next().await {
+        seen = seen.saturating_add(chunk.len());
+        if seen > max {
+            return;
+        }
+    }
 }
 
 async fn deliver(
@@ -404,41 +568,100 @@ async fn deliver(
     resp
 }
 
+impl Shared {
+    /// 413 for a body over `body_limit`. Unless the client waits for `100 Continue` (then
+    /// it has sent nothing yet), up to `oversize_drain_bytes` of the body are read and
+    /// discarded first, within `body_timeout`: a client that writes its whole body before
+    /// reading (Python's urllib, most scripts) would otherwise see its connection reset
+    /// under the unread bytes instead of the answer.
+    async fn too_large(
+        &self,
+        app: &App,
+        headers: &HeaderMap,
+        declared: Option<u64>,
+        rest: Option<axum::body::BodyDataStream>,
+    ) -> Response {
+        self.outcome(app, "too_large");
+        tracing::warn!(app = %app.name, declared, "webhook POST rejected: body over the limit");
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let drainable = declared.is_none_or(|n| n <= self.oversize_drain_bytes as u64);
+        if let Some(stream) = rest {
+            if !expects_continue && drainable {
+                let _ = tokio::time::timeout(
+                    self.body_timeout,
+                    drain(stream, self.oversize_drain_bytes),
+                )
+                .await;
+            }
+        }
+        let mut resp = plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    }
+
+    /// 503 for a POST refused before its body is read (a limit, not a fault).
+    fn busy(&self, app: &App, outcome: &'static str) -> Response {
+        self.outcome(app, outcome);
+        tracing::warn!(app = %app.name, outcome, "webhook POST refused: limit reached (X retries it)");
+        let mut resp = self.unavailable(self.retry_after_secs);
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    }
+}
+
 async fn deliver_app(st: &Shared, app: &App, headers: &HeaderMap, body: Body) -> Response {
+    let Ok(_in_flight) = app.in_flight.clone().try_acquire_owned() else {
+        return st.busy(app, "busy");
+    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > st.body_limit as u64) {
-        st.outcome(app, "too_large");
-        tracing::warn!(app = %app.name, "webhook POST rejected: Content-Length over the limit");
-        return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+        let rest = Some(body.into_data_stream());
+        return st.too_large(app, headers, declared, rest).await;
     }
     let sig = match parse_signature(headers) {
         Signature::Missing => return st.unauthorized(app, "missing"),
         Signature::Malformed => return st.unauthorized(app, "malformed"),
         Signature::Present(sig) => sig,
     };
+    // Reserve the bytes this body may hold before it is authenticated; released once the
+    // signature is checked. `declared` is at most `body_limit` here.
+    let reserve = declared.map_or(st.body_limit, |n| n as usize);
+    let Ok(preauth) = st.preauth.try_acquire_many(reserve as u32) else {
+        return st.busy(app, "preauth_budget");
+    };
     let read = tokio::time::timeout(st.body_timeout, read_limited(body, st.body_limit)).await;
-    let body = match read.unwrap_or(Err(ReadError::Timeout)) {
-        Ok(b) => b,
-        Err(ReadError::Timeout) => {
+    let body = match read {
+        Ok(Ok(b)) => b,
+        Err(_) => {
             st.outcome(app, "read_timeout");
             tracing::warn!(app = %app.name, "webhook POST body not received in time");
             return plain(StatusCode::REQUEST_TIMEOUT, "body not received in time\n");
         }
-        Err(ReadError::TooLarge) => {
-            st.outcome(app, "too_large");
-            tracing::warn!(app = %app.name, "webhook POST rejected: body over the limit");
-            return plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+        Ok(Err(ReadError::TooLarge(rest))) => {
+            drop(preauth);
+            return st.too_large(app, headers, declared, Some(rest)).await;
         }
-        Err(ReadError::Io) => {
+        Ok(Err(ReadError::Io)) => {
             st.outcome(app, "read_error");
             tracing::debug!(app = %app.name, "webhook POST body could not be read");
             return plain(StatusCode::BAD_REQUEST, "body could not be read\n");
         }
     };
-    if !verify(&app.secrets, &body, &sig) {
+    // A body of the CRC token's shape may carry a signature obtained from our own CRC
+    // endpoint: never trust it (see `is_crc_token_shape`).
+    if is_crc_token_shape(&body) {
+        return st.unauthorized(app, "crc_shaped");
+    }
+    let authentic = verify(&app.secrets, &body, &sig);
+    drop(preauth);
+    if !authentic {
         return st.unauthorized(app, "mismatch");
     }
     st.metrics
@@ -490,6 +713,17 @@ pub struct WebhookServer {
     router: Router,
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
     shutdown_grace: Duration,
+    limits: ConnLimits,
+    conn_metrics: ConnMetrics,
+}
+
+/// The connection settings of [`WebhookConfig`].
+#[derive(Clone, Copy)]
+struct ConnLimits {
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
+    max_connections: usize,
+    tls_handshake_timeout: Duration,
 }
 
 impl fmt::Debug for WebhookServer {
@@ -501,6 +735,27 @@ impl fmt::Debug for WebhookServer {
     }
 }
 
+/// The HTTP settings every webhook connection is served with.
+///
+/// HTTP/1.1 only: X delivers webhooks over HTTP/1.1, and hyper's header read timeout (the
+/// bound on slow, half-sent and idle connections) exists for HTTP/1 only. Serving HTTP/2 as
+/// well would also mean detecting the protocol from the first bytes, a wait that no
+/// timeout bounds.
+fn http_builder(
+    limits: ConnLimits,
+) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .http1_only();
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .keep_alive(true);
+    builder
+}
+
 impl WebhookServer {
     /// Validates `cfg`, loads TLS material, registers metrics and binds `cfg.listen`.
     pub async fn bind(
@@ -508,11 +763,12 @@ impl WebhookServer {
         pipeline: Arc<dyn Pipeline>,
         registry: &prometheus::Registry,
     ) -> Result<WebhookServer, IngressError> {
+        let router = router(&cfg, pipeline, registry)?;
+        let conn_metrics = crate::metrics::register_conn_metrics(registry)?;
         let tls = match &cfg.tls {
             Some(t) => Some(load_tls(t).await?),
             None => None,
         };
-        let router = router(&cfg, pipeline, registry)?;
         let bind_err = |source| IngressError::Bind {
             addr: cfg.listen,
             source,
@@ -522,13 +778,29 @@ impl WebhookServer {
             .map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
         let listener = listener.into_std().map_err(bind_err)?;
-        tracing::info!(%local_addr, tls = tls.is_some(), apps = cfg.apps.len(), "webhook listening");
+        tracing::info!(
+            %local_addr,
+            tls = tls.is_some(),
+            apps = cfg.apps.len(),
+            max_connections = cfg.max_connections,
+            max_requests_per_app = cfg.max_requests_per_app,
+            preauth_body_budget = cfg.preauth_body_budget,
+            header_read_timeout = ?cfg.header_read_timeout,
+            "webhook listening"
+        );
         Ok(WebhookServer {
             listener,
             local_addr,
             router,
             tls,
             shutdown_grace: cfg.shutdown_grace,
+            limits: ConnLimits {
+                header_read_timeout: cfg.header_read_timeout,
+                max_header_bytes: cfg.max_header_bytes,
+                max_connections: cfg.max_connections,
+                tls_handshake_timeout: cfg.tls_handshake_timeout,
+            },
+            conn_metrics,
         })
     }
 
@@ -551,18 +823,35 @@ impl WebhookServer {
             })
         };
         let service = self.router.into_make_service();
+        let limits = self.limits;
+        let metrics = self.conn_metrics;
         let result = match self.tls {
             Some(tls) => {
-                axum_server::from_tcp_rustls(self.listener, tls)
-                    .handle(handle)
-                    .serve(service)
-                    .await
+                let tls = axum_server::tls_rustls::RustlsAcceptor::new(tls)
+                    .handshake_timeout(limits.tls_handshake_timeout);
+                let mut server = axum_server::from_tcp(self.listener)
+                    .acceptor(LimitAcceptor::new(
+                        tls,
+                        limits.max_connections,
+                        limits.header_read_timeout,
+                        metrics,
+                    ))
+                    .handle(handle);
+                *server.http_builder() = http_builder(limits);
+                server.serve(service).await
             }
             None => {
-                axum_server::from_tcp(self.listener)
-                    .handle(handle)
-                    .serve(service)
-                    .await
+                let plain = axum_server::accept::DefaultAcceptor::new();
+                let mut server = axum_server::from_tcp(self.listener)
+                    .acceptor(LimitAcceptor::new(
+                        plain,
+                        limits.max_connections,
+                        limits.header_read_timeout,
+                        metrics,
+                    ))
+                    .handle(handle);
+                *server.http_builder() = http_builder(limits);
+                server.serve(service).await
             }
         };
         watcher.abort();
@@ -602,7 +891,8 @@ async fn load_tls(t: &TlsConfig) -> Result<axum_server::tls_rustls::RustlsConfig
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| tls_err(&t.cert_path, format!("certificate/key rejected: {e}")))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // HTTP/1.1 only (see `http_builder`).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(axum_server::tls_rustls::RustlsConfig::from_config(
         Arc::new(config),
     ))

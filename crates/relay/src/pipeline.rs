@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use relay_envelope::{normalize, Context, DeadLetter, NormalizeError};
+use relay_envelope::{normalize, taxonomy, Context, DeadLetter, NormalizeError};
 use relay_ingress::{AcceptError, AcceptReport, Pipeline};
 use relay_spool::{NewRecord, RecordKind, Spool, SpoolError, SpoolStats};
 
@@ -202,6 +202,8 @@ impl Pipeline for RelayPipeline {
         let mut ids: Vec<String> = Vec::new();
         let mut newest_event: Option<i64> = None;
         let mut kinds: Vec<&'static str> = Vec::new();
+        // Why the delivery is a dead letter, as a metric label, when it is one.
+        let mut dead_letter_reason = "not_json";
         let mut job_statuses = Vec::new();
         // Held until the append's outcome is settled (dedup marked or not).
         let reservation: Option<Reservation>;
@@ -216,12 +218,12 @@ impl Pipeline for RelayPipeline {
                     }
                     self.metrics
                         .events_in
-                        .with_label_values(&[env.event_type.as_str(), ingress])
+                        .with_label_values(&[taxonomy::label(&env.event_type), ingress])
                         .inc();
                     if !here.insert(env.id.clone()) {
                         self.metrics
                             .duplicates
-                            .with_label_values(&[env.event_type.as_str()])
+                            .with_label_values(&[taxonomy::label(&env.event_type)])
                             .inc();
                         report.duplicates += 1;
                         continue;
@@ -235,7 +237,7 @@ impl Pipeline for RelayPipeline {
                     if is_dup {
                         self.metrics
                             .duplicates
-                            .with_label_values(&[env.event_type.as_str()])
+                            .with_label_values(&[taxonomy::label(&env.event_type)])
                             .inc();
                         report.duplicates += 1;
                         continue;
@@ -251,8 +253,15 @@ impl Pipeline for RelayPipeline {
                     ids.push(env.id);
                 }
             }
-            Err(NormalizeError::NotJson { reason }) => {
-                let dl = DeadLetter::new(&body, format!("not JSON: {reason}"), &ctx);
+            Err(e @ (NormalizeError::NotJson { .. } | NormalizeError::TooLarge { .. })) => {
+                let (reason, label) = match &e {
+                    NormalizeError::NotJson { reason } => {
+                        (format!("not JSON: {reason}"), "not_json")
+                    }
+                    other => (other.to_string(), "too_large"),
+                };
+                dead_letter_reason = label;
+                let dl = DeadLetter::new(&body, reason.clone(), &ctx);
                 let (dup, r) = self.reserve(std::slice::from_ref(&dl.id), now_i).await;
                 reservation = Some(r);
                 if dup.first().copied().unwrap_or(false) {
@@ -268,7 +277,7 @@ impl Pipeline for RelayPipeline {
                         id = %dl.id,
                         bytes = body.len(),
                         %reason,
-                        "delivery is not JSON; spooled as a dead letter"
+                        "delivery cannot become envelopes; spooled as a dead letter"
                     );
                     records.push(NewRecord {
                         kind: RecordKind::DeadLetter,
@@ -303,7 +312,7 @@ impl Pipeline for RelayPipeline {
                     if kind == "deadletter" {
                         self.metrics
                             .dead_letters
-                            .with_label_values(&["not_json"])
+                            .with_label_values(&[dead_letter_reason])
                             .inc();
                         report.dead_letters += 1;
                     } else {

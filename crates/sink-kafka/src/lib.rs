@@ -44,6 +44,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use relay_envelope::taxonomy;
 use relay_sink::{encode, HeaderStyle, Message, Payload, PublishError, Sink, Template, WireMode};
 
 /// Longest valid Kafka topic name.
@@ -114,6 +115,12 @@ pub struct KafkaSinkConfig {
     /// Create missing topics (AdminClient) instead of failing. Default false.
     #[serde(default)]
     pub create_topics: bool,
+    /// With `create_topics`, also create topics that only records of a type outside the
+    /// taxonomy are routed to (an XAA `event_type` X added). Default false: such a record
+    /// whose topic does not exist is dead-lettered (permanent `unknown_type_topic`), so
+    /// input can never mint topics.
+    #[serde(default)]
+    pub create_topics_for_unknown_types: bool,
     /// Partitions of created topics. Default 3.
     #[serde(default = "default_partitions")]
     pub partitions: i32,
@@ -200,6 +207,10 @@ impl std::fmt::Debug for KafkaSinkConfig {
             )
             .field("ssl_ca_location", &self.ssl_ca_location)
             .field("create_topics", &self.create_topics)
+            .field(
+                "create_topics_for_unknown_types",
+                &self.create_topics_for_unknown_types,
+            )
             .field("partitions", &self.partitions)
             .field("replication_factor", &self.replication_factor)
             .field("properties", &properties)
@@ -228,6 +239,7 @@ impl KafkaSinkConfig {
             sasl_password: None,
             ssl_ca_location: None,
             create_topics: false,
+            create_topics_for_unknown_types: false,
             partitions: default_partitions(),
             replication_factor: default_replication_factor(),
             properties: BTreeMap::new(),
@@ -563,6 +575,7 @@ struct Inner {
     partitions: i32,
     replication_factor: i32,
     message_timeout: Duration,
+    create_for_unknown_types: bool,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -640,6 +653,7 @@ impl KafkaSink {
             partitions: cfg.partitions,
             replication_factor: cfg.replication_factor,
             message_timeout: cfg.message_timeout,
+            create_for_unknown_types: cfg.create_topics_for_unknown_types,
         });
 
         let timeout = cfg.message_timeout.min(METADATA_TIMEOUT);
@@ -668,12 +682,14 @@ impl KafkaSink {
             if lock(&inner.known_topics).contains(&topic) {
                 continue;
             }
-            if let Err(e) = inner.ensure_topic(&topic).await {
+            if let Err(e) = inner.ensure_topic(&topic, true).await {
                 return Err(match e {
-                    EnsureError::Missing => KafkaSinkError::MissingTopic {
-                        sink: name.to_owned(),
-                        topic,
-                    },
+                    EnsureError::Missing | EnsureError::ForeignType => {
+                        KafkaSinkError::MissingTopic {
+                            sink: name.to_owned(),
+                            topic,
+                        }
+                    }
                     EnsureError::Create(detail) => KafkaSinkError::CreateTopic {
                         sink: name.to_owned(),
                         topic,
@@ -725,6 +741,8 @@ async fn probe_loop(inner: Weak<Inner>) {
 enum EnsureError {
     /// Missing and `create_topics = false`.
     Missing,
+    /// Missing, and only records of types outside the taxonomy go there.
+    ForeignType,
     /// Creation failed.
     Create(String),
 }
@@ -756,7 +774,7 @@ impl Inner {
     /// Makes sure `topic` exists: checks metadata, creates it when configured to.
     /// A metadata failure (cluster unreachable) is not an error here: the records are
     /// produced anyway and librdkafka reports their fate.
-    async fn ensure_topic(&self, topic: &str) -> Result<(), EnsureError> {
+    async fn ensure_topic(&self, topic: &str, may_create: bool) -> Result<(), EnsureError> {
         let md = match self
             .metadata(
                 Some(topic.to_owned()),
@@ -780,6 +798,14 @@ impl Inner {
                 return Ok(());
             }
             TopicState::Missing => {}
+        }
+        if self.admin.is_some() && !may_create {
+            tracing::error!(
+                sink = %self.name,
+                topic,
+                "kafka: topic does not exist and only types outside the taxonomy go there: not created (create_topics_for_unknown_types = false); its records are dead-lettered"
+            );
+            return Err(EnsureError::ForeignType);
         }
         let Some(admin) = &self.admin else {
             tracing::error!(
@@ -870,8 +896,29 @@ impl Sink for KafkaSink {
                 .collect()
         };
         for topic in unknown {
-            match inner.ensure_topic(&topic).await {
+            // A topic may be created for a record of a taxonomy type (or a dead letter);
+            // types outside it only when the operator allows it.
+            let may_create = inner.create_for_unknown_types
+                || batch.iter().zip(&topics).any(|(m, t)| {
+                    *t == topic
+                        && match &m.payload {
+                            Payload::Event(e) => taxonomy::known(&e.event_type).is_some(),
+                            Payload::DeadLetter(_) => true,
+                        }
+                });
+            match inner.ensure_topic(&topic, may_create).await {
                 Ok(()) => {}
+                Err(EnsureError::ForeignType) => {
+                    topic_errors.insert(
+                        topic.clone(),
+                        PublishError::Permanent {
+                            reason: "unknown_type_topic",
+                            detail: format!(
+                                "topic {topic:?} does not exist and only types outside the taxonomy are routed to it: create it, or set create_topics_for_unknown_types = true"
+                            ),
+                        },
+                    );
+                }
                 Err(EnsureError::Missing) => {
                     topic_errors.insert(
                         topic.clone(),

@@ -26,7 +26,11 @@ pub fn envelope(event_type: &str, subject: &str) -> Envelope {
                 r#"{"id_str": "1924465506158878979", "text":"hi \u00e9"}"#.into(),
             )
             .unwrap(),
-            includes: Some(RawValue::from_string(r#"{"users":{}}"#.into()).unwrap()),
+            includes: Some(
+                RawValue::from_string(r#"{"users":{}}"#.into())
+                    .unwrap()
+                    .into(),
+            ),
         },
     }
 }
