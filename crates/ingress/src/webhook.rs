@@ -71,7 +71,9 @@ pub struct WebhookConfig {
     /// Connections open at once; one more is closed as soon as it is accepted. Default 4096.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// POSTs in progress at once per app; one more gets 503 with `Retry-After`. Default 256.
+    /// Authentic POSTs being handed to the pipeline at once per app; one more gets 503
+    /// with `Retry-After`. Counted only once the signature is checked, so that clients
+    /// without the secret cannot use it to turn X away. Default 256.
     #[serde(default = "default_max_requests_per_app")]
     pub max_requests_per_app: usize,
     /// Body bytes, over all connections, that may be held while their signature is not yet
@@ -80,6 +82,15 @@ pub struct WebhookConfig {
     /// Default 64 MiB.
     #[serde(default = "default_preauth_body_budget")]
     pub preauth_body_budget: usize,
+    /// The part of `preauth_body_budget` that only bodies of at most `small_body_bytes`
+    /// may use. X's deliveries are a few KiB: however many large unauthenticated uploads
+    /// are in flight, this much stays for them. Default 16 MiB.
+    #[serde(default = "default_small_body_reserve")]
+    pub small_body_reserve: usize,
+    /// Bodies that declare at most this many bytes are small (see `small_body_reserve`).
+    /// Default 64 KiB.
+    #[serde(default = "default_small_body_bytes")]
+    pub small_body_bytes: usize,
     /// How many bytes of a body over `body_limit` are read and thrown away before the 413
     /// is sent, so that a client that sends its whole body before reading (most do) gets
     /// the 413 instead of a reset connection. Bodies declared larger are not drained.
@@ -124,6 +135,12 @@ fn default_max_requests_per_app() -> usize {
 fn default_preauth_body_budget() -> usize {
     64 << 20
 }
+fn default_small_body_reserve() -> usize {
+    16 << 20
+}
+fn default_small_body_bytes() -> usize {
+    64 << 10
+}
 fn default_oversize_drain_bytes() -> usize {
     8 << 20
 }
@@ -145,6 +162,8 @@ impl WebhookConfig {
             max_connections: default_max_connections(),
             max_requests_per_app: default_max_requests_per_app(),
             preauth_body_budget: default_preauth_body_budget(),
+            small_body_reserve: default_small_body_reserve(),
+            small_body_bytes: default_small_body_bytes(),
             oversize_drain_bytes: default_oversize_drain_bytes(),
             tls_handshake_timeout: default_tls_handshake_timeout(),
             tls: None,
@@ -166,6 +185,8 @@ impl fmt::Debug for WebhookConfig {
             .field("max_connections", &self.max_connections)
             .field("max_requests_per_app", &self.max_requests_per_app)
             .field("preauth_body_budget", &self.preauth_body_budget)
+            .field("small_body_reserve", &self.small_body_reserve)
+            .field("small_body_bytes", &self.small_body_bytes)
             .field("oversize_drain_bytes", &self.oversize_drain_bytes)
             .field("tls_handshake_timeout", &self.tls_handshake_timeout)
             .field("tls", &self.tls)
@@ -220,7 +241,7 @@ struct App {
     secrets: Vec<HmacSha256>,
     source: String,
     /// One permit per POST in progress (`max_requests_per_app`).
-    in_flight: Arc<Semaphore>,
+    in_flight: Semaphore,
 }
 
 struct Shared {
@@ -233,7 +254,11 @@ struct Shared {
     oversize_drain_bytes: usize,
     /// One permit per body byte held before its signature is checked
     /// (`preauth_body_budget`).
-    preauth: Arc<Semaphore>,
+    preauth: Semaphore,
+    /// What bodies over `small_body_bytes` may take of it: the budget less
+    /// `small_body_reserve`. They take from both.
+    preauth_large: Semaphore,
+    small_body_bytes: usize,
 }
 
 /// Longest `crc_token` answered (X's tokens are a few dozen characters).
@@ -294,6 +319,12 @@ fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressErr
             cfg.preauth_body_budget, cfg.body_limit
         )));
     }
+    if cfg.small_body_reserve > cfg.preauth_body_budget - cfg.body_limit {
+        return Err(IngressError::Config(format!(
+            "webhook: small_body_reserve ({}) must leave at least body_limit ({}) of preauth_body_budget ({}) for large bodies",
+            cfg.small_body_reserve, cfg.body_limit, cfg.preauth_body_budget
+        )));
+    }
     if cfg.max_header_bytes < MIN_HEADER_BYTES {
         return Err(IngressError::Config(format!(
             "webhook: max_header_bytes must be at least {MIN_HEADER_BYTES}, not {}",
@@ -349,7 +380,7 @@ fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressErr
                 .source
                 .clone()
                 .unwrap_or_else(|| format!("/x/account-activity/webhook/{}", a.name)),
-            in_flight: Arc::new(Semaphore::new(cfg.max_requests_per_app)),
+            in_flight: Semaphore::new(cfg.max_requests_per_app),
         };
         if apps.insert(a.name.clone(), Arc::new(app)).is_some() {
             return Err(IngressError::Config(format!(
@@ -377,7 +408,9 @@ pub fn router(
         body_timeout: cfg.body_timeout,
         retry_after_secs: cfg.retry_after_secs,
         oversize_drain_bytes: cfg.oversize_drain_bytes,
-        preauth: Arc::new(Semaphore::new(cfg.preauth_body_budget)),
+        preauth: Semaphore::new(cfg.preauth_body_budget),
+        preauth_large: Semaphore::new(cfg.preauth_body_budget - cfg.small_body_reserve),
+        small_body_bytes: cfg.small_body_bytes,
     });
     Ok(Router::new()
         .route("/webhooks/{app}", get(crc).post(deliver))
@@ -614,9 +647,6 @@ impl Shared {
 }
 
 async fn deliver_app(st: &Shared, app: &App, headers: &HeaderMap, body: Body) -> Response {
-    let Ok(_in_flight) = app.in_flight.clone().try_acquire_owned() else {
-        return st.busy(app, "busy");
-    };
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -633,6 +663,14 @@ async fn deliver_app(st: &Shared, app: &App, headers: &HeaderMap, body: Body) ->
     // Reserve the bytes this body may hold before it is authenticated; released once the
     // signature is checked. `declared` is at most `body_limit` here.
     let reserve = declared.map_or(st.body_limit, |n| n as usize);
+    let large = if reserve > st.small_body_bytes {
+        match st.preauth_large.try_acquire_many(reserve as u32) {
+            Ok(p) => Some(p),
+            Err(_) => return st.busy(app, "preauth_budget"),
+        }
+    } else {
+        None
+    };
     let Ok(preauth) = st.preauth.try_acquire_many(reserve as u32) else {
         return st.busy(app, "preauth_budget");
     };
@@ -645,7 +683,7 @@ async fn deliver_app(st: &Shared, app: &App, headers: &HeaderMap, body: Body) ->
             return plain(StatusCode::REQUEST_TIMEOUT, "body not received in time\n");
         }
         Ok(Err(ReadError::TooLarge(rest))) => {
-            drop(preauth);
+            drop((preauth, large));
             return st.too_large(app, headers, declared, Some(rest)).await;
         }
         Ok(Err(ReadError::Io)) => {
@@ -660,10 +698,13 @@ async fn deliver_app(st: &Shared, app: &App, headers: &HeaderMap, body: Body) ->
         return st.unauthorized(app, "crc_shaped");
     }
     let authentic = verify(&app.secrets, &body, &sig);
-    drop(preauth);
+    drop((preauth, large));
     if !authentic {
         return st.unauthorized(app, "mismatch");
     }
+    let Ok(_in_flight) = app.in_flight.try_acquire() else {
+        return st.busy(app, "busy");
+    };
     st.metrics
         .bytes
         .with_label_values(&[&app.name])

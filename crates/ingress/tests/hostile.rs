@@ -291,6 +291,8 @@ async fn unauthenticated_bodies_in_flight_are_bounded_by_the_budget() {
     let mut cfg = config(vec![app("prod", &["s"])]);
     cfg.body_limit = 100_000;
     cfg.preauth_body_budget = 250_000;
+    cfg.small_body_reserve = 50_000;
+    cfg.small_body_bytes = 10_000;
     cfg.body_timeout = Duration::from_secs(30);
     let srv = start(cfg, rec.clone()).await;
     let wrong = format!("sha256={}", hmac_b64("not-the-secret", b"x"));
@@ -305,7 +307,8 @@ async fn unauthenticated_bodies_in_flight_are_bounded_by_the_budget() {
         sock.write_all(&[b'{'; 50_000]).await.unwrap();
         stalled.push(sock);
     }
-    // A third that declares 100,000 does not fit in what is left: 503 before its body.
+    // A third that declares 100,000 does not fit in what is left for large bodies (the
+    // budget less the small-body reserve): 503 before its body.
     let deadline = tokio::time::Instant::now() + HANG;
     let big = vec![b'{'; 100_000];
     let big_sig = format!("sha256={}", hmac_b64("s", &big));
@@ -325,7 +328,7 @@ async fn unauthenticated_bodies_in_flight_are_bounded_by_the_budget() {
             &[("app", "prod"), ("outcome", "preauth_budget")]
         ) >= 1.0
     );
-    // A small real delivery still fits.
+    // A small real delivery still fits: the reserve is for bodies like X's.
     let body = br#"{"for_user_id":"1","follow_events":[]}"#;
     let sig = format!("sha256={}", hmac_b64("s", body));
     assert_eq!(srv.post("prod", body, Some(&sig)).await.status(), 200);

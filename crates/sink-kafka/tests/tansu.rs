@@ -235,3 +235,55 @@ async fn unreachable_cluster_is_an_error_at_connect() {
     assert!(matches!(err, KafkaSinkError::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains(&addr.to_string()), "{err}");
 }
+
+/// Whether the cluster has `topic`, asked with a fresh client (not the sink's cache).
+fn topic_exists(topic: &str) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", common::bootstrap())
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    md.topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+}
+
+#[tokio::test]
+async fn types_outside_the_taxonomy_never_create_topics_unless_allowed() {
+    let prefix = format!("t{}.", common::unique());
+    let cfg = config(&prefix);
+    let sink = KafkaSink::connect("kafka-foreign", &cfg).await.unwrap();
+    let made_up = "attacker.minted.type";
+    let batch = vec![
+        common::message(common::envelope(made_up, "7", 1)),
+        common::message(common::envelope("follow.follow", "7", 2)),
+    ];
+    let results = sink.publish(&batch).await;
+    match &results[0] {
+        Err(PublishError::Permanent { reason, detail }) => {
+            assert_eq!(*reason, "unknown_type_topic");
+            assert!(
+                detail.contains("create_topics_for_unknown_types"),
+                "{detail}"
+            );
+        }
+        other => panic!("expected a permanent error (dead letter), got {other:?}"),
+    }
+    assert!(results[1].is_ok(), "a taxonomy type still gets its topic");
+    assert!(!topic_exists(&format!("{prefix}x.activity.{made_up}")));
+    assert!(topic_exists(&format!("{prefix}x.activity.follow.follow")));
+
+    // The operator allows it.
+    let mut cfg = config(&prefix);
+    cfg.create_topics_for_unknown_types = true;
+    let sink = KafkaSink::connect("kafka-foreign-allowed", &cfg)
+        .await
+        .unwrap();
+    let results = sink.publish(&batch[..1]).await;
+    assert!(results[0].is_ok(), "{results:?}");
+    assert!(topic_exists(&format!("{prefix}x.activity.{made_up}")));
+}

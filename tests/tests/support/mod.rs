@@ -127,6 +127,11 @@ impl Relay {
         out
     }
 
+    /// The relay's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `http://127.0.0.1:PORT/webhooks/<app>`.
     pub fn webhook_url(&self, app: &str) -> String {
         format!("http://{}/webhooks/{app}", self.webhook)
