@@ -1,5 +1,5 @@
 //! Envelopes for sink tests and benchmarks, from the fixture deliveries in
-//! `shared/fixtures` (one directory up from the repository).
+//! the repository's `fixtures/`.
 //!
 //! [`envelopes`] runs [`relay_envelope::normalize`] over every fixture file. Where a file
 //! does not normalize (while normalization is still being built, say), it falls back to
@@ -16,13 +16,13 @@ use relay_envelope::{Context, DeadLetter, Envelope, EventData, IngressKind};
 use relay_sink::{Message, Payload};
 use serde_json::value::RawValue;
 
-/// The fixtures directory (`<repo>/../shared/fixtures`), or `RELAY_TEST_FIXTURES`.
+/// The repository's fixtures directory (`<repo>/fixtures`), or `RELAY_TEST_FIXTURES`.
 pub fn dir() -> PathBuf {
     match std::env::var_os("RELAY_TEST_FIXTURES") {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures"
+            "/../fixtures"
         )),
     }
 }

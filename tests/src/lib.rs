@@ -6,7 +6,7 @@
 //! * [`nats_url`], [`amqp_url`], [`kafka_bootstrap`]: the test brokers (`scripts/brokers`).
 //! * [`unique`]: a random-enough suffix for stream, subject, exchange and queue names, so
 //!   tests run in parallel and repeat against the same brokers.
-//! * [`fixtures`]: envelopes of many types built from `shared/fixtures`, as sink
+//! * [`fixtures`]: envelopes of many types built from `fixtures/`, as sink
 //!   [`Message`](relay_sink::Message)s.
 //!
 //! These are test helpers: they panic (with a message) where a test should fail anyway.

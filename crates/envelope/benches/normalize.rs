@@ -18,7 +18,7 @@ use criterion::{Criterion, Throughput};
 use relay_envelope::{normalize, Context, IngressKind};
 use serde_json::Value;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
 
 fn ctx() -> Context {
     Context {

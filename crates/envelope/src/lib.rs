@@ -1,7 +1,7 @@
 //! `relay-envelope`: the one event format activity-relay publishes.
 //!
 //! * [`Envelope`]: a CloudEvents 1.0 event (JSON format) as specified in
-//!   `shared/spec/envelope.md`; `data.payload` keeps the original event object's bytes.
+//!   `docs/spec/envelope.md`; `data.payload` keeps the original event object's bytes.
 //! * [`normalize`]: one delivery (AAA webhook body, activity-stream line or X Activity API
 //!   object) to envelopes, one per event. Pure: no I/O, no panics on any input.
 //! * [`DeadLetter`]: what the relay stores for an authentic body it cannot parse.
@@ -261,7 +261,7 @@ pub struct Context {
     pub received_at: DateTime<Utc>,
 }
 
-/// The CloudEvents 1.0 envelope (`shared/spec/envelope.md`).
+/// The CloudEvents 1.0 envelope (`docs/spec/envelope.md`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Envelope {
     pub specversion: String,

@@ -1,4 +1,4 @@
-//! Golden tests over every fixture of `shared/fixtures`, plus the id, time and attribute rules.
+//! Golden tests over every fixture of `fixtures/`, plus the id, time and attribute rules.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use relay_envelope::{is_valid_id, normalize, Context, Envelope, IngressKind, NormalizeError};
 use serde_json::Value;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
 
 fn fixture(name: &str) -> Vec<u8> {
     let p = PathBuf::from(FIXTURES).join(name);

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use relay_envelope::{is_valid_id, normalize, Context, Envelope, IngressKind, NormalizeError};
 use serde_json::{Map, Value};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
 
 fn ctx() -> Context {
     Context {

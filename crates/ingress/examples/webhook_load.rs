@@ -29,7 +29,7 @@ use relay_spool::{NewRecord, RecordKind, Spool, SpoolConfig};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
 const SECRET: &str = "bench-consumer-secret";
 
 struct SpoolPipeline(Spool);

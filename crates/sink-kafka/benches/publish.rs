@@ -26,7 +26,7 @@ use relay_sink::{Message, Payload, Sink};
 use relay_sink_kafka::{KafkaSink, KafkaSinkConfig};
 use serde_json::value::RawValue;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
 
 /// One envelope per fixture event (normalize, or by hand from the fixture bytes while
 /// normalize is not implemented).

@@ -9,7 +9,7 @@ use crate::{Message, Payload};
 // Wire modes and encoding
 // ---------------------------------------------------------------------------------------
 
-/// How a sink puts an envelope on the wire (`shared/spec/envelope.md`, "Wire mode").
+/// How a sink puts an envelope on the wire (`docs/spec/envelope.md`, "Wire mode").
 ///
 /// In configuration: `wire_mode = "structured"` (the default) or `"binary"`.
 #[derive(

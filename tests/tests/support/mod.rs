@@ -43,7 +43,7 @@ pub fn free_port() -> u16 {
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures"
+        "/../fixtures"
     ))
 }
 

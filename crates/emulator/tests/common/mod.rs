@@ -216,10 +216,7 @@ pub async fn register(base: &str, url: &str) -> reqwest::Response {
 }
 
 pub fn fixtures() -> std::path::PathBuf {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures");
-    if p.exists() {
-        p
-    } else {
-        std::path::PathBuf::from("/work/shared/fixtures")
-    }
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+    assert!(p.is_dir(), "the repository's fixtures are missing: {}", p.display());
+    p
 }

@@ -16,7 +16,7 @@ use relay_envelope::{Context, Envelope, EventData, IngressKind};
 use relay_sink::Message;
 use serde_json::value::RawValue;
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures");
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
 
 /// The Kafka-protocol test broker (tansu), started by `scripts/brokers`.
 pub fn bootstrap() -> String {
