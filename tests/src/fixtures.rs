@@ -20,10 +20,7 @@ use serde_json::value::RawValue;
 pub fn dir() -> PathBuf {
     match std::env::var_os("RELAY_TEST_FIXTURES") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../fixtures"
-        )),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures")),
     }
 }
 
@@ -103,6 +100,7 @@ fn synthetic(file: &str, types: &[String], body: &[u8], ctx: &Context) -> Vec<En
             targetid: Some("2244994945".to_owned()),
             objectid: (i % 3 != 2).then(|| format!("19244655061588789{i:02}")),
             ingress: ctx.ingress,
+            xformat: Some(relay_envelope::XFormat::Aaa),
             data: EventData {
                 payload: payload.clone(),
                 includes: None,

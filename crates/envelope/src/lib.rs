@@ -35,12 +35,12 @@
 //! |---|---|---|---|
 //! | `post.create` | author (`user.id_str`, else `author_id`) | – | post `id_str` |
 //! | `post.reply.create` | author | `in_reply_to_user_id_str` | post |
-//! | `post.quote.create` | author | author of `quoted_status` | post |
-//! | `post.repost.create` | author | author of `retweeted_status` | post |
+//! | `post.quote.create` | author | the subscribed user (AAA without one: author of `quoted_status`) | post |
+//! | `post.repost.create` | author | the subscribed user (AAA without one: author of `retweeted_status`) | post |
 //! | `post.mention.create` | author | the subscribed user | post |
 //! | `post.delete` | `status.user_id` (XAA `author_id`) | – | `status.id` (XAA `id`) |
-//! | `like.create` | liker `user` (XAA: the filter user when `direction` is `outbound`) | author of the liked post | liked post |
-//! | `follow.*`, `block.*`, `mute.*` | `source` | `target` | – |
+//! | `like.create` | liker `user` (XAA outbound: the filter user; inbound: absent, X does not say) | author of the liked post | liked post |
+//! | `follow.*`, `block.*`, `mute.*` | `source` (XAA block/mute without it: the filter user) | `target` | – |
 //! | `dm.sent`, `dm.received` | `sender_id` | `recipient_id` | DM event `id` |
 //! | `dm.indicate_typing` | `sender_id` | `recipient_id` | – |
 //! | `dm.read` | `sender_id` | `recipient_id` | `last_read_event_id` |
@@ -52,10 +52,14 @@
 //! | XAA `news.*` | – | – | story `id` |
 //! | `spaces.event`, `unknown` | – | – | – |
 //!
-//! Tweets are classified in this order: `retweeted_status` (not null) → repost;
-//! `quoted_status` or `is_quote_status: true` → quote; `in_reply_to_status_id(_str)` set →
-//! reply; author known and different from `for_user_id` → mention; else post. DMs are
-//! `dm.sent` when `sender_id` equals `for_user_id`, else `dm.received`.
+//! Tweets take XAA's meaning (so an AAA tweet and its XAA twin get one type): authored by
+//! the subscribed user (`for_user_id`) → `post.create`, their own replies, quotes and
+//! reposts included; else a repost of the user's post (`retweeted_status`) → repost; else a
+//! quote of it (`quoted_status`, `is_quote_status`) → quote; else a reply to the user →
+//! reply; else → mention. A referenced post or user X left out counts as the user's. When
+//! the subscribed user or the author is unknown, the structure alone decides (repost,
+//! quote, reply, else post). DMs are `dm.sent` when `sender_id` equals `for_user_id`, else
+//! `dm.received`.
 //!
 //! ## subject
 //!
@@ -66,18 +70,24 @@
 //!
 //! ## time
 //!
-//! The first that parses of the event's `created_at` (`Mon May 19 14:01:46 +0000 2025` or
-//! RFC 3339), `timestamp_ms`, `created_timestamp`, `date_time`, and for XAA `created_at_msec`,
-//! `event_timestamp_ms(_str)`, `updated_at` (ms values as strings or numbers); then the
+//! The most precise of the event's own time fields that parses: first the millisecond ones,
+//! `timestamp_ms`, `created_timestamp`, XAA's `created_at_msec`, `event_timestamp_ms(_str)`
+//! (strings or numbers), then the text ones, `created_at` (`Mon May 19 14:01:46 +0000 2025`
+//! or RFC 3339: often whole seconds, and in XAA's like the liked post's), `date_time`,
+//! `updated_at`; then the
 //! Snowflake time of the post / DM id (`(id >> 22) + 1288834974657`, only for plausible
 //! Snowflakes, never for deletions); then the stream line's `created_at`; then
 //! [`Context::received_at`].
 //!
 //! ## id
 //!
-//! `<subject>:<type>:<key>`, never containing the ingress or the source. The key is X's own
-//! id: tweet `id_str`, favorite `id`, DM event `id`, XAA `event_uuid`, replay
-//! `job_id:job_state`, deleted status id. Without one it is built from identifying fields:
+//! `<subject>:<type>:<key>`, never containing the ingress or the source, and the same in both
+//! input formats, so that an event X delivers once as AAA and once as XAA during the cutover
+//! is one event. The key is the X object id both formats carry: the post id (AAA `id_str`,
+//! XAA `payload.id`) for `post.*`, the deleted post id for `post.delete`, the like id (AAA
+//! `favorite_events[].id`, XAA `payload.id`), the DM event id for `dm.sent`/`dm.received`.
+//! Where the formats share none, the format's own identity: XAA `event_uuid`, replay
+//! `job_id:job_state`. Without one it is built from identifying fields:
 //! follow/block/mute `source:target:created_timestamp`, typing/read
 //! `sender:recipient:created_timestamp`, revoke `app_id:date_time(ms)`, like without `id`
 //! `liker:post:timestamp_ms`. When those are missing too (and for `spaces.event` and
@@ -85,6 +95,12 @@
 //! sorted, no whitespace), so the same content gives the same id whatever its formatting. A
 //! key that would break the rule (`[A-Za-z0-9._:-]`, at most 128 characters in all) is
 //! replaced by its SHA-256 hex.
+//!
+//! ## xformat
+//!
+//! `aaa` for AAA bodies and AAA-shaped stream lines (`data.payload` is a v1.1 object), `xaa`
+//! for X Activity API objects (a v2 object); an `unknown` envelope is `xaa` when the delivery
+//! has XAA's `data` or `errors`.
 //!
 //! ## data
 //!
@@ -251,6 +267,43 @@ impl std::str::FromStr for IngressKind {
     }
 }
 
+/// The input format an event came in (the `xformat` extension attribute): it says which
+/// shape `data.payload` has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XFormat {
+    /// Account Activity API bodies and the AAA-shaped stream lines: v1.1 payloads.
+    Aaa,
+    /// X Activity API objects: v2 payloads.
+    Xaa,
+}
+
+impl XFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            XFormat::Aaa => "aaa",
+            XFormat::Xaa => "xaa",
+        }
+    }
+}
+
+impl std::fmt::Display for XFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for XFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "aaa" => Ok(XFormat::Aaa),
+            "xaa" => Ok(XFormat::Xaa),
+            other => Err(format!("unknown format {other:?} (expected aaa or xaa)")),
+        }
+    }
+}
+
 /// What the caller of [`normalize`] knows about a delivery.
 #[derive(Clone, Debug)]
 pub struct Context {
@@ -282,6 +335,10 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub objectid: Option<String>,
     pub ingress: IngressKind,
+    /// The input format (`aaa` or `xaa`). Always set by [`normalize`]; absent only on
+    /// records spooled by a relay older than the attribute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub xformat: Option<XFormat>,
     pub data: EventData,
 }
 
@@ -309,7 +366,7 @@ impl Envelope {
     }
 
     /// An attribute by its routing-template name: `type`, `subject`, `actorid`, `targetid`,
-    /// `objectid`, `ingress`, `source`, `id`, `time` is not offered (not routable).
+    /// `objectid`, `ingress`, `xformat`, `source`, `id`; `time` is not offered (not routable).
     pub fn attribute(&self, name: &str) -> Option<&str> {
         match name {
             "id" => Some(&self.id),
@@ -317,6 +374,7 @@ impl Envelope {
             "subject" => Some(&self.subject),
             "source" => Some(&self.source),
             "ingress" => Some(self.ingress.as_str()),
+            "xformat" => self.xformat.map(XFormat::as_str),
             "actorid" => self.actorid.as_deref(),
             "targetid" => self.targetid.as_deref(),
             "objectid" => self.objectid.as_deref(),

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::lax::{valid_attr_id, EventKey, Lax, LaxOpt, Obj, RawEntries, Top, TopObj};
 use crate::taxonomy as t;
-use crate::{Context, Envelope, EventData, DATACONTENTTYPE, SPECVERSION};
+use crate::{Context, Envelope, EventData, XFormat, DATACONTENTTYPE, SPECVERSION};
 
 /// Why a delivery gave no envelopes.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,8 @@ pub fn normalize(body: &[u8], ctx: &Context) -> Result<Vec<Envelope>, NormalizeE
     let mut need_unknown = false;
     let mut hint = Subject::none();
     let mut stream_time = None;
+    // What an `unknown` envelope is: XAA when the delivery has XAA's `data` or `errors`.
+    let mut format = XFormat::Aaa;
     match top {
         Top::Other => need_unknown = true,
         Top::Object(top) => {
@@ -89,6 +91,7 @@ pub fn normalize(body: &[u8], ctx: &Context) -> Result<Vec<Envelope>, NormalizeE
                     need_unknown |= !aaa.key(*key, raw, &mut out);
                 }
             } else if let Some(data) = top.data {
+                format = XFormat::Xaa;
                 need_unknown |= top.unrecognized_structured;
                 if let Err(filter_subject) = xaa(data, top.includes, ctx, &mut out) {
                     need_unknown = true;
@@ -97,6 +100,7 @@ pub fn normalize(body: &[u8], ctx: &Context) -> Result<Vec<Envelope>, NormalizeE
                     }
                 }
             } else if let Some(errors) = top.errors {
+                format = XFormat::Xaa;
                 match xaa_errors(errors) {
                     Some(e) => return Err(e),
                     None => need_unknown = true,
@@ -112,6 +116,7 @@ pub fn normalize(body: &[u8], ctx: &Context) -> Result<Vec<Envelope>, NormalizeE
         })?;
         out.push(
             Draft {
+                format,
                 ty: t::UNKNOWN,
                 subject: &hint,
                 key: IdKey::Canonical,
@@ -308,16 +313,18 @@ fn lax_time(l: &Lax<'_>) -> Option<DateTime<Utc>> {
     }
 }
 
-/// The event's own time fields, in order of preference.
+/// The event's own time fields, most precise first: the millisecond fields
+/// (`timestamp_ms`, `created_timestamp`, ...) before the text times, which are often whole
+/// seconds (AAA's `created_at`) and in XAA's like the liked post's, not the like's.
 fn obj_time(o: &Obj<'_>) -> Option<DateTime<Utc>> {
     [
-        &o.created_at,
         &o.timestamp_ms,
         &o.created_timestamp,
-        &o.date_time,
         &o.created_at_msec,
         &o.event_timestamp_ms_str,
         &o.event_timestamp_ms,
+        &o.created_at,
+        &o.date_time,
         &o.updated_at,
     ]
     .into_iter()
@@ -438,6 +445,7 @@ fn fields_key<'k>(fields: &[Option<&'k str>]) -> IdKey<'k> {
 }
 
 struct Draft<'a> {
+    format: XFormat,
     ty: &'a str,
     subject: &'a Subject,
     key: IdKey<'a>,
@@ -468,6 +476,7 @@ impl Draft<'_> {
             targetid: own(self.target),
             objectid: own(self.object),
             ingress: ctx.ingress,
+            xformat: Some(self.format),
             data: EventData {
                 payload: compact(self.payload),
                 includes: self.includes,
@@ -499,6 +508,51 @@ fn is_set(l: &Option<Lax<'_>>) -> bool {
 
 // ---------------------------------------------------------------------------------------
 // AAA and stream
+
+/// The type (and target) of an AAA tweet for the subscribed `user`, with XAA's meaning:
+/// everything the user authors is `post.create` (their replies, quotes and reposts too);
+/// someone else's post is a repost, quote or reply *of the user* when it reposts, quotes or
+/// replies to the user (a referenced post or user X left out counts as the user's: X sends
+/// someone else's repost, quote or reply to a user only when it concerns them), and
+/// otherwise a mention. When the subscribed user or the author is unknown, only the
+/// tweet's own structure is left to go by.
+fn classify_tweet<'o>(
+    o: &'o Obj<'_>,
+    user: Option<&'o str>,
+    actor: Option<&'o str>,
+) -> (&'static str, Option<&'o str>) {
+    let reposted = o.retweeted_status.as_deref();
+    let quoted = o.quoted_status.as_deref();
+    let is_quote = quoted.is_some() || o.is_quote_status.as_ref().is_some_and(Lax::is_true);
+    let is_reply = is_set(&o.in_reply_to_status_id_str) || is_set(&o.in_reply_to_status_id);
+    let replied_to = o
+        .in_reply_to_user_id_str
+        .id()
+        .or(o.in_reply_to_user_id.id());
+    let (Some(u), Some(a)) = (user, actor) else {
+        return if let Some(rs) = reposted {
+            (t::POST_REPOST_CREATE, tweet_author(rs))
+        } else if is_quote {
+            (t::POST_QUOTE_CREATE, quoted.and_then(tweet_author))
+        } else if is_reply {
+            (t::POST_REPLY_CREATE, replied_to)
+        } else {
+            (t::POST_CREATE, None)
+        };
+    };
+    let the_users = |author: Option<&str>| author.is_none_or(|x| x == u);
+    if a == u {
+        (t::POST_CREATE, None)
+    } else if reposted.is_some() && the_users(reposted.and_then(tweet_author)) {
+        (t::POST_REPOST_CREATE, Some(u))
+    } else if is_quote && the_users(quoted.and_then(tweet_author)) {
+        (t::POST_QUOTE_CREATE, Some(u))
+    } else if is_reply && the_users(replied_to) {
+        (t::POST_REPLY_CREATE, Some(u))
+    } else {
+        (t::POST_MENTION_CREATE, Some(u))
+    }
+}
 
 struct Aaa<'c> {
     ctx: &'c Context,
@@ -542,6 +596,7 @@ impl Aaa<'_> {
         }
         let user = self.subject.user();
         let mut d = Draft {
+            format: XFormat::Aaa,
             ty: t::UNKNOWN,
             subject: self.subject,
             key: IdKey::Canonical,
@@ -556,28 +611,7 @@ impl Aaa<'_> {
             EventKey::TweetCreate => {
                 let actor = tweet_author(&o);
                 let object = tweet_id(&o);
-                let quote = o.quoted_status.is_some()
-                    || o.is_quote_status.as_ref().is_some_and(Lax::is_true);
-                let (ty, target) = if let Some(rs) = o.retweeted_status.as_deref() {
-                    (t::POST_REPOST_CREATE, tweet_author(rs))
-                } else if quote {
-                    (
-                        t::POST_QUOTE_CREATE,
-                        o.quoted_status.as_deref().and_then(tweet_author),
-                    )
-                } else if is_set(&o.in_reply_to_status_id_str) || is_set(&o.in_reply_to_status_id) {
-                    (
-                        t::POST_REPLY_CREATE,
-                        o.in_reply_to_user_id_str
-                            .id()
-                            .or(o.in_reply_to_user_id.id()),
-                    )
-                } else {
-                    match (user, actor) {
-                        (Some(u), Some(a)) if a != u => (t::POST_MENTION_CREATE, Some(u)),
-                        _ => (t::POST_CREATE, None),
-                    }
-                };
+                let (ty, target) = classify_tweet(&o, user, actor);
                 d.ty = ty;
                 d.actor = actor;
                 d.target = target;
@@ -747,6 +781,7 @@ impl Aaa<'_> {
         let app = o.target.as_deref().and_then(|tg| tg.app_id.id());
         let ms = own_time.map(|t| t.timestamp_millis().to_string());
         let d = Draft {
+            format: XFormat::Aaa,
             ty: t::OAUTH_REVOKE,
             subject,
             key: owned_key(fields_key(&[app, ms.as_deref()])),
@@ -776,6 +811,7 @@ impl Aaa<'_> {
             _ => IdKey::Canonical,
         };
         let d = Draft {
+            format: XFormat::Aaa,
             ty: t::REPLAY_JOB_STATUS,
             subject: &none,
             key,
@@ -840,25 +876,38 @@ fn xaa(
     let (actor, target, object) = match family {
         "post" => {
             let target = match ty {
-                t::POST_REPLY_CREATE => p.in_reply_to_user_id.id(),
-                t::POST_MENTION_CREATE => user,
+                t::POST_REPLY_CREATE => p.in_reply_to_user_id.id().or(user),
+                t::POST_MENTION_CREATE | t::POST_QUOTE_CREATE | t::POST_REPOST_CREATE => user,
                 _ => None,
             };
             (p.author_id.id(), target, tweet_id(&p))
         }
         "like" => {
-            let outbound = filter
+            let direction = filter
                 .and_then(|f| f.direction.as_ref())
-                .and_then(Lax::as_str)
-                == Some("outbound");
-            (
-                if outbound { user } else { None },
-                p.liked_tweet_author_id.id(),
-                p.liked_tweet_id.id(),
-            )
+                .and_then(Lax::as_str);
+            let author = p.liked_tweet_author_id.id();
+            // Outbound: the user liked someone's post. Inbound: someone liked the user's
+            // (the liker is not in the payload). Without a direction, the author tells.
+            let inbound = match direction {
+                Some("inbound") => true,
+                Some("outbound") => false,
+                _ => user.is_some() && author == user,
+            };
+            if inbound {
+                (None, author.or(user), p.liked_tweet_id.id())
+            } else {
+                (user, author, p.liked_tweet_id.id())
+            }
         }
-        "follow" | "block" | "mute" => (
+        "follow" => (
             user_ref(p.source.as_deref()),
+            user_ref(p.target.as_deref()),
+            None,
+        ),
+        // The filter user is the one muting or blocking.
+        "block" | "mute" => (
+            user_ref(p.source.as_deref()).or(user),
             user_ref(p.target.as_deref()),
             None,
         ),
@@ -898,14 +947,32 @@ fn xaa(
                 .flatten()
         })
         .unwrap_or(ctx.received_at);
+    // The X object id both formats carry, so that an event X delivers once per format
+    // during the cutover gets one id: the post (also the deleted one), the like, the DM.
+    let shared = match ty {
+        t::POST_CREATE
+        | t::POST_REPLY_CREATE
+        | t::POST_QUOTE_CREATE
+        | t::POST_REPOST_CREATE
+        | t::POST_MENTION_CREATE
+        | t::POST_DELETE => tweet_id(&p),
+        t::LIKE_CREATE => {
+            p.id.as_ref()
+                .and_then(Lax::as_str)
+                .filter(|s| !s.is_empty())
+        }
+        t::DM_SENT | t::DM_RECEIVED => dm.unwrap_or(&p).id.as_ref().and_then(Lax::as_str),
+        _ => None,
+    };
     let uuid_num;
-    let key = match &d.event_uuid {
-        Some(Lax::Str(s)) if !s.is_empty() => IdKey::Text(Cow::Borrowed(s.as_ref())),
-        Some(Lax::U64(n)) => {
+    let key = match (&d.event_uuid, shared.filter(|s| !s.is_empty())) {
+        (_, Some(k)) => IdKey::Text(Cow::Borrowed(k)),
+        (Some(Lax::Str(s)), _) if !s.is_empty() => IdKey::Text(Cow::Borrowed(s.as_ref())),
+        (Some(Lax::U64(n)), _) => {
             uuid_num = n.to_string();
             IdKey::Text(Cow::Borrowed(uuid_num.as_str()))
         }
-        Some(Lax::I64(n)) => {
+        (Some(Lax::I64(n)), _) => {
             uuid_num = n.to_string();
             IdKey::Text(Cow::Borrowed(uuid_num.as_str()))
         }
@@ -918,6 +985,7 @@ fn xaa(
         .map(|r| Arc::from(compact(r)));
     out.push(
         Draft {
+            format: XFormat::Xaa,
             ty,
             subject,
             key,

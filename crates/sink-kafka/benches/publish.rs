@@ -62,6 +62,7 @@ fn fixture_envelopes() -> Vec<Envelope> {
                         targetid: None,
                         objectid: Some("1924465506158878979".into()),
                         ingress: IngressKind::Webhook,
+                        xformat: Some(relay_envelope::XFormat::Aaa),
                         data: EventData {
                             payload: RawValue::from_string(text.trim().to_owned())
                                 .expect("fixture is JSON"),

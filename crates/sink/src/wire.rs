@@ -120,8 +120,8 @@ pub fn encode(message: &Message, mode: WireMode, style: HeaderStyle) -> Encoded 
                 let time = env
                     .time
                     .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-                let mut headers = Vec::with_capacity(11);
-                let attrs: [(&str, Option<&str>); 11] = [
+                let mut headers = Vec::with_capacity(12);
+                let attrs: [(&str, Option<&str>); 12] = [
                     ("specversion", Some(&env.specversion)),
                     ("id", Some(&env.id)),
                     ("source", Some(&env.source)),
@@ -133,6 +133,7 @@ pub fn encode(message: &Message, mode: WireMode, style: HeaderStyle) -> Encoded 
                     ("targetid", env.targetid.as_deref()),
                     ("objectid", env.objectid.as_deref()),
                     ("ingress", Some(env.ingress.as_str())),
+                    ("xformat", env.xformat.map(relay_envelope::XFormat::as_str)),
                 ];
                 for (name, v) in attrs {
                     if let Some(v) = v {

@@ -41,10 +41,7 @@ pub fn free_port() -> u16 {
 
 /// The shared fixtures folder.
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fixtures"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures"))
 }
 
 /// A running relay process with its config and data in a temporary directory.

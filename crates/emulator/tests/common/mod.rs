@@ -217,6 +217,10 @@ pub async fn register(base: &str, url: &str) -> reqwest::Response {
 
 pub fn fixtures() -> std::path::PathBuf {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
-    assert!(p.is_dir(), "the repository's fixtures are missing: {}", p.display());
+    assert!(
+        p.is_dir(),
+        "the repository's fixtures are missing: {}",
+        p.display()
+    );
     p
 }

@@ -70,6 +70,7 @@ pub fn envelope(event_type: &str, subject: &str, n: usize) -> Envelope {
         targetid: None,
         objectid: Some(format!("{n}")),
         ingress: IngressKind::Webhook,
+        xformat: Some(relay_envelope::XFormat::Aaa),
         data: EventData {
             payload: RawValue::from_string(format!(
                 r#"{{"n": {n}, "text": "caf\u00e9 \ud83d\ude00"}}"#

@@ -21,6 +21,7 @@ pub fn envelope(event_type: &str, subject: &str) -> Envelope {
         targetid: None,
         objectid: Some("1924465506158878979".into()),
         ingress: IngressKind::Webhook,
+        xformat: Some(relay_envelope::XFormat::Aaa),
         data: EventData {
             payload: RawValue::from_string(
                 r#"{"id_str": "1924465506158878979", "text":"hi \u00e9"}"#.into(),
