@@ -63,6 +63,19 @@ y += 8
 ts("Stream connection", [('min(activity_relay_stream_connected)', "connected"), ('max(activity_relay_stream_backoff_seconds)', "backoff (s)")], "short", x=0)
 ts("Stream reconnects and heartbeats", [('sum by (reason) (rate(activity_relay_stream_reconnects_total[5m]))', "reconnect {{reason}}"), ('sum(rate(activity_relay_stream_heartbeats_total[5m]))', "heartbeats")], "ops", x=12)
 y += 8
+row("Webhook limits (hostile traffic)")
+ts("Connections", [('sum(activity_relay_webhook_connections_open)', "open"), ('sum by (outcome) (rate(activity_relay_webhook_connections_total[1m]))', "closed {{outcome}} /s")], "short", x=0,
+   desc="refused: max_connections open; no_request: closed before any response (header read timeout, idle, malformed, TLS failed)")
+ts("POSTs refused by a limit", [('sum by (app, outcome) (rate(activity_relay_webhook_requests_total{outcome=~"busy|preauth_budget|too_large|read_timeout|bad_crc_token"}[1m]))', "{{app}} {{outcome}}")], "reqps", x=12)
+y += 8
+row("AAA to XAA cutover")
+ts("Share of events by input format", [('sum by (format) (rate(activity_relay_events_in_total[5m])) / ignoring(format) group_left sum(rate(activity_relay_events_in_total[5m]))', "{{format}}")], "percentunit", x=0,
+   desc="During X's overlap both formats arrive; after it only xaa")
+ts("Cross-format duplicates dropped", [('sum by (format) (rate(activity_relay_cross_format_duplicates_total[5m]))', "second copy as {{format}}"), ('sum by (format) (rate(activity_relay_duplicates_total[5m]))', "all duplicates as {{format}}")], "ops", x=12,
+   desc="The same real event delivered once per format: published once, the second copy dropped")
+y += 8
+ts("Deliveries refused by an ingress's formats setting", [('sum(rate(activity_relay_dead_letters_total{reason="format_not_accepted"}[5m]))', "kept as dead letters")], "ops", x=0)
+y += 8
 row("Gap recovery")
 ts("Replay jobs", [('sum by (outcome) (increase(activity_relay_replay_jobs_total[15m]))', "{{outcome}}")], "short", x=0)
 ts("Gap still being recovered", [('max by (ingress) (activity_relay_recovery_gap_seconds)', "{{ingress}}")], "s", x=12)

@@ -37,6 +37,7 @@ fn context(file: &str) -> Context {
             .with_ymd_and_hms(2025, 5, 19, 14, 1, 46)
             .single()
             .unwrap_or_else(Utc::now),
+        formats: relay_envelope::Formats::ALL,
     }
 }
 

@@ -319,6 +319,7 @@ async fn run_step(
         ingress: IngressKind::Webhook,
         source: format!("/x/account-activity/webhook/{}", relay::APP),
         received_at: Utc::now(),
+        formats: relay_envelope::Formats::ALL,
     };
     for e in &sent {
         attempts += e.deliveries.len();

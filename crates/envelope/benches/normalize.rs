@@ -25,6 +25,7 @@ fn ctx() -> Context {
         ingress: IngressKind::Webhook,
         source: "/x/account-activity/webhook/bench".to_owned(),
         received_at: Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
+        formats: relay_envelope::Formats::ALL,
     }
 }
 

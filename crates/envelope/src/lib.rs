@@ -304,6 +304,63 @@ impl std::str::FromStr for XFormat {
     }
 }
 
+/// Which input formats an ingress accepts (`formats = ["aaa", "xaa"]` in its config).
+/// Both by default; after X's cutover an operator keeps only `xaa`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "Vec<XFormat>", into = "Vec<XFormat>")]
+pub struct Formats {
+    aaa: bool,
+    xaa: bool,
+}
+
+impl Formats {
+    /// AAA and XAA.
+    pub const ALL: Formats = Formats {
+        aaa: true,
+        xaa: true,
+    };
+    /// XAA only.
+    pub const XAA: Formats = Formats {
+        aaa: false,
+        xaa: true,
+    };
+
+    pub fn allows(self, f: XFormat) -> bool {
+        match f {
+            XFormat::Aaa => self.aaa,
+            XFormat::Xaa => self.xaa,
+        }
+    }
+}
+
+impl Default for Formats {
+    fn default() -> Self {
+        Formats::ALL
+    }
+}
+
+impl TryFrom<Vec<XFormat>> for Formats {
+    type Error = String;
+    fn try_from(v: Vec<XFormat>) -> Result<Self, Self::Error> {
+        if v.is_empty() {
+            return Err("formats must name at least one of \"aaa\", \"xaa\"".into());
+        }
+        Ok(Formats {
+            aaa: v.contains(&XFormat::Aaa),
+            xaa: v.contains(&XFormat::Xaa),
+        })
+    }
+}
+
+impl From<Formats> for Vec<XFormat> {
+    fn from(f: Formats) -> Self {
+        [XFormat::Aaa, XFormat::Xaa]
+            .into_iter()
+            .filter(|x| f.allows(*x))
+            .collect()
+    }
+}
+
 /// What the caller of [`normalize`] knows about a delivery.
 #[derive(Clone, Debug)]
 pub struct Context {
@@ -312,6 +369,9 @@ pub struct Context {
     pub source: String,
     /// When the relay received the delivery; `time` falls back to it.
     pub received_at: DateTime<Utc>,
+    /// The formats the ingress accepts. [`normalize`] ignores it; the relay's pipeline
+    /// keeps a delivery of any other format as a dead letter.
+    pub formats: Formats,
 }
 
 /// The CloudEvents 1.0 envelope (`docs/spec/envelope.md`).

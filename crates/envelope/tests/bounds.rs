@@ -10,6 +10,7 @@ fn ctx() -> Context {
         ingress: IngressKind::Webhook,
         source: "/t".into(),
         received_at: chrono::Utc::now(),
+        formats: relay_envelope::Formats::ALL,
     }
 }
 

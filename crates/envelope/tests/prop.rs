@@ -15,6 +15,7 @@ fn ctx() -> Context {
         ingress: IngressKind::Webhook,
         source: "/x/account-activity/webhook/prop".to_owned(),
         received_at: Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap(),
+        formats: relay_envelope::Formats::ALL,
     }
 }
 
@@ -287,6 +288,7 @@ fn out_of_range_numbers_pass_through_unchanged() {
         ingress: relay_envelope::IngressKind::Webhook,
         source: "/x/account-activity/webhook/t".into(),
         received_at: chrono::Utc::now(),
+        formats: relay_envelope::Formats::ALL,
     };
     let envs = relay_envelope::normalize(body, &ctx).expect("valid JSON");
     assert_eq!(envs.len(), 1);

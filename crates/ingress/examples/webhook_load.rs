@@ -238,6 +238,7 @@ async fn main() {
         name: "bench".into(),
         consumer_secrets: vec![SECRET.into()],
         source: None,
+        formats: relay_envelope::Formats::ALL,
     }]);
     cfg.listen = "127.0.0.1:0".parse().expect("addr");
     let registry = prometheus::Registry::new();
@@ -252,6 +253,7 @@ async fn main() {
         name: "bench".into(),
         consumer_secrets: vec![SECRET.into()],
         source: None,
+        formats: relay_envelope::Formats::ALL,
     }]);
     mem_cfg.listen = "127.0.0.1:0".parse().expect("addr");
     let counting = Arc::new(CountingPipeline::default());

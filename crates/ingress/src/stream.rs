@@ -68,6 +68,10 @@ pub struct StreamConfig {
     /// The reconnect schedule; defaults are X's rules.
     #[serde(default)]
     pub backoff: BackoffConfig,
+    /// The input formats taken from this stream: `["aaa", "xaa"]` (default) during X's
+    /// cutover, `["xaa"]` after it. Lines of another format are kept as dead letters.
+    #[serde(default)]
+    pub formats: relay_envelope::Formats,
     /// Not a TOML field: set by the relay at start from its liveness record, the time up
     /// to which this stream's events were accepted before the relay stopped. Until the
     /// first chunk is received, connections ask X for the gap since then
@@ -120,6 +124,7 @@ impl StreamConfig {
             healthy_after: default_healthy_after(),
             unavailable_retry: default_unavailable_retry(),
             backoff: BackoffConfig::default(),
+            formats: relay_envelope::Formats::ALL,
             resume_from: None,
         }
     }
@@ -560,6 +565,7 @@ impl Runner {
                 ingress: IngressKind::Stream,
                 source: self.source.clone(),
                 received_at,
+                formats: self.cfg.formats,
             };
             let started = Instant::now();
             let wait = match self.pipeline.accept(line.clone(), ctx).await {

@@ -213,6 +213,10 @@ pub struct AppConfig {
     /// CloudEvents `source`; default `/x/account-activity/webhook/<name>`.
     #[serde(default)]
     pub source: Option<String>,
+    /// The input formats taken from this app: `["aaa", "xaa"]` (default) during X's
+    /// cutover, `["xaa"]` after it. Deliveries of another format are kept as dead letters.
+    #[serde(default)]
+    pub formats: relay_envelope::Formats,
 }
 
 impl fmt::Debug for AppConfig {
@@ -224,6 +228,7 @@ impl fmt::Debug for AppConfig {
                 &format_args!("[{} redacted]", self.consumer_secrets.len()),
             )
             .field("source", &self.source)
+            .field("formats", &self.formats)
             .finish()
     }
 }
@@ -240,6 +245,7 @@ struct App {
     /// One keyed MAC per consumer secret; the first is current.
     secrets: Vec<HmacSha256>,
     source: String,
+    formats: relay_envelope::Formats,
     /// One permit per POST in progress (`max_requests_per_app`).
     in_flight: Semaphore,
 }
@@ -381,6 +387,7 @@ fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressErr
                 .clone()
                 .unwrap_or_else(|| format!("/x/account-activity/webhook/{}", a.name)),
             in_flight: Semaphore::new(cfg.max_requests_per_app),
+            formats: a.formats,
         };
         if apps.insert(a.name.clone(), Arc::new(app)).is_some() {
             return Err(IngressError::Config(format!(
@@ -713,6 +720,7 @@ async fn deliver_app(st: &Shared, app: &App, headers: &HeaderMap, body: Body) ->
         ingress: IngressKind::Webhook,
         source: app.source.clone(),
         received_at: chrono::Utc::now(),
+        formats: app.formats,
     };
     let len = body.len();
     match st.pipeline.accept(body, ctx).await {

@@ -48,6 +48,7 @@ pub fn run<R: Read, W: Write, E: Write>(
         ingress: args.ingress,
         source: args.source.clone(),
         received_at: args.receive_time.unwrap_or_else(Utc::now),
+        formats: relay_envelope::Formats::ALL,
     };
     let mut ok = true;
     if args.files.is_empty() {

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use relay_envelope::XFormat;
 use sha2::{Digest, Sha256};
 
 const ENTRY_LEN: usize = 16;
@@ -44,9 +45,17 @@ pub fn hash_id(id: &str) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// When an id was accepted, and in which input format (unknown for ids loaded from the
+/// journal, which keeps hashes and times only).
+#[derive(Clone, Copy)]
+struct Seen {
+    at: i64,
+    format: Option<XFormat>,
+}
+
 struct Inner {
-    /// hash -> accepted time (ms since the epoch).
-    seen: HashMap<u64, i64>,
+    /// hash -> when (ms since the epoch) and how it was accepted.
+    seen: HashMap<u64, Seen>,
     /// Insertion order, oldest first; may hold stale entries (superseded times).
     order: VecDeque<(u64, i64)>,
     journal: Option<File>,
@@ -123,7 +132,7 @@ impl Dedup {
         {
             let inner = d.inner.get_mut();
             for (h, t) in entries {
-                insert(inner, h, t);
+                insert(inner, h, t, None);
             }
         }
         d.expire(now_ms);
@@ -152,19 +161,30 @@ impl Dedup {
 
     /// Whether `id` was accepted within the window before `now_ms`.
     pub fn contains(&self, id: &str, now_ms: i64) -> bool {
+        self.lookup(id, now_ms).is_some()
+    }
+
+    /// `Some(format it was accepted in)` when `id` was accepted within the window before
+    /// `now_ms` (the format is `None` when not known: loaded from the journal).
+    pub fn lookup(&self, id: &str, now_ms: i64) -> Option<Option<XFormat>> {
         let h = hash_id(id);
         let inner = self.inner.lock();
         inner
             .seen
             .get(&h)
-            .is_some_and(|&t| now_ms.saturating_sub(t) < self.window_ms)
+            .filter(|s| now_ms.saturating_sub(s.at) < self.window_ms)
+            .map(|s| s.format)
     }
 
     /// Remembers ids accepted at `at_ms` (no journal write): used to rebuild from the spool.
-    pub fn remember<'a>(&self, ids: impl IntoIterator<Item = &'a str>, at_ms: i64) {
+    pub fn remember<'a>(
+        &self,
+        ids: impl IntoIterator<Item = (&'a str, Option<XFormat>)>,
+        at_ms: i64,
+    ) {
         let mut inner = self.inner.lock();
-        for id in ids {
-            insert(&mut inner, hash_id(id), at_ms);
+        for (id, format) in ids {
+            insert(&mut inner, hash_id(id), at_ms, format);
         }
         self.trim(&mut inner, at_ms);
     }
@@ -172,12 +192,12 @@ impl Dedup {
     /// Marks ids as accepted at `now_ms` (after their spool append succeeded) and journals
     /// them. A journal write failure is logged once and the journal is given up (the spool
     /// rebuild still covers restarts).
-    pub fn mark<'a>(&self, ids: impl IntoIterator<Item = &'a str>, now_ms: i64) {
+    pub fn mark<'a>(&self, ids: impl IntoIterator<Item = (&'a str, Option<XFormat>)>, now_ms: i64) {
         let mut inner = self.inner.lock();
         let mut buf = Vec::new();
-        for id in ids {
+        for (id, format) in ids {
             let h = hash_id(id);
-            insert(&mut inner, h, now_ms);
+            insert(&mut inner, h, now_ms, format);
             buf.extend_from_slice(&h.to_le_bytes());
             buf.extend_from_slice(&now_ms.to_le_bytes());
         }
@@ -227,7 +247,7 @@ impl Dedup {
 
     fn trim(&self, inner: &mut Inner, now_ms: i64) {
         while let Some(&(h, t)) = inner.order.front() {
-            let live = inner.seen.get(&h) == Some(&t);
+            let live = inner.seen.get(&h).map(|s| s.at) == Some(t);
             let expired = now_ms.saturating_sub(t) >= self.window_ms;
             if !live {
                 inner.order.pop_front();
@@ -245,7 +265,9 @@ impl Dedup {
         // Stale entries can make `order` grow; compact it when it doubles.
         if inner.order.len() > 2 * inner.seen.len() + 1024 {
             let seen = &inner.seen;
-            inner.order.retain(|(h, t)| seen.get(h) == Some(t));
+            inner
+                .order
+                .retain(|(h, t)| seen.get(h).map(|s| s.at) == Some(*t));
         }
     }
 }
@@ -262,7 +284,7 @@ fn rewrite_journal(dir: &Path, inner: &mut Inner) -> Result<(), DedupError> {
     let mut buf = Vec::with_capacity(inner.seen.len() * ENTRY_LEN);
     let mut n = 0;
     for (h, t) in &inner.order {
-        if inner.seen.get(h) == Some(t) {
+        if inner.seen.get(h).map(|s| s.at) == Some(*t) {
             buf.extend_from_slice(&h.to_le_bytes());
             buf.extend_from_slice(&t.to_le_bytes());
             n += 1;
@@ -282,11 +304,13 @@ fn rewrite_journal(dir: &Path, inner: &mut Inner) -> Result<(), DedupError> {
     Ok(())
 }
 
-fn insert(inner: &mut Inner, h: u64, t: i64) {
-    match inner.seen.get(&h) {
-        Some(&old) if old >= t => {}
+fn insert(inner: &mut Inner, h: u64, t: i64, format: Option<XFormat>) {
+    match inner.seen.get_mut(&h) {
+        Some(old) if old.at >= t => {
+            old.format = old.format.or(format);
+        }
         _ => {
-            inner.seen.insert(h, t);
+            inner.seen.insert(h, Seen { at: t, format });
             inner.order.push_back((h, t));
         }
     }
@@ -301,6 +325,8 @@ pub async fn rebuild_from_spool(
     #[derive(serde::Deserialize)]
     struct Id {
         id: String,
+        #[serde(default)]
+        xformat: Option<XFormat>,
     }
     let stats = spool.stats();
     let mut from = stats.first_offset;
@@ -313,8 +339,9 @@ pub async fn rebuild_from_spool(
         from = last.offset + 1;
         for r in &records {
             n += 1;
-            if let Ok(Id { id }) = serde_json::from_slice::<Id>(&r.payload) {
-                dedup.remember([id.as_str()], i64::try_from(r.accepted_at_ms).unwrap_or(0));
+            if let Ok(Id { id, xformat }) = serde_json::from_slice::<Id>(&r.payload) {
+                let at = i64::try_from(r.accepted_at_ms).unwrap_or(0);
+                dedup.remember([(id.as_str(), xformat)], at);
             }
         }
     }
@@ -328,11 +355,11 @@ mod tests {
     #[test]
     fn window_and_bound() {
         let d = Dedup::in_memory(Duration::from_secs(10), 3);
-        d.mark(["a", "b"], 1_000);
+        d.mark([("a", None), ("b", None)], 1_000);
         assert!(d.contains("a", 5_000));
         assert!(!d.contains("c", 5_000));
         assert!(!d.contains("a", 11_000), "expired after the window");
-        d.mark(["c", "d"], 2_000);
+        d.mark([("c", None), ("d", None)], 2_000);
         assert_eq!(d.len(), 3, "bounded");
         assert!(!d.contains("a", 2_000), "oldest evicted first");
         assert_eq!(d.evicted_early(), 1);
@@ -345,8 +372,8 @@ mod tests {
         let w = Duration::from_secs(60);
         {
             let d = Dedup::open(dir.path(), w, 100, 0).unwrap();
-            d.mark(["old"], 0);
-            d.mark(["new"], 50_000);
+            d.mark([("old", None)], 0);
+            d.mark([("new", None)], 50_000);
         }
         let d = Dedup::open(dir.path(), w, 100, 70_000).unwrap();
         assert!(d.contains("new", 70_000));
@@ -363,7 +390,7 @@ mod tests {
         let d = Dedup::open(dir.path(), Duration::from_millis(10), 100, 0).unwrap();
         let n = COMPACT_MIN_ENTRIES + 10;
         for i in 0..n {
-            d.mark([format!("id-{i}").as_str()], i as i64 * 100);
+            d.mark([(format!("id-{i}").as_str(), None)], i as i64 * 100);
         }
         let len = std::fs::metadata(dir.path().join(JOURNAL_FILE))
             .unwrap()
@@ -384,7 +411,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let d = Dedup::open(dir.path(), Duration::from_secs(60), 100, 0).unwrap();
-            d.mark(["x"], 10);
+            d.mark([("x", None)], 10);
         }
         let mut f = OpenOptions::new()
             .append(true)

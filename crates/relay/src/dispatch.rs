@@ -70,6 +70,7 @@ pub fn to_message(record: StoredRecord) -> Message {
                 ingress: IngressKind::Webhook,
                 source: SPOOL_SOURCE.to_string(),
                 received_at: accepted_at(record.accepted_at_ms),
+                formats: relay_envelope::Formats::ALL,
             };
             let dl = DeadLetter::new(
                 &record.payload,
@@ -299,6 +300,7 @@ impl Dispatcher {
             ingress,
             source,
             received_at: accepted_at(msg.accepted_at_ms),
+            formats: relay_envelope::Formats::ALL,
         };
         let dl = DeadLetter::new(
             &msg.json,

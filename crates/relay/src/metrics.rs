@@ -8,10 +8,13 @@ use prometheus::{
 /// Metrics of the pipeline (ingress side).
 #[derive(Clone)]
 pub struct PipelineMetrics {
-    /// `activity_relay_events_in_total{type,ingress}`: envelopes normalized.
+    /// `activity_relay_events_in_total{type,ingress,format}`: envelopes normalized.
     pub events_in: IntCounterVec,
-    /// `activity_relay_duplicates_total{type}`: envelopes dropped as duplicates.
+    /// `activity_relay_duplicates_total{type,format}`: envelopes dropped as duplicates.
     pub duplicates: IntCounterVec,
+    /// `activity_relay_cross_format_duplicates_total{format}`: duplicates dropped whose
+    /// first copy came in the other format (X's cutover: one event once per format).
+    pub cross_format_duplicates: IntCounterVec,
     /// `activity_relay_spooled_total{kind}`: records appended (envelope / deadletter).
     pub spooled: IntCounterVec,
     /// `activity_relay_dead_letters_total{reason}`: dead letters created by the pipeline.
@@ -90,14 +93,20 @@ impl PipelineMetrics {
             events_in: counter(
                 r,
                 "activity_relay_events_in_total",
-                "Envelopes normalized from deliveries, by type and ingress",
-                &["type", "ingress"],
+                "Envelopes normalized from deliveries, by type, ingress and input format",
+                &["type", "ingress", "format"],
             )?,
             duplicates: counter(
                 r,
                 "activity_relay_duplicates_total",
-                "Envelopes dropped as duplicates of ones already accepted, by type",
-                &["type"],
+                "Envelopes dropped as duplicates of ones already accepted, by type and input format",
+                &["type", "format"],
+            )?,
+            cross_format_duplicates: counter(
+                r,
+                "activity_relay_cross_format_duplicates_total",
+                "Duplicates dropped whose first copy came in the other input format, by the format of the dropped copy",
+                &["format"],
             )?,
             spooled: counter(
                 r,

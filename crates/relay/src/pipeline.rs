@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
-use relay_envelope::{normalize, taxonomy, Context, DeadLetter, NormalizeError};
+use relay_envelope::{normalize, taxonomy, Context, DeadLetter, NormalizeError, XFormat};
 use relay_ingress::{AcceptError, AcceptReport, Pipeline};
 use relay_spool::{NewRecord, RecordKind, Spool, SpoolError, SpoolStats};
 
@@ -151,9 +151,14 @@ impl RelayPipeline {
         self.health.clone()
     }
 
-    /// Splits `ids` into (already accepted, mine) and reserves mine; first waits for any
-    /// concurrent append of one of them to finish.
-    async fn reserve(&self, ids: &[String], now_ms: i64) -> (Vec<bool>, Reservation) {
+    /// Splits `ids` into already accepted (`Some(the format it was accepted in)`) and mine
+    /// (`None`), and reserves mine; first waits for any concurrent append of one of them to
+    /// finish.
+    async fn reserve(
+        &self,
+        ids: &[String],
+        now_ms: i64,
+    ) -> (Vec<Option<Option<XFormat>>>, Reservation) {
         let hashes: Vec<u64> = ids.iter().map(|id| hash_id(id)).collect();
         loop {
             let wait = {
@@ -161,14 +166,12 @@ impl RelayPipeline {
                 match hashes.iter().find_map(|h| p.get(h).cloned()) {
                     Some(rx) => rx,
                     None => {
-                        let dup: Vec<bool> = ids
-                            .iter()
-                            .map(|id| self.dedup.contains(id, now_ms))
-                            .collect();
+                        let dup: Vec<Option<Option<XFormat>>> =
+                            ids.iter().map(|id| self.dedup.lookup(id, now_ms)).collect();
                         let (tx, rx) = tokio::sync::watch::channel(());
                         let mut mine = Vec::new();
                         for (h, d) in hashes.iter().zip(&dup) {
-                            if !d && !p.contains_key(h) {
+                            if d.is_none() && !p.contains_key(h) {
                                 p.insert(*h, rx.clone());
                                 mine.push(*h);
                             }
@@ -200,6 +203,8 @@ impl Pipeline for RelayPipeline {
         let mut report = AcceptReport::default();
         let mut records = Vec::new();
         let mut ids: Vec<String> = Vec::new();
+        // The input format of each id (dedup remembers it, to tell cross-format duplicates).
+        let mut formats: Vec<Option<XFormat>> = Vec::new();
         let mut newest_event: Option<i64> = None;
         let mut kinds: Vec<&'static str> = Vec::new();
         // Why the delivery is a dead letter, as a metric label, when it is one.
@@ -208,7 +213,37 @@ impl Pipeline for RelayPipeline {
         // Held until the append's outcome is settled (dedup marked or not).
         let reservation: Option<Reservation>;
 
-        match normalize(&body, &ctx) {
+        // Envelopes, or why the delivery is kept whole as a dead letter (and the label).
+        let verdict = match normalize(&body, &ctx) {
+            Ok(envelopes) => {
+                let refused = envelopes
+                    .iter()
+                    .filter_map(|e| e.xformat)
+                    .find(|f| !ctx.formats.allows(*f));
+                match refused {
+                    // After the cutover an operator takes XAA only: AAA is kept, not lost.
+                    Some(f) => Err((
+                        format!("input format {f} is not accepted by this ingress (its `formats` setting)"),
+                        "format_not_accepted",
+                    )),
+                    None => Ok(envelopes),
+                }
+            }
+            Err(NormalizeError::NotJson { reason }) => {
+                Err((format!("not JSON: {reason}"), "not_json"))
+            }
+            Err(e @ NormalizeError::TooLarge { .. }) => Err((e.to_string(), "too_large")),
+            Err(NormalizeError::XaaErrors { count, summary }) => {
+                tracing::warn!(ingress, source = %ctx.source, count, %summary, "X reported errors in a delivery");
+                self.metrics
+                    .xaa_errors
+                    .with_label_values(&[ingress])
+                    .inc_by(count as u64);
+                report.xaa_errors = count;
+                return Ok(report);
+            }
+        };
+        match verdict {
             Ok(envelopes) => {
                 let mut here = HashSet::with_capacity(envelopes.len());
                 let mut fresh = Vec::with_capacity(envelopes.len());
@@ -216,14 +251,16 @@ impl Pipeline for RelayPipeline {
                     if self.job_status.is_some() {
                         job_statuses.extend(crate::recovery::job_status_of(&env));
                     }
+                    let format = env.xformat.map_or("none", XFormat::as_str);
+                    let ty = taxonomy::label(&env.event_type);
                     self.metrics
                         .events_in
-                        .with_label_values(&[taxonomy::label(&env.event_type), ingress])
+                        .with_label_values(&[ty, ingress, format])
                         .inc();
                     if !here.insert(env.id.clone()) {
                         self.metrics
                             .duplicates
-                            .with_label_values(&[taxonomy::label(&env.event_type)])
+                            .with_label_values(&[ty, format])
                             .inc();
                         report.duplicates += 1;
                         continue;
@@ -233,12 +270,19 @@ impl Pipeline for RelayPipeline {
                 let fresh_ids: Vec<String> = fresh.iter().map(|e| e.id.clone()).collect();
                 let (dup, r) = self.reserve(&fresh_ids, now_i).await;
                 reservation = Some(r);
-                for (env, is_dup) in fresh.into_iter().zip(dup) {
-                    if is_dup {
+                for (env, seen) in fresh.into_iter().zip(dup) {
+                    if let Some(first) = seen {
+                        let format = env.xformat.map_or("none", XFormat::as_str);
                         self.metrics
                             .duplicates
-                            .with_label_values(&[taxonomy::label(&env.event_type)])
+                            .with_label_values(&[taxonomy::label(&env.event_type), format])
                             .inc();
+                        if first.is_some() && env.xformat.is_some() && first != env.xformat {
+                            self.metrics
+                                .cross_format_duplicates
+                                .with_label_values(&[format])
+                                .inc();
+                        }
                         report.duplicates += 1;
                         continue;
                     }
@@ -250,24 +294,19 @@ impl Pipeline for RelayPipeline {
                         payload: Bytes::from(env.to_json()),
                     });
                     kinds.push("envelope");
+                    formats.push(env.xformat);
                     ids.push(env.id);
                 }
             }
-            Err(e @ (NormalizeError::NotJson { .. } | NormalizeError::TooLarge { .. })) => {
-                let (reason, label) = match &e {
-                    NormalizeError::NotJson { reason } => {
-                        (format!("not JSON: {reason}"), "not_json")
-                    }
-                    other => (other.to_string(), "too_large"),
-                };
+            Err((reason, label)) => {
                 dead_letter_reason = label;
                 let dl = DeadLetter::new(&body, reason.clone(), &ctx);
                 let (dup, r) = self.reserve(std::slice::from_ref(&dl.id), now_i).await;
                 reservation = Some(r);
-                if dup.first().copied().unwrap_or(false) {
+                if dup.first().is_some_and(Option::is_some) {
                     self.metrics
                         .duplicates
-                        .with_label_values(&["deadletter"])
+                        .with_label_values(&["deadletter", "none"])
                         .inc();
                     report.duplicates += 1;
                 } else {
@@ -285,17 +324,9 @@ impl Pipeline for RelayPipeline {
                         payload: Bytes::from(dl.to_json()),
                     });
                     kinds.push("deadletter");
+                    formats.push(None);
                     ids.push(dl.id);
                 }
-            }
-            Err(NormalizeError::XaaErrors { count, summary }) => {
-                tracing::warn!(ingress, source = %ctx.source, count, %summary, "X reported errors in a delivery");
-                self.metrics
-                    .xaa_errors
-                    .with_label_values(&[ingress])
-                    .inc_by(count as u64);
-                report.xaa_errors = count;
-                return Ok(report);
             }
         }
         if records.is_empty() {
@@ -305,7 +336,10 @@ impl Pipeline for RelayPipeline {
         match self.spool.append(records).await {
             Ok(_) => {
                 self.health.ok();
-                self.dedup.mark(ids.iter().map(String::as_str), now_i);
+                self.dedup.mark(
+                    ids.iter().map(String::as_str).zip(formats.iter().copied()),
+                    now_i,
+                );
                 drop(reservation);
                 for kind in kinds {
                     self.metrics.spooled.with_label_values(&[kind]).inc();

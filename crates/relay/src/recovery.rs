@@ -1142,6 +1142,7 @@ mod tests {
             ingress: relay_envelope::IngressKind::Webhook,
             source: "/x/test".into(),
             received_at: Utc::now(),
+            formats: relay_envelope::Formats::ALL,
         };
         let envs = relay_envelope::normalize(body, &ctx).unwrap();
         assert_eq!(envs.len(), 1);

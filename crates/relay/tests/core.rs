@@ -326,6 +326,7 @@ fn ctx() -> Context {
         ingress: IngressKind::Webhook,
         source: "/x/account-activity/webhook/test".into(),
         received_at: Utc::now(),
+        formats: relay_envelope::Formats::ALL,
     }
 }
 

@@ -148,8 +148,9 @@ path = "{out}"
         .await
         .unwrap();
     assert!(
-        metrics
-            .contains(r#"activity_relay_events_in_total{ingress="stream",type="like.create"} 20"#),
+        metrics.contains(
+            r#"activity_relay_events_in_total{format="xaa",ingress="stream",type="like.create"} 20"#
+        ),
         "{metrics}"
     );
     assert!(

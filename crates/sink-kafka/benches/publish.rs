@@ -39,6 +39,7 @@ fn fixture_envelopes() -> Vec<Envelope> {
         ingress: IngressKind::Webhook,
         source: "/x/account-activity/webhook/bench".into(),
         received_at: chrono::Utc::now(),
+        formats: relay_envelope::Formats::ALL,
     };
     let mut out = Vec::new();
     for (file, types) in &expected {

@@ -244,6 +244,7 @@ pub fn normalize_value(body: &Value, ingress: IngressKind) -> Vec<Envelope> {
         ingress,
         source: "/e2e".into(),
         received_at: chrono::Utc::now(),
+        formats: relay_envelope::Formats::ALL,
     };
     relay_envelope::normalize(&bytes, &ctx).unwrap_or_default()
 }

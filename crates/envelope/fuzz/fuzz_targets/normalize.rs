@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
         ingress: IngressKind::Webhook,
         source: "/x/account-activity/webhook/fuzz".to_owned(),
         received_at: Utc.timestamp_opt(1_900_000_000, 0).unwrap(),
+        formats: relay_envelope::Formats::ALL,
     };
     if let Ok(envelopes) = normalize(data, &ctx) {
         assert!(!envelopes.is_empty(), "Ok without an envelope");

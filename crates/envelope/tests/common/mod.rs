@@ -24,6 +24,7 @@ pub fn ctx(ingress: IngressKind) -> Context {
         ingress,
         source: "/x/account-activity/webhook/test-app".to_owned(),
         received_at: received(),
+        formats: relay_envelope::Formats::ALL,
     }
 }
 

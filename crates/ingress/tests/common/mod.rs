@@ -70,6 +70,7 @@ pub fn app(name: &str, secrets: &[&str]) -> AppConfig {
         name: name.into(),
         consumer_secrets: secrets.iter().map(|s| s.to_string()).collect(),
         source: None,
+        formats: relay_envelope::Formats::ALL,
     }
 }
 

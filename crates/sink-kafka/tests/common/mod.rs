@@ -99,6 +99,7 @@ pub fn fixture_envelopes() -> Vec<Envelope> {
             ingress,
             source: "/x/account-activity/webhook/test".into(),
             received_at: chrono::Utc::now(),
+            formats: relay_envelope::Formats::ALL,
         };
         let envs = relay_envelope::normalize(&body, &ctx)
             .unwrap_or_else(|e| panic!("normalize({file}): {e}"));
