@@ -148,6 +148,22 @@ pub struct GeneratorConfig {
     pub target_users: Vec<String>,
     /// RNG seed, for reproducible runs.
     pub seed: Option<u64>,
+    /// Which formats X delivers each event in: `mix` (default: the `formats` weights pick
+    /// one per event), or the phases of X's AAA-to-XAA cutover: `aaa` (AAA only, before),
+    /// `both` (every AAA event again as its XAA twin, the overlap), `xaa` (the XAA twin
+    /// only, after AAA's end). Outside `mix`, `formats` is ignored.
+    pub cutover: Cutover,
+}
+
+/// X's delivery formats during its AAA-to-XAA cutover (see [`GeneratorConfig::cutover`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Cutover {
+    #[default]
+    Mix,
+    Aaa,
+    Both,
+    Xaa,
 }
 
 impl Default for GeneratorConfig {
@@ -164,6 +180,7 @@ impl Default for GeneratorConfig {
             population: 50,
             target_users: Vec::new(),
             seed: None,
+            cutover: Cutover::Mix,
         }
     }
 }

@@ -133,28 +133,46 @@ pub fn aaa_key(v: &Value) -> Option<String> {
         .cloned()
 }
 
-fn tweet_type(t: &Value, for_user: Option<&str>) -> &'static str {
-    if t.get("retweeted_status").is_some_and(|x| !x.is_null()) {
-        "post.repost.create"
-    } else if t.get("quoted_status").is_some_and(|x| !x.is_null())
-        || t.get("is_quote_status").and_then(Value::as_bool) == Some(true)
-    {
-        "post.quote.create"
-    } else if t
-        .get("in_reply_to_status_id_str")
-        .is_some_and(|x| !x.is_null())
-    {
-        "post.reply.create"
-    } else {
-        let author = t
-            .get("user")
+/// The XAA type of an AAA tweet for the subscribed user, with XAA's meaning (as X
+/// delivers its twin): what the user authors is `post.create`; someone else's post is a
+/// repost, quote or reply of the user when it reposts, quotes or replies to the user
+/// (a referenced author X left out counts as the user's), else a mention.
+pub(crate) fn tweet_type(t: &Value, for_user: Option<&str>) -> &'static str {
+    let present = |k: &str| t.get(k).is_some_and(|x| !x.is_null());
+    let author_of = |v: Option<&Value>| {
+        v.and_then(|v| v.get("user"))
             .map(|u| str_or_num(u, "id"))
             .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| s(t.get("author_id")));
-        match for_user {
-            Some(u) if !author.is_empty() && author != u => "post.mention.create",
-            _ => "post.create",
-        }
+    };
+    let author =
+        author_of(Some(t)).or_else(|| Some(s(t.get("author_id"))).filter(|a| !a.is_empty()));
+    let reposted = present("retweeted_status");
+    let quoted =
+        present("quoted_status") || t.get("is_quote_status").and_then(Value::as_bool) == Some(true);
+    let replied = present("in_reply_to_status_id_str");
+    let (Some(u), Some(a)) = (for_user, author) else {
+        return if reposted {
+            "post.repost.create"
+        } else if quoted {
+            "post.quote.create"
+        } else if replied {
+            "post.reply.create"
+        } else {
+            "post.create"
+        };
+    };
+    let the_users = |x: Option<String>| x.is_none_or(|x| x == u);
+    let replied_to = Some(s(t.get("in_reply_to_user_id_str"))).filter(|x| !x.is_empty());
+    if a == u {
+        "post.create"
+    } else if reposted && the_users(author_of(t.get("retweeted_status"))) {
+        "post.repost.create"
+    } else if quoted && the_users(author_of(t.get("quoted_status"))) {
+        "post.quote.create"
+    } else if replied && the_users(replied_to) {
+        "post.reply.create"
+    } else {
+        "post.mention.create"
     }
 }
 

@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
-use crate::config::GeneratorConfig;
+use crate::config::{Cutover, GeneratorConfig};
 use crate::events::Format;
 use crate::ids::{rounded_json, snowflake_ms, TWEPOCH_MS};
 use crate::state::{EmitOptions, Emitted, Shared};
@@ -368,6 +368,9 @@ struct Gen {
     next: usize,
     duplicate_rate: f64,
     batch_rate: f64,
+    cutover: Cutover,
+    /// Source of the `event_uuid`s of XAA twins.
+    uuids: u64,
 }
 
 impl Gen {
@@ -464,6 +467,11 @@ impl Gen {
         };
         let targets = if targets.is_empty() { vec![0] } else { targets };
         let fmt_weight = |f: Format| -> f64 {
+            if cfg.cutover != Cutover::Mix {
+                // The cutover phases derive XAA from AAA events (twins); stream lines are
+                // the AAA ones too.
+                return if f == Format::Aaa { 1.0 } else { 0.0 };
+            }
             if cfg.formats.is_empty() {
                 1.0
             } else {
@@ -508,6 +516,30 @@ impl Gen {
             next: 0,
             duplicate_rate: probability(cfg.duplicate_rate),
             batch_rate: probability(cfg.batch_rate),
+            cutover: cfg.cutover,
+            uuids: 0,
+        }
+    }
+
+    /// The bodies X sends for one AAA body in the current cutover phase.
+    fn in_cutover_phase(&mut self, aaa: Value) -> Vec<Value> {
+        let twins = |g: &mut Self, b: &Value| {
+            let seed: u64 = g.rng.gen();
+            crate::twin::xaa_twins(b, &mut || {
+                g.uuids += 1;
+                // Negative and positive, as X's event_uuids are.
+                (seed.wrapping_add(g.uuids.wrapping_mul(0x9E37_79B9_7F4A_7C15)) as i64) >> 1
+            })
+        };
+        match self.cutover {
+            Cutover::Mix | Cutover::Aaa => vec![aaa],
+            Cutover::Both => {
+                let mut out = twins(self, &aaa);
+                out.insert(0, aaa);
+                out
+            }
+            // Without an XAA shape (replay status, spaces) X sends nothing.
+            Cutover::Xaa => twins(self, &aaa),
         }
     }
 
@@ -531,7 +563,13 @@ impl Gen {
     /// Emits one logical event (one or more bodies, plus duplicates).
     fn emit_one(&mut self, st: &Arc<Shared>) -> Vec<Emitted> {
         let (format, kind) = self.pick();
-        let bodies = self.build(st, format, kind);
+        let mut bodies = self.build(st, format, kind);
+        if self.cutover != Cutover::Mix {
+            bodies = bodies
+                .into_iter()
+                .flat_map(|b| self.in_cutover_phase(b))
+                .collect();
+        }
         let mut out = Vec::new();
         for b in bodies {
             let e = st.emit_value(

@@ -25,6 +25,7 @@ pub mod generator;
 pub mod ids;
 pub mod state;
 pub mod stream;
+pub mod twin;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -123,6 +123,10 @@ struct Serve {
     /// Generator: cycle through every (format, kind) instead of drawing at random.
     #[arg(long)]
     cycle: bool,
+    /// Generator: X's AAA-to-XAA cutover phase: mix (default, by --formats), aaa (AAA
+    /// only), both (every event as AAA and again as its XAA twin), xaa (XAA only).
+    #[arg(long, value_parser = ["mix", "aaa", "both", "xaa"])]
+    cutover: Option<String>,
     /// Generator: probability a body is sent twice.
     #[arg(long)]
     duplicate_rate: Option<f64>,
@@ -332,6 +336,10 @@ fn build_config(a: &Serve) -> Result<EmulatorConfig, String> {
             g.mix = weights(&a.mix, "mix")?;
         }
         g.cycle |= a.cycle;
+        if let Some(c) = &a.cutover {
+            g.cutover = serde_json::from_value(serde_json::Value::String(c.clone()))
+                .map_err(|e| format!("--cutover: {e}"))?;
+        }
         if let Some(v) = a.duplicate_rate {
             g.duplicate_rate = v;
         }

@@ -805,7 +805,17 @@ impl Shared {
                         (None, _) => true,
                         (Some(_), None) => false,
                     };
-                    if type_ok && user_ok && seen.insert(wid.clone()) {
+                    // A `direction` filter (like.create) matches only events of it.
+                    let direction_ok = match s.filter.get("direction").and_then(Value::as_str) {
+                        None => true,
+                        Some(d) => {
+                            value
+                                .pointer("/data/filter/direction")
+                                .and_then(Value::as_str)
+                                == Some(d)
+                        }
+                    };
+                    if type_ok && user_ok && direction_ok && seen.insert(wid.clone()) {
                         if let Some(w) = db.webhooks.iter().find(|w| &w.id == wid) {
                             push(w);
                         }
