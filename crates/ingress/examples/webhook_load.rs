@@ -231,6 +231,7 @@ async fn main() {
         max_bytes: 8 << 30,
         segment_bytes: 64 << 20,
         sinks: vec!["bench".into()],
+        min_free_bytes: None,
     })
     .await
     .expect("spool");

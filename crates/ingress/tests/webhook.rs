@@ -562,6 +562,7 @@ async fn spool_backed_pipeline_stores_authentic_bodies_only() {
         max_bytes: 64 << 20,
         segment_bytes: 1 << 20,
         sinks: vec!["test".into()],
+        min_free_bytes: None,
     })
     .await
     .unwrap();

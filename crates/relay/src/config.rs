@@ -80,6 +80,12 @@ pub struct SpoolSection {
     /// `Retry-After` suggested to X when the spool is full. Default 30s.
     #[serde(default = "default_retry_after", with = "humantime_serde")]
     pub full_retry_after: Duration,
+    /// Deliveries are refused (503) while the spool's file system has less than this free,
+    /// whatever `max_bytes` allows, so that the relay can always roll a segment, write its
+    /// dedup journal and free delivered segments. Default: a tenth of the file system, at
+    /// most 64 MiB.
+    #[serde(default)]
+    pub min_free_bytes: Option<u64>,
 }
 
 fn default_max_bytes() -> u64 {

@@ -114,6 +114,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         max_bytes: cfg.spool.max_bytes,
         segment_bytes: cfg.spool.segment_bytes.min(cfg.spool.max_bytes),
         sinks: cfg.sinks.iter().map(|s| s.name.clone()).collect(),
+        min_free_bytes: cfg.spool.min_free_bytes,
     })
     .await?;
 

@@ -101,6 +101,7 @@ async fn open_spool(dir: &Path, max_bytes: u64, segment_bytes: u64, sinks: &[&st
         max_bytes,
         segment_bytes,
         sinks: sinks.iter().map(|s| s.to_string()).collect(),
+        min_free_bytes: None,
     })
     .await
     .unwrap()

@@ -63,7 +63,8 @@ fn binary_has_data_body_and_attribute_headers() {
     );
     assert_eq!(header(h, "ce_objectid"), Some("1924465506158878979"));
     assert_eq!(header(h, "ce_ingress"), Some("webhook"));
-    assert_eq!(h.len(), 10);
+    assert_eq!(header(h, "ce_xformat"), Some("aaa"));
+    assert_eq!(h.len(), 11);
     // The time header matches the JSON's `time` string.
     assert_eq!(full["time"].as_str(), header(h, "ce_time"));
 

@@ -66,6 +66,7 @@ fn bench(c: &mut Criterion) {
                 max_bytes: 1 << 40,
                 segment_bytes: 64 << 20,
                 sinks: vec!["bench".to_string()],
+                min_free_bytes: None,
             }))
             .unwrap();
         group.bench_function(format!("spool/writers={writers}"), |b| {
@@ -134,6 +135,7 @@ fn paired(_c: &mut Criterion) {
                 max_bytes: 1 << 40,
                 segment_bytes: 64 << 20,
                 sinks: vec!["bench".to_string()],
+                min_free_bytes: None,
             }))
             .unwrap();
         let per_writer = (2000 / writers).max(20);

@@ -1,10 +1,23 @@
-//! The cursor file: every sink's cursor, replaced atomically (write a temporary file, fsync,
-//! rename over `cursors`, fsync the directory).
+//! The cursor file: every sink's cursor, written so that it never needs new disk space.
+//!
+//! The file has two fixed slots of [`SLOT_LEN`] bytes, written out in full (so its blocks
+//! are allocated) when the spool is opened. A commit overwrites the older slot in place
+//! and fsyncs it; loading takes the valid slot with the higher sequence number. A torn
+//! write damages only the slot being written, and the other still holds the previous
+//! cursors (a sink then repeats a few records, never skips any). Because nothing is
+//! created, renamed or extended, cursors can still be committed on a full disk, so the
+//! segments they free can be deleted: a full disk is a state the spool leaves by itself.
+//! (On copy-on-write file systems, btrfs or ZFS, an overwrite still needs free blocks:
+//! there the free-space reserve, `min_free_bytes`, is what keeps it possible.)
 //!
 //! ```text
-//! magic "ARCURS\x00\x01" (8) | count u32 LE | count × (name length u16 LE | name | cursor u64 LE)
-//! | crc32 of everything before (4)
+//! slot: magic "ARCURS\x00\x02" (8) | sequence u64 LE | body length u32 LE | body | crc32 (4)
+//!       of everything before in the slot
+//! body: count u32 LE | count × (name length u16 LE | name | cursor u64 LE)
 //! ```
+//!
+//! A file of the first format (`"ARCURS\x00\x01" | body | crc32`, replaced by rename) is
+//! read once and rewritten in this one.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -13,13 +26,29 @@ use std::path::Path;
 
 use crate::{io_err, SpoolError};
 
+use std::os::unix::fs::FileExt;
+
 const MAGIC: [u8; 8] = *b"ARCURS\x00\x01";
+const SLOT_MAGIC: [u8; 8] = *b"ARCURS\x00\x02";
 pub(crate) const FILE_NAME: &str = "cursors";
 const TMP_NAME: &str = "cursors.tmp";
+/// Bytes of one slot: room for about 200 sinks with 64-character names.
+pub(crate) const SLOT_LEN: usize = 16 << 10;
+const SLOT_HEADER_LEN: usize = 8 + 8 + 4;
 
+/// The legacy single-copy encoding (magic, body, crc): read at open, written only by tests.
+#[cfg(test)]
 pub(crate) fn encode(cursors: &BTreeMap<String, u64>) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + cursors.len() * 32);
     out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&encode_body(cursors));
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn encode_body(cursors: &BTreeMap<String, u64>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + cursors.len() * 32);
     out.extend_from_slice(&(cursors.len() as u32).to_le_bytes());
     for (name, cursor) in cursors {
         let name = name.as_bytes();
@@ -28,9 +57,40 @@ pub(crate) fn encode(cursors: &BTreeMap<String, u64>) -> Vec<u8> {
         out.extend_from_slice(&name[..len as usize]);
         out.extend_from_slice(&cursor.to_le_bytes());
     }
+    out
+}
+
+/// A slot holding `cursors` with sequence number `seq`; `None` when it does not fit.
+fn encode_slot(seq: u64, cursors: &BTreeMap<String, u64>) -> Option<Vec<u8>> {
+    let body = encode_body(cursors);
+    let mut out = Vec::with_capacity(SLOT_HEADER_LEN + body.len() + 4);
+    out.extend_from_slice(&SLOT_MAGIC);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(body.len()).ok()?.to_le_bytes());
+    out.extend_from_slice(&body);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    out
+    (out.len() <= SLOT_LEN).then_some(out)
+}
+
+/// The sequence number and cursors of a valid slot.
+fn decode_slot(slot: &[u8]) -> Option<(u64, BTreeMap<String, u64>)> {
+    if slot.get(..8) != Some(&SLOT_MAGIC[..]) {
+        return None;
+    }
+    let seq = u64::from_le_bytes(slot.get(8..16)?.try_into().ok()?);
+    let len = u32::from_le_bytes(slot.get(16..20)?.try_into().ok()?) as usize;
+    let end = SLOT_HEADER_LEN.checked_add(len)?;
+    let crc = u32::from_le_bytes(slot.get(end..end + 4)?.try_into().ok()?);
+    if crc32fast::hash(&slot[..end]) != crc {
+        return None;
+    }
+    decode_body(&slot[SLOT_HEADER_LEN..end]).ok().map(|c| (seq, c))
+}
+
+/// Whether `cursors` fit a slot (checked when the spool is opened).
+pub(crate) fn fits(cursors: &BTreeMap<String, u64>) -> bool {
+    encode_slot(0, cursors).is_some()
 }
 
 pub(crate) fn decode(buf: &[u8]) -> Result<BTreeMap<String, u64>, &'static str> {
@@ -44,7 +104,11 @@ pub(crate) fn decode(buf: &[u8]) -> Result<BTreeMap<String, u64>, &'static str> 
     if body.get(..8) != Some(&MAGIC[..]) {
         return Err("bad magic");
     }
-    let mut pos = 8;
+    decode_body(&body[8..])
+}
+
+fn decode_body(body: &[u8]) -> Result<BTreeMap<String, u64>, &'static str> {
+    let mut pos = 0;
     let mut take = |n: usize| -> Result<&[u8], &'static str> {
         let s = body.get(pos..pos + n).ok_or("truncated")?;
         pos += n;
@@ -66,26 +130,68 @@ pub(crate) fn decode(buf: &[u8]) -> Result<BTreeMap<String, u64>, &'static str> 
     Ok(out)
 }
 
-/// Reads the cursor file: `Ok(None)` if there is none, `Err` with a reason if it is damaged.
-pub(crate) fn load(dir: &Path) -> Result<Option<BTreeMap<String, u64>>, SpoolError> {
+/// What the cursor file held at open.
+pub(crate) struct Loaded {
+    pub cursors: BTreeMap<String, u64>,
+    /// Sequence number of the slot read (0 for none or the legacy format).
+    pub seq: u64,
+    /// Whether the file must be (re)created in the slot format before use.
+    pub rewrite: bool,
+}
+
+/// Reads the cursor file: `Ok(None)` if there is none, `Err` with a reason if no slot of it
+/// (nor the legacy format) is valid.
+pub(crate) fn load(dir: &Path) -> Result<Option<Loaded>, SpoolError> {
     let path = dir.join(FILE_NAME);
-    match fs::read(&path) {
-        Ok(buf) => decode(&buf)
-            .map(Some)
+    let buf = match fs::read(&path) {
+        Ok(buf) => buf,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path, e)),
+    };
+    if buf.starts_with(&MAGIC) {
+        return decode(&buf)
+            .map(|cursors| {
+                Some(Loaded {
+                    cursors,
+                    seq: 0,
+                    rewrite: true,
+                })
+            })
             .map_err(|reason| SpoolError::Corrupt {
                 path,
                 reason: format!("cursor file: {reason}"),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err(&path, e)),
+            });
+    }
+    let slots = [
+        buf.get(..SLOT_LEN).and_then(decode_slot),
+        buf.get(SLOT_LEN..2 * SLOT_LEN).and_then(decode_slot),
+    ];
+    let rewrite = buf.len() != 2 * SLOT_LEN;
+    match slots.into_iter().flatten().max_by_key(|(seq, _)| *seq) {
+        Some((seq, cursors)) => Ok(Some(Loaded {
+            cursors,
+            seq,
+            rewrite,
+        })),
+        None => Err(SpoolError::Corrupt {
+            path,
+            reason: "cursor file: no valid slot".into(),
+        }),
     }
 }
 
-/// Durably replaces the cursor file.
-pub(crate) fn store(dir: &Path, cursors: &BTreeMap<String, u64>) -> Result<(), SpoolError> {
+/// Writes a new cursor file holding `cursors` in its first slot (the other zeroed), both
+/// slots written out in full so their blocks are allocated: a temporary file, fsync,
+/// rename, directory fsync. Used at open, when there is room.
+pub(crate) fn create(dir: &Path, seq: u64, cursors: &BTreeMap<String, u64>) -> Result<(), SpoolError> {
     let tmp = dir.join(TMP_NAME);
     let path = dir.join(FILE_NAME);
-    let buf = encode(cursors);
+    let slot = encode_slot(seq, cursors).ok_or_else(|| SpoolError::Corrupt {
+        path: path.clone(),
+        reason: format!("{} sinks do not fit the cursor file's {SLOT_LEN}-byte slot", cursors.len()),
+    })?;
+    let mut buf = vec![0u8; 2 * SLOT_LEN];
+    buf[..slot.len()].copy_from_slice(&slot);
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -99,6 +205,41 @@ pub(crate) fn store(dir: &Path, cursors: &BTreeMap<String, u64>) -> Result<(), S
     sync_dir(dir)
 }
 
+/// The open cursor file: commits overwrite its older slot in place.
+pub(crate) struct CursorFile {
+    file: File,
+    path: std::path::PathBuf,
+    /// Sequence number of the newest slot written.
+    seq: u64,
+}
+
+impl CursorFile {
+    pub(crate) fn open(dir: &Path, seq: u64) -> Result<CursorFile, SpoolError> {
+        let path = dir.join(FILE_NAME);
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
+        Ok(CursorFile { file, path, seq })
+    }
+
+    /// Durably records `cursors` (one positional write into allocated blocks, one fsync).
+    pub(crate) fn store(&mut self, cursors: &BTreeMap<String, u64>) -> Result<(), SpoolError> {
+        let seq = self.seq + 1;
+        let slot = encode_slot(seq, cursors).ok_or_else(|| SpoolError::Corrupt {
+            path: self.path.clone(),
+            reason: "cursors do not fit a slot".into(),
+        })?;
+        let at = (seq % 2) * SLOT_LEN as u64;
+        self.file
+            .write_all_at(&slot, at)
+            .map_err(|e| io_err(&self.path, e))?;
+        self.file.sync_data().map_err(|e| io_err(&self.path, e))?;
+        self.seq = seq;
+        Ok(())
+    }
+}
+
 /// fsyncs a directory so that entries created, renamed or removed in it survive a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
     File::open(dir)
@@ -109,6 +250,37 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_round_trip_and_a_torn_slot_falls_back_to_the_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = BTreeMap::new();
+        m.insert("kafka".to_string(), 5);
+        create(dir.path(), 0, &m).unwrap();
+        let mut f = CursorFile::open(dir.path(), 0).unwrap();
+        m.insert("kafka".to_string(), 6);
+        f.store(&m).unwrap();
+        m.insert("kafka".to_string(), 7);
+        f.store(&m).unwrap();
+        let loaded = load(dir.path()).unwrap().unwrap();
+        assert_eq!((loaded.seq, loaded.cursors["kafka"], loaded.rewrite), (2, 7, false));
+        // Tear the newest slot (seq 2, slot 0): the previous one (seq 1) is read.
+        let path = dir.path().join(FILE_NAME);
+        let mut buf = std::fs::read(&path).unwrap();
+        buf[30] ^= 0xff;
+        std::fs::write(&path, &buf).unwrap();
+        let loaded = load(dir.path()).unwrap().unwrap();
+        assert_eq!((loaded.seq, loaded.cursors["kafka"]), (1, 6));
+        // Both torn: corrupt.
+        buf[SLOT_LEN + 30] ^= 0xff;
+        std::fs::write(&path, &buf).unwrap();
+        assert!(load(dir.path()).is_err());
+        // The legacy format is read and marked for rewriting.
+        std::fs::write(&path, encode(&m)).unwrap();
+        let loaded = load(dir.path()).unwrap().unwrap();
+        assert!(loaded.rewrite);
+        assert_eq!(loaded.cursors["kafka"], 7);
+    }
 
     #[test]
     fn round_trip_and_damage() {

@@ -132,6 +132,24 @@ pub struct SpoolConfig {
     /// The sinks that each need a cursor. A cursor for a sink no longer listed is dropped;
     /// a new sink starts at the oldest retained record.
     pub sinks: Vec<String>,
+    /// Appends are refused as [`SpoolError::Full`] while the file system holding the spool
+    /// has less than this many bytes free (besides `max_bytes`), so that what must always be
+    /// writable (a segment roll, the dedup journal, other files) still finds room. `None`:
+    /// a tenth of the file system, at most 64 MiB.
+    pub min_free_bytes: Option<u64>,
+}
+
+/// The free-space reserve when none is configured: a tenth of the file system, at most this.
+pub const DEFAULT_MIN_FREE_CAP: u64 = 64 << 20;
+
+/// Bytes available to this process on the file system holding `dir`, and its size.
+pub fn disk_space(dir: &Path) -> Option<(u64, u64)> {
+    let v = rustix::fs::statvfs(dir).ok()?;
+    let frsize = v.f_frsize.max(1);
+    Some((
+        v.f_bavail.saturating_mul(frsize),
+        v.f_blocks.saturating_mul(frsize),
+    ))
 }
 
 /// Offsets of an appended batch, `first..=last`.
@@ -298,8 +316,11 @@ pub(crate) struct Shared {
     /// Published next offset (records below it are durable and readable).
     next_tx: watch::Sender<u64>,
     closed: AtomicBool,
-    /// Serializes cursor-file writes; `persisted` is the generation last written.
-    persist: Mutex<()>,
+    /// The cursor file (serializes cursor writes); `persisted` is the generation last
+    /// written.
+    cursor_file: Mutex<cursors::CursorFile>,
+    /// The resolved free-space reserve (see [`SpoolConfig::min_free_bytes`]).
+    pub(crate) min_free: u64,
     persisted: AtomicU64,
     /// Group commits (data fsyncs) since open.
     group_commits: AtomicU64,
@@ -531,7 +552,7 @@ fn persist_cursors(
     generation: u64,
 ) -> Result<(), SpoolError> {
     {
-        let _guard = shared.persist.lock();
+        let mut file = shared.cursor_file.lock();
         if shared.persisted.load(Ordering::Acquire) >= generation {
             return Ok(());
         }
@@ -539,7 +560,7 @@ fn persist_cursors(
             let st = shared.state.lock();
             (st.requested.clone(), st.generation)
         };
-        cursors::store(&shared.config.dir, &snapshot)?;
+        file.store(&snapshot)?;
         {
             let mut st = shared.state.lock();
             for (sink, cursor) in &snapshot {
@@ -715,11 +736,12 @@ fn open_blocking(config: SpoolConfig) -> Result<Shared, SpoolError> {
     }
     let mut next_offset = segments.back().map_or(0, |s| s.end());
 
-    let loaded = match cursors::load(&dir) {
-        Ok(map) => map.unwrap_or_default(),
+    let (loaded, seq, rewrite) = match cursors::load(&dir) {
+        Ok(Some(l)) => (l.cursors, l.seq, l.rewrite),
+        Ok(None) => (BTreeMap::new(), 0, true),
         Err(e) => {
             tracing::error!(error = %e, "spool cursor file damaged: every sink restarts at the oldest retained record (duplicates possible)");
-            BTreeMap::new()
+            (BTreeMap::new(), 0, true)
         }
     };
     if let Some(max_cursor) = loaded.values().copied().max() {
@@ -775,7 +797,27 @@ fn open_blocking(config: SpoolConfig) -> Result<Shared, SpoolError> {
     for sink in loaded.keys().filter(|s| !durable.contains_key(*s)) {
         tracing::info!(sink, "sink no longer configured; its cursor is dropped");
     }
-    cursors::store(&dir, &durable)?;
+    if !cursors::fits(&durable) {
+        return Err(SpoolError::Corrupt {
+            path: dir.join(cursors::FILE_NAME),
+            reason: format!(
+                "{} sinks do not fit the cursor file (at most about 200 with 64-character names)",
+                durable.len()
+            ),
+        });
+    }
+    // A file in the slot format is written in place (no new space needed, so a spool on a
+    // full disk still opens); a missing or legacy one is created.
+    if rewrite {
+        cursors::create(&dir, seq, &durable)?;
+    }
+    let mut cursor_file = cursors::CursorFile::open(&dir, seq)?;
+    if !rewrite {
+        cursor_file.store(&durable)?;
+    }
+    let min_free = config.min_free_bytes.unwrap_or_else(|| {
+        disk_space(&dir).map_or(0, |(_, total)| (total / 10).min(DEFAULT_MIN_FREE_CAP))
+    });
 
     tracing::info!(
         dir = %dir.display(),
@@ -800,7 +842,8 @@ fn open_blocking(config: SpoolConfig) -> Result<Shared, SpoolError> {
         }),
         next_tx,
         closed: AtomicBool::new(false),
-        persist: Mutex::new(()),
+        cursor_file: Mutex::new(cursor_file),
+        min_free,
         persisted: AtomicU64::new(0),
         group_commits: AtomicU64::new(0),
         appended_batches: AtomicU64::new(0),

@@ -212,6 +212,10 @@ impl Writer {
         let shared = self.shared.clone();
         let config = &shared.config;
         let mut used = self.shared.state.lock().bytes;
+        // What this group may still write before the file system's free space falls below
+        // the reserve (one statvfs per group; unknown: no limit but `max_bytes`).
+        let mut disk_room = crate::disk_space(&config.dir)
+            .map(|(free, _)| free.saturating_sub(self.shared.min_free));
         let start_offset = self.next_offset;
         let mut planned: Vec<Planned> = Vec::new();
         let mut tail: Vec<StoredRecord> = Vec::new();
@@ -257,18 +261,33 @@ impl Writer {
             let roll = self.active.len > SEGMENT_HEADER_LEN as u64
                 && self.active.len + batch_bytes > config.segment_bytes;
             let extra = if roll { SEGMENT_HEADER_LEN as u64 } else { 0 };
-            if used + batch_bytes + extra > config.max_bytes && self.active.count > 0 {
+            let no_room = |used: u64, disk_room: Option<u64>| {
+                used + batch_bytes + extra > config.max_bytes
+                    || disk_room.is_some_and(|r| r < batch_bytes + extra)
+            };
+            if no_room(used, disk_room) && self.active.count > 0 {
                 // Everything may have been delivered with the active segment still holding it.
                 // (It only rolls if no batch of this group was written yet, so the published
                 // byte count is then exact.)
                 if self.maintain(true) {
                     used = self.shared.state.lock().bytes;
+                    disk_room = crate::disk_space(&config.dir)
+                        .map(|(free, _)| free.saturating_sub(self.shared.min_free));
                 }
             }
             let roll = self.active.len > SEGMENT_HEADER_LEN as u64
                 && self.active.len + batch_bytes > config.segment_bytes;
             let extra = if roll { SEGMENT_HEADER_LEN as u64 } else { 0 };
-            if used + batch_bytes + extra > config.max_bytes {
+            if used + batch_bytes + extra > config.max_bytes
+                || disk_room.is_some_and(|r| r < batch_bytes + extra)
+            {
+                if disk_room.is_some_and(|r| r < batch_bytes + extra) {
+                    tracing::warn!(
+                        dir = %config.dir.display(),
+                        min_free_bytes = self.shared.min_free,
+                        "spool's file system is below its free-space reserve: append refused as full"
+                    );
+                }
                 let _ = reply.send(Err(SpoolError::Full {
                     used,
                     max: config.max_bytes,
@@ -373,6 +392,9 @@ impl Writer {
             self.active.index.extend(index);
             self.next_offset += n as u64;
             used += batch_bytes;
+            if let Some(r) = disk_room.as_mut() {
+                *r = r.saturating_sub(batch_bytes + extra);
+            }
             planned.push(Planned { reply, receipt });
         }
 

@@ -22,6 +22,7 @@ fn config(dir: &str) -> SpoolConfig {
         max_bytes: 1 << 32,
         segment_bytes: 64 * 1024,
         sinks: vec!["a".to_string()],
+        min_free_bytes: None,
     }
 }
 

@@ -46,6 +46,7 @@ fn config(dir: &Path) -> SpoolConfig {
         max_bytes: 1 << 30,
         segment_bytes: 2048,
         sinks: vec!["a".to_string()],
+        min_free_bytes: None,
     }
 }
 

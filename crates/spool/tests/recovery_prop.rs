@@ -46,6 +46,7 @@ proptest! {
             max_bytes: 1 << 30,
             segment_bytes: 1 << 20,
             sinks: vec!["a".to_string()],
+            min_free_bytes: None,
         };
         // Write, remembering where each batch ends in the (single) segment file.
         let mut ends = Vec::new();

@@ -14,6 +14,7 @@ fn config(dir: &Path, max_bytes: u64, segment_bytes: u64, sinks: &[&str]) -> Spo
         max_bytes,
         segment_bytes,
         sinks: sinks.iter().map(|s| s.to_string()).collect(),
+        min_free_bytes: None,
     }
 }
 
@@ -730,7 +731,10 @@ async fn damaged_cursor_file_restarts_sinks_at_oldest_record() {
     drop(spool);
     let cursors = dir.path().join("cursors");
     let mut bytes = std::fs::read(&cursors).unwrap();
+    // Both copies (the file keeps two slots of 16 KiB; one torn slot falls back to the
+    // other, see the cursors module's tests).
     bytes[10] ^= 0xff;
+    bytes[(16 << 10) + 10] ^= 0xff;
     std::fs::write(&cursors, bytes).unwrap();
 
     // Duplicates, never loss: both sinks go back to the oldest retained record.
