@@ -85,7 +85,9 @@ fn decode_slot(slot: &[u8]) -> Option<(u64, BTreeMap<String, u64>)> {
     if crc32fast::hash(&slot[..end]) != crc {
         return None;
     }
-    decode_body(&slot[SLOT_HEADER_LEN..end]).ok().map(|c| (seq, c))
+    decode_body(&slot[SLOT_HEADER_LEN..end])
+        .ok()
+        .map(|c| (seq, c))
 }
 
 /// Whether `cursors` fit a slot (checked when the spool is opened).
@@ -183,12 +185,19 @@ pub(crate) fn load(dir: &Path) -> Result<Option<Loaded>, SpoolError> {
 /// Writes a new cursor file holding `cursors` in its first slot (the other zeroed), both
 /// slots written out in full so their blocks are allocated: a temporary file, fsync,
 /// rename, directory fsync. Used at open, when there is room.
-pub(crate) fn create(dir: &Path, seq: u64, cursors: &BTreeMap<String, u64>) -> Result<(), SpoolError> {
+pub(crate) fn create(
+    dir: &Path,
+    seq: u64,
+    cursors: &BTreeMap<String, u64>,
+) -> Result<(), SpoolError> {
     let tmp = dir.join(TMP_NAME);
     let path = dir.join(FILE_NAME);
     let slot = encode_slot(seq, cursors).ok_or_else(|| SpoolError::Corrupt {
         path: path.clone(),
-        reason: format!("{} sinks do not fit the cursor file's {SLOT_LEN}-byte slot", cursors.len()),
+        reason: format!(
+            "{} sinks do not fit the cursor file's {SLOT_LEN}-byte slot",
+            cursors.len()
+        ),
     })?;
     let mut buf = vec![0u8; 2 * SLOT_LEN];
     buf[..slot.len()].copy_from_slice(&slot);
@@ -263,7 +272,10 @@ mod tests {
         m.insert("kafka".to_string(), 7);
         f.store(&m).unwrap();
         let loaded = load(dir.path()).unwrap().unwrap();
-        assert_eq!((loaded.seq, loaded.cursors["kafka"], loaded.rewrite), (2, 7, false));
+        assert_eq!(
+            (loaded.seq, loaded.cursors["kafka"], loaded.rewrite),
+            (2, 7, false)
+        );
         // Tear the newest slot (seq 2, slot 0): the previous one (seq 1) is read.
         let path = dir.path().join(FILE_NAME);
         let mut buf = std::fs::read(&path).unwrap();
