@@ -20,13 +20,10 @@
 //! read once and rewritten in this one.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::Path;
 
+use crate::fs::{Fs, SharedFile};
 use crate::{io_err, SpoolError};
-
-use std::os::unix::fs::FileExt;
 
 const MAGIC: [u8; 8] = *b"ARCURS\x00\x01";
 const SLOT_MAGIC: [u8; 8] = *b"ARCURS\x00\x02";
@@ -143,9 +140,9 @@ pub(crate) struct Loaded {
 
 /// Reads the cursor file: `Ok(None)` if there is none, `Err` with a reason if no slot of it
 /// (nor the legacy format) is valid.
-pub(crate) fn load(dir: &Path) -> Result<Option<Loaded>, SpoolError> {
+pub(crate) fn load(fs: &dyn Fs, dir: &Path) -> Result<Option<Loaded>, SpoolError> {
     let path = dir.join(FILE_NAME);
-    let buf = match fs::read(&path) {
+    let buf = match fs.read(&path) {
         Ok(buf) => buf,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(&path, e)),
@@ -186,6 +183,7 @@ pub(crate) fn load(dir: &Path) -> Result<Option<Loaded>, SpoolError> {
 /// slots written out in full so their blocks are allocated: a temporary file, fsync,
 /// rename, directory fsync. Used at open, when there is room.
 pub(crate) fn create(
+    fs: &dyn Fs,
     dir: &Path,
     seq: u64,
     cursors: &BTreeMap<String, u64>,
@@ -201,34 +199,26 @@ pub(crate) fn create(
     })?;
     let mut buf = vec![0u8; 2 * SLOT_LEN];
     buf[..slot.len()].copy_from_slice(&slot);
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| io_err(&tmp, e))?;
-    f.write_all(&buf).map_err(|e| io_err(&tmp, e))?;
-    f.sync_all().map_err(|e| io_err(&tmp, e))?;
+    let f = fs.open(&tmp, true).map_err(|e| io_err(&tmp, e))?;
+    f.write_all_at(&buf, 0).map_err(|e| io_err(&tmp, e))?;
+    f.sync_data().map_err(|e| io_err(&tmp, e))?;
     drop(f);
-    fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
-    sync_dir(dir)
+    fs.rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+    sync_dir(fs, dir)
 }
 
 /// The open cursor file: commits overwrite its older slot in place.
 pub(crate) struct CursorFile {
-    file: File,
+    file: SharedFile,
     path: std::path::PathBuf,
     /// Sequence number of the newest slot written.
     seq: u64,
 }
 
 impl CursorFile {
-    pub(crate) fn open(dir: &Path, seq: u64) -> Result<CursorFile, SpoolError> {
+    pub(crate) fn open(fs: &dyn Fs, dir: &Path, seq: u64) -> Result<CursorFile, SpoolError> {
         let path = dir.join(FILE_NAME);
-        let file = OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .map_err(|e| io_err(&path, e))?;
+        let file = fs.open(&path, false).map_err(|e| io_err(&path, e))?;
         Ok(CursorFile { file, path, seq })
     }
 
@@ -250,10 +240,8 @@ impl CursorFile {
 }
 
 /// fsyncs a directory so that entries created, renamed or removed in it survive a crash.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), SpoolError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(dir, e))
+pub(crate) fn sync_dir(fs: &dyn Fs, dir: &Path) -> Result<(), SpoolError> {
+    fs.sync_dir(dir).map_err(|e| io_err(dir, e))
 }
 
 #[cfg(test)]
@@ -263,15 +251,16 @@ mod tests {
     #[test]
     fn slots_round_trip_and_a_torn_slot_falls_back_to_the_other() {
         let dir = tempfile::tempdir().unwrap();
+        let fs = crate::fs::RealFs;
         let mut m = BTreeMap::new();
         m.insert("kafka".to_string(), 5);
-        create(dir.path(), 0, &m).unwrap();
-        let mut f = CursorFile::open(dir.path(), 0).unwrap();
+        create(&fs, dir.path(), 0, &m).unwrap();
+        let mut f = CursorFile::open(&fs, dir.path(), 0).unwrap();
         m.insert("kafka".to_string(), 6);
         f.store(&m).unwrap();
         m.insert("kafka".to_string(), 7);
         f.store(&m).unwrap();
-        let loaded = load(dir.path()).unwrap().unwrap();
+        let loaded = load(&fs, dir.path()).unwrap().unwrap();
         assert_eq!(
             (loaded.seq, loaded.cursors["kafka"], loaded.rewrite),
             (2, 7, false)
@@ -281,15 +270,15 @@ mod tests {
         let mut buf = std::fs::read(&path).unwrap();
         buf[30] ^= 0xff;
         std::fs::write(&path, &buf).unwrap();
-        let loaded = load(dir.path()).unwrap().unwrap();
+        let loaded = load(&fs, dir.path()).unwrap().unwrap();
         assert_eq!((loaded.seq, loaded.cursors["kafka"]), (1, 6));
         // Both torn: corrupt.
         buf[SLOT_LEN + 30] ^= 0xff;
         std::fs::write(&path, &buf).unwrap();
-        assert!(load(dir.path()).is_err());
+        assert!(load(&fs, dir.path()).is_err());
         // The legacy format is read and marked for rewriting.
         std::fs::write(&path, encode(&m)).unwrap();
-        let loaded = load(dir.path()).unwrap().unwrap();
+        let loaded = load(&fs, dir.path()).unwrap().unwrap();
         assert!(loaded.rewrite);
         assert_eq!(loaded.cursors["kafka"], 7);
     }

@@ -87,8 +87,13 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
 mod cursors;
+#[cfg(test)]
+mod fault_tests;
+mod fs;
 pub mod record;
 mod segment;
+#[cfg(test)]
+mod sim;
 mod writer;
 
 use segment::{scan_segment, FrameReader, Segment};
@@ -144,12 +149,8 @@ pub const DEFAULT_MIN_FREE_CAP: u64 = 64 << 20;
 
 /// Bytes available to this process on the file system holding `dir`, and its size.
 pub fn disk_space(dir: &Path) -> Option<(u64, u64)> {
-    let v = rustix::fs::statvfs(dir).ok()?;
-    let frsize = v.f_frsize.max(1);
-    Some((
-        v.f_bavail.saturating_mul(frsize),
-        v.f_blocks.saturating_mul(frsize),
-    ))
+    use fs::Fs as _;
+    fs::RealFs.space(dir)
 }
 
 /// Offsets of an appended batch, `first..=last`.
@@ -312,6 +313,9 @@ impl State {
 
 pub(crate) struct Shared {
     config: SpoolConfig,
+    pub(crate) fs: Arc<dyn fs::Fs>,
+    /// Why the writer stopped for good (an fsync or an undo failed), once it has.
+    pub(crate) failed: watch::Sender<Option<String>>,
     state: Mutex<State>,
     /// Published next offset (records below it are durable and readable).
     next_tx: watch::Sender<u64>,
@@ -328,7 +332,7 @@ pub(crate) struct Shared {
     appended_batches: AtomicU64,
     /// The exclusive lock on `<dir>/LOCK`: two processes appending to one directory would
     /// corrupt it. Released by the writer when it closes (or with the last handle).
-    pub(crate) lock: Mutex<Option<std::fs::File>>,
+    pub(crate) lock: Mutex<Option<Box<dyn std::any::Any + Send>>>,
 }
 
 /// Deletes the segments every sink has passed (never the last one). Blocking.
@@ -353,7 +357,7 @@ pub(crate) fn gc(shared: &Shared) {
     }
     let mut freed = 0;
     for s in &victims {
-        match std::fs::remove_file(&s.path) {
+        match shared.fs.remove(&s.path) {
             Ok(()) => {
                 freed += s.file_len;
                 tracing::debug!(path = %s.path.display(), records = s.count, "deleted delivered spool segment");
@@ -368,7 +372,7 @@ pub(crate) fn gc(shared: &Shared) {
         let mut st = shared.state.lock();
         st.bytes = st.bytes.saturating_sub(freed);
     }
-    if let Err(e) = cursors::sync_dir(&shared.config.dir) {
+    if let Err(e) = cursors::sync_dir(&*shared.fs, &shared.config.dir) {
         tracing::warn!(error = %e, "could not fsync the spool directory after deleting segments");
     }
 }
@@ -383,8 +387,15 @@ pub struct Spool {
 impl Spool {
     /// Opens (creating if needed) and recovers the spool: a torn or corrupt tail is cut.
     pub async fn open(config: SpoolConfig) -> Result<Spool, SpoolError> {
+        Spool::open_on(config, Arc::new(fs::RealFs)).await
+    }
+
+    pub(crate) async fn open_on(
+        config: SpoolConfig,
+        fs: Arc<dyn fs::Fs>,
+    ) -> Result<Spool, SpoolError> {
         let dir = config.dir.clone();
-        let shared = tokio::task::spawn_blocking(move || open_blocking(config))
+        let shared = tokio::task::spawn_blocking(move || open_blocking(config, fs))
             .await
             .map_err(|e| join_err(&dir, e))??;
         let shared = Arc::new(shared);
@@ -510,6 +521,27 @@ impl Spool {
             .map_err(|e| join_err(&self.shared.config.dir, e))?
     }
 
+    /// Why the spool stopped taking appends for good, once it has: an fsync failed (after
+    /// which the page cache can no longer be trusted) or a failed write could not be
+    /// undone. Only a reopen, which recovers from what is on disk, clears it.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failed.borrow().clone()
+    }
+
+    /// Waits until the spool has failed for good (see [`Spool::failure`]); returns why.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.shared.failed.subscribe();
+        let got = rx
+            .wait_for(Option::is_some)
+            .await
+            .map(|reason| reason.clone().unwrap_or_default());
+        match got {
+            Ok(reason) => reason,
+            // The spool is gone: nothing more will fail.
+            Err(_) => std::future::pending().await,
+        }
+    }
+
     pub fn stats(&self) -> SpoolStats {
         let st = self.shared.state.lock();
         SpoolStats {
@@ -604,7 +636,7 @@ fn read_blocking(shared: &Shared, from: u64, max: usize) -> Result<Vec<StoredRec
                 s.base,
             )
         };
-        let mut reader = FrameReader::new(&file, entry.pos, valid_len);
+        let mut reader = FrameReader::new(&*file, entry.pos, valid_len);
         let mut offset = base + entry.rel;
         while offset < end && out.len() < max {
             match reader.next(offset).map_err(|e| io_err(&path, e))? {
@@ -640,32 +672,19 @@ fn corrupt_at_read(path: &Path, offset: u64, reason: &str) -> SpoolError {
     }
 }
 
-/// Takes the directory's exclusive lock (`flock` on `<dir>/LOCK`), waiting up to 2 s for a
-/// previous holder to let go (a spool of this process whose writer thread is still
-/// exiting); `Locked` if it is still held then.
-fn lock_dir(dir: &Path) -> Result<std::fs::File, SpoolError> {
+/// Takes the directory's exclusive lock (`flock` on `<dir>/LOCK`, see [`fs::RealFs`]);
+/// `Locked` if another holder keeps it.
+fn lock_dir(fs: &dyn fs::Fs, dir: &Path) -> Result<Box<dyn std::any::Any + Send>, SpoolError> {
     let path = dir.join("LOCK");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| io_err(&path, e))?;
-    for _ in 0..40 {
-        match file.try_lock() {
-            Ok(()) => return Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                std::thread::sleep(std::time::Duration::from_millis(50))
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&path, e)),
-        }
-    }
-    Err(SpoolError::Locked {
-        path: dir.to_path_buf(),
-    })
+    fs.lock(&path)
+        .map_err(|e| io_err(&path, e))?
+        .ok_or_else(|| SpoolError::Locked {
+            path: dir.to_path_buf(),
+        })
 }
 
-fn open_blocking(config: SpoolConfig) -> Result<Shared, SpoolError> {
+fn open_blocking(config: SpoolConfig, fs: Arc<dyn fs::Fs>) -> Result<Shared, SpoolError> {
+    let fsr: &dyn fs::Fs = &*fs;
     let dir = config.dir.clone();
     let min_segment = (record::SEGMENT_HEADER_LEN + record::RECORD_OVERHEAD + 1) as u64;
     if config.segment_bytes < min_segment || config.max_bytes < config.segment_bytes {
@@ -680,22 +699,20 @@ fn open_blocking(config: SpoolConfig) -> Result<Shared, SpoolError> {
             ),
         ));
     }
-    let existed = dir.is_dir();
-    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+    let existed = fsr.is_dir(&dir);
+    fsr.create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
     if !existed {
         // Make the new directory's own entry durable.
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            cursors::sync_dir(parent)?;
+            cursors::sync_dir(fsr, parent)?;
         }
     }
-    let lock = lock_dir(&dir)?;
-    let _ = std::fs::remove_file(dir.join("cursors.tmp"));
+    let lock = lock_dir(fsr, &dir)?;
+    let _ = fsr.remove(&dir.join("cursors.tmp"));
 
     let mut bases = Vec::new();
-    for entry in std::fs::read_dir(&dir).map_err(|e| io_err(&dir, e))? {
-        let entry = entry.map_err(|e| io_err(&dir, e))?;
-        let name = entry.file_name();
-        if let Some(base) = name.to_str().and_then(segment::parse_segment_name) {
+    for name in fsr.list(&dir).map_err(|e| io_err(&dir, e))? {
+        if let Some(base) = segment::parse_segment_name(&name) {
             bases.push(base);
         }
     }
@@ -706,7 +723,7 @@ fn open_blocking(config: SpoolConfig) -> Result<Shared, SpoolError> {
     for (i, &base) in bases.iter().enumerate() {
         let path = segment::segment_path(&dir, base);
         let is_last = i + 1 == bases.len();
-        let scanned = scan_segment(&path, base, is_last)?;
+        let scanned = scan_segment(fsr, &path, base, is_last)?;
         if let Some(prev) = segments.back() {
             if scanned.segment.base < prev.end() {
                 return Err(SpoolError::Corrupt {
@@ -736,7 +753,7 @@ fn open_blocking(config: SpoolConfig) -> Result<Shared, SpoolError> {
     }
     let mut next_offset = segments.back().map_or(0, |s| s.end());
 
-    let (loaded, seq, rewrite) = match cursors::load(&dir) {
+    let (loaded, seq, rewrite) = match cursors::load(fsr, &dir) {
         Ok(Some(l)) => (l.cursors, l.seq, l.rewrite),
         Ok(None) => (BTreeMap::new(), 0, true),
         Err(e) => {
@@ -755,8 +772,8 @@ fn open_blocking(config: SpoolConfig) -> Result<Shared, SpoolError> {
         }
     }
     if segments.back().is_none_or(|s| s.end() < next_offset) {
-        let (path, file) = segment::create_segment(&dir, next_offset)?;
-        cursors::sync_dir(&dir)?;
+        let (path, file) = segment::create_segment(fsr, &dir, next_offset)?;
+        cursors::sync_dir(fsr, &dir)?;
         bytes += record::SEGMENT_HEADER_LEN as u64;
         segments.push_back(Segment {
             base: next_offset,
@@ -809,14 +826,18 @@ fn open_blocking(config: SpoolConfig) -> Result<Shared, SpoolError> {
     // A file in the slot format is written in place (no new space needed, so a spool on a
     // full disk still opens); a missing or legacy one is created.
     if rewrite {
-        cursors::create(&dir, seq, &durable)?;
+        cursors::create(fsr, &dir, seq, &durable)?;
     }
-    let mut cursor_file = cursors::CursorFile::open(&dir, seq)?;
+    // Every entry found must be durable before anything is appended to it: an earlier run
+    // may have created a segment and then failed (or died) before its directory fsync.
+    cursors::sync_dir(fsr, &dir)?;
+    let mut cursor_file = cursors::CursorFile::open(fsr, &dir, seq)?;
     if !rewrite {
         cursor_file.store(&durable)?;
     }
     let min_free = config.min_free_bytes.unwrap_or_else(|| {
-        disk_space(&dir).map_or(0, |(_, total)| (total / 10).min(DEFAULT_MIN_FREE_CAP))
+        fsr.space(&dir)
+            .map_or(0, |(_, total)| (total / 10).min(DEFAULT_MIN_FREE_CAP))
     });
 
     tracing::info!(
@@ -828,8 +849,11 @@ fn open_blocking(config: SpoolConfig) -> Result<Shared, SpoolError> {
         "spool opened"
     );
     let (next_tx, _) = watch::channel(next_offset);
+    let (failed, _) = watch::channel(None);
     let shared = Shared {
         config,
+        fs,
+        failed,
         state: Mutex::new(State {
             segments,
             next_offset,

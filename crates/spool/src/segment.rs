@@ -1,11 +1,9 @@
 //! Segment files: naming, creation, positional reads and the recovery scan.
 
-use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
+use crate::fs::{Fs, FsFile, SharedFile};
 use crate::record::{
     decode_record, decode_segment_header, encode_segment_header, Decoded, DecodedRecord,
     FLAG_BATCH_END, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN,
@@ -39,7 +37,7 @@ pub(crate) struct Segment {
     /// Size of the file on disk (what counts against `max_bytes`).
     pub file_len: u64,
     pub path: PathBuf,
-    pub file: Arc<File>,
+    pub file: SharedFile,
     pub index: Vec<IndexEntry>,
 }
 
@@ -78,19 +76,27 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
 
 /// Creates a new segment file holding only its header and fsyncs it (the caller fsyncs the
 /// directory).
-pub(crate) fn create_segment(dir: &Path, base: u64) -> Result<(PathBuf, Arc<File>), SpoolError> {
+///
+/// On failure nothing is left behind: a file that was created is removed again, so that a
+/// failed roll never leaves a segment whose base is below records appended afterwards.
+pub(crate) fn create_segment(
+    fs: &dyn Fs,
+    dir: &Path,
+    base: u64,
+) -> Result<(PathBuf, SharedFile), SpoolError> {
     let path = segment_path(dir, base);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(|e| io_err(&path, e))?;
-    file.write_all_at(&encode_segment_header(base), 0)
-        .map_err(|e| io_err(&path, e))?;
-    file.sync_data().map_err(|e| io_err(&path, e))?;
-    Ok((path, Arc::new(file)))
+    let file = fs.open(&path, true).map_err(|e| io_err(&path, e))?;
+    let written = file
+        .write_all_at(&encode_segment_header(base), 0)
+        .and_then(|()| file.sync_data());
+    if let Err(e) = written {
+        drop(file);
+        if let Err(rm) = fs.remove(&path) {
+            tracing::warn!(path = %path.display(), error = %rm, "could not remove a segment whose creation failed");
+        }
+        return Err(io_err(&path, e));
+    }
+    Ok((path, file))
 }
 
 /// One step of a [`FrameReader`].
@@ -109,7 +115,7 @@ pub(crate) enum Frame {
 
 /// Sequential frame decoding over positional reads of `pos..end` of a file.
 pub(crate) struct FrameReader<'a> {
-    file: &'a File,
+    file: &'a dyn FsFile,
     pos: u64,
     end: u64,
     buf: Vec<u8>,
@@ -118,7 +124,7 @@ pub(crate) struct FrameReader<'a> {
 }
 
 impl<'a> FrameReader<'a> {
-    pub fn new(file: &'a File, pos: u64, end: u64) -> Self {
+    pub fn new(file: &'a dyn FsFile, pos: u64, end: u64) -> Self {
         FrameReader {
             file,
             pos,
@@ -185,7 +191,7 @@ impl<'a> FrameReader<'a> {
 
 /// Whether the frame after the damaged one at `at` (using its length field, if sane) is a
 /// valid record for `offset + 1`.
-fn valid_frame_follows(file: &File, at: u64, file_len: u64, offset: u64) -> bool {
+fn valid_frame_follows(file: &dyn FsFile, at: u64, file_len: u64, offset: u64) -> bool {
     let mut len = [0u8; 4];
     if file.read_exact_at(&mut len, at).is_err() {
         return false;
@@ -213,13 +219,14 @@ pub(crate) struct Scanned {
 /// a torn or corrupt tail and a batch whose last record is missing are cut. Older segments
 /// are never modified; their valid prefix is kept and the damage is returned for the caller
 /// to report.
-pub(crate) fn scan_segment(path: &Path, base: u64, is_last: bool) -> Result<Scanned, SpoolError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| io_err(path, e))?;
-    let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
+pub(crate) fn scan_segment(
+    fs: &dyn Fs,
+    path: &Path,
+    base: u64,
+    is_last: bool,
+) -> Result<Scanned, SpoolError> {
+    let file = fs.open(path, false).map_err(|e| io_err(path, e))?;
+    let file_len = file.len().map_err(|e| io_err(path, e))?;
     let mut header = [0u8; SEGMENT_HEADER_LEN];
     let header_ok = file_len >= SEGMENT_HEADER_LEN as u64
         && file.read_exact_at(&mut header, 0).is_ok()
@@ -237,9 +244,9 @@ pub(crate) fn scan_segment(path: &Path, base: u64, is_last: bool) -> Result<Scan
                     "last spool segment has a corrupt header; its records are lost, file kept aside"
                 );
                 drop(file);
-                std::fs::rename(path, &aside).map_err(|e| io_err(path, e))?;
+                fs.rename(path, &aside).map_err(|e| io_err(path, e))?;
                 let (path_new, file) =
-                    create_segment(path.parent().unwrap_or_else(|| Path::new(".")), base)?;
+                    create_segment(fs, path.parent().unwrap_or_else(|| Path::new(".")), base)?;
                 return Ok(Scanned {
                     segment: Segment {
                         base,
@@ -257,7 +264,7 @@ pub(crate) fn scan_segment(path: &Path, base: u64, is_last: bool) -> Result<Scan
             file.set_len(0).map_err(|e| io_err(path, e))?;
             file.write_all_at(&encode_segment_header(base), 0)
                 .map_err(|e| io_err(path, e))?;
-            file.sync_all().map_err(|e| io_err(path, e))?;
+            file.sync_data().map_err(|e| io_err(path, e))?;
             return Ok(Scanned {
                 segment: Segment {
                     base,
@@ -265,7 +272,7 @@ pub(crate) fn scan_segment(path: &Path, base: u64, is_last: bool) -> Result<Scan
                     valid_len: SEGMENT_HEADER_LEN as u64,
                     file_len: SEGMENT_HEADER_LEN as u64,
                     path: path.to_path_buf(),
-                    file: Arc::new(file),
+                    file,
                     index: Vec::new(),
                 },
                 damage: None,
@@ -278,14 +285,14 @@ pub(crate) fn scan_segment(path: &Path, base: u64, is_last: bool) -> Result<Scan
                 valid_len: 0,
                 file_len,
                 path: path.to_path_buf(),
-                file: Arc::new(file),
+                file,
                 index: Vec::new(),
             },
             damage: Some((0, "bad segment header")),
         });
     }
 
-    let mut reader = FrameReader::new(&file, SEGMENT_HEADER_LEN as u64, file_len);
+    let mut reader = FrameReader::new(&*file, SEGMENT_HEADER_LEN as u64, file_len);
     let mut index = Vec::new();
     let mut count = 0u64;
     let mut batch_end = (SEGMENT_HEADER_LEN as u64, 0u64);
@@ -320,7 +327,7 @@ pub(crate) fn scan_segment(path: &Path, base: u64, is_last: bool) -> Result<Scan
             // one whose length field is intact is more likely bit rot in acknowledged data:
             // still cut (the log must stay contiguous), but say so loudly.
             let followed_by_valid = damage
-                .is_some_and(|(at, _)| valid_frame_follows(&file, at, file_len, base + count));
+                .is_some_and(|(at, _)| valid_frame_follows(&*file, at, file_len, base + count));
             if followed_by_valid {
                 tracing::error!(
                     path = %path.display(),
@@ -341,7 +348,7 @@ pub(crate) fn scan_segment(path: &Path, base: u64, is_last: bool) -> Result<Scan
                 );
             }
             file.set_len(keep_len).map_err(|e| io_err(path, e))?;
-            file.sync_all().map_err(|e| io_err(path, e))?;
+            file.sync_data().map_err(|e| io_err(path, e))?;
         }
         index.retain(|e| e.rel < keep_count);
         (keep_len, keep_count, keep_len)
@@ -355,7 +362,7 @@ pub(crate) fn scan_segment(path: &Path, base: u64, is_last: bool) -> Result<Scan
             valid_len,
             file_len,
             path: path.to_path_buf(),
-            file: Arc::new(file),
+            file,
             index,
         },
         damage: if is_last { None } else { damage },

@@ -2,8 +2,6 @@
 //! request, writes all queued batches, fsyncs once (group commit), publishes the records to
 //! readers and only then answers each appender.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::cursors::sync_dir;
+use crate::fs::SharedFile;
 use crate::record::{encode_record, encoded_len, FLAG_BATCH_END, RECORD_OVERHEAD};
 use crate::record::{BODY_FIXED_LEN, SEGMENT_HEADER_LEN};
 use crate::segment::{create_segment, IndexEntry, Segment, INDEX_EVERY};
@@ -42,7 +41,7 @@ struct Active {
     count: u64,
     len: u64,
     path: PathBuf,
-    file: Arc<File>,
+    file: SharedFile,
     /// Created by this writer and not yet published.
     new: bool,
     /// Index entries not yet published.
@@ -164,8 +163,15 @@ impl Writer {
             return false;
         }
         let dir = self.shared.config.dir.clone();
-        let result = create_segment(&dir, self.next_offset).and_then(|(path, file)| {
-            sync_dir(&dir)?;
+        let fs = &*self.shared.fs;
+        let result = create_segment(fs, &dir, self.next_offset).and_then(|(path, file)| {
+            if let Err(e) = sync_dir(fs, &dir) {
+                // Not durable: undo, or a crash could leave a segment whose base is below
+                // the records still appended to the current one.
+                drop(file);
+                let _ = fs.remove(&path);
+                return Err(e);
+            }
             Ok((path, file))
         });
         match result {
@@ -202,6 +208,16 @@ impl Writer {
         }
     }
 
+    /// Stops the writer for good: after a failed fsync the page cache can no longer be
+    /// trusted (what it reports as written may never reach the disk), so the only safe way
+    /// on is to reopen and recover from the disk. Published through [`crate::Spool::failure`]
+    /// so that the relay can report itself unhealthy and exit.
+    fn poison(&mut self, reason: String) {
+        tracing::error!(%reason, "spool writer stopped: appends fail until the spool is reopened");
+        self.shared.failed.send_replace(Some(reason.clone()));
+        self.poisoned = Some(reason);
+    }
+
     fn append_group(&mut self, appends: Vec<(Vec<NewRecord>, Reply)>) {
         if let Some(reason) = &self.poisoned {
             for (_, reply) in appends {
@@ -214,7 +230,10 @@ impl Writer {
         let mut used = self.shared.state.lock().bytes;
         // What this group may still write before the file system's free space falls below
         // the reserve (one statvfs per group; unknown: no limit but `max_bytes`).
-        let mut disk_room = crate::disk_space(&config.dir)
+        let mut disk_room = self
+            .shared
+            .fs
+            .space(&config.dir)
             .map(|(free, _)| free.saturating_sub(self.shared.min_free));
         let start_offset = self.next_offset;
         let mut planned: Vec<Planned> = Vec::new();
@@ -271,7 +290,10 @@ impl Writer {
                 // byte count is then exact.)
                 if self.maintain(true) {
                     used = self.shared.state.lock().bytes;
-                    disk_room = crate::disk_space(&config.dir)
+                    disk_room = self
+                        .shared
+                        .fs
+                        .space(&config.dir)
                         .map(|(free, _)| free.saturating_sub(self.shared.min_free));
                 }
             }
@@ -300,13 +322,12 @@ impl Writer {
                 // segment at recovery is real corruption, never a torn write.
                 if let Err(e) = self.active.file.sync_data() {
                     let reason = format!("fsync of {} failed: {e}", self.active.path.display());
-                    tracing::error!(%reason, "spool writer poisoned; appends fail until the spool is reopened");
-                    self.poisoned = Some(reason.clone());
+                    self.poison(reason.clone());
                     sync_error = Some(reason);
                     let _ = reply.send(Err(io_err(&self.active.path, e)));
                     continue;
                 }
-                match create_segment(&config.dir, self.next_offset) {
+                match create_segment(&*shared.fs, &config.dir, self.next_offset) {
                     Ok((path, file)) => {
                         let old = std::mem::replace(
                             &mut self.active,
@@ -325,11 +346,8 @@ impl Writer {
                         used += extra;
                     }
                     Err(e) => {
+                        // `create_segment` removed what it created.
                         tracing::error!(error = %e, "could not create a new spool segment");
-                        let _ = std::fs::remove_file(crate::segment::segment_path(
-                            &config.dir,
-                            self.next_offset,
-                        ));
                         let _ = reply.send(Err(e));
                         continue;
                     }
@@ -364,9 +382,10 @@ impl Writer {
                 let err = io_err(&self.active.path, e);
                 tracing::error!(error = %err, "spool write failed; batch rejected");
                 if let Err(e2) = self.active.file.set_len(self.active.len) {
-                    let reason = format!("could not undo a failed write: {e2}");
-                    tracing::error!(path = %self.active.path.display(), %reason, "spool writer poisoned");
-                    self.poisoned = Some(reason);
+                    self.poison(format!(
+                        "could not undo a failed write of {}: {e2}",
+                        self.active.path.display()
+                    ));
                 }
                 let _ = reply.send(Err(err));
                 continue;
@@ -413,13 +432,14 @@ impl Writer {
             }
         }
         if sync_result.is_ok() && dir_dirty {
-            if let Err(e) = sync_dir(&config.dir) {
+            if let Err(e) = sync_dir(&*shared.fs, &config.dir) {
                 sync_result = Err(format!("directory fsync failed: {e}"));
             }
         }
         if let Err(reason) = sync_result {
-            tracing::error!(%reason, "spool writer poisoned; appends fail until the spool is reopened");
-            self.poisoned = Some(reason.clone());
+            if self.poisoned.is_none() {
+                self.poison(reason.clone());
+            }
             for p in planned {
                 let _ = p.reply.send(Err(poison_err(&config.dir, &reason)));
             }
