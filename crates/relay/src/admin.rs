@@ -48,7 +48,7 @@ pub struct AdminState {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
@@ -96,9 +96,25 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     }
 }
 
+/// Alive unless the spool failed for good (an fsync failed: the relay is about to exit so
+/// that its restart recovers from the disk, and must not be sent traffic meanwhile).
+async fn healthz(State(state): State<AdminState>) -> Response {
+    match state.spool.failure() {
+        None => "ok\n".into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("spool failed: {reason}\n"),
+        )
+            .into_response(),
+    }
+}
+
 /// Ready when the spool takes appends and every sink is ready.
 async fn readyz(State(state): State<AdminState>) -> Response {
     let mut reasons: Vec<String> = Vec::new();
+    if let Some(r) = state.spool.failure() {
+        reasons.push(format!("spool failed: {r}"));
+    }
     if let Err(r) = state.health.check(&state.spool.stats()) {
         reasons.push(r);
     }

@@ -253,6 +253,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     let mut failure: Option<RunError> = None;
     tokio::select! {
         _ = shutdown.cancelled() => tracing::info!("shutdown requested"),
+        reason = spool.failed() => {
+            // Crash-only: after a failed fsync the page cache can no longer be trusted
+            // (fsyncgate), so no append is retried in this process. /healthz already says
+            // 503; the relay delivers what it can, exits non-zero, and its restart recovers
+            // from what is on disk.
+            tracing::error!(%reason, "spool failed for good; exiting so that a restart recovers from disk");
+            failure = Some(RunError::Other(format!("spool failed: {reason}")));
+        }
         Some(res) = dispatchers.join_next() => {
             // A dispatcher only returns on its own after a spool error or a panic: stop with
             // an error so the orchestrator restarts the relay (the spool keeps everything).

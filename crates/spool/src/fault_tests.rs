@@ -222,3 +222,38 @@ proptest! {
         rt.block_on(run(ops, seed))?;
     }
 }
+
+/// After a failed fsync the writer stops for good and says so; only a reopen recovers.
+#[test]
+fn a_failed_fsync_stops_the_writer_and_is_reported() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let fs = SimFs::new(1, None);
+        let spool = Spool::open_on(config(), Arc::new(fs.clone())).await.unwrap();
+        let rec = |n: u8| NewRecord {
+            kind: RecordKind::Envelope,
+            accepted_at_ms: 1,
+            payload: Bytes::from(vec![n; 10]),
+        };
+        spool.append(vec![rec(1)]).await.unwrap();
+        assert_eq!(spool.failure(), None);
+        // The append's write is operation 0, its fsync operation 1.
+        fs.fail_in(1, Fault::Io);
+        assert!(spool.append(vec![rec(2)]).await.is_err());
+        let reason = tokio::time::timeout(std::time::Duration::from_secs(5), spool.failed())
+            .await
+            .expect("failure reported");
+        assert!(reason.contains("fsync"), "{reason}");
+        assert!(spool.failure().is_some());
+        // No retry in this process: every later append fails too.
+        assert!(spool.append(vec![rec(3)]).await.is_err());
+        spool.close().await;
+        let spool = Spool::open_on(config(), Arc::new(fs.clone())).await.unwrap();
+        assert_eq!(spool.failure(), None);
+        spool.append(vec![rec(4)]).await.unwrap();
+        spool.close().await;
+    });
+}
