@@ -268,7 +268,10 @@ fn parse_file_name(name: &str, prefix: &str) -> Option<u64> {
 }
 
 impl DirWriter {
-    /// Closes the current file (synced) and starts the next one; prunes old files.
+    /// Closes the current file (synced) and starts the next one; prunes old files. An
+    /// error means the lines written to the current file since its last sync are not known
+    /// to be durable (and it is not written to again: after a failed fsync the page cache
+    /// cannot be trusted), or that the new file's directory entry is not.
     fn rotate(&mut self) -> std::io::Result<()> {
         if let Some(cur) = self.current.take() {
             if self.fsync {
@@ -284,10 +287,9 @@ impl DirWriter {
             match OpenOptions::new().append(true).create_new(true).open(&path) {
                 Ok(file) => {
                     if self.fsync {
-                        // Make the new directory entry durable too.
-                        if let Ok(d) = File::open(&self.dir) {
-                            let _ = d.sync_all();
-                        }
+                        // The new directory entry must be durable too, or the lines confirmed
+                        // in this file could vanish with it.
+                        File::open(&self.dir).and_then(|d| d.sync_all())?;
                     }
                     tracing::debug!(path = %path.display(), "file sink: new file");
                     self.current = Some(Current { file, path, len: 0 });
@@ -323,38 +325,57 @@ impl DirWriter {
 
     /// Writes the lines in order, then syncs; returns how many were confirmed and, when
     /// not all, the error that stopped it.
+    ///
+    /// A line counts as confirmed only once the file it is in was synced: when the batch
+    /// fills a file, at the rotation; otherwise at the end of the batch.
     fn write_batch(&mut self, lines: &[Bytes]) -> (usize, Option<std::io::Error>) {
-        let mut written = 0;
+        // Lines durable so far, and lines written to the current file since its last sync.
+        let mut confirmed = 0;
+        let mut pending = 0;
         let mut failure = None;
         for line in lines {
+            let needed = line.len() as u64 + 1;
+            let must_rotate = match &self.current {
+                None => true,
+                Some(cur) => cur.len > 0 && cur.len + needed > self.max_file_bytes,
+            };
+            if must_rotate {
+                if let Err(e) = self.rotate() {
+                    // The lines in the file being closed are not known to be durable.
+                    return (confirmed, Some(e));
+                }
+                confirmed += pending;
+                pending = 0;
+            }
             if let Err(e) = self.write_line(line) {
                 failure = Some(e);
                 break;
             }
-            written += 1;
+            pending += 1;
         }
-        if written > 0 && self.fsync {
-            if let Some(cur) = &self.current {
-                if let Err(e) = cur.file.sync_data() {
-                    // Nothing of this batch is known to be durable. Start a fresh file next
-                    // time: after a failed fsync the page cache state is unknown.
+        if pending > 0 {
+            match self.sync_data() {
+                Ok(()) => confirmed += pending,
+                Err(e) => {
+                    // Not durable. Start a fresh file next time: after a failed fsync the
+                    // page cache state is unknown.
                     self.current = None;
-                    return (0, Some(e));
+                    failure = Some(e);
                 }
             }
         }
-        (written, failure)
+        (confirmed, failure)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        match &self.current {
+            Some(cur) if self.fsync => cur.file.sync_data(),
+            _ => Ok(()),
+        }
     }
 
     fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
         let needed = line.len() as u64 + 1;
-        let must_rotate = match &self.current {
-            None => true,
-            Some(cur) => cur.len > 0 && cur.len + needed > self.max_file_bytes,
-        };
-        if must_rotate {
-            self.rotate()?;
-        }
         let Some(cur) = self.current.as_mut() else {
             return Err(std::io::Error::other("no current file"));
         };
