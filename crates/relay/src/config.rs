@@ -190,9 +190,19 @@ pub struct DispatchConfig {
     #[serde(default = "default_max_backoff", with = "humantime_serde")]
     pub max_backoff: Duration,
     /// Publish attempts of one record before it is dead-lettered. Default: unlimited
-    /// (retry forever).
+    /// (retry forever: a broker that is down only delays records, never drops them).
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// Attempts of a record the broker refuses (nothing routes it: a RabbitMQ routing key
+    /// no queue is bound to with `mandatory`, a Kafka topic that does not exist with
+    /// `create_topics = false`) before it is dead-lettered and the sink moves on, so that
+    /// one record cannot hold back everything behind it. Default 5.
+    #[serde(default = "default_max_refusals")]
+    pub max_refusals: u32,
+}
+
+fn default_max_refusals() -> u32 {
+    5
 }
 
 fn default_batch_size() -> usize {
@@ -212,6 +222,7 @@ impl Default for DispatchConfig {
             initial_backoff: default_initial_backoff(),
             max_backoff: default_max_backoff(),
             max_attempts: None,
+            max_refusals: default_max_refusals(),
         }
     }
 }

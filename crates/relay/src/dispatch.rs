@@ -186,6 +186,8 @@ impl Dispatcher {
         let name = self.name();
         let mut start = 0usize;
         let mut attempts = 0u32;
+        // Of those, the attempts the broker refused the record (see `max_refusals`).
+        let mut refusals = 0u32;
         let mut backoff = self.cfg.initial_backoff;
         let in_flight = self.metrics.in_flight.with_label_values(&[name]);
         let backoff_gauge = self.metrics.backoff.with_label_values(&[name]);
@@ -239,6 +241,7 @@ impl Dispatcher {
             if done > 0 {
                 start += done;
                 attempts = 0;
+                refusals = 0;
                 backoff = self.cfg.initial_backoff;
                 self.commit(batch[start - 1].offset + 1).await;
             }
@@ -246,16 +249,26 @@ impl Dispatcher {
                 continue;
             };
             attempts += 1;
+            if err.is_refusal() {
+                refusals += 1;
+            }
             let msg = &batch[start];
-            if self.cfg.max_attempts.is_some_and(|max| attempts >= max) {
-                tracing::error!(sink = name, offset = msg.offset, id = msg.id(), attempts, error = %err, "giving up on a record after max_attempts; dead-lettering it");
+            let refused_enough = refusals >= self.cfg.max_refusals.max(1);
+            if refused_enough || self.cfg.max_attempts.is_some_and(|max| attempts >= max) {
+                let (reason, why) = if refused_enough {
+                    ("refused", "the broker kept refusing it (max_refusals)")
+                } else {
+                    ("max_attempts", "max_attempts reached")
+                };
+                tracing::error!(sink = name, offset = msg.offset, id = msg.id(), attempts, error = %err, "giving up on a record: {why}; dead-lettering it and moving on");
                 let e = PublishError::Permanent {
-                    reason: "max_attempts",
+                    reason,
                     detail: format!("{attempts} attempts, last error: {err}"),
                 };
                 self.dead_letter(msg, &e, abort).await?;
                 start += 1;
                 attempts = 0;
+                refusals = 0;
                 backoff = self.cfg.initial_backoff;
                 self.commit(msg.offset + 1).await;
                 continue;

@@ -31,6 +31,8 @@ struct TestSink {
     name: String,
     fail_calls: AtomicUsize,
     permanent: HashSet<String>,
+    /// Ids the broker refuses, every time (an unroutable record).
+    refused: HashSet<String>,
     reject_dead_letters: bool,
     ready: AtomicBool,
     confirmed: Mutex<Vec<Message>>,
@@ -42,6 +44,7 @@ impl TestSink {
             name: name.to_string(),
             fail_calls: AtomicUsize::new(0),
             permanent: HashSet::new(),
+            refused: HashSet::new(),
             reject_dead_letters: false,
             ready: AtomicBool::new(true),
             confirmed: Mutex::new(Vec::new()),
@@ -67,6 +70,11 @@ impl Sink for TestSink {
             let r = if failing && (i > 0 || batch.len() == 1) {
                 Err(PublishError::Retryable {
                     reason: "broker_down",
+                    detail: "test".into(),
+                })
+            } else if self.refused.contains(m.id()) {
+                Err(PublishError::Refused {
+                    reason: "unroutable",
                     detail: "test".into(),
                 })
             } else if self.permanent.contains(m.id())
@@ -113,6 +121,7 @@ fn fast_dispatch(batch_size: usize) -> DispatchConfig {
         initial_backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(4),
         max_attempts: None,
+        max_refusals: 3,
     }
 }
 
@@ -261,6 +270,62 @@ async fn permanent_failures_are_dead_lettered_and_skipped() {
         ),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_record_the_broker_keeps_refusing_is_dead_lettered_and_the_sink_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open_spool(dir.path(), 1 << 20, 64 << 10, &["poison"]).await;
+    let records: Vec<NewRecord> = ["ok-1", "unroutable", "ok-2"]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| NewRecord {
+            kind: RecordKind::Envelope,
+            accepted_at_ms: 1,
+            payload: Bytes::from(envelope_json(id, "a", i)),
+        })
+        .collect();
+    spool.append(records).await.unwrap();
+    let mut sink = TestSink::new("poison");
+    sink.refused.insert("unroutable".to_string());
+    // The broker is also down for a while: those failures are retried without limit.
+    sink.fail_calls.store(10, Ordering::SeqCst);
+    let sink = Arc::new(sink);
+    let registry = Registry::new();
+    let metrics = SinkMetrics::register(&registry).unwrap();
+    drain(sink.clone(), &spool, fast_dispatch(10), metrics, dir.path()).await;
+
+    let got = sink.confirmed();
+    let events: Vec<&str> = got
+        .iter()
+        .filter(|m| !m.is_dead_letter())
+        .map(|m| m.id())
+        .collect();
+    assert_eq!(
+        events,
+        ["ok-1", "ok-2"],
+        "nothing behind the poison record waits for it"
+    );
+    let dead: Vec<&relay_envelope::DeadLetter> = got
+        .iter()
+        .filter_map(|m| match &m.payload {
+            Payload::DeadLetter(dl) => Some(&**dl),
+            Payload::Event(_) => None,
+        })
+        .collect();
+    assert_eq!(dead.len(), 1);
+    assert!(String::from_utf8_lossy(&dead[0].raw).contains(r#""id":"unroutable""#));
+    assert!(dead[0].reason.contains("unroutable"), "{}", dead[0].reason);
+    assert_eq!(spool.cursor("poison").unwrap(), 3);
+    let text = metrics_text(&registry);
+    assert!(
+        text.contains(
+            r#"activity_relay_sink_dead_letters_total{reason="refused",sink="poison"} 1"#
+        ),
+        "{text}"
+    );
+    // The broker-down failures were retried (10 of them), never dead-lettered.
+    assert!(!text.contains(r#"reason="max_attempts""#), "{text}");
 }
 
 #[tokio::test]

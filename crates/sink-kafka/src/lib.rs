@@ -21,8 +21,9 @@
 //!   dead-letter topic (and the topic, when the template is constant) exists, creating them
 //!   when `create_topics = true`, failing with a clear error otherwise. Templated topics are
 //!   checked the first time a record is routed to them: a missing topic is created
-//!   (`create_topics = true`) or its records fail with a retryable `unknown_topic` error
-//!   naming the topic, so nothing is lost once an operator creates it. The producer never
+//!   (`create_topics = true`) or its records fail with a refused `unknown_topic` error naming
+//!   the topic (retried `[dispatch] max_refusals` times, then dead-lettered, so the sink
+//!   does not stall; the dead letter keeps the record). The producer never
 //!   asks the broker to auto-create topics (`allow.auto.create.topics=false`, which
 //!   `properties` may override).
 //! * A producer that librdkafka declares fatally failed (possible with idempotence, e.g.
@@ -922,7 +923,7 @@ impl Sink for KafkaSink {
                 Err(EnsureError::Missing) => {
                     topic_errors.insert(
                         topic.clone(),
-                        PublishError::Retryable {
+                        PublishError::Refused {
                             reason: "unknown_topic",
                             detail: format!(
                                 "topic {topic:?} does not exist and create_topics = false: create it"

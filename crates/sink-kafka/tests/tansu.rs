@@ -176,11 +176,11 @@ async fn missing_topics_without_create_topics() {
     ];
     for r in sink.publish(&batch).await {
         match r {
-            Err(PublishError::Retryable { reason, detail }) => {
+            Err(PublishError::Refused { reason, detail }) => {
                 assert_eq!(reason, "unknown_topic");
                 assert!(detail.contains(&topic), "{detail}");
             }
-            other => panic!("expected a retryable unknown_topic error, got {other:?}"),
+            other => panic!("expected a refused unknown_topic error, got {other:?}"),
         }
     }
 

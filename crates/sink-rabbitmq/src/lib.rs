@@ -17,9 +17,10 @@
 //!
 //! ## Failures
 //!
-//! A `basic.nack`, a message returned as unroutable (`mandatory = true`, no queue bound:
-//! `basic.return`), a confirm not received within `confirm_timeout`, or a closed channel or
-//! connection are [`PublishError::Retryable`] (reasons `nack`, `unroutable`, `timeout`,
+//! A message returned as unroutable (`mandatory = true`, no queue bound: `basic.return`) is
+//! [`PublishError::Refused`] (reason `unroutable`: retried a bounded number of times, then
+//! dead-lettered). A `basic.nack`, a confirm not received within `confirm_timeout`, or a
+//! closed channel or connection are [`PublishError::Retryable`] (reasons `nack`, `timeout`,
 //! `channel_closed`, `disconnected`, `connect_failed`). After a channel or connection
 //! failure the next publish opens a new channel, reconnecting first if the connection is
 //! gone; reconnection attempts are spaced by an exponential backoff (`reconnect_backoff`,
@@ -595,14 +596,14 @@ impl Sink for RabbitMqSink {
             pending.push_back(async move {
                 let r = match tokio::time::timeout(timeout, confirm).await {
                     Ok(Ok(Confirmation::Ack(None))) => Ok(()),
-                    Ok(Ok(Confirmation::Ack(Some(ret)))) => Err(retryable(
-                        "unroutable",
-                        format!(
-                            "returned by the broker: {} {} (routing key {routing_key})",
+                    Ok(Ok(Confirmation::Ack(Some(ret)))) => Err(PublishError::Refused {
+                        reason: "unroutable",
+                        detail: format!(
+                            "returned by the broker: {} {} (routing key {routing_key}): bind a queue to it",
                             ret.reply_code,
                             ret.reply_text.as_str()
                         ),
-                    )),
+                    }),
                     Ok(Ok(Confirmation::Nack(_))) => {
                         Err(retryable("nack", format!("broker nacked {routing_key}")))
                     }

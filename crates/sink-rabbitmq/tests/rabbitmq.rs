@@ -251,9 +251,10 @@ async fn binary_mode_headers_and_body() {
     f.delete().await;
 }
 
-/// mandatory = true and no queue bound: the broker returns the message: Retryable, not Ok.
+/// mandatory = true and no queue bound: the broker returns the message: Refused (retried a
+/// bounded number of times by the dispatcher, then dead-lettered), not Ok.
 #[tokio::test]
-async fn unroutable_is_retryable() {
+async fn unroutable_is_refused() {
     let f = fixture(false).await;
     let sink = RabbitMqSink::connect("rabbit-test", &f.config(&amqp_url()))
         .await
@@ -263,7 +264,7 @@ async fn unroutable_is_retryable() {
     assert_eq!(results.len(), 3);
     for r in &results {
         match r {
-            Err(PublishError::Retryable { reason, .. }) => assert_eq!(*reason, "unroutable"),
+            Err(PublishError::Refused { reason, .. }) => assert_eq!(*reason, "unroutable"),
             other => panic!("expected unroutable, got {other:?}"),
         }
     }

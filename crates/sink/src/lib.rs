@@ -74,19 +74,31 @@ pub enum PublishError {
         reason: &'static str,
         detail: String,
     },
+    /// The broker is up and refuses this record, but an operator could change that
+    /// (nothing routes it: no queue bound, no such topic): the dispatcher retries it a
+    /// bounded number of times (`[dispatch] max_refusals`), then dead-letters it and moves
+    /// on, so that one record cannot stall everything behind it.
+    #[error("{reason} (refused): {detail}")]
+    Refused {
+        reason: &'static str,
+        detail: String,
+    },
 }
 
 impl PublishError {
     /// Short label for the `reason` metric label.
     pub fn reason(&self) -> &'static str {
         match self {
-            PublishError::Retryable { reason, .. } | PublishError::Permanent { reason, .. } => {
-                reason
-            }
+            PublishError::Retryable { reason, .. }
+            | PublishError::Permanent { reason, .. }
+            | PublishError::Refused { reason, .. } => reason,
         }
     }
     pub fn is_permanent(&self) -> bool {
         matches!(self, PublishError::Permanent { .. })
+    }
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, PublishError::Refused { .. })
     }
 }
 

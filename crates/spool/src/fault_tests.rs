@@ -232,7 +232,9 @@ fn a_failed_fsync_stops_the_writer_and_is_reported() {
         .unwrap();
     rt.block_on(async {
         let fs = SimFs::new(1, None);
-        let spool = Spool::open_on(config(), Arc::new(fs.clone())).await.unwrap();
+        let spool = Spool::open_on(config(), Arc::new(fs.clone()))
+            .await
+            .unwrap();
         let rec = |n: u8| NewRecord {
             kind: RecordKind::Envelope,
             accepted_at_ms: 1,
@@ -251,7 +253,9 @@ fn a_failed_fsync_stops_the_writer_and_is_reported() {
         // No retry in this process: every later append fails too.
         assert!(spool.append(vec![rec(3)]).await.is_err());
         spool.close().await;
-        let spool = Spool::open_on(config(), Arc::new(fs.clone())).await.unwrap();
+        let spool = Spool::open_on(config(), Arc::new(fs.clone()))
+            .await
+            .unwrap();
         assert_eq!(spool.failure(), None);
         spool.append(vec![rec(4)]).await.unwrap();
         spool.close().await;
