@@ -817,7 +817,11 @@ impl Inner {
             return Err(EnsureError::Missing);
         };
         let replication = TopicReplication::Fixed(self.replication_factor);
-        let new = NewTopic::new(topic, self.partitions, replication);
+        let mut new = NewTopic::new(topic, self.partitions, replication);
+        if self.replication_factor >= 3 {
+            // With acks=all, an ack then means at least two replicas have the record.
+            new = new.set("min.insync.replicas", "2");
+        }
         let opts = AdminOptions::new()
             .request_timeout(Some(METADATA_TIMEOUT))
             .operation_timeout(Some(METADATA_TIMEOUT));
