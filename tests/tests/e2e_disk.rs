@@ -100,6 +100,7 @@ max_backoff = "500ms"
 
 [webhook]
 listen = "{{webhook}}"
+body_limit = 262144
 
 [[webhook.apps]]
 name = "prod"

@@ -38,7 +38,7 @@ shutdown_timeout = "10s"
 [spool]
 dir = "{dir}/spool"
 max_bytes = 268435456
-segment_bytes = 8388608
+segment_bytes = 33554432
 
 [admin]
 listen = "{admin}"

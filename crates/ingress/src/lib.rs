@@ -55,6 +55,11 @@ pub enum AcceptError {
     /// The relay is shutting down or its disk failed: answer 503.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The delivery can never be taken (a record it makes would not fit the spool's
+    /// segments; `run --check` refuses configs where that can happen): answer 413, X does
+    /// not retry.
+    #[error("cannot be taken: {0}")]
+    TooLarge(String),
 }
 
 /// normalize → dedup → durable append. Returns only once accepted events are durable.

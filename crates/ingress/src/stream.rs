@@ -586,6 +586,11 @@ impl Runner {
                 }
                 Err(AcceptError::Full { retry_after }) if !retry_after.is_zero() => retry_after,
                 Err(AcceptError::Full { .. }) => self.cfg.unavailable_retry,
+                Err(AcceptError::TooLarge(reason)) => {
+                    // Holding it would stop the stream for good; it can never be taken.
+                    tracing::error!(stream = %self.cfg.name, %reason, bytes = line.len(), "stream line can never be spooled; skipped");
+                    return Delivery::Delivered;
+                }
                 Err(AcceptError::Unavailable(reason)) => {
                     if refusals == 0 {
                         tracing::warn!(stream = %self.cfg.name, %reason, "pipeline unavailable; holding the stream");

@@ -747,6 +747,14 @@ async fn deliver_app(st: &Shared, app: &App, headers: &HeaderMap, body: Body) ->
             tracing::warn!(app = %app.name, retry_after_secs = secs, "webhook delivery refused: spool full");
             st.unavailable(secs)
         }
+        Err(AcceptError::TooLarge(reason)) => {
+            st.outcome(app, "too_large");
+            tracing::error!(app = %app.name, %reason, "webhook delivery can never be spooled");
+            plain(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "delivery too large for the spool\n",
+            )
+        }
         Err(AcceptError::Unavailable(reason)) => {
             st.outcome(app, "unavailable");
             tracing::warn!(app = %app.name, %reason, "webhook delivery refused: pipeline unavailable");

@@ -91,6 +91,9 @@ pub struct SpoolSection {
 fn default_max_bytes() -> u64 {
     1 << 30
 }
+/// Room for a record's framing and envelope attributes (see the `segment_bytes` check).
+const RECORD_SLACK: u64 = 16 << 10;
+
 fn default_segment_bytes() -> u64 {
     64 << 20
 }
@@ -371,6 +374,24 @@ impl Config {
                     "expected an array of tables (`[[stream]]`)",
                 ))
             }
+        }
+        // Every record one delivery can make must fit a segment: an envelope holds at most
+        // the delivery's bytes plus its attributes, a dead letter the delivery in base64.
+        let largest_input = webhook
+            .iter()
+            .map(|w| w.body_limit as u64)
+            .chain(streams.iter().map(|s| s.max_line_bytes as u64))
+            .max()
+            .unwrap_or(0);
+        let needed = largest_input.saturating_mul(4) / 3 + RECORD_SLACK;
+        let segment = spool.segment_bytes.min(spool.max_bytes);
+        if largest_input > 0 && segment < needed {
+            return Err(invalid(
+                "[spool]",
+                format!(
+                    "segment_bytes ({segment}) must hold the largest record a delivery can make: 4/3 of the largest input ({largest_input} bytes: the webhook's body_limit or a stream's max_line_bytes) plus {RECORD_SLACK}, so at least {needed}"
+                ),
+            ));
         }
         let recovery: crate::recovery::RecoveryConfig =
             optional_section("[recovery]", table.remove("recovery"))?;

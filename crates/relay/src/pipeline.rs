@@ -391,6 +391,10 @@ impl Pipeline for RelayPipeline {
                     .with_label_values(&[reason])
                     .inc();
                 tracing::error!(error = %e, "spool append failed; delivery refused");
+                if matches!(e, SpoolError::RecordTooLarge { .. }) {
+                    // Permanent: the same body would be refused again, X must not retry it.
+                    return Err(AcceptError::TooLarge(e.to_string()));
+                }
                 Err(AcceptError::Unavailable(e.to_string()))
             }
         }

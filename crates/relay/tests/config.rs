@@ -190,3 +190,27 @@ fn syntax_error_names_the_file() {
     assert!(stderr.contains("relay.toml"), "{stderr}");
     assert!(stderr.contains("not valid TOML"), "{stderr}");
 }
+
+#[test]
+fn a_segment_too_small_for_the_largest_delivery_is_refused() {
+    let small = MINIMAL.replace(
+        "dir = \"./spool\"",
+        "dir = \"./spool\"\nsegment_bytes = 1048576",
+    );
+    let webhook = "[webhook]\nlisten = \"127.0.0.1:0\"\nbody_limit = 1048576\n[[webhook.apps]]\nname = \"a\"\nconsumer_secrets = [\"s\"]\n";
+    let (ok, stdout, stderr) = check_text(&format!("{small}{webhook}"), &[]);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("segment_bytes (1048576) must hold"),
+        "{stderr}"
+    );
+    // A stream's default line limit (16 MiB) needs a larger segment too.
+    let stream = "[[stream]]\nname = \"s\"\nbearer_token = \"t\"\n";
+    let (ok, _, stderr) = check_text(&format!("{small}{stream}"), &[]);
+    assert!(!ok);
+    assert!(stderr.contains("max_line_bytes"), "{stderr}");
+    // With room for 4/3 of the body and the slack, it passes.
+    let fits = webhook.replace("body_limit = 1048576", "body_limit = 700000");
+    let (ok, stdout, stderr) = check_text(&format!("{small}{fits}"), &[]);
+    assert!(ok, "{stdout}{stderr}");
+}
