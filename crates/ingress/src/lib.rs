@@ -62,6 +62,34 @@ pub enum AcceptError {
     TooLarge(String),
 }
 
+/// Up to when an ingress took everything X sent: "now" while it is connected (a stream) and
+/// the pipeline takes its deliveries, else the moment that stopped. The relay records it
+/// (the liveness record) so that, after a restart, gap recovery replays from there: a
+/// relay that was up but refusing (spool full, stream in 429 backoff) has a gap too.
+/// Clones share the state.
+#[derive(Clone, Debug, Default)]
+pub struct Acceptance(std::sync::Arc<parking_lot::Mutex<Option<std::time::SystemTime>>>);
+
+impl Acceptance {
+    /// Taking everything again.
+    pub fn accepting(&self) {
+        *self.0.lock() = None;
+    }
+
+    /// Stopped taking what X sends at `at` (kept if it had stopped earlier already).
+    pub fn stopped(&self, at: std::time::SystemTime) {
+        let mut s = self.0.lock();
+        if s.is_none() {
+            *s = Some(at);
+        }
+    }
+
+    /// Everything X sent before this was accepted.
+    pub fn accepted_up_to(&self) -> std::time::SystemTime {
+        self.0.lock().unwrap_or_else(std::time::SystemTime::now)
+    }
+}
+
 /// normalize → dedup → durable append. Returns only once accepted events are durable.
 #[async_trait::async_trait]
 pub trait Pipeline: Send + Sync + 'static {

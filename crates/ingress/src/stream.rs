@@ -78,6 +78,10 @@ pub struct StreamConfig {
     /// ([`initial_resume`]: `backfill_minutes` up to 5 minutes, `start_time` up to 24 h).
     #[serde(skip)]
     pub resume_from: Option<SystemTime>,
+    /// Not a TOML field: up to when this stream took everything X sent (see
+    /// [`crate::Acceptance`]); the relay reads it for its liveness record.
+    #[serde(skip)]
+    pub acceptance: crate::Acceptance,
 }
 
 fn default_name() -> String {
@@ -126,6 +130,7 @@ impl StreamConfig {
             backoff: BackoffConfig::default(),
             formats: relay_envelope::Formats::ALL,
             resume_from: None,
+            acceptance: crate::Acceptance::default(),
         }
     }
 }
@@ -375,6 +380,11 @@ impl Runner {
             }
             let outcome = self.connect_once(&shutdown).await;
             self.metrics.connected.set(0);
+            // Disconnected: what X sent since the last data handed over is not taken.
+            let caught_up = self
+                .caught_up_at
+                .map_or_else(SystemTime::now, |t| SystemTime::now() - t.elapsed());
+            self.cfg.acceptance.stopped(caught_up);
             let (reason, failure) = match outcome {
                 Outcome::Shutdown => break,
                 Outcome::Ended { reason, failure } => (reason, failure),
@@ -475,6 +485,7 @@ impl Runner {
         }
         tracing::info!(stream = %cfg.name, "activity stream connected");
         self.metrics.connected.set(1);
+        self.cfg.acceptance.accepting();
         self.read(resp, shutdown).await
     }
 
@@ -574,6 +585,9 @@ impl Runner {
                         .accept_latency
                         .observe(started.elapsed().as_secs_f64());
                     if refusals > 0 {
+                        self.cfg.acceptance.accepting();
+                    }
+                    if refusals > 0 {
                         tracing::info!(stream = %self.cfg.name, refusals, "pipeline accepted the held line");
                     }
                     tracing::trace!(
@@ -599,6 +613,7 @@ impl Runner {
                 }
             };
             if refusals == 0 {
+                self.cfg.acceptance.stopped(SystemTime::now());
                 tracing::warn!(
                     stream = %self.cfg.name,
                     retry_ms = wait.as_millis() as u64,

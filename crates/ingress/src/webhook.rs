@@ -103,6 +103,10 @@ pub struct WebhookConfig {
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     pub apps: Vec<AppConfig>,
+    /// Not a TOML field: up to when the webhook took everything X sent (see
+    /// [`crate::Acceptance`]); the relay reads it for its liveness record.
+    #[serde(skip)]
+    pub acceptance: crate::Acceptance,
 }
 
 fn default_listen() -> SocketAddr {
@@ -168,6 +172,7 @@ impl WebhookConfig {
             tls_handshake_timeout: default_tls_handshake_timeout(),
             tls: None,
             apps,
+            acceptance: crate::Acceptance::default(),
         }
     }
 }
@@ -258,6 +263,7 @@ struct Shared {
     body_timeout: Duration,
     retry_after_secs: u64,
     oversize_drain_bytes: usize,
+    acceptance: crate::Acceptance,
     /// One permit per body byte held before its signature is checked
     /// (`preauth_body_budget`).
     preauth: Semaphore,
@@ -415,6 +421,7 @@ pub fn router(
         body_timeout: cfg.body_timeout,
         retry_after_secs: cfg.retry_after_secs,
         oversize_drain_bytes: cfg.oversize_drain_bytes,
+        acceptance: cfg.acceptance.clone(),
         preauth: Semaphore::new(cfg.preauth_body_budget),
         preauth_large: Semaphore::new(cfg.preauth_body_budget - cfg.small_body_reserve),
         small_body_bytes: cfg.small_body_bytes,
@@ -725,6 +732,7 @@ async fn deliver_app(st: &Shared, app: &App, headers: &HeaderMap, body: Body) ->
     let len = body.len();
     match st.pipeline.accept(body, ctx).await {
         Ok(report) => {
+            st.acceptance.accepting();
             st.outcome(app, "accepted");
             tracing::debug!(
                 app = %app.name,
@@ -738,6 +746,7 @@ async fn deliver_app(st: &Shared, app: &App, headers: &HeaderMap, body: Body) ->
             plain(StatusCode::OK, "ok\n")
         }
         Err(AcceptError::Full { retry_after }) => {
+            st.acceptance.stopped(std::time::SystemTime::now());
             st.outcome(app, "full");
             let secs = if retry_after.is_zero() {
                 st.retry_after_secs
@@ -756,6 +765,7 @@ async fn deliver_app(st: &Shared, app: &App, headers: &HeaderMap, body: Body) ->
             )
         }
         Err(AcceptError::Unavailable(reason)) => {
+            st.acceptance.stopped(std::time::SystemTime::now());
             st.outcome(app, "unavailable");
             tracing::warn!(app = %app.name, %reason, "webhook delivery refused: pipeline unavailable");
             st.unavailable(st.retry_after_secs)

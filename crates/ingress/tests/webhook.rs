@@ -295,6 +295,34 @@ async fn a_stalled_body_gets_408_and_is_not_stored() {
     srv.stop().await;
 }
 
+/// While the pipeline refuses, the webhook's "accepted up to" stays where the refusals
+/// began (so the liveness record shows the gap); an accepted delivery moves it to now.
+#[tokio::test]
+async fn refusals_stop_the_acceptance_clock_until_a_delivery_is_taken() {
+    let rec = Arc::new(Recorder::default());
+    let cfg = config(vec![app("prod", &["s"])]);
+    let acceptance = cfg.acceptance.clone();
+    let srv = start(cfg, rec.clone()).await;
+    let body = fixture("aaa/unmute.json");
+    let sig = format!("sha256={}", hmac_b64("s", &body));
+    let before = std::time::SystemTime::now();
+    *rec.mode.lock() = Some(Mode::Full(Duration::ZERO));
+    assert_eq!(srv.post("prod", &body, Some(&sig)).await.status(), 503);
+    let stopped = acceptance.accepted_up_to();
+    assert!(stopped >= before);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(srv.post("prod", &body, Some(&sig)).await.status(), 503);
+    assert_eq!(
+        acceptance.accepted_up_to(),
+        stopped,
+        "still stopped at the first refusal"
+    );
+    *rec.mode.lock() = Some(Mode::Ok);
+    assert_eq!(srv.post("prod", &body, Some(&sig)).await.status(), 200);
+    assert!(acceptance.accepted_up_to() > stopped, "accepting again");
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn full_and_unavailable_pipelines_give_503_with_retry_after() {
     let (srv, rec) = start_default().await;

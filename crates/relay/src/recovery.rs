@@ -382,12 +382,15 @@ impl Liveness {
     }
 }
 
-/// Refreshes the liveness record of `keys` (and the webhook's `pending` replay) every
-/// `interval` until `stop`, then once more (call it after the ingresses stopped accepting,
-/// so the last record is exact).
+/// Refreshes the liveness record of the ingresses (and the webhook's `pending` replay)
+/// every `interval` until `stop`, then once more (call it after the ingresses stopped
+/// accepting, so the last record is exact). Each ingress is recorded as alive up to when it
+/// last took everything X sent ([`relay_ingress::Acceptance`]): one that is up but refusing
+/// (spool full) or disconnected (a stream in backoff) stops advancing, so the next start
+/// sees the real gap.
 pub async fn keep_alive(
     dir: PathBuf,
-    keys: Vec<String>,
+    ingresses: Vec<(String, relay_ingress::Acceptance)>,
     interval: Duration,
     pending: Pending,
     stop: CancellationToken,
@@ -395,7 +398,13 @@ pub async fn keep_alive(
     let mut failing = false;
     loop {
         let stopping = stop.is_cancelled();
-        let mut rec = Liveness::all_at(&keys, Utc::now());
+        let mut rec = Liveness {
+            alive_until: ingresses
+                .iter()
+                .map(|(k, a)| (k.clone(), DateTime::<Utc>::from(a.accepted_up_to())))
+                .collect(),
+            replay_pending_from: BTreeMap::new(),
+        };
         if let Some(p) = *pending.lock() {
             rec.replay_pending_from.insert(WEBHOOK_KEY.to_string(), p);
         }

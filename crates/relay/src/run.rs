@@ -215,13 +215,16 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     // the webhook's gap replay.
     let liveness_stop = CancellationToken::new();
     let liveness_task = {
-        let mut keys: Vec<String> = cfg
+        let mut keys: Vec<(String, relay_ingress::Acceptance)> = cfg
             .streams
             .iter()
-            .map(|s| crate::recovery::stream_key(&s.name))
+            .map(|s| (crate::recovery::stream_key(&s.name), s.acceptance.clone()))
             .collect();
-        if cfg.webhook.is_some() {
-            keys.push(crate::recovery::WEBHOOK_KEY.to_string());
+        if let Some(w) = &cfg.webhook {
+            keys.push((
+                crate::recovery::WEBHOOK_KEY.to_string(),
+                w.acceptance.clone(),
+            ));
         }
         let pending = webhook_recovery
             .as_ref()
