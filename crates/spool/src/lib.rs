@@ -40,12 +40,27 @@
 //! last record of each batch carries a batch-end flag; recovery cuts the last segment back to
 //! the end of the last complete batch, so a batch is all or nothing even across a crash.
 //! After a failed fsync the writer refuses all further appends until the spool is reopened
-//! (after a failed fsync the page cache can no longer be trusted).
+//! (after a failed fsync the page cache can no longer be trusted: fsyncgate), and says so
+//! ([`Spool::failure`]): the relay then reports itself unhealthy and exits, crash-only, so
+//! that its restart recovers from what is on disk.
+//!
+//! # Tested against a model file system
+//!
+//! All file I/O goes through a small trait (`fs`); the tests run the spool on a model of a
+//! file system (`sim`) that tracks written and synced bytes per file and durable entries
+//! per directory, fails any write, fsync, rename, create or remove (ENOSPC, EIO, torn
+//! writes), runs out of space, and crashes (losing what was not synced, tearing what was
+//! being written). A property test checks, after any sequence of appends, commits, crashes,
+//! restarts and faults, that every acknowledged record at or after a sink's cursor is read
+//! back once, in order, unchanged, and that no acknowledged commit is lost.
 //!
 //! # Space
 //!
 //! `max_bytes` bounds the sum of the segment files' sizes: an append that would exceed it
-//! fails with [`SpoolError::Full`] and nothing old is ever dropped to make room. Segments
+//! fails with [`SpoolError::Full`] and nothing old is ever dropped to make room. So does an
+//! append that would leave the file system with less than `min_free_bytes` free. Cursor
+//! commits never need new space (see `cursors`), so on a full disk the sinks still commit,
+//! delivered segments are still deleted, and appends resume by themselves. Segments
 //! are deleted once every configured sink's durable cursor has passed them; a fully
 //! delivered last segment is rolled away once it holds a quarter of `segment_bytes` (or
 //! immediately when an append finds the spool full, and at open). With no sinks configured
@@ -56,9 +71,11 @@
 //! On `open` every segment is scanned and every record's checksum verified (open time is
 //! proportional to the spool's size).
 //! - Last segment: a torn or corrupt tail (short frame, bad length, CRC mismatch, incomplete
-//!   batch) is truncated away with a `warn!`; it was never acknowledged to an appender. If a
-//!   valid record follows the damaged one (a sign of bit rot in acknowledged data rather than
-//!   a torn write), the cut is logged with `error!` instead. A last segment whose header is
+//!   batch) is truncated away with a `warn!`; it was never acknowledged to an appender. If
+//!   complete batches of valid records follow a damaged one (bit rot in acknowledged data
+//!   rather than a torn write), only the damaged record is lost (`error!`): the records
+//!   behind it are copied into a new segment (temporary file, fsync, rename, directory
+//!   fsync), and the damaged file stays as an older segment (below). A last segment whose header is
 //!   corrupt while records follow it is renamed to `*.seg.corrupt` (kept for inspection,
 //!   `error!`) and replaced by an empty segment at the same base offset.
 //! - Older segment: a corrupt record in the middle is reported with `tracing::error!` (path,
@@ -714,6 +731,9 @@ fn open_blocking(config: SpoolConfig, fs: Arc<dyn fs::Fs>) -> Result<Shared, Spo
     for name in fsr.list(&dir).map_err(|e| io_err(&dir, e))? {
         if let Some(base) = segment::parse_segment_name(&name) {
             bases.push(base);
+        } else if name.ends_with(".seg.tmp") {
+            // A repair that did not finish: the damaged segment it came from still holds it.
+            let _ = fsr.remove(&dir.join(&name));
         }
     }
     bases.sort_unstable();
@@ -749,7 +769,18 @@ fn open_blocking(config: SpoolConfig, fs: Arc<dyn fs::Fs>) -> Result<Shared, Spo
             );
         }
         bytes += scanned.segment.file_len;
+        let rest = scanned.rest;
+        let from = scanned.segment.file.clone();
         segments.push_back(scanned.segment);
+        if let Some(rest) = rest {
+            // The intact records behind a damaged one become the last segment; the damaged
+            // one is an older segment from now on (its valid prefix served, the rest skipped).
+            segment::write_rest(fsr, &dir, &*from, &rest)?;
+            let path = segment::segment_path(&dir, rest.first_offset);
+            let scanned = scan_segment(fsr, &path, rest.first_offset, true)?;
+            bytes += scanned.segment.file_len;
+            segments.push_back(scanned.segment);
+        }
     }
     let mut next_offset = segments.back().map_or(0, |s| s.end());
 

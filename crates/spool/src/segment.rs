@@ -189,21 +189,73 @@ impl<'a> FrameReader<'a> {
     }
 }
 
-/// Whether the frame after the damaged one at `at` (using its length field, if sane) is a
-/// valid record for `offset + 1`.
-fn valid_frame_follows(file: &dyn FsFile, at: u64, file_len: u64, offset: u64) -> bool {
+/// Where the frame after the damaged one at `at` starts (from its length field), when a
+/// valid record for `offset + 1` is there.
+fn valid_frame_after(file: &dyn FsFile, at: u64, file_len: u64, offset: u64) -> Option<u64> {
     let mut len = [0u8; 4];
-    if file.read_exact_at(&mut len, at).is_err() {
-        return false;
-    }
+    file.read_exact_at(&mut len, at).ok()?;
     let next = at + FRAME_HEADER_LEN as u64 + u64::from(u32::from_le_bytes(len));
     if next >= file_len {
-        return false;
+        return None;
     }
     matches!(
         FrameReader::new(file, next, file_len).next(offset + 1),
         Ok(Frame::Record { .. })
     )
+    .then_some(next)
+}
+
+/// Intact records behind a damaged one in the last segment (bit rot in acknowledged data,
+/// not a torn write): to be moved into a segment of their own.
+pub(crate) struct Rest {
+    /// Byte range of their frames in the damaged file (whole batches).
+    pub start: u64,
+    pub end: u64,
+    pub first_offset: u64,
+}
+
+/// The complete batches of valid records from `pos` (the first one being `offset`).
+fn rest_after(file: &dyn FsFile, pos: u64, file_len: u64, offset: u64) -> Option<Rest> {
+    let mut reader = FrameReader::new(file, pos, file_len);
+    let mut n = 0u64;
+    let mut end = None;
+    while let Ok(Frame::Record { record, end: e }) = reader.next(offset + n) {
+        n += 1;
+        if record.flags & FLAG_BATCH_END != 0 {
+            end = Some(e);
+        }
+    }
+    end.map(|end| Rest {
+        start: pos,
+        end,
+        first_offset: offset,
+    })
+}
+
+/// Writes `rest` (frames copied from `from`) as the segment starting at its first offset:
+/// a temporary file, fsync, rename, directory fsync, so a crash leaves either nothing or
+/// the whole segment.
+pub(crate) fn write_rest(
+    fs: &dyn Fs,
+    dir: &Path,
+    from: &dyn FsFile,
+    rest: &Rest,
+) -> Result<(), SpoolError> {
+    let path = segment_path(dir, rest.first_offset);
+    let tmp = path.with_extension("seg.tmp");
+    let len = usize::try_from(rest.end - rest.start).unwrap_or(usize::MAX);
+    let mut buf = vec![0u8; len];
+    from.read_exact_at(&mut buf, rest.start)
+        .map_err(|e| io_err(&tmp, e))?;
+    let file = fs.open(&tmp, true).map_err(|e| io_err(&tmp, e))?;
+    let mut out = encode_segment_header(rest.first_offset).to_vec();
+    out.extend_from_slice(&buf);
+    file.write_all_at(&out, 0)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| io_err(&tmp, e))?;
+    drop(file);
+    fs.rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
+    fs.sync_dir(dir).map_err(|e| io_err(dir, e))
 }
 
 /// What the recovery scan of one segment found.
@@ -211,6 +263,9 @@ pub(crate) struct Scanned {
     pub segment: Segment,
     /// Why the scan stopped before the end of the file, with the position it stopped at.
     pub damage: Option<(u64, &'static str)>,
+    /// Last segment only: intact records behind a damaged one, which the caller moves into
+    /// a new segment (this one is then kept as an older segment, its damage reported).
+    pub rest: Option<Rest>,
 }
 
 /// Scans a segment file, verifying every record.
@@ -258,6 +313,7 @@ pub(crate) fn scan_segment(
                         index: Vec::new(),
                     },
                     damage: None,
+                    rest: None,
                 });
             }
             tracing::warn!(path = %path.display(), file_len, "last segment has no valid header (torn creation); rewriting it empty");
@@ -276,6 +332,7 @@ pub(crate) fn scan_segment(
                     index: Vec::new(),
                 },
                 damage: None,
+                rest: None,
             });
         }
         return Ok(Scanned {
@@ -289,6 +346,7 @@ pub(crate) fn scan_segment(
                 index: Vec::new(),
             },
             damage: Some((0, "bad segment header")),
+            rest: None,
         });
     }
 
@@ -318,26 +376,45 @@ pub(crate) fn scan_segment(
         }
     };
     let valid_end = reader.pos();
+    // A torn write leaves nothing valid behind the damage, except pages of the same unsynced
+    // group written back out of order. Complete batches of valid records right behind a
+    // damaged one whose length field is intact are bit rot in acknowledged data: they are
+    // kept (moved to a segment of their own by the caller), and only the damaged record is
+    // lost.
+    let rest = match damage {
+        Some((at, _)) if is_last => valid_frame_after(&*file, at, file_len, base + count)
+            .and_then(|next| rest_after(&*file, next, file_len, base + count + 1)),
+        _ => None,
+    };
+    if let (Some(r), Some((at, reason))) = (&rest, damage) {
+        tracing::error!(
+            path = %path.display(),
+            position = at,
+            reason,
+            lost_offset = base + count,
+            kept_after = r.first_offset,
+            "damaged record in the last spool segment with intact records behind it: one record is lost, the ones after it move to a new segment"
+        );
+        index.retain(|e| e.rel < count);
+        return Ok(Scanned {
+            segment: Segment {
+                base,
+                count,
+                valid_len: valid_end,
+                file_len,
+                path: path.to_path_buf(),
+                file,
+                index,
+            },
+            damage,
+            rest,
+        });
+    }
     let (valid_len, count, file_len) = if is_last {
         let (keep_len, keep_count) = batch_end;
         if keep_len < file_len {
             let reason = damage.map(|d| d.1).unwrap_or("incomplete batch");
-            // A torn write leaves nothing valid behind the damage, except pages of the same
-            // unsynced group written back out of order. A valid record right behind a damaged
-            // one whose length field is intact is more likely bit rot in acknowledged data:
-            // still cut (the log must stay contiguous), but say so loudly.
-            let followed_by_valid = damage
-                .is_some_and(|(at, _)| valid_frame_follows(&*file, at, file_len, base + count));
-            if followed_by_valid {
-                tracing::error!(
-                    path = %path.display(),
-                    reason,
-                    kept_records = keep_count,
-                    dropped_records = count - keep_count,
-                    dropped_bytes = file_len - keep_len,
-                    "damaged record followed by valid ones in the last spool segment: cutting from the damage (acknowledged records may be lost)"
-                );
-            } else {
+            {
                 tracing::warn!(
                     path = %path.display(),
                     reason,
@@ -366,5 +443,6 @@ pub(crate) fn scan_segment(
             index,
         },
         damage: if is_last { None } else { damage },
+        rest: None,
     })
 }

@@ -166,5 +166,14 @@ async fn bit_rot_inside_last_segment_is_logged_as_error() {
     drop(f);
     let spool = Spool::open(config(dir.path())).await.unwrap();
     assert!(ERRORS.load(Ordering::SeqCst) > before);
-    assert_eq!(spool.stats().next_offset, 8);
+    // Only the damaged record is lost: 9 and 10 are kept (in a segment of their own).
+    assert_eq!(spool.stats().next_offset, 11);
+    let offsets: Vec<u64> = spool
+        .read(7, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(offsets, [7, 9, 10]);
 }

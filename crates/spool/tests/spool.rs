@@ -786,3 +786,52 @@ async fn a_second_open_of_a_held_directory_is_refused_until_close() {
     let again = Spool::open(config(dir.path(), 1 << 20, 1 << 16, &["a"])).await;
     assert!(again.is_ok(), "{:?}", again.err());
 }
+
+/// Bit rot in an acknowledged record of the last segment: only that record is lost; the
+/// intact ones after it are kept (they used to be cut away with it).
+#[tokio::test]
+async fn damage_in_the_last_segment_keeps_the_intact_records_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1 << 30, 1 << 20, &["a"]);
+    let spool = Spool::open(cfg.clone()).await.unwrap();
+    for tag in ["first", "second", "third", "fourth"] {
+        spool.append(vec![rec(tag, 300)]).await.unwrap();
+    }
+    spool.close().await;
+    drop(spool);
+    // Damage the second record's body.
+    let seg = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    let at = bytes
+        .windows(6)
+        .position(|w| w == b"second")
+        .expect("record in the file");
+    let f = OpenOptions::new().write(true).open(&seg).unwrap();
+    f.write_all_at(&[bytes[at + 20] ^ 0xff], (at + 20) as u64)
+        .unwrap();
+    drop(f);
+
+    let spool = Spool::open(cfg.clone()).await.unwrap();
+    let got = spool.read(0, 10).await.unwrap();
+    let offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, [0, 2, 3], "only the damaged record is lost");
+    assert!(got[1].payload.starts_with(b"{\"id\":\"third\""));
+    // Appends go on after the kept records, and everything survives another restart.
+    let r = spool.append(vec![rec("fifth", 10)]).await.unwrap();
+    assert_eq!(r.first_offset, 4);
+    spool.close().await;
+    drop(spool);
+    let spool = Spool::open(cfg).await.unwrap();
+    let offsets: Vec<u64> = spool
+        .read(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(offsets, [0, 2, 3, 4]);
+}
