@@ -236,6 +236,8 @@ pub struct SinkConfig {
     /// Unique; the spool cursor name and the `sink` metric label.
     pub name: String,
     pub kind: SinkKind,
+    /// `types` / `exclude_types`: which event types go to this sink.
+    pub filter: crate::filter::TypeFilter,
 }
 
 /// A sink's own settings, by `type`.
@@ -519,6 +521,29 @@ fn parse_sink(index: usize, item: Value) -> Result<SinkConfig, ConfigError> {
         }
     };
     let here = format!("{here} (type {kind})");
+    let mut patterns = |key: &str| -> Result<Vec<String>, ConfigError> {
+        match table.remove(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) if !s.is_empty() => Ok(s),
+                    _ => Err(invalid(
+                        &here,
+                        format!("`{key}` must be a list of type patterns such as \"dm.*\""),
+                    )),
+                })
+                .collect(),
+            Some(_) => Err(invalid(
+                &here,
+                format!("`{key}` must be a list of type patterns such as \"dm.*\""),
+            )),
+        }
+    };
+    let filter = crate::filter::TypeFilter {
+        types: patterns("types")?,
+        exclude_types: patterns("exclude_types")?,
+    };
     let rest = Value::Table(table);
     let kind = match kind.as_str() {
         "file" => SinkKind::File(section(&here, rest)?),
@@ -532,7 +557,7 @@ fn parse_sink(index: usize, item: Value) -> Result<SinkConfig, ConfigError> {
             ))
         }
     };
-    Ok(SinkConfig { name, kind })
+    Ok(SinkConfig { name, kind, filter })
 }
 
 fn valid_sink_name(s: &str) -> bool {

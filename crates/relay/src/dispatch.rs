@@ -46,6 +46,7 @@ pub struct Dispatcher {
     cfg: DispatchConfig,
     metrics: SinkMetrics,
     dead_letter_dir: PathBuf,
+    filter: crate::filter::TypeFilter,
 }
 
 /// Turns a spooled record into a sink message; an unparseable record becomes a dead letter.
@@ -112,7 +113,14 @@ impl Dispatcher {
             cfg,
             metrics,
             dead_letter_dir,
+            filter: crate::filter::TypeFilter::default(),
         }
+    }
+
+    /// Only records this filter admits are published; the others are passed over.
+    pub fn with_filter(mut self, filter: crate::filter::TypeFilter) -> Self {
+        self.filter = filter;
+        self
     }
 
     fn name(&self) -> &str {
@@ -173,11 +181,28 @@ impl Dispatcher {
             if first.offset > cursor {
                 tracing::warn!(sink = %name, cursor, next = first.offset, "records before the next readable one are gone from the spool; skipping ahead");
             }
-            let batch: Vec<Message> = records.into_iter().map(to_message).collect();
-            match self.deliver(&batch, &abort).await {
-                Ok(next) => cursor = next,
-                Err(Stop::Aborted) => return Ok(()),
+            let end = records.last().map_or(cursor, |r| r.offset + 1);
+            let mut batch: Vec<Message> = records.into_iter().map(to_message).collect();
+            if !self.filter.is_empty() {
+                let before = batch.len();
+                batch.retain(|m| self.filter.admits(m));
+                let skipped = before - batch.len();
+                if skipped > 0 {
+                    self.metrics
+                        .filtered
+                        .with_label_values(&[&name])
+                        .inc_by(skipped as u64);
+                }
             }
+            let delivered_to = match self.deliver(&batch, &abort).await {
+                Ok(next) => next,
+                Err(Stop::Aborted) => return Ok(()),
+            };
+            // Records filtered out after the last one published are done too.
+            if delivered_to < end {
+                self.commit(end).await;
+            }
+            cursor = end;
         }
     }
 

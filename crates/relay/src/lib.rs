@@ -6,6 +6,7 @@ pub mod cli_normalize;
 pub mod config;
 pub mod dedup;
 pub mod dispatch;
+pub mod filter;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;

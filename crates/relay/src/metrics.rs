@@ -34,6 +34,8 @@ pub struct SinkMetrics {
     pub published: IntCounterVec,
     pub failed: IntCounterVec,
     pub dead_lettered: IntCounterVec,
+    /// `activity_relay_filtered_total{sink}`: records a sink's type filter kept from it.
+    pub filtered: IntCounterVec,
     pub in_flight: IntGaugeVec,
     pub latency: HistogramVec,
     pub retries: IntCounterVec,
@@ -171,6 +173,12 @@ impl SinkMetrics {
                 "activity_relay_sink_dead_letters_total",
                 "Records dead-lettered by a dispatcher (permanent failure), per sink and reason",
                 &["sink", "reason"],
+            )?,
+            filtered: counter(
+                r,
+                "activity_relay_filtered_total",
+                "Records a sink's types/exclude_types filter kept from it (its cursor still moves past them)",
+                &["sink"],
             )?,
             in_flight: int_gauge_vec(
                 r,

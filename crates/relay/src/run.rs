@@ -77,6 +77,12 @@ pub fn check(cfg: &Config) -> Result<String, RunError> {
     for s in &cfg.sinks {
         let detail = sinks::check(s)?;
         lines.push(format!("sink {}: {detail}", s.name));
+        if let Some(summary) = s.filter.summary() {
+            lines.push(format!("  filter: {summary}"));
+        }
+        for w in s.filter.warnings() {
+            lines.push(format!("  warning: {w}"));
+        }
     }
     Ok(lines.join("\n"))
 }
@@ -176,14 +182,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     let abort = CancellationToken::new();
     let dead_letter_dir: PathBuf = cfg.spool.dir.join("dead-letters");
     let mut dispatchers = JoinSet::new();
-    for sink in &sink_list {
+    for (sink, sink_cfg) in sink_list.iter().zip(&cfg.sinks) {
         let d = Dispatcher::new(
             sink.clone(),
             spool.clone(),
             cfg.dispatch.clone(),
             sink_metrics.clone(),
             dead_letter_dir.clone(),
-        );
+        )
+        .with_filter(sink_cfg.filter.clone());
         dispatchers.spawn(d.run(drain.clone(), abort.clone()));
     }
 

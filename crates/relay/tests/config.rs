@@ -214,3 +214,24 @@ fn a_segment_too_small_for_the_largest_delivery_is_refused() {
     let (ok, stdout, stderr) = check_text(&format!("{small}{fits}"), &[]);
     assert!(ok, "{stdout}{stderr}");
 }
+
+#[test]
+fn check_explains_a_sinks_filter_and_warns_about_patterns_that_match_nothing() {
+    let text = format!(
+        "{MINIMAL}types = [\"dm.*\", \"chat.*\"]\nexclude_types = [\"dm.indicate_typing\", \"dms.read\"]\n"
+    );
+    let (ok, stdout, stderr) = check_text(&text, &[]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("filter: 13 of 46 taxonomy types (chat.received, chat.sent,"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("dm.sent, dm.received, dm.read"), "{stdout}");
+    assert!(
+        stdout.contains("warning: exclude_types pattern \"dms.read\" matches no type"),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = check_text(&format!("{MINIMAL}types = \"dm.*\"\n"), &[]);
+    assert!(!ok);
+    assert!(stderr.contains("`types` must be a list"), "{stderr}");
+}

@@ -645,3 +645,60 @@ async fn readyz_can_ignore_sinks() {
     }
     assert_eq!(statuses, [503, 200]);
 }
+
+#[tokio::test]
+async fn a_sink_filter_publishes_only_its_types_and_moves_past_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open_spool(dir.path(), 1 << 20, 64 << 10, &["private"]).await;
+    let types = [
+        "post.create",
+        "dm.sent",
+        "dm.indicate_typing",
+        "chat.received",
+        "like.create",
+    ];
+    let records: Vec<NewRecord> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| NewRecord {
+            kind: RecordKind::Envelope,
+            accepted_at_ms: 1,
+            payload: Bytes::from(
+                envelope_json(&format!("id-{i}"), "a", i)
+                    .replace("\"post.create\"", &format!("\"{t}\"")),
+            ),
+        })
+        .collect();
+    spool.append(records).await.unwrap();
+    let sink = Arc::new(TestSink::new("private"));
+    let registry = Registry::new();
+    let metrics = SinkMetrics::register(&registry).unwrap();
+    let filter = activity_relay::filter::TypeFilter {
+        types: vec!["dm.*".into(), "chat.*".into()],
+        exclude_types: vec!["dm.indicate_typing".into()],
+    };
+    let d = Dispatcher::new(
+        sink.clone(),
+        spool.clone(),
+        fast_dispatch(10),
+        metrics,
+        dir.path().to_path_buf(),
+    )
+    .with_filter(filter);
+    let drain = CancellationToken::new();
+    drain.cancel();
+    d.run(drain, CancellationToken::new()).await.unwrap();
+    let confirmed = sink.confirmed();
+    let got: Vec<&str> = confirmed.iter().map(|m| m.id()).collect();
+    assert_eq!(got, ["id-1", "id-3"], "only the DM and the XChat event");
+    assert_eq!(
+        spool.cursor("private").unwrap(),
+        5,
+        "the trailing filtered record is passed too"
+    );
+    let text = metrics_text(&registry);
+    assert!(
+        text.contains(r#"activity_relay_filtered_total{sink="private"} 3"#),
+        "{text}"
+    );
+}
