@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, SubsecRound, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -470,7 +470,10 @@ impl Draft<'_> {
             source: ctx.source.clone(),
             event_type: self.ty.to_owned(),
             subject: self.subject.attr.clone(),
-            time: self.time,
+            // At most microseconds: SDKs that parse `time` (Python's datetime, Java's
+            // Instant in some) keep 6 digits, and 9 from the receive clock would not
+            // round-trip through them.
+            time: self.time.trunc_subsecs(6),
             datacontenttype: DATACONTENTTYPE.to_owned(),
             actorid: own(self.actor),
             targetid: own(self.target),

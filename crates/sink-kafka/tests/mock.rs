@@ -54,8 +54,7 @@ async fn consumed_ids(s: &Setup) -> HashMap<String, usize> {
     let got = common::consume_all(&s.bootstrap, std::slice::from_ref(&s.topic), 1, LIMIT).await;
     let mut ids = HashMap::new();
     for r in &got {
-        *ids.entry(r.header("ce_id").unwrap().to_owned())
-            .or_default() += 1;
+        *ids.entry(r.id()).or_default() += 1;
     }
     ids
 }

@@ -151,12 +151,18 @@ async fn structured_every_type_arrives_once() {
                     header(r, "Content-Type"),
                     Some("application/cloudevents+json")
                 );
-                assert_eq!(header(r, "ce-id"), Some(e.id.as_str()));
+                // Structured: no `ce-` header; the dedup id is JetStream's own.
+                assert_eq!(header(r, "ce-id"), None);
+                assert_eq!(header(r, "Nats-Msg-Id"), Some(e.id.as_str()));
             }
             Payload::DeadLetter(dl) => {
                 assert_eq!(r.subject.as_str(), format!("{}.deadletter", f.prefix));
                 assert_eq!(header(r, "Content-Type"), Some("application/json"));
-                assert_eq!(header(r, "ce-deadletterreason"), Some(dl.reason.as_str()));
+                // Percent-encoded as the NATS binding requires (the space).
+                assert_eq!(
+                    header(r, "ce-deadletterreason"),
+                    Some(dl.reason.replace(' ', "%20").as_str())
+                );
             }
         }
     }

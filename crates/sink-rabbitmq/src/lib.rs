@@ -10,7 +10,8 @@
 //!   envelope type (`deadletter` for dead letters), `timestamp` = the event time (a dead
 //!   letter's receive time), `app_id` = `activity-relay`, delivery mode 2.
 //! * Wire mode ([`WireMode`]): `structured` sends the envelope JSON
-//!   (`application/cloudevents+json`); `binary` sends `data` with one `cloudEvents_<attr>`
+//!   (`application/cloudevents+json`); `binary` sends `data` with one `ce-<attr>` (or, with
+//!   `header_style = "amqp1"`, `cloudEvents_<attr>`)
 //!   header per attribute (AMQP field table, long strings).
 //! * A batch is pipelined: published in batch order, at most `max_in_flight` unconfirmed,
 //!   confirms awaited concurrently.
@@ -44,6 +45,15 @@ use relay_sink::{
 };
 use serde::Deserialize;
 
+/// How binary mode names its attribute headers (see [`RabbitMqSinkConfig::header_style`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AmqpHeaders {
+    #[default]
+    Ce,
+    Amqp1,
+}
+
 /// `[sinks.<name>]` with `type = "rabbitmq"`.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -66,6 +76,11 @@ pub struct RabbitMqSinkConfig {
     /// `structured` (default) or `binary`.
     #[serde(default)]
     pub wire_mode: WireMode,
+    /// Binary mode's attribute headers: `ce` (default: `ce-<attr>`, as the CloudEvents
+    /// SDKs' RabbitMQ binding and Knative's eventing-rabbitmq read them) or `amqp1`
+    /// (`cloudEvents_<attr>`, the AMQP 1.0 binding's names, for bridges that want them).
+    #[serde(default)]
+    pub header_style: AmqpHeaders,
     /// Publish with the mandatory flag: a message no queue takes is returned and counts as
     /// failed. Default true.
     #[serde(default = "default_true")]
@@ -125,6 +140,7 @@ impl RabbitMqSinkConfig {
             routing_key: default_routing_key(),
             deadletter_routing_key: default_deadletter_routing_key(),
             wire_mode: WireMode::default(),
+            header_style: AmqpHeaders::default(),
             mandatory: true,
             confirm_timeout: default_confirm_timeout(),
             connect_timeout: default_connect_timeout(),
@@ -191,6 +207,7 @@ impl fmt::Debug for RabbitMqSinkConfig {
             .field("routing_key", &self.routing_key)
             .field("deadletter_routing_key", &self.deadletter_routing_key)
             .field("wire_mode", &self.wire_mode)
+            .field("header_style", &self.header_style)
             .field("mandatory", &self.mandatory)
             .field("confirm_timeout", &self.confirm_timeout)
             .field("connect_timeout", &self.connect_timeout)
@@ -253,6 +270,7 @@ pub struct RabbitMqSink {
     routing_key: Template,
     deadletter_routing_key: String,
     wire_mode: WireMode,
+    header_style: HeaderStyle,
     mandatory: bool,
     confirm_timeout: Duration,
     connect_timeout: Duration,
@@ -309,6 +327,10 @@ impl RabbitMqSink {
             routing_key,
             deadletter_routing_key: cfg.deadletter_routing_key.clone(),
             wire_mode: cfg.wire_mode,
+            header_style: match cfg.header_style {
+                AmqpHeaders::Ce => HeaderStyle::Amqp,
+                AmqpHeaders::Amqp1 => HeaderStyle::Amqp1,
+            },
             mandatory: cfg.mandatory,
             confirm_timeout: cfg.confirm_timeout,
             connect_timeout: cfg.connect_timeout,
@@ -494,7 +516,7 @@ impl RabbitMqSink {
                 ),
             });
         }
-        let encoded = encode(message, self.wire_mode, HeaderStyle::Amqp);
+        let encoded = encode(message, self.wire_mode, self.header_style);
         let mut props = self.properties(message, encoded.content_type);
         if self.wire_mode == WireMode::Binary || message.is_dead_letter() {
             let mut table = FieldTable::default();

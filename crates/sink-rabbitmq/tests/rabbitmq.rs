@@ -181,7 +181,7 @@ async fn structured_every_type_arrives_once() {
                 assert_eq!(d.routing_key.as_str(), "x.activity.deadletter");
                 assert_eq!(ct, Some("application/json"));
                 assert_eq!(
-                    header(d, "cloudEvents_deadletterreason").as_deref(),
+                    header(d, "ce-deadletterreason").as_deref(),
                     Some(dl.reason.as_str())
                 );
             }
@@ -192,7 +192,7 @@ async fn structured_every_type_arrives_once() {
     f.delete().await;
 }
 
-/// Binary mode: body is `data`, attributes are `cloudEvents_*` headers.
+/// Binary mode: body is `data`, attributes are `ce-*` headers (as the SDKs and Knative read them).
 #[tokio::test]
 async fn binary_mode_headers_and_body() {
     let f = fixture(true).await;
@@ -222,31 +222,16 @@ async fn binary_mode_headers_and_body() {
             d.properties.content_type().as_ref().map(|s| s.as_str()),
             Some("application/json")
         );
-        assert_eq!(header(d, "cloudEvents_specversion").as_deref(), Some("1.0"));
-        assert_eq!(header(d, "cloudEvents_id").as_deref(), Some(e.id.as_str()));
-        assert_eq!(
-            header(d, "cloudEvents_type").as_deref(),
-            Some(e.event_type.as_str())
-        );
-        assert_eq!(
-            header(d, "cloudEvents_source").as_deref(),
-            Some(e.source.as_str())
-        );
-        assert_eq!(
-            header(d, "cloudEvents_subject").as_deref(),
-            Some(e.subject.as_str())
-        );
-        assert_eq!(
-            header(d, "cloudEvents_time").as_deref(),
-            json["time"].as_str()
-        );
-        assert_eq!(
-            header(d, "cloudEvents_ingress").as_deref(),
-            Some(e.ingress.as_str())
-        );
-        assert_eq!(header(d, "cloudEvents_actorid"), e.actorid);
-        assert_eq!(header(d, "cloudEvents_targetid"), e.targetid);
-        assert_eq!(header(d, "cloudEvents_objectid"), e.objectid);
+        assert_eq!(header(d, "ce-specversion").as_deref(), Some("1.0"));
+        assert_eq!(header(d, "ce-id").as_deref(), Some(e.id.as_str()));
+        assert_eq!(header(d, "ce-type").as_deref(), Some(e.event_type.as_str()));
+        assert_eq!(header(d, "ce-source").as_deref(), Some(e.source.as_str()));
+        assert_eq!(header(d, "ce-subject").as_deref(), Some(e.subject.as_str()));
+        assert_eq!(header(d, "ce-time").as_deref(), json["time"].as_str());
+        assert_eq!(header(d, "ce-ingress").as_deref(), Some(e.ingress.as_str()));
+        assert_eq!(header(d, "ce-actorid"), e.actorid);
+        assert_eq!(header(d, "ce-targetid"), e.targetid);
+        assert_eq!(header(d, "ce-objectid"), e.objectid);
     }
     f.delete().await;
 }

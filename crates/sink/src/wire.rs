@@ -39,10 +39,14 @@ impl std::fmt::Display for WireMode {
 pub enum HeaderStyle {
     /// Kafka binding: `ce_<attr>`.
     Kafka,
-    /// NATS binding: `ce-<attr>`.
+    /// NATS binding: `ce-<attr>`, values percent-encoded as the binding requires.
     Nats,
-    /// AMQP binding as used over AMQP 0-9-1 (RabbitMQ): `cloudEvents_<attr>`.
+    /// AMQP 0-9-1 (RabbitMQ) as the CloudEvents SDKs' RabbitMQ binding and Knative's
+    /// eventing-rabbitmq read it: `ce-<attr>`.
     Amqp,
+    /// The AMQP 1.0 binding's application properties, `cloudEvents_<attr>`, for bridges
+    /// that want it (`header_style = "amqp1"` on a RabbitMQ sink).
+    Amqp1,
 }
 
 impl HeaderStyle {
@@ -50,8 +54,8 @@ impl HeaderStyle {
     pub fn prefix(self) -> &'static str {
         match self {
             HeaderStyle::Kafka => "ce_",
-            HeaderStyle::Nats => "ce-",
-            HeaderStyle::Amqp => "cloudEvents_",
+            HeaderStyle::Nats | HeaderStyle::Amqp => "ce-",
+            HeaderStyle::Amqp1 => "cloudEvents_",
         }
     }
 
@@ -88,17 +92,20 @@ pub struct Encoded {
 /// Encodes one record for the wire.
 ///
 /// * [`WireMode::Structured`]: `body` = `message.json` untouched, content type
-///   `application/cloudevents+json`, headers: `<prefix>id` only.
+///   `application/cloudevents+json`, no attribute header: an SDK that finds any `ce_`
+///   header takes a message for binary mode (the Python SDK's `from_kafka` does). The
+///   brokers' own dedup ids (`Nats-Msg-Id`, AMQP `message_id`) are set by the sinks.
 /// * [`WireMode::Binary`]: `body` = the envelope's `data` JSON (the bytes as spooled),
-///   content type `application/json`, one header per attribute present: `specversion`, `id`,
-///   `source`, `type`, `subject`, `time`, `datacontenttype`, `actorid`, `targetid`,
-///   `objectid`, `ingress` (absent optional attributes give no header).
+///   content type `application/json` (which is `datacontenttype`: the bindings carry it as
+///   the message's content type, not as a header), one header per other attribute present:
+///   `specversion`, `id`, `source`, `type`, `subject`, `time`, `actorid`, `targetid`,
+///   `objectid`, `ingress`, `xformat` (absent optional attributes give no header).
 /// * A dead letter, whatever the mode: `body` = its JSON, content type
 ///   `application/json`, headers `<prefix>id` and `<prefix>deadletterreason`.
 ///
 /// Header values are the attribute strings as they are, except that with
-/// [`HeaderStyle::Nats`] control characters (which NATS headers cannot carry) are
-/// percent-encoded (`%0A`), as the CloudEvents HTTP binding does.
+/// [`HeaderStyle::Nats`] they are percent-encoded as the NATS binding requires: space,
+/// `"`, `%` and every character outside U+0021..U+007E, as `%XX` of their UTF-8 bytes.
 pub fn encode(message: &Message, mode: WireMode, style: HeaderStyle) -> Encoded {
     let value = |v: &str| header_value(v, style);
     match &message.payload {
@@ -113,22 +120,21 @@ pub fn encode(message: &Message, mode: WireMode, style: HeaderStyle) -> Encoded 
         Payload::Event(env) => match mode {
             WireMode::Structured => Encoded {
                 body: message.json.clone(),
-                headers: vec![(style.header("id"), value(&env.id))],
+                headers: Vec::new(),
                 content_type: CONTENT_TYPE_CLOUDEVENTS_JSON,
             },
             WireMode::Binary => {
                 let time = env
                     .time
                     .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-                let mut headers = Vec::with_capacity(12);
-                let attrs: [(&str, Option<&str>); 12] = [
+                let mut headers = Vec::with_capacity(11);
+                let attrs: [(&str, Option<&str>); 11] = [
                     ("specversion", Some(&env.specversion)),
                     ("id", Some(&env.id)),
                     ("source", Some(&env.source)),
                     ("type", Some(&env.event_type)),
                     ("subject", Some(&env.subject)),
                     ("time", Some(&time)),
-                    ("datacontenttype", Some(&env.datacontenttype)),
                     ("actorid", env.actorid.as_deref()),
                     ("targetid", env.targetid.as_deref()),
                     ("objectid", env.objectid.as_deref()),
@@ -175,19 +181,21 @@ fn binary_body(message: &Message, env: &Envelope) -> Bytes {
     }
 }
 
+/// Whether the NATS binding lets `b` stand as it is in a header value.
+fn nats_plain(b: u8) -> bool {
+    (0x21..=0x7e).contains(&b) && b != b'"' && b != b'%'
+}
+
 fn header_value(v: &str, style: HeaderStyle) -> String {
-    if style != HeaderStyle::Nats || !v.chars().any(|c| c.is_control()) {
+    if style != HeaderStyle::Nats || v.bytes().all(nats_plain) {
         return v.to_owned();
     }
     let mut out = String::with_capacity(v.len() + 8);
-    for c in v.chars() {
-        if c.is_control() {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("%{b:02X}"));
-            }
+    for b in v.bytes() {
+        if nats_plain(b) {
+            out.push(char::from(b));
         } else {
-            out.push(c);
+            out.push_str(&format!("%{b:02X}"));
         }
     }
     out

@@ -347,7 +347,8 @@ pub struct Received {
     pub destination: String,
     /// Kafka key (empty elsewhere).
     pub key: String,
-    /// The broker-level dedup id: `ce_id` header, `Nats-Msg-Id`, AMQP `message_id`.
+    /// The broker-level dedup id: `Nats-Msg-Id`, AMQP `message_id`; for Kafka (which has none)
+    /// the `ce_id` header or the structured body's `id`.
     pub broker_id: String,
     pub envelope: Value,
 }
@@ -551,6 +552,7 @@ pub fn kafka_read_all(
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 idle_since = std::time::Instant::now();
+                // Structured messages carry no `ce_` header: their id is in the body.
                 let mut ce_id = String::new();
                 if let Some(h) = m.headers() {
                     for hd in h.iter() {
@@ -559,12 +561,18 @@ pub fn kafka_read_all(
                         }
                     }
                 }
+                let envelope: Value =
+                    serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or(Value::Null);
+                if ce_id.is_empty() {
+                    // Kafka has no broker-side dedup id: the CloudEvents `id` is the key to
+                    // deduplicate on.
+                    ce_id = envelope["id"].as_str().unwrap_or_default().to_owned();
+                }
                 out.push(Received {
                     destination: m.topic().to_string(),
                     key: String::from_utf8_lossy(m.key().unwrap_or_default()).into(),
                     broker_id: ce_id,
-                    envelope: serde_json::from_slice(m.payload().unwrap_or_default())
-                        .unwrap_or(Value::Null),
+                    envelope,
                 });
             }
             Some(Err(e)) => panic!("kafka consumer: {e}"),

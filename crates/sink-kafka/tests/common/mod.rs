@@ -133,6 +133,18 @@ impl Consumed {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
+
+    /// The CloudEvents id: the `ce_id` header (binary mode, dead letters) or the body's
+    /// `id` (structured mode carries no attribute header).
+    pub fn id(&self) -> String {
+        if let Some(id) = self.header("ce_id") {
+            return id.to_owned();
+        }
+        serde_json::from_slice::<serde_json::Value>(&self.payload)
+            .ok()
+            .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| "<none>".to_owned())
+    }
 }
 
 pub fn consumer(bootstrap: &str) -> StreamConsumer {
@@ -239,13 +251,11 @@ pub async fn consume_all(
 
 const END_MARKER: &str = "relay-test-end";
 
-/// Records by `ce_id` header.
+/// Records by CloudEvents id.
 pub fn by_id(records: &[Consumed]) -> HashMap<String, Vec<Consumed>> {
     let mut m: HashMap<String, Vec<Consumed>> = HashMap::new();
     for r in records {
-        m.entry(r.header("ce_id").unwrap_or("<none>").to_owned())
-            .or_default()
-            .push(r.clone());
+        m.entry(r.id()).or_default().push(r.clone());
     }
     m
 }
