@@ -351,6 +351,11 @@ pub struct Received {
     /// the `ce_id` header or the structured body's `id`.
     pub broker_id: String,
     pub envelope: Value,
+    /// The message as it came off the wire: headers (names as the broker gave them), the
+    /// content type (Kafka and NATS carry it as a header too) and the body.
+    pub headers: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
 }
 
 impl Received {
@@ -403,11 +408,26 @@ pub async fn nats_read_all(
                     .and_then(|h| h.get(name))
                     .map(|v| v.as_str().to_string())
                     .unwrap_or_default();
+                let mut headers = Vec::new();
+                if let Some(h) = &m.headers {
+                    for (name, values) in h.iter() {
+                        for v in values {
+                            headers.push((name.to_string(), v.as_str().to_string()));
+                        }
+                    }
+                }
+                let content_type = headers
+                    .iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+                    .map(|(_, v)| v.clone());
                 out.push(Received {
                     destination: m.subject.to_string(),
                     key: String::new(),
                     broker_id: id,
                     envelope: serde_json::from_slice(&m.payload).unwrap_or(Value::Null),
+                    headers,
+                    content_type,
+                    body: m.payload.to_vec(),
                 });
             }
             _ => return out,
@@ -490,7 +510,21 @@ impl AmqpQueue {
                 Some(m) => {
                     idle_since = tokio::time::Instant::now();
                     let d = &m.delivery;
+                    let mut headers = Vec::new();
+                    if let Some(t) = d.properties.headers() {
+                        for (k, v) in t.inner() {
+                            let v = match v {
+                                lapin::types::AMQPValue::LongString(s) => s.to_string(),
+                                lapin::types::AMQPValue::ShortString(s) => s.to_string(),
+                                other => format!("{other:?}"),
+                            };
+                            headers.push((k.to_string(), v));
+                        }
+                    }
                     out.push(Received {
+                        headers,
+                        content_type: d.properties.content_type().as_ref().map(|s| s.to_string()),
+                        body: d.data.clone(),
                         destination: d.routing_key.to_string(),
                         key: String::new(),
                         broker_id: d
@@ -554,13 +588,20 @@ pub fn kafka_read_all(
                 idle_since = std::time::Instant::now();
                 // Structured messages carry no `ce_` header: their id is in the body.
                 let mut ce_id = String::new();
+                let mut headers = Vec::new();
                 if let Some(h) = m.headers() {
                     for hd in h.iter() {
+                        let v = String::from_utf8_lossy(hd.value.unwrap_or_default()).to_string();
                         if hd.key == "ce_id" {
-                            ce_id = String::from_utf8_lossy(hd.value.unwrap_or_default()).into();
+                            ce_id = v.clone();
                         }
+                        headers.push((hd.key.to_string(), v));
                     }
                 }
+                let content_type = headers
+                    .iter()
+                    .find(|(n, _)| n == "content-type")
+                    .map(|(_, v)| v.clone());
                 let envelope: Value =
                     serde_json::from_slice(m.payload().unwrap_or_default()).unwrap_or(Value::Null);
                 if ce_id.is_empty() {
@@ -573,6 +614,9 @@ pub fn kafka_read_all(
                     key: String::from_utf8_lossy(m.key().unwrap_or_default()).into(),
                     broker_id: ce_id,
                     envelope,
+                    headers,
+                    content_type,
+                    body: m.payload().unwrap_or_default().to_vec(),
                 });
             }
             Some(Err(e)) => panic!("kafka consumer: {e}"),
