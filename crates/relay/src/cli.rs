@@ -169,3 +169,43 @@ pub fn probe(args: &crate::probe::ProbeArgs) -> ExitCode {
         }
     }
 }
+
+/// `activity-relay schema`.
+#[derive(clap::Args, Debug)]
+pub struct SchemaArgs {
+    /// `envelope` (JSON Schema of the envelope) or `asyncapi` (needs --config).
+    #[arg(value_parser = ["envelope", "asyncapi"])]
+    pub what: String,
+    /// The configuration whose sinks the AsyncAPI document describes.
+    #[arg(long, short = 'c', value_name = "FILE", env = "ACTIVITY_RELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Runs `activity-relay schema`; prints the document as JSON.
+pub fn schema(args: &SchemaArgs) -> ExitCode {
+    let doc = if args.what == "envelope" {
+        crate::schema::envelope_schema()
+    } else {
+        let Some(path) = &args.config else {
+            eprintln!("activity-relay: schema asyncapi needs --config FILE");
+            return ExitCode::from(2);
+        };
+        match Config::load(path) {
+            Ok(cfg) => crate::schema::asyncapi(&cfg),
+            Err(e) => {
+                eprintln!("activity-relay: configuration error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    match serde_json::to_string_pretty(&doc) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("activity-relay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

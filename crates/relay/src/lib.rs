@@ -13,4 +13,5 @@ pub mod pipeline;
 pub mod probe;
 pub mod recovery;
 pub mod run;
+pub mod schema;
 pub mod sinks;

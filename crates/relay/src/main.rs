@@ -22,6 +22,9 @@ enum Command {
     X(relay_xapi::cli::XArgs),
     /// GET a URL and exit 0 on a 2xx answer (a health probe for images without curl).
     Probe(activity_relay::probe::ProbeArgs),
+    /// Print the envelope's JSON Schema, or an AsyncAPI 3.0 document of what a
+    /// configuration publishes (for event catalogs).
+    Schema(activity_relay::cli::SchemaArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,5 +34,6 @@ fn main() -> ExitCode {
         Command::Normalize(args) => activity_relay::cli::normalize(&args),
         Command::X(args) => activity_relay::cli::x(args),
         Command::Probe(args) => activity_relay::cli::probe(&args),
+        Command::Schema(args) => activity_relay::cli::schema(&args),
     }
 }
