@@ -75,13 +75,17 @@ async fn start_prometheus(dir: &Path, target: std::net::SocketAddr) -> Prometheu
         .stderr(Stdio::from(log))
         .spawn()
         .expect("prometheus (Debian's package; scripts/test installs it)");
-    let url = format!("http://127.0.0.1:{port}");
+    // Owned by the guard from here on: killed and waited for on every path.
+    let prom = Prometheus {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
     for _ in 0..100 {
-        if reqwest::get(format!("{url}/-/ready"))
+        if reqwest::get(format!("{}/-/ready", prom.url))
             .await
             .is_ok_and(|r| r.status().is_success())
         {
-            return Prometheus { child, url };
+            return prom;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
