@@ -4,7 +4,10 @@
 //! (`cloudevents` 2.2, installed into a venv under ~/.cache/activity-relay/tools on first
 //! use); every attribute and `data` must come back as the relay wrote them
 //! (`tests/sdk/check_cloudevents.py`). NATS has no binding in the SDK; it is read with the
-//! HTTP binding, which its binding follows (ce- headers, percent-encoded values).
+//! HTTP binding, which its binding follows (ce- headers, percent-encoded values). The NATS
+//! structured messages are also read with the official Rust SDK (`cloudevents-sdk`), whose
+//! NATS binding is the one it has for our clients (its Kafka binding needs another
+//! librdkafka).
 
 mod support;
 
@@ -251,6 +254,49 @@ async fn every_message_on_every_broker_in_both_modes_reads_back_unmodified_with_
                 .unwrap_or_else(|| panic!("{binding} {mode}: unknown id {id:?}"));
             lines.push_str(&dump(binding, mode, r, want).to_string());
             lines.push('\n');
+        }
+    }
+    // The Rust SDK reads the NATS structured messages.
+    {
+        use cloudevents::binding::nats::MessageExt;
+        use cloudevents::AttributesReader;
+        let (_, _, nats_structured) = &consumed[0];
+        for r in nats_structured {
+            let msg = async_nats::Message {
+                subject: r.destination.clone().into(),
+                reply: None,
+                payload: r.body.clone().into(),
+                headers: None,
+                status: None,
+                description: None,
+                length: r.body.len(),
+            };
+            let ev = msg
+                .to_event()
+                .unwrap_or_else(|e| panic!("Rust SDK refused {}: {e}", ce_id(r)));
+            let want = &expected[&ce_id(r)];
+            assert_eq!(ev.id(), want["id"].as_str().unwrap());
+            assert_eq!(ev.source().as_str(), want["source"].as_str().unwrap());
+            assert_eq!(ev.ty(), want["type"].as_str().unwrap());
+            assert_eq!(ev.subject(), want["subject"].as_str());
+            assert_eq!(
+                ev.time()
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+                want["time"].as_str().map(str::to_owned)
+            );
+            for ext in ["ingress", "xformat", "actorid", "targetid", "objectid"] {
+                assert_eq!(
+                    ev.extension(ext).map(|v| v.to_string()),
+                    want[ext].as_str().map(str::to_owned),
+                    "{ext} of {}",
+                    ev.id()
+                );
+            }
+            let data: Value = match ev.data() {
+                Some(cloudevents::Data::Json(v)) => v.clone(),
+                other => panic!("data of {}: {other:?}", ev.id()),
+            };
+            assert_eq!(data, want["data"], "data of {}", ev.id());
         }
     }
     let path = tmp.path().join("consumed.ndjson");
