@@ -11,9 +11,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use support::*;
 
 fn repo() -> PathBuf {
@@ -79,12 +76,7 @@ fn every_config_under_deploy_passes_check() {
 }
 
 fn sign(secret: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(body);
-    format!(
-        "sha256={}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
+    x_signature(secret, body)
 }
 
 /// `activity_relay_*` names used in a text (PromQL expressions), histogram suffixes removed.

@@ -13,10 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::Sha256;
 use support::*;
 
 const SECRET: &str = "alerts-test-secret";
@@ -128,12 +125,7 @@ async fn wait_until(p: &Prometheus, what: &str, max: Duration, cond: impl Fn(&[S
 }
 
 fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    format!(
-        "sha256={}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
+    x_signature(SECRET, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,9 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use support::*;
 
 const SECRET: &str = "disk-test-secret";
@@ -44,12 +41,7 @@ impl Drop for Tmpfs {
 }
 
 fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    format!(
-        "sha256={}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
+    x_signature(SECRET, body)
 }
 
 /// A like with its own id and about 4 KiB of text.

@@ -9,9 +9,6 @@ mod support;
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -65,12 +62,7 @@ subjects = ["hostileUNIQ.>"]
 }
 
 fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    format!(
-        "sha256={}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
+    x_signature(SECRET, body)
 }
 
 async fn start(dir: &std::path::Path, u: &str) -> Relay {

@@ -17,9 +17,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 use support::*;
 
 const SECRET: &str = "sdk-test-secret";
@@ -94,12 +92,7 @@ wire_mode = "MODE"
 }
 
 fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    format!(
-        "sha256={}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
+    x_signature(SECRET, body)
 }
 
 /// A Python with the CloudEvents SDK, installed once into the tools cache.

@@ -30,6 +30,18 @@ pub fn relay_bin() -> PathBuf {
     bin
 }
 
+/// X's signature of a webhook body: `sha256=` + base64(HMAC-SHA256(consumer secret, body)).
+pub fn x_signature(secret: &str, body: &[u8]) -> String {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    format!(
+        "sha256={}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
