@@ -40,6 +40,8 @@ pub fn check(cfg: &SinkConfig) -> Result<String, SinkBuildError> {
                     ("deadletter_subject", &n.deadletter_subject),
                 ],
             )?;
+            // Everything the sink itself checks before connecting (urls, limits, auth, TLS).
+            n.validate(&cfg.name)?;
             Ok(format!("nats: subject {:?}", n.subject))
         }
         SinkKind::RabbitMq(r) => {
@@ -50,6 +52,7 @@ pub fn check(cfg: &SinkConfig) -> Result<String, SinkBuildError> {
                     ("deadletter_routing_key", &r.deadletter_routing_key),
                 ],
             )?;
+            r.validate(&cfg.name)?;
             if r.exchange.is_empty() {
                 return Err(SinkBuildError::Invalid {
                     name: cfg.name.clone(),

@@ -235,3 +235,24 @@ fn check_explains_a_sinks_filter_and_warns_about_patterns_that_match_nothing() {
     assert!(!ok);
     assert!(stderr.contains("`types` must be a list"), "{stderr}");
 }
+
+#[test]
+fn check_refuses_what_the_nats_and_rabbitmq_sinks_would_refuse() {
+    let base = MINIMAL.split("[[sinks]]").next().unwrap();
+    let nats =
+        format!("{base}[[sinks]]\nname = \"n\"\ntype = \"nats\"\nurl = \"not a url at all\"\n");
+    let (ok, stdout, stderr) = check_text(&nats, &[]);
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("not a NATS server address"), "{stderr}");
+    let zero = format!(
+        "{base}[[sinks]]\nname = \"n\"\ntype = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nmax_in_flight = 0\n"
+    );
+    let (ok, _, stderr) = check_text(&zero, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("max_in_flight"), "{stderr}");
+    let rabbit = format!(
+        "{base}[[sinks]]\nname = \"r\"\ntype = \"rabbitmq\"\nurl = \"amqp://127.0.0.1:5672/%2f\"\nmax_in_flight = 0\n"
+    );
+    let (ok, _, stderr) = check_text(&rabbit, &[]);
+    assert!(!ok, "{stderr}");
+}
