@@ -59,10 +59,15 @@ struct Inner {
     /// Insertion order, oldest first; may hold stale entries (superseded times).
     order: VecDeque<(u64, i64)>,
     journal: Option<File>,
-    journal_failed: bool,
+    /// When writing the journal last failed (a full disk, say); retried after
+    /// [`JOURNAL_RETRY`], until then ids are only remembered in memory.
+    journal_failed_at: Option<std::time::Instant>,
     /// Entries in the journal file (compacted when it grows well beyond the live ones).
     journal_entries: usize,
 }
+
+/// How long after a failed journal write the journal is tried again.
+const JOURNAL_RETRY: Duration = Duration::from_secs(30);
 
 /// The journal is rewritten when it holds more than this many entries and more than twice
 /// the live ones.
@@ -90,7 +95,7 @@ impl Dedup {
                 seen: HashMap::new(),
                 order: VecDeque::new(),
                 journal: None,
-                journal_failed: false,
+                journal_failed_at: None,
                 journal_entries: 0,
             }),
         }
@@ -202,12 +207,29 @@ impl Dedup {
             buf.extend_from_slice(&now_ms.to_le_bytes());
         }
         self.trim(&mut inner, now_ms);
-        if buf.is_empty() || inner.journal_failed {
+        if buf.is_empty() {
             return;
         }
         let Some(dir) = self.journal_dir.as_deref() else {
             return;
         };
+        if let Some(at) = inner.journal_failed_at {
+            if at.elapsed() < JOURNAL_RETRY {
+                return;
+            }
+            // Try again: a rewrite holds every live id, the ones just marked included.
+            match rewrite_journal(dir, &mut inner) {
+                Ok(()) => {
+                    tracing::info!("dedup journal written again");
+                    inner.journal_failed_at = None;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "dedup journal still cannot be written");
+                    inner.journal_failed_at = Some(std::time::Instant::now());
+                }
+            }
+            return;
+        }
         let written = inner
             .journal
             .as_mut()
@@ -232,9 +254,9 @@ impl Dedup {
         if let Err(e) = result {
             tracing::error!(
                 error = %e,
-                "cannot write the dedup journal; ids are still deduplicated in memory and rebuilt from the spool on restart"
+                "cannot write the dedup journal; ids are still deduplicated in memory and rebuilt from the spool on restart; retrying every 30 s"
             );
-            inner.journal_failed = true;
+            inner.journal_failed_at = Some(std::time::Instant::now());
             inner.journal = None;
         }
     }
@@ -422,5 +444,26 @@ mod tests {
         let d = Dedup::open(dir.path(), Duration::from_secs(60), 100, 20).unwrap();
         assert!(d.contains("x", 20));
         assert_eq!(d.len(), 1);
+    }
+
+    #[test]
+    fn a_failed_journal_is_written_again_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Dedup::open(dir.path(), Duration::from_secs(3600), 100, 0).unwrap();
+        d.mark([("a", None)], 1_000);
+        // As after a write failure (a full disk) some time ago.
+        {
+            let mut inner = d.inner.lock();
+            inner.journal = None;
+            inner.journal_failed_at = Some(std::time::Instant::now() - JOURNAL_RETRY);
+        }
+        d.mark([("b", None)], 2_000);
+        assert!(d.inner.lock().journal_failed_at.is_none(), "recovered");
+        d.mark([("c", None)], 3_000);
+        drop(d);
+        let back = Dedup::open(dir.path(), Duration::from_secs(3600), 100, 4_000).unwrap();
+        for id in ["a", "b", "c"] {
+            assert!(back.contains(id, 4_000), "{id} lost from the journal");
+        }
     }
 }
