@@ -25,6 +25,9 @@ enum Command {
     /// Print the envelope's JSON Schema, or an AsyncAPI 3.0 document of what a
     /// configuration publishes (for event catalogs).
     Schema(activity_relay::cli::SchemaArgs),
+    /// Put the events of dead letters back into the spool, once their cause is fixed (the
+    /// relay must be stopped).
+    DeadLetters(activity_relay::cli::DeadLettersArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,5 +38,6 @@ fn main() -> ExitCode {
         Command::X(args) => activity_relay::cli::x(args),
         Command::Probe(args) => activity_relay::cli::probe(&args),
         Command::Schema(args) => activity_relay::cli::schema(&args),
+        Command::DeadLetters(args) => activity_relay::cli::dead_letters(&args),
     }
 }
