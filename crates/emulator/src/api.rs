@@ -69,6 +69,14 @@ async fn rate_limit(State(st): S, req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| req.uri().path().to_owned());
+    if st.cfg.aaa_retired && path.starts_with("/2/account_activity/") {
+        return ApiError::new(
+            410,
+            "Gone",
+            "The Account Activity API was retired on 2027-01-01; use the X Activity API",
+        )
+        .into_response();
+    }
     let key = format!("{} {}", req.method(), path);
     let now = Utc::now().timestamp().max(0) as u64;
     let limit = st.cfg.rate_limit;

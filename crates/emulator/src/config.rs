@@ -219,6 +219,9 @@ pub struct EmulatorConfig {
     pub max_recorded_events: usize,
     /// Replay jobs finish `Incomplete` instead of `Complete`.
     pub replay_incomplete: bool,
+    /// X after AAA's end of life (2027-01-01): the `/2/account_activity/*` endpoints
+    /// answer 410 `Gone` and AAA-format events are not delivered to webhooks.
+    pub aaa_retired: bool,
     /// Stream settings.
     pub stream: StreamConfig,
     /// Generator started with the emulator (`None`: none).
@@ -242,6 +245,7 @@ impl Default for EmulatorConfig {
             max_in_flight_per_webhook: 32,
             max_recorded_events: 50_000,
             replay_incomplete: false,
+            aaa_retired: false,
             stream: StreamConfig::default(),
             generator: None,
         }

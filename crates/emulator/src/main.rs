@@ -149,6 +149,10 @@ struct Serve {
     /// Stream: do not send XAA-format events on the stream.
     #[arg(long)]
     no_stream_xaa: bool,
+    /// X after AAA's end of life: `/2/account_activity/*` answers 410 and no AAA-format
+    /// event is delivered.
+    #[arg(long)]
+    aaa_retired: bool,
     /// Stream fault: answer 503 to the first N connection attempts.
     #[arg(long)]
     stream_fail_503: Option<u32>,
@@ -295,6 +299,9 @@ fn build_config(a: &Serve) -> Result<EmulatorConfig, String> {
     }
     if let Some(v) = a.stream_max_connections {
         cfg.stream.max_connections = v;
+    }
+    if a.aaa_retired {
+        cfg.aaa_retired = true;
     }
     if a.no_stream_xaa {
         cfg.stream.include_xaa = false;

@@ -778,6 +778,7 @@ impl Shared {
             }
         };
         match info.format {
+            Format::Aaa if self.cfg.aaa_retired => {}
             Format::Aaa if info.key == "replay_job_status" => {
                 let wid = value
                     .get("replay_job_status")
