@@ -540,3 +540,217 @@ idle_timeout = "2s"
     );
     emu.shutdown().await;
 }
+
+/// An XAA like by `user` of its own post `tweet` (the envelope id comes from both).
+fn xaa_like(user: &str, tweet: &str) -> Value {
+    let mut v: Value = serde_json::from_slice(
+        &std::fs::read(fixtures_dir().join("xaa/like.create.json")).expect("xaa fixture"),
+    )
+    .expect("json");
+    let d = &mut v["data"];
+    d["event_uuid"] = Value::String(format!("uuid-{tweet}"));
+    d["filter"]["user_id"] = Value::String(user.to_string());
+    d["payload"]["id"] = Value::String(format!("like-{tweet}"));
+    d["payload"]["liked_tweet_id"] = Value::String(tweet.to_string());
+    v
+}
+
+/// X after the cutover: the webhook takes only XAA, and AAA's replay is never called. A
+/// 30-minute outage (its liveness record moved into the past) is recovered by re-reading
+/// the gap from the activity stream with `start_time`/`end_time` (the first read is refused
+/// with a 503 and retried); the events X gave up delivering arrive exactly once, and the
+/// live ones inside the re-read window are not sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xaa_webhook_gap_is_reread_from_the_stream_without_aaa() {
+    let u = relay_e2e::unique();
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        time_scale: 0.001,
+        recrc_interval_secs: 0.0,
+        aaa_retired: true,
+        stream: x_emulator::StreamConfig {
+            heartbeat_ms: Some(200),
+            faults: x_emulator::StreamFaults {
+                fail_503: 1,
+                ..Default::default()
+            },
+            ..x_emulator::StreamConfig::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let base = config(&u).replace(
+        "consumer_secrets = [\"emulator-consumer-secret\"]",
+        "consumer_secrets = [\"emulator-consumer-secret\"]\nformats = [\"xaa\"]",
+    );
+    let recovery = format!(
+        r#"
+[recovery]
+enabled = true
+base_url = "{}"
+bearer_token = "emulator-bearer"
+min_gap = "30s"
+max_attempts = 3
+retry_delay = "1s"
+safety_margin = "2m"
+liveness_interval = "1s"
+"#,
+        emu.base_url()
+    );
+    let mut relay = Relay::start(tmp.path(), &format!("{base}{recovery}")).await;
+    let hook = emu
+        .register_webhook("demo", &relay.webhook_url("demo"))
+        .await
+        .expect("CRC");
+    let users: Vec<String> = emu
+        .config()
+        .users
+        .iter()
+        .take(3)
+        .map(|u| u.user_id.clone())
+        .collect();
+    let stamp = Utc::now().timestamp_micros();
+    let body = |i: usize| xaa_like(&users[i % users.len()], &format!("{stamp}{i:03}"));
+    subscribe_for(&emu, &hook.id, &(0..12).map(body).collect::<Vec<_>>()).await;
+    // AAA is gone: its endpoints answer 410, and X sends no AAA event.
+    let aaa = reqwest::Client::new()
+        .get(format!(
+            "{}/2/account_activity/subscriptions/count",
+            emu.base_url()
+        ))
+        .bearer_auth("emulator-bearer")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(aaa.status().as_u16(), 410);
+    // Subscribed in-process (as before the retirement): still nothing is delivered.
+    emu.subscribe("demo", &hook.id, &users[0])
+        .expect("in-process AAA subscription");
+    let aaa_like = emu.emit(like(&users[0], &format!("aaa-{u}")));
+
+    // Live, before the outage (inside the window re-read later: dedup drops them there).
+    let live: Vec<Value> = (0..4).map(body).collect();
+    let emitted: Vec<Emitted> = live.iter().map(|b| emu.emit(b.clone())).collect();
+    let sent = wait_deliveries_settled(&emu, &emitted, Duration::from_secs(30)).await;
+    for e in &emitted {
+        let s = sent.iter().find(|s| s.seq == e.seq).expect("recorded");
+        assert!(
+            s.deliveries
+                .iter()
+                .any(|d| d.outcome == AttemptOutcome::Delivered),
+            "live XAA event not delivered: {s:?}"
+        );
+    }
+    let s = sent
+        .iter()
+        .find(|s| s.seq == aaa_like.seq)
+        .expect("recorded");
+    assert!(
+        s.deliveries.is_empty(),
+        "AAA delivered after retirement: {s:?}"
+    );
+    assert_eq!(relay.terminate(), Some(0), "{}", relay.log());
+
+    // The outage: 30 minutes, placed in the past.
+    let liveness_path = tmp.path().join("spool/liveness.json");
+    let now = Utc::now();
+    let last_alive = now - chrono::Duration::minutes(30);
+    std::fs::write(
+        &liveness_path,
+        serde_json::to_vec(&serde_json::json!({
+            "version": 1,
+            "alive_until": {"webhook": last_alive.to_rfc3339()},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    // Before the gap and its safety margin: delivered live back then, not asked for again.
+    emu.emit_at(body(11), last_alive - chrono::Duration::minutes(10));
+    let missed_bodies: Vec<Value> = (4..10).map(body).collect();
+    let mut missed: Vec<Emitted> = Vec::new();
+    for (i, b) in missed_bodies.iter().enumerate() {
+        let at = last_alive + chrono::Duration::minutes(1 + 5 * i as i64);
+        missed.push(emu.emit_at(b.clone(), at));
+    }
+    let sent = wait_deliveries_settled(&emu, &missed, Duration::from_secs(30)).await;
+    for m in &missed {
+        let e = sent.iter().find(|e| e.seq == m.seq).expect("recorded");
+        assert!(
+            !e.deliveries.is_empty()
+                && e.deliveries
+                    .iter()
+                    .all(|d| d.outcome == AttemptOutcome::Failed),
+            "a live delivery reached the stopped relay: {e:?}"
+        );
+    }
+
+    relay.spawn().await;
+    let mut expected = BTreeMap::new();
+    for b in live.iter().chain(&missed_bodies) {
+        for env in normalize_value(b, relay_envelope::IngressKind::Webhook) {
+            expected.insert(env.id.clone(), env);
+        }
+    }
+    assert_eq!(expected.len(), 10, "{:?}", expected.keys());
+    let got = nats_read_all(
+        &format!("GAP_{u}"),
+        expected.len(),
+        Duration::from_secs(3),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_exactly_once("nats", &expected, &got, |e| {
+        format!("gap{u}.{}.{}", e.subject, e.event_type)
+    });
+
+    // Two reads of the window (the first refused), asking for the gap with the margin.
+    let reads: Vec<_> = emu
+        .connections()
+        .into_iter()
+        .filter(|c| c.params.contains_key("end_time"))
+        .collect();
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert_eq!(reads[0].outcome, "unavailable", "{reads:?}");
+    let start = parse_time(reads[1].params.get("start_time").expect("start_time"));
+    let end = parse_time(reads[1].params.get("end_time").expect("end_time"));
+    let margin = chrono::Duration::minutes(2);
+    assert!(
+        (start - (last_alive - margin)).num_seconds().abs() <= 1,
+        "start_time {start} vs {last_alive} - 2 min"
+    );
+    assert!(
+        end >= now && end <= Utc::now() + chrono::Duration::seconds(1),
+        "end_time {end}"
+    );
+    assert!(emu.jobs().is_empty(), "AAA replay called: {:?}", emu.jobs());
+    let m = |o: &'static str| {
+        let relay = &relay;
+        async move {
+            relay
+                .metric("activity_relay_replay_jobs_total", &[("outcome", o)])
+                .await
+        }
+    };
+    assert_eq!(m("started").await, 2.0);
+    assert_eq!(m("incomplete").await, 1.0);
+    assert_eq!(m("complete").await, 1.0);
+    assert_eq!(m("failed").await, 0.0);
+    assert!(relay.metric("activity_relay_duplicates_total", &[]).await >= 4.0);
+    assert_eq!(
+        relay
+            .metric(
+                "activity_relay_recovery_gap_seconds",
+                &[("ingress", "webhook")]
+            )
+            .await,
+        0.0
+    );
+    assert_eq!(relay.terminate(), Some(0), "{}", relay.log());
+    let after: Value = serde_json::from_slice(&std::fs::read(&liveness_path).unwrap()).unwrap();
+    assert!(
+        after["replay_pending_from"].get("webhook").is_none(),
+        "nothing left pending: {after}"
+    );
+    emu.shutdown().await;
+}

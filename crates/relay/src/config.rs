@@ -398,7 +398,7 @@ impl Config {
         let recovery: crate::recovery::RecoveryConfig =
             optional_section("[recovery]", table.remove("recovery"))?;
         recovery
-            .validate(webhook.is_some())
+            .validate(webhook.as_ref())
             .map_err(|m| invalid("[recovery]", m))?;
         let mut stream_names = BTreeSet::new();
         for s in &streams {

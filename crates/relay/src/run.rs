@@ -73,7 +73,7 @@ pub fn check(cfg: &Config) -> Result<String, RunError> {
     for s in &cfg.streams {
         lines.push(format!("stream {}: {}", s.name, s.url));
     }
-    lines.push(cfg.recovery.summary());
+    lines.push(cfg.recovery.summary(cfg.webhook.as_ref()));
     for s in &cfg.sinks {
         let detail = sinks::check(s)?;
         lines.push(format!("sink {}: {detail}", s.name));
@@ -235,7 +235,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         }
         let pending = webhook_recovery
             .as_ref()
-            .map(|(r, _, _)| r.pending.clone())
+            .map(|(r, _, _)| r.pending())
             .unwrap_or_default();
         tokio::spawn(crate::recovery::keep_alive(
             cfg.spool.dir.clone(),
@@ -246,8 +246,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         ))
     };
     let recovery_stop = CancellationToken::new();
-    let recovery_task =
-        webhook_recovery.map(|(r, from, to)| tokio::spawn(r.run(from, to, recovery_stop.clone())));
+    let recovery_task = webhook_recovery.map(|(r, from, to)| match r {
+        Recovery::Replay(r) => tokio::spawn(r.run(from, to, recovery_stop.clone())),
+        Recovery::Stream(r) => {
+            tokio::spawn(r.run(pipeline.clone(), from, to, recovery_stop.clone()))
+        }
+    });
 
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -352,9 +356,24 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     }
 }
 
-/// The webhook's replay task and its gap, when the webhook's recorded gap calls for one.
+/// A webhook gap's recovery, by `[recovery] method`.
+enum Recovery {
+    Replay(crate::recovery::WebhookRecovery),
+    Stream(crate::recovery_stream::StreamRecovery),
+}
+
+impl Recovery {
+    fn pending(&self) -> crate::recovery::Pending {
+        match self {
+            Recovery::Replay(r) => r.pending.clone(),
+            Recovery::Stream(r) => r.pending.clone(),
+        }
+    }
+}
+
+/// The webhook's recovery task and its gap, when the webhook's recorded gap calls for one.
 type PreparedRecovery = (
-    crate::recovery::WebhookRecovery,
+    Recovery,
     chrono::DateTime<chrono::Utc>,
     chrono::DateTime<chrono::Utc>,
 );
@@ -366,7 +385,7 @@ fn prepare_recovery(
     statuses: tokio::sync::broadcast::Receiver<crate::recovery::JobStatus>,
     metrics: crate::recovery::RecoveryMetrics,
 ) -> Result<Option<PreparedRecovery>, RunError> {
-    use crate::recovery::{webhook_gap, WebhookGap, WebhookRecovery, WEBHOOK_KEY};
+    use crate::recovery::{webhook_gap, RecoveryMethod, WebhookGap, WebhookRecovery, WEBHOOK_KEY};
     if cfg.webhook.is_none() {
         return Ok(None);
     }
@@ -390,6 +409,26 @@ fn prepare_recovery(
             Ok(None)
         }
         WebhookGap::Recover { gap, from, to } => {
+            let webhook = cfg
+                .webhook
+                .as_ref()
+                .ok_or_else(|| RunError::Other("[recovery] needs a [webhook] section".into()))?;
+            if cfg.recovery.method_for(Some(webhook)) == RecoveryMethod::Stream {
+                tracing::info!(
+                    gap_secs = gap.as_secs(),
+                    from = %from.to_rfc3339(),
+                    to = %to.to_rfc3339(),
+                    pending_from = %pending_from.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    "webhook was down: re-reading the gap from the activity stream"
+                );
+                let r = crate::recovery_stream::StreamRecovery::new(
+                    &cfg.recovery,
+                    webhook,
+                    metrics,
+                    from,
+                );
+                return Ok(Some((Recovery::Stream(r), from, to)));
+            }
             let client = cfg
                 .recovery
                 .client()
@@ -408,7 +447,7 @@ fn prepare_recovery(
                 "webhook was down: replaying the gap"
             );
             Ok(Some((
-                WebhookRecovery {
+                Recovery::Replay(WebhookRecovery {
                     client,
                     webhook_id,
                     cfg: cfg.recovery.clone(),
@@ -416,7 +455,7 @@ fn prepare_recovery(
                     metrics,
                     rules: relay_xapi::ReplayRules::default(),
                     pending: std::sync::Arc::new(parking_lot::Mutex::new(Some(from))),
-                },
+                }),
                 from,
                 to,
             )))
