@@ -614,12 +614,18 @@ async fn act_bulk_delete(State(st): S, headers: HeaderMap, RawQuery(q): RawQuery
             missing.push(id);
         }
     }
-    let mut out = json!({"data": {"deleted": missing.is_empty(), "deleted_ids": deleted}});
+    let total = db.activity.iter().filter(|s| s.app == app).count();
+    // X's shape: one item per id deleted, one error per id not.
+    let data: Vec<Value> = deleted
+        .iter()
+        .map(|id| json!({"deleted": true, "subscription_id": id}))
+        .collect();
+    let mut out = json!({"data": data, "meta": {"total_subscriptions": total}});
     if !missing.is_empty() {
         out["errors"] = Value::Array(
             missing
                 .iter()
-                .map(|id| json!({"code": "SubscriptionNotFound", "message": format!("no subscription {id}"), "id": id}))
+                .map(|id| json!({"reason": "SubscriptionNotFound", "message": format!("no subscription {id}"), "subscription_id": id}))
                 .collect(),
         );
     }

@@ -570,8 +570,14 @@ async fn activity_subscriptions_crud() {
     )
     .await;
     assert_eq!(s, 200);
-    assert_eq!(v["data"]["deleted_ids"], json!([id2]));
-    assert_eq!(v["errors"][0]["id"], "missing");
+    // X's shape: an item per id deleted, an error per id not, the total left.
+    assert_eq!(
+        v["data"],
+        json!([{"deleted": true, "subscription_id": id2}])
+    );
+    assert_eq!(v["errors"][0]["subscription_id"], "missing");
+    assert_eq!(v["errors"][0]["reason"], "SubscriptionNotFound");
+    assert!(v["meta"]["total_subscriptions"].is_u64(), "{v}");
     let many: Vec<String> = (0..101).map(|i| i.to_string()).collect();
     let (s, v) = json_of(
         c.delete(format!("{subs}?ids={}", many.join(",")))

@@ -218,10 +218,24 @@ pub struct BulkDeleteReport {
     pub requested: usize,
     /// Calls made.
     pub calls: usize,
-    /// Whether every call reported `deleted: true`.
+    /// Whether every id asked for was reported deleted.
     pub all_deleted: bool,
-    /// Per-id problems X reported.
+    /// The ids X reported deleted (`data[].subscription_id` with `deleted: true`).
+    pub deleted: Vec<String>,
+    /// The ids X did not delete, with its reason (`errors[]`, or `deleted: false`).
+    pub failed: Vec<BulkDeleteFailure>,
+    /// `meta.total_subscriptions` after the last call, when sent.
+    pub total_subscriptions: Option<u64>,
+    /// Per-id problems X reported, as text.
     pub errors: Vec<String>,
+}
+
+/// One id of a bulk delete that X did not delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct BulkDeleteFailure {
+    pub subscription_id: Option<String>,
+    pub reason: Option<String>,
+    pub message: Option<String>,
 }
 
 /// A replay job X accepted.
@@ -737,7 +751,7 @@ impl XClient {
         let ids: Vec<&String> = ids.iter().filter(|id| seen.insert(id.as_str())).collect();
         let mut report = BulkDeleteReport {
             requested: ids.len(),
-            all_deleted: true,
+            all_deleted: ids.is_empty(),
             ..BulkDeleteReport::default()
         };
         for chunk in ids.chunks(BULK_DELETE_MAX) {
@@ -756,14 +770,57 @@ impl XClient {
                 )
                 .await?;
             report.calls += 1;
-            let deleted = one(&v)
-                .and_then(|d| bool_field(d, "deleted"))
-                .unwrap_or(true);
-            report.all_deleted &= deleted;
+            let items = many(&v);
+            let has_errors = v
+                .get("errors")
+                .and_then(Value::as_array)
+                .is_some_and(|e| !e.is_empty());
+            // An older flat answer, `{"data":{"deleted":true}}`, names no id: it covers
+            // the whole call.
+            if !has_errors
+                && items
+                    .iter()
+                    .all(|i| str_field(i, "subscription_id").is_none())
+                && items.iter().any(|i| bool_field(i, "deleted") == Some(true))
+            {
+                report.deleted.extend(chunk.iter().map(|s| s.to_string()));
+                continue;
+            }
+            for item in items {
+                let id = str_field(item, "subscription_id").or_else(|| str_field(item, "id"));
+                match (bool_field(item, "deleted"), id) {
+                    (Some(true), Some(id)) => report.deleted.push(id),
+                    (Some(false), id) => report.failed.push(BulkDeleteFailure {
+                        subscription_id: id,
+                        reason: Some("NotDeleted".into()),
+                        message: None,
+                    }),
+                    _ => {}
+                }
+            }
             if let Some(errors) = v.get("errors").and_then(Value::as_array) {
-                report.errors.extend(errors.iter().map(problem_text));
+                for e in errors {
+                    let (reason, message) = crate::error::problem_of(&json!({ "errors": [e] }));
+                    report.failed.push(BulkDeleteFailure {
+                        subscription_id: str_field(e, "subscription_id")
+                            .or_else(|| str_field(e, "value"))
+                            .or_else(|| str_field(e, "id")),
+                        reason,
+                        message,
+                    });
+                    report.errors.push(problem_text(e));
+                }
+            }
+            if let Some(t) = v
+                .get("meta")
+                .and_then(|m| u64_field(m, "total_subscriptions"))
+            {
+                report.total_subscriptions = Some(t);
             }
         }
+        let deleted: HashSet<&str> = report.deleted.iter().map(String::as_str).collect();
+        report.all_deleted =
+            report.failed.is_empty() && ids.iter().all(|id| deleted.contains(id.as_str()));
         Ok(report)
     }
 
@@ -933,7 +990,8 @@ fn activity_from(v: &Value) -> Option<ActivitySubscription> {
 }
 
 fn problem_text(e: &Value) -> String {
-    let id = str_field(e, "value")
+    let id = str_field(e, "subscription_id")
+        .or_else(|| str_field(e, "value"))
         .or_else(|| str_field(e, "resource_id"))
         .or_else(|| str_field(e, "id"));
     let (reason, detail) = crate::error::problem_of(&json!({ "errors": [e] }));

@@ -220,7 +220,8 @@ pub(crate) fn problem_of(v: &Value) -> (Option<String>, Option<String>) {
                 })
                 .or(code.clone())
         } else {
-            code.or_else(|| e.get("type").and_then(type_reason))
+            code.or_else(|| e.get("reason").and_then(as_reason))
+                .or_else(|| e.get("type").and_then(type_reason))
                 .or_else(|| e.get("title").and_then(as_reason))
         };
         detail = e

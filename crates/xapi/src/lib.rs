@@ -31,8 +31,8 @@ pub mod replay;
 
 pub use client::{
     AaaSubscriptions, AccessToken, ActivitySubscription, ActivitySubscriptionPage,
-    ActivitySubscriptionUpdate, BulkDeleteReport, ClientOptions, NewActivitySubscription,
-    ReplayJob, SubscriptionCount, Webhook, XClient, DEFAULT_BASE_URL,
+    ActivitySubscriptionUpdate, BulkDeleteFailure, BulkDeleteReport, ClientOptions,
+    NewActivitySubscription, ReplayJob, SubscriptionCount, Webhook, XClient, DEFAULT_BASE_URL,
 };
 pub use error::{RateLimit, XapiError};
 pub use replay::{ReplayError, ReplayRules, Window};

@@ -378,6 +378,13 @@ async fn bulk_delete_splits_into_calls_of_at_most_100() {
     assert_eq!(report.calls, 3);
     assert!(report.all_deleted);
     assert!(report.errors.is_empty());
+    // Every item of every answer read, not only the first.
+    let mut deleted = report.deleted.clone();
+    deleted.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(deleted, want);
+    assert_eq!(report.total_subscriptions, Some(1));
 
     let left = s
         .client
@@ -400,6 +407,13 @@ async fn bulk_delete_splits_into_calls_of_at_most_100() {
         report.errors[0].contains("SubscriptionNotFound"),
         "{:?}",
         report.errors
+    );
+    assert_eq!(report.deleted, vec![keep[0].clone()]);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].subscription_id.as_deref(), Some("12345"));
+    assert_eq!(
+        report.failed[0].reason.as_deref(),
+        Some("SubscriptionNotFound")
     );
 
     let none = s
