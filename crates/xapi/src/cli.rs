@@ -565,14 +565,15 @@ async fn activity(
                     }
                     writeln!(
                         out,
-                        "{} subscription(s) in {} call(s): {}",
+                        "{} subscription(s) in {} call(s): {} deleted, {} not{}",
                         report.requested,
                         report.calls,
-                        if report.all_deleted {
-                            "all deleted"
-                        } else {
-                            "some not deleted"
-                        }
+                        report.deleted.len(),
+                        report.requested.saturating_sub(report.deleted.len()),
+                        report
+                            .total_subscriptions
+                            .map(|t| format!(" ({t} left)"))
+                            .unwrap_or_default()
                     )?;
                     for e in &report.errors {
                         writeln!(out, "  {e}")?;

@@ -261,7 +261,7 @@ async fn activity_subscriptions_commands() {
         .expect("bulk delete");
     assert_eq!(
         deleted.trim(),
-        "2 subscription(s) in 1 call(s): all deleted"
+        "2 subscription(s) in 1 call(s): 2 deleted, 0 not (0 left)"
     );
     s.emu.shutdown().await;
 }
