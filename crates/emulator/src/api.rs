@@ -83,11 +83,12 @@ async fn rate_limit(State(st): S, req: Request, next: Next) -> Response {
     let (reset, used) = {
         let mut m = st.rate.lock();
         let e = m.entry(key).or_insert((now, 0));
-        if now >= e.0 + 900 {
+        let window = st.cfg.rate_window_secs.max(1);
+        if now >= e.0 + window {
             *e = (now, 0);
         }
         e.1 = e.1.saturating_add(1);
-        (e.0 + 900, e.1)
+        (e.0 + window, e.1)
     };
     let remaining = limit.saturating_sub(used);
     let mut resp = if used > limit {
@@ -425,7 +426,7 @@ fn opt_string(v: &Value, k: &str) -> Result<Option<String>, ApiError> {
 }
 
 async fn act_create(State(st): S, headers: HeaderMap, body: Bytes) -> R {
-    let app = bearer(&st, &headers)?.name.clone();
+    let (app, user) = crate::auth::bearer_or_user(&st, &headers)?;
     let v = parse_body(&body)?;
     let tag = opt_string(&v, "tag")?;
     let webhook_id = opt_string(&v, "webhook_id")?;
@@ -459,9 +460,13 @@ async fn act_create(State(st): S, headers: HeaderMap, body: Bytes) -> R {
                 "the body needs `event_type` and `filter` (or `user_id` and `event_types`)",
             )
         })?;
+        // `oauth.revoke` is the one type subscribed with an empty filter (`{}`).
         let filter = v
             .get("filter")
-            .filter(|f| f.as_object().is_some_and(|o| !o.is_empty()))
+            .filter(|f| {
+                f.as_object()
+                    .is_some_and(|o| !o.is_empty() || et == "oauth.revoke")
+            })
             .cloned()
             .ok_or_else(|| ApiError::invalid_request("`filter` must be a non-empty object"))?;
         ActivitySubscription {
@@ -480,6 +485,9 @@ async fn act_create(State(st): S, headers: HeaderMap, body: Bytes) -> R {
             updated_at: now,
         }
     };
+    if let Some(et) = &sub.event_type {
+        crate::auth::check_scope(&st, et, sub.user_id.as_deref(), user.as_ref())?;
+    }
     let mut db = st.db.lock();
     if db.activity.iter().any(|s| {
         s.app == app
@@ -493,10 +501,13 @@ async fn act_create(State(st): S, headers: HeaderMap, body: Bytes) -> R {
             "an identical subscription exists",
         ));
     }
-    if db.activity.iter().filter(|s| s.app == app).count() >= st.cfg.max_subscriptions {
+    if db.activity.iter().filter(|s| s.app == app).count() >= st.cfg.max_activity_subscriptions {
         return Err(ApiError::bad(
             "SubscriptionLimitExceeded",
-            format!("the limit is {} subscriptions", st.cfg.max_subscriptions),
+            format!(
+                "the limit is {} subscriptions",
+                st.cfg.max_activity_subscriptions
+            ),
         ));
     }
     db.activity.push(sub.clone());

@@ -26,6 +26,75 @@ pub(crate) fn bearer<'a>(st: &'a Shared, headers: &HeaderMap) -> Result<&'a AppC
         .ok_or_else(|| ApiError::unauthorized("invalid Bearer token"))
 }
 
+/// The app of an XAA subscription call, and the user when the call carries an OAuth 2.0
+/// user access token instead of the app's Bearer token (the app is then the first).
+pub(crate) fn bearer_or_user(
+    st: &Shared,
+    headers: &HeaderMap,
+) -> Result<(String, Option<UserConfig>), ApiError> {
+    match bearer(st, headers) {
+        Ok(app) => Ok((app.name.clone(), None)),
+        Err(e) => {
+            let token = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or(e)?;
+            let user = st
+                .cfg
+                .users
+                .iter()
+                .find(|u| ct_eq(u.oauth2().as_bytes(), token.as_bytes()))
+                .ok_or_else(|| ApiError::unauthorized("invalid Bearer token"))?;
+            let app = st
+                .cfg
+                .apps
+                .first()
+                .ok_or_else(|| ApiError::unauthorized("no app"))?;
+            Ok((app.name.clone(), Some(user.clone())))
+        }
+    }
+}
+
+/// X's rule for private XAA types (with `strict_scopes`): the caller is the filtered user
+/// (OAuth 2.0) and its token has the type's scope. 403 otherwise.
+pub(crate) fn check_scope(
+    st: &Shared,
+    event_type: &str,
+    filter_user: Option<&str>,
+    user: Option<&UserConfig>,
+) -> Result<(), ApiError> {
+    if !st.cfg.strict_scopes {
+        return Ok(());
+    }
+    let Some(scope) = relay_xapi::required_scope(event_type) else {
+        return Ok(());
+    };
+    let Some(user) = user else {
+        return Err(ApiError::new(
+            403,
+            "client-forbidden",
+            format!("{event_type} is private: it needs an OAuth 2.0 user access token"),
+        ));
+    };
+    if filter_user != Some(user.user_id.as_str()) {
+        return Err(ApiError::new(
+            403,
+            "client-forbidden",
+            "a private subscription's filter user_id must be the authenticated user",
+        ));
+    }
+    if !user.scopes.iter().any(|s| s == scope) {
+        return Err(ApiError::new(
+            403,
+            "client-forbidden",
+            format!("missing scope {scope} for {event_type}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Verifies an OAuth 1.0a user-context request: consumer key, access token and
 /// HMAC-SHA1 signature (query parameters included, body not signed).
 pub(crate) fn oauth<'a>(

@@ -48,6 +48,27 @@ pub struct UserConfig {
     pub access_token: String,
     /// OAuth 1.0a access token secret.
     pub access_token_secret: String,
+    /// OAuth 2.0 user access token (private XAA subscriptions). Default
+    /// `<id>-emulator-oauth2`.
+    #[serde(default)]
+    pub oauth2_token: Option<String>,
+    /// Scopes granted to the OAuth 2.0 token. Default: all of XAA's.
+    #[serde(default = "all_scopes")]
+    pub scopes: Vec<String>,
+}
+
+/// Every scope XAA's private event types need.
+pub fn all_scopes() -> Vec<String> {
+    [
+        "tweet.read",
+        "like.read",
+        "dm.read",
+        "mute.read",
+        "block.read",
+        "broadcast.read",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 impl UserConfig {
@@ -59,7 +80,16 @@ impl UserConfig {
             name: name.into(),
             access_token: format!("{user_id}-emulator-token"),
             access_token_secret: format!("emulator-secret-{user_id}"),
+            oauth2_token: None,
+            scopes: all_scopes(),
         }
+    }
+
+    /// The OAuth 2.0 access token.
+    pub fn oauth2(&self) -> String {
+        self.oauth2_token
+            .clone()
+            .unwrap_or_else(|| format!("{}-emulator-oauth2", self.user_id))
     }
 }
 
@@ -211,8 +241,16 @@ pub struct EmulatorConfig {
     pub retry_waits_secs: Vec<f64>,
     /// Re-CRC period in seconds before scaling (X: hourly). 0 disables it.
     pub recrc_interval_secs: f64,
-    /// Management endpoint requests allowed per 15-minute window, per endpoint.
+    /// Management endpoint requests allowed per window, per endpoint.
     pub rate_limit: u32,
+    /// The rate-limit window in seconds (X: 900, 15 minutes).
+    pub rate_window_secs: u64,
+    /// XAA subscriptions per app (X: Self-serve 1,500, Enterprise 75,000, Partner
+    /// 150,000).
+    pub max_activity_subscriptions: usize,
+    /// XAA private event types need an OAuth 2.0 token of the filtered user with the
+    /// type's scope (X's rule); off, the app's Bearer token is accepted for every type.
+    pub strict_scopes: bool,
     /// Deliveries in flight per webhook.
     pub max_in_flight_per_webhook: usize,
     /// How many emitted events are kept for `/admin/sent`, backfill and replay.
@@ -242,6 +280,9 @@ impl Default for EmulatorConfig {
             retry_waits_secs: vec![3.0, 27.0, 242.0],
             recrc_interval_secs: 3600.0,
             rate_limit: 10_000,
+            rate_window_secs: 900,
+            max_activity_subscriptions: 75_000,
+            strict_scopes: false,
             max_in_flight_per_webhook: 32,
             max_recorded_events: 50_000,
             replay_incomplete: false,

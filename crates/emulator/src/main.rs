@@ -153,6 +153,15 @@ struct Serve {
     /// event is delivered.
     #[arg(long)]
     aaa_retired: bool,
+    /// Private XAA subscriptions need the user's OAuth 2.0 token and scope (X's rule).
+    #[arg(long)]
+    strict_scopes: bool,
+    /// XAA subscriptions per app (X Enterprise: 75000; Self-serve 1500).
+    #[arg(long)]
+    max_activity_subscriptions: Option<usize>,
+    /// Management rate-limit window in seconds (X: 900).
+    #[arg(long)]
+    rate_window_secs: Option<u64>,
     /// Stream fault: answer 503 to the first N connection attempts.
     #[arg(long)]
     stream_fail_503: Option<u32>,
@@ -267,6 +276,8 @@ fn build_config(a: &Serve) -> Result<EmulatorConfig, String> {
             access_token_secret: p[2].into(),
             screen_name: p.get(3).copied().unwrap_or_default().into(),
             name: p.get(3).copied().unwrap_or_default().into(),
+            oauth2_token: None,
+            scopes: x_emulator::config::all_scopes(),
         });
     }
     if let Some(v) = a.time_scale {
@@ -302,6 +313,15 @@ fn build_config(a: &Serve) -> Result<EmulatorConfig, String> {
     }
     if a.aaa_retired {
         cfg.aaa_retired = true;
+    }
+    if a.strict_scopes {
+        cfg.strict_scopes = true;
+    }
+    if let Some(v) = a.max_activity_subscriptions {
+        cfg.max_activity_subscriptions = v;
+    }
+    if let Some(v) = a.rate_window_secs {
+        cfg.rate_window_secs = v.max(1);
     }
     if a.no_stream_xaa {
         cfg.stream.include_xaa = false;

@@ -104,6 +104,9 @@ pub enum XCommand {
     ActivitySubscriptions(ActivityCommand),
     /// Ask X to re-deliver a past window (every date rule is checked before calling).
     Replay(ReplayArgs),
+    /// Move a webhook's AAA users to XAA subscriptions: plan (--dry-run), paced creation,
+    /// resume, per-user report, --rollback.
+    Migrate(crate::migrate::MigrateArgs),
 }
 
 /// `x webhooks …`
@@ -187,6 +190,13 @@ pub enum ActivityCommand {
         /// Webhook to deliver to (otherwise: the stream).
         #[arg(long)]
         webhook_id: Option<String>,
+        /// OAuth 2.0 access token of the filtered user: private types (mentions, replies,
+        /// quotes, reposts, likes, DMs, XChat, mutes, blocks, broadcast chat) need it.
+        #[arg(long, env = "X_USER_ACCESS_TOKEN", hide_env_values = true)]
+        user_token: Option<String>,
+        /// The scopes granted to --user-token (comma-separated), checked before calling.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
     },
     /// List subscriptions (every page, unless --pagination-token asks for one page).
     List {
@@ -249,7 +259,8 @@ pub struct ReplayArgs {
 /// Runs one `x` command, writing its result to `out`.
 pub async fn run(args: XArgs, out: &mut (dyn Write + Send)) -> Result<(), XapiError> {
     let mut options = ClientOptions {
-        retry_rate_limited: args.retry_rate_limited,
+        // A migration runs for hours at X's rate limit: it waits out a 429.
+        retry_rate_limited: args.retry_rate_limited || matches!(args.command, XCommand::Migrate(_)),
         max_rate_limit_wait: Duration::from_secs(args.max_rate_limit_wait),
         ..ClientOptions::default()
     };
@@ -291,6 +302,9 @@ pub async fn run(args: XArgs, out: &mut (dyn Write + Send)) -> Result<(), XapiEr
         XCommand::Subscriptions(cmd) => subscriptions(&client, cmd, json, &user, out).await,
         XCommand::ActivitySubscriptions(cmd) => activity(&client, cmd, json, out).await,
         XCommand::Replay(r) => replay_cmd(&client, r, json, out).await,
+        XCommand::Migrate(m) => {
+            crate::migrate::run(&client, m, json, out, &mut std::io::stderr()).await
+        }
     };
     if let Some(rl) = client.rate_limit() {
         tracing::debug!(rate_limit = %rl, "X rate limit after the call");
@@ -433,6 +447,7 @@ fn new_subscription(cmd: &ActivityCommand) -> Result<NewActivitySubscription, Xa
         filter,
         tag,
         webhook_id,
+        ..
     } = cmd
     else {
         return Err(XapiError::InvalidArgument("not a create command".into()));
@@ -494,9 +509,20 @@ async fn activity(
     out: &mut (dyn Write + Send),
 ) -> Result<(), XapiError> {
     match cmd {
-        ActivityCommand::Create { .. } => {
+        ActivityCommand::Create {
+            user_token, scopes, ..
+        } => {
             let new = new_subscription(cmd)?;
-            let sub = client.create_activity_subscription(&new).await?;
+            let token = user_token
+                .as_ref()
+                .filter(|t| !t.trim().is_empty())
+                .map(|t| crate::scopes::UserToken {
+                    access_token: t.trim().to_string(),
+                    scopes: (!scopes.is_empty()).then(|| scopes.clone()),
+                });
+            let sub = client
+                .create_activity_subscription_as(&new, token.as_ref())
+                .await?;
             if json {
                 return write_json(out, &sub);
             }
@@ -630,7 +656,7 @@ async fn replay_cmd(
     Ok(())
 }
 
-fn write_json<T: Serialize + ?Sized>(
+pub(crate) fn write_json<T: Serialize + ?Sized>(
     out: &mut (dyn Write + Send),
     value: &T,
 ) -> Result<(), XapiError> {

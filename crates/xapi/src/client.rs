@@ -253,6 +253,8 @@ pub struct ReplayJob {
 enum Auth<'a> {
     Bearer,
     User(&'a AccessToken),
+    /// An OAuth 2.0 user access token.
+    OAuth2(&'a str),
 }
 
 /// A client for X's management endpoints. Cheap to clone; clones share the last rate-limit
@@ -392,6 +394,7 @@ impl XClient {
                         oauth::authorization_header(method.as_str(), url.as_str(), &[], &creds);
                     req.header(AUTHORIZATION, header)
                 }
+                Auth::OAuth2(token) => req.bearer_auth(token),
             };
             if let Some(body) = body {
                 req = req.json(body);
@@ -631,6 +634,62 @@ impl XClient {
                 &[],
                 Some(&body),
                 Auth::Bearer,
+            )
+            .await?;
+        one(&v)
+            .and_then(activity_from)
+            .ok_or_else(|| missing(status, "data.id"))
+    }
+
+    /// `POST /2/activity/subscriptions` with the right credential: the app's Bearer token for
+    /// a public event type; for a private one, `user`'s OAuth 2.0 access token, whose
+    /// scopes are checked first ([`XapiError::UserTokenRequired`],
+    /// [`XapiError::MissingScope`]: no call is made).
+    pub async fn create_activity_subscription_as(
+        &self,
+        new: &NewActivitySubscription,
+        user: Option<&crate::scopes::UserToken>,
+    ) -> Result<ActivitySubscription, XapiError> {
+        let (event_type, user_id) = match new {
+            NewActivitySubscription::Filtered {
+                event_type, filter, ..
+            } => (
+                event_type.as_str(),
+                filter
+                    .get("user_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            NewActivitySubscription::UserEvents { .. } => {
+                return self.create_activity_subscription(new).await
+            }
+        };
+        let Some(scope) = crate::scopes::required_scope(event_type) else {
+            return self.create_activity_subscription(new).await;
+        };
+        let Some(token) = user else {
+            return Err(XapiError::UserTokenRequired {
+                event_type: event_type.to_string(),
+                user_id,
+                scope,
+            });
+        };
+        token
+            .allows(event_type)
+            .map_err(|scope| XapiError::MissingScope {
+                event_type: event_type.to_string(),
+                user_id: user_id.clone(),
+                scope,
+            })?;
+        let body = new.body();
+        let (status, v) = self
+            .call(
+                Method::POST,
+                "/2/activity/subscriptions",
+                &[],
+                Some(&body),
+                Auth::OAuth2(&token.access_token),
             )
             .await?;
         one(&v)

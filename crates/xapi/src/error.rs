@@ -100,6 +100,21 @@ pub enum XapiError {
     /// A credential the call needs was not configured.
     #[error("missing credential: {0} (set the flag or its environment variable)")]
     MissingCredential(&'static str),
+    /// A private event type, and no OAuth 2.0 access token of the filtered user.
+    #[error("{event_type} is private: it needs an OAuth 2.0 access token of user {user_id} (scope {scope}); none given")]
+    UserTokenRequired {
+        event_type: String,
+        user_id: String,
+        scope: &'static str,
+    },
+    /// The user's token was not granted the scope the event type needs (checked before
+    /// calling X).
+    #[error("the access token of user {user_id} lacks scope {scope}, needed for {event_type}")]
+    MissingScope {
+        event_type: String,
+        user_id: String,
+        scope: &'static str,
+    },
     /// A caller-supplied argument is unusable.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -26,8 +26,10 @@
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod migrate;
 pub mod oauth;
 pub mod replay;
+pub mod scopes;
 
 pub use client::{
     AaaSubscriptions, AccessToken, ActivitySubscription, ActivitySubscriptionPage,
@@ -36,3 +38,4 @@ pub use client::{
 };
 pub use error::{RateLimit, XapiError};
 pub use replay::{ReplayError, ReplayRules, Window};
+pub use scopes::{required_scope, UserToken, UserTokens};

@@ -706,3 +706,93 @@ async fn rate_limited_call_is_not_retried_by_default() {
     assert!(matches!(e, XapiError::RateLimited { .. }));
     assert_eq!(hits.load(Ordering::SeqCst), 3);
 }
+
+/// Private XAA types need the filtered user's OAuth 2.0 token with the type's scope: the
+/// client checks what it can before calling (no call, an error naming the scope), and X
+/// (the emulator with `strict_scopes`) refuses the rest.
+#[tokio::test]
+async fn private_types_need_the_users_oauth2_token_and_scope() {
+    let mut cfg = EmulatorConfig {
+        strict_scopes: true,
+        ..EmulatorConfig::default()
+    };
+    cfg.users
+        .iter_mut()
+        .find(|u| u.user_id == USER)
+        .unwrap()
+        .scopes
+        .retain(|s| s != "dm.read");
+    let s = setup_with(cfg.clone(), ClientOptions::default()).await;
+    let user = cfg.users.iter().find(|u| u.user_id == USER).unwrap();
+    let new = |t: &str, u: &str| NewActivitySubscription::Filtered {
+        event_type: t.into(),
+        filter: json!({ "user_id": u }),
+        tag: None,
+        webhook_id: None,
+    };
+    let known = relay_xapi::UserToken {
+        access_token: user.oauth2(),
+        scopes: Some(user.scopes.clone()),
+    };
+    // Public: the app's Bearer token, no user token needed.
+    s.client
+        .create_activity_subscription_as(&new("post.create", USER), None)
+        .await
+        .expect("public type with the app's token");
+    // Private, no token: refused before any call.
+    let e = s
+        .client
+        .create_activity_subscription_as(&new("like.create", USER), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            XapiError::UserTokenRequired {
+                scope: "like.read",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Private, the scope not granted: refused before any call, naming the scope.
+    let e = s
+        .client
+        .create_activity_subscription_as(&new("dm.sent", USER), Some(&known))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("dm.read"), "{e}");
+    assert!(matches!(e, XapiError::MissingScope { .. }), "{e}");
+    // With the token and scope: created.
+    s.client
+        .create_activity_subscription_as(&new("like.create", USER), Some(&known))
+        .await
+        .expect("private type with the user's token");
+    // Scopes unknown to the client: X decides (and refuses).
+    let unknown = relay_xapi::UserToken {
+        access_token: user.oauth2(),
+        scopes: None,
+    };
+    let e = s
+        .client
+        .create_activity_subscription_as(&new("dm.sent", USER), Some(&unknown))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    assert!(e.to_string().contains("dm.read"), "{e}");
+    // Another user's filter with this user's token: refused by X.
+    let e = s
+        .client
+        .create_activity_subscription_as(&new("like.create", OTHER_USER), Some(&known))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    // The app's Bearer token for a private type: refused by X.
+    let e = s
+        .client
+        .create_activity_subscription(&new("like.create", USER))
+        .await
+        .unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    s.emu.shutdown().await;
+}
