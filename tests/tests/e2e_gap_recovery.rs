@@ -93,6 +93,26 @@ fn like(user: &str, id: &str) -> Value {
     v
 }
 
+/// `activity_relay_replay_jobs_total{outcome}`.
+async fn jobs_metric(relay: &Relay, outcome: &str) -> f64 {
+    relay
+        .metric("activity_relay_replay_jobs_total", &[("outcome", outcome)])
+        .await
+}
+
+/// Rewrites the liveness record: the webhook (or a stream) was last alive at `at`.
+fn write_liveness(path: &std::path::Path, key: &str, at: DateTime<Utc>) {
+    std::fs::write(
+        path,
+        serde_json::to_vec(&serde_json::json!({
+            "version": 1,
+            "alive_until": {key: at.to_rfc3339()},
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+}
+
 fn parse_time(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
         .expect("rfc3339")
@@ -151,15 +171,7 @@ async fn webhook_gap_is_replayed_one_job_at_a_time_and_lands_exactly_once() {
     // is down: every live attempt fails and X gives up).
     let now = Utc::now();
     let last_alive = now - chrono::Duration::hours(3);
-    std::fs::write(
-        &liveness_path,
-        serde_json::to_vec(&serde_json::json!({
-            "version": 1,
-            "alive_until": {"webhook": last_alive.to_rfc3339()},
-        }))
-        .unwrap(),
-    )
-    .unwrap();
+    write_liveness(&liveness_path, "webhook", last_alive);
     let offsets_min = [1, 30, 95, 110, 125, 150, 165];
     let mut missed: Vec<Emitted> = Vec::new();
     for (i, m) in offsets_min.iter().enumerate() {
@@ -298,14 +310,7 @@ async fn webhook_gap_is_replayed_one_job_at_a_time_and_lands_exactly_once() {
     // the relay dropped the repeats.
     assert!(relay.metric("activity_relay_duplicates_total", &[]).await > 0.0);
 
-    let m = |o: &'static str| {
-        let relay = &relay;
-        async move {
-            relay
-                .metric("activity_relay_replay_jobs_total", &[("outcome", o)])
-                .await
-        }
-    };
+    let m = |o: &'static str| jobs_metric(&relay, o);
     assert_eq!(m("started").await, 3.0);
     assert_eq!(m("complete").await, 2.0);
     assert_eq!(m("incomplete").await, 1.0);
@@ -476,15 +481,11 @@ idle_timeout = "2s"
 
     let now = Utc::now();
     let last_alive = now - chrono::Duration::hours(2);
-    std::fs::write(
-        tmp.path().join("spool/liveness.json"),
-        serde_json::to_vec(&serde_json::json!({
-            "version": 1,
-            "alive_until": {"stream:main": last_alive.to_rfc3339()},
-        }))
-        .unwrap(),
-    )
-    .unwrap();
+    write_liveness(
+        &tmp.path().join("spool/liveness.json"),
+        "stream:main",
+        last_alive,
+    );
     // Recorded during the "outage" (one before it: not asked for).
     emu.emit_at(
         stream_like(&format!("sbefore-{u}")),
@@ -656,15 +657,7 @@ liveness_interval = "1s"
     let liveness_path = tmp.path().join("spool/liveness.json");
     let now = Utc::now();
     let last_alive = now - chrono::Duration::minutes(30);
-    std::fs::write(
-        &liveness_path,
-        serde_json::to_vec(&serde_json::json!({
-            "version": 1,
-            "alive_until": {"webhook": last_alive.to_rfc3339()},
-        }))
-        .unwrap(),
-    )
-    .unwrap();
+    write_liveness(&liveness_path, "webhook", last_alive);
     // Before the gap and its safety margin: delivered live back then, not asked for again.
     emu.emit_at(body(11), last_alive - chrono::Duration::minutes(10));
     let missed_bodies: Vec<Value> = (4..10).map(body).collect();
@@ -724,14 +717,7 @@ liveness_interval = "1s"
         "end_time {end}"
     );
     assert!(emu.jobs().is_empty(), "AAA replay called: {:?}", emu.jobs());
-    let m = |o: &'static str| {
-        let relay = &relay;
-        async move {
-            relay
-                .metric("activity_relay_replay_jobs_total", &[("outcome", o)])
-                .await
-        }
-    };
+    let m = |o: &'static str| jobs_metric(&relay, o);
     assert_eq!(m("started").await, 2.0);
     assert_eq!(m("incomplete").await, 1.0);
     assert_eq!(m("complete").await, 1.0);

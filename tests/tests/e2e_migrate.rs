@@ -303,30 +303,9 @@ async fn migrate_500_users_plans_paces_resumes_reports_and_rolls_back() {
 }
 
 fn relay_xapi_types() -> [&'static str; 17] {
-    [
-        "post.create",
-        "post.delete",
-        "post.mention.create",
-        "post.reply.create",
-        "post.quote.create",
-        "post.repost.create",
-        "like.create",
-        "follow.follow",
-        "follow.unfollow",
-        "block.block",
-        "block.unblock",
-        "mute.mute",
-        "mute.unmute",
-        "dm.sent",
-        "dm.received",
-        "dm.read",
-        "dm.indicate_typing",
-    ]
+    relay_xapi::migrate::PER_USER_TYPES
 }
 
 fn is_private(t: &str) -> bool {
-    !matches!(
-        t,
-        "post.create" | "post.delete" | "follow.follow" | "follow.unfollow"
-    )
+    relay_xapi::required_scope(t).is_some()
 }

@@ -626,6 +626,14 @@ impl XClient {
         &self,
         new: &NewActivitySubscription,
     ) -> Result<ActivitySubscription, XapiError> {
+        self.post_activity_subscription(new, Auth::Bearer).await
+    }
+
+    async fn post_activity_subscription(
+        &self,
+        new: &NewActivitySubscription,
+        auth: Auth<'_>,
+    ) -> Result<ActivitySubscription, XapiError> {
         let body = new.body();
         let (status, v) = self
             .call(
@@ -633,7 +641,7 @@ impl XClient {
                 "/2/activity/subscriptions",
                 &[],
                 Some(&body),
-                Auth::Bearer,
+                auth,
             )
             .await?;
         one(&v)
@@ -682,19 +690,8 @@ impl XClient {
                 user_id: user_id.clone(),
                 scope,
             })?;
-        let body = new.body();
-        let (status, v) = self
-            .call(
-                Method::POST,
-                "/2/activity/subscriptions",
-                &[],
-                Some(&body),
-                Auth::OAuth2(&token.access_token),
-            )
-            .await?;
-        one(&v)
-            .and_then(activity_from)
-            .ok_or_else(|| missing(status, "data.id"))
+        self.post_activity_subscription(new, Auth::OAuth2(&token.access_token))
+            .await
     }
 
     /// `GET /2/activity/subscriptions` (one page).
