@@ -124,7 +124,7 @@ pub fn normalize(args: &crate::cli_normalize::NormalizeArgs) -> ExitCode {
 /// `activity-relay x …`; with `--config`, unset credentials come from its `[recovery]`.
 pub fn x(mut args: relay_xapi::cli::XArgs) -> ExitCode {
     if let Some(path) = args.config.clone() {
-        if let Err(e) = crate::recovery::apply_x_config(&mut args, &path) {
+        if let Err(e) = apply_x_config(&mut args, &path) {
             eprintln!("activity-relay x: configuration error: {e}");
             return ExitCode::from(2);
         }
@@ -257,4 +257,29 @@ pub fn dead_letters(args: &DeadLettersArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Fills the `x` subcommand's unset base URL and credentials from `[recovery]` of the relay
+/// config at `path` (only that section is read and `${ENV}`-expanded). Flags and their
+/// environment variables were parsed first, so they win.
+pub fn apply_x_config(
+    args: &mut relay_xapi::cli::XArgs,
+    path: &std::path::Path,
+) -> Result<(), crate::config::ConfigError> {
+    use crate::recovery::config::non_empty;
+    let r = crate::config::Config::load_recovery(path)?;
+    let fill = |slot: &mut Option<String>, v: &Option<String>| {
+        if non_empty(slot).is_none() {
+            if let Some(v) = non_empty(v) {
+                *slot = Some(v.to_string());
+            }
+        }
+    };
+    fill(&mut args.base_url, &Some(r.base_url.clone()));
+    fill(&mut args.bearer_token, &r.bearer_token);
+    if non_empty(&args.consumer_key).is_none() && non_empty(&args.consumer_secret).is_none() {
+        fill(&mut args.consumer_key, &r.consumer_key);
+        fill(&mut args.consumer_secret, &r.consumer_secret);
+    }
+    Ok(())
 }

@@ -12,7 +12,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod probe;
 pub mod recovery;
-pub mod recovery_stream;
 pub mod replay_dead;
 pub mod run;
 pub mod schema;

@@ -359,7 +359,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
 /// A webhook gap's recovery, by `[recovery] method`.
 enum Recovery {
     Replay(crate::recovery::WebhookRecovery),
-    Stream(crate::recovery_stream::StreamRecovery),
+    Stream(crate::recovery::stream::StreamRecovery),
 }
 
 impl Recovery {
@@ -421,7 +421,7 @@ fn prepare_recovery(
                     pending_from = %pending_from.map(|t| t.to_rfc3339()).unwrap_or_default(),
                     "webhook was down: re-reading the gap from the activity stream"
                 );
-                let r = crate::recovery_stream::StreamRecovery::new(
+                let r = crate::recovery::stream::StreamRecovery::new(
                     &cfg.recovery,
                     webhook,
                     metrics,

@@ -18,7 +18,7 @@ use relay_ingress::stream::{read_window, StreamConfig, WindowError};
 use relay_ingress::Pipeline;
 use tokio_util::sync::CancellationToken;
 
-use crate::recovery::{Pending, RecoveryConfig, RecoveryMetrics, WEBHOOK_KEY};
+use super::{Pending, RecoveryConfig, RecoveryMetrics, WEBHOOK_KEY};
 
 /// How far back X's stream takes `start_time` (24 h), less a minute for clock skew.
 pub const STREAM_MAX_AGE: Duration = Duration::from_secs(24 * 3600 - 60);
