@@ -22,7 +22,6 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use relay_envelope::{Context, IngressKind};
-use serde::Deserialize;
 use sha2::Sha256;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +30,9 @@ use crate::conn::{ConnMetrics, LimitAcceptor};
 use crate::metrics::WebhookMetrics;
 use crate::{AcceptError, IngressError, Pipeline};
 
+mod config;
+pub use config::{AppConfig, TlsConfig, WebhookConfig};
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// The header X signs every POST with.
@@ -38,205 +40,6 @@ pub const SIGNATURE_HEADER: &str = "x-twitter-webhooks-signature";
 
 /// Label used for requests to a path naming no configured app.
 const UNKNOWN_APP: &str = "_unknown";
-
-/// Webhook listener configuration.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-    /// Largest accepted body, bytes.
-    #[serde(default = "default_body_limit")]
-    pub body_limit: usize,
-    /// `Retry-After` sent with a 503 when the pipeline gives no better figure.
-    #[serde(default = "default_retry_after_secs")]
-    pub retry_after_secs: u64,
-    /// Longest time to receive a POST body (slow or stalled senders get 408; X itself
-    /// gives up after ~3 s).
-    #[serde(default = "default_body_timeout", with = "humantime_serde")]
-    pub body_timeout: Duration,
-    /// How long [`WebhookServer::run`] lets in-flight requests finish after shutdown.
-    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
-    pub shutdown_grace: Duration,
-    /// Time a client has to send a request's line and headers, counted from the moment
-    /// the connection is opened and again from the end of each response while a
-    /// keep-alive connection waits for the next request (hyper's `header_read_timeout`),
-    /// so it bounds slow, half-sent and idle connections alike. Default 5 s.
-    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
-    pub header_read_timeout: Duration,
-    /// Largest request head (request line and headers) and read buffer per connection,
-    /// bytes (hyper's `max_buf_size`; at least 8192). Default 16 KiB.
-    #[serde(default = "default_max_header_bytes")]
-    pub max_header_bytes: usize,
-    /// Connections open at once; one more is closed as soon as it is accepted. Default 4096.
-    #[serde(default = "default_max_connections")]
-    pub max_connections: usize,
-    /// Authentic POSTs being handed to the pipeline at once per app; one more gets 503
-    /// with `Retry-After`. Counted only once the signature is checked, so that clients
-    /// without the secret cannot use it to turn X away. Default 256.
-    #[serde(default = "default_max_requests_per_app")]
-    pub max_requests_per_app: usize,
-    /// Body bytes, over all connections, that may be held while their signature is not yet
-    /// checked (a request reserves its `Content-Length`, or `body_limit` when it has none).
-    /// A POST that does not fit gets 503 with `Retry-After` before its body is read.
-    /// Default 64 MiB.
-    #[serde(default = "default_preauth_body_budget")]
-    pub preauth_body_budget: usize,
-    /// The part of `preauth_body_budget` that only bodies of at most `small_body_bytes`
-    /// may use. X's deliveries are a few KiB: however many large unauthenticated uploads
-    /// are in flight, this much stays for them. Default 16 MiB.
-    #[serde(default = "default_small_body_reserve")]
-    pub small_body_reserve: usize,
-    /// Bodies that declare at most this many bytes are small (see `small_body_reserve`).
-    /// Default 64 KiB.
-    #[serde(default = "default_small_body_bytes")]
-    pub small_body_bytes: usize,
-    /// How many bytes of a body over `body_limit` are read and thrown away before the 413
-    /// is sent, so that a client that sends its whole body before reading (most do) gets
-    /// the 413 instead of a reset connection. Bodies declared larger are not drained.
-    /// Default 8 MiB.
-    #[serde(default = "default_oversize_drain_bytes")]
-    pub oversize_drain_bytes: usize,
-    /// Time a client has to finish the TLS handshake. Default 5 s.
-    #[serde(default = "default_tls_handshake_timeout", with = "humantime_serde")]
-    pub tls_handshake_timeout: Duration,
-    #[serde(default)]
-    pub tls: Option<TlsConfig>,
-    pub apps: Vec<AppConfig>,
-    /// Not a TOML field: up to when the webhook took everything X sent (see
-    /// [`crate::Acceptance`]); the relay reads it for its liveness record.
-    #[serde(skip)]
-    pub acceptance: crate::Acceptance,
-}
-
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 8080))
-}
-fn default_body_limit() -> usize {
-    1 << 20
-}
-fn default_retry_after_secs() -> u64 {
-    5
-}
-fn default_body_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_shutdown_grace() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_header_read_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_max_header_bytes() -> usize {
-    16 << 10
-}
-fn default_max_connections() -> usize {
-    4096
-}
-fn default_max_requests_per_app() -> usize {
-    256
-}
-fn default_preauth_body_budget() -> usize {
-    64 << 20
-}
-fn default_small_body_reserve() -> usize {
-    16 << 20
-}
-fn default_small_body_bytes() -> usize {
-    64 << 10
-}
-fn default_oversize_drain_bytes() -> usize {
-    8 << 20
-}
-fn default_tls_handshake_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
-impl WebhookConfig {
-    /// A configuration with defaults for everything but the apps.
-    pub fn new(apps: Vec<AppConfig>) -> Self {
-        WebhookConfig {
-            listen: default_listen(),
-            body_limit: default_body_limit(),
-            retry_after_secs: default_retry_after_secs(),
-            body_timeout: default_body_timeout(),
-            shutdown_grace: default_shutdown_grace(),
-            header_read_timeout: default_header_read_timeout(),
-            max_header_bytes: default_max_header_bytes(),
-            max_connections: default_max_connections(),
-            max_requests_per_app: default_max_requests_per_app(),
-            preauth_body_budget: default_preauth_body_budget(),
-            small_body_reserve: default_small_body_reserve(),
-            small_body_bytes: default_small_body_bytes(),
-            oversize_drain_bytes: default_oversize_drain_bytes(),
-            tls_handshake_timeout: default_tls_handshake_timeout(),
-            tls: None,
-            apps,
-            acceptance: crate::Acceptance::default(),
-        }
-    }
-}
-
-impl fmt::Debug for WebhookConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhookConfig")
-            .field("listen", &self.listen)
-            .field("body_limit", &self.body_limit)
-            .field("retry_after_secs", &self.retry_after_secs)
-            .field("body_timeout", &self.body_timeout)
-            .field("shutdown_grace", &self.shutdown_grace)
-            .field("header_read_timeout", &self.header_read_timeout)
-            .field("max_header_bytes", &self.max_header_bytes)
-            .field("max_connections", &self.max_connections)
-            .field("max_requests_per_app", &self.max_requests_per_app)
-            .field("preauth_body_budget", &self.preauth_body_budget)
-            .field("small_body_reserve", &self.small_body_reserve)
-            .field("small_body_bytes", &self.small_body_bytes)
-            .field("oversize_drain_bytes", &self.oversize_drain_bytes)
-            .field("tls_handshake_timeout", &self.tls_handshake_timeout)
-            .field("tls", &self.tls)
-            .field("apps", &self.apps)
-            .finish()
-    }
-}
-
-/// PEM files for HTTPS.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    pub cert_path: String,
-    pub key_path: String,
-}
-
-/// One X app whose webhook is served at `/webhooks/<name>`.
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AppConfig {
-    pub name: String,
-    /// The first is current (answers CRC); every one is accepted for signatures (rotation).
-    pub consumer_secrets: Vec<String>,
-    /// CloudEvents `source`; default `/x/account-activity/webhook/<name>`.
-    #[serde(default)]
-    pub source: Option<String>,
-    /// The input formats taken from this app: `["aaa", "xaa"]` (default) during X's
-    /// cutover, `["xaa"]` after it. Deliveries of another format are kept as dead letters.
-    #[serde(default)]
-    pub formats: relay_envelope::Formats,
-}
-
-impl fmt::Debug for AppConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AppConfig")
-            .field("name", &self.name)
-            .field(
-                "consumer_secrets",
-                &format_args!("[{} redacted]", self.consumer_secrets.len()),
-            )
-            .field("source", &self.source)
-            .field("formats", &self.formats)
-            .finish()
-    }
-}
 
 /// base64(HMAC-SHA256) of `message` under a keyed MAC.
 fn sign(mac: &HmacSha256, message: &[u8]) -> String {
