@@ -1,0 +1,300 @@
+//! `[[sinks]]` with `type = "nats"`: the typed section (secrets, auth, TLS, the stream to
+//! set up) and its one check, `validate()`.
+
+use super::*;
+
+/// A secret string from the configuration: never printed by `Debug`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The secret itself (hand it to the client; never log it).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// `[sinks.<name>]` with `type = "nats"`. `Debug` redacts secrets (also in `url`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSinkConfig {
+    /// Server URL(s), comma-separated: `nats://host:4222,nats://other:4222` (`tls://` for
+    /// TLS).
+    pub url: String,
+    /// Subject template. Default `x.activity.{subject}.{type}`.
+    #[serde(default = "default_subject")]
+    pub subject: String,
+    /// Subject of dead letters. Default `x.activity.deadletter`.
+    #[serde(default = "default_deadletter_subject")]
+    pub deadletter_subject: String,
+    /// `structured` (default) or `binary`.
+    #[serde(default)]
+    pub wire_mode: WireMode,
+    /// How long to wait for a JetStream ack. Default 10s.
+    #[serde(default = "default_ack_timeout", with = "humantime_serde")]
+    pub ack_timeout: Duration,
+    /// How long the initial connection (TCP, TLS and NATS handshake, all servers) may
+    /// take. Default 10s.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Credentials (at most one method).
+    #[serde(default)]
+    pub auth: NatsAuth,
+    /// TLS settings.
+    #[serde(default)]
+    pub tls: NatsTls,
+    /// When set, the stream is created at connect (or updated if it exists).
+    #[serde(default)]
+    pub stream: Option<StreamSetup>,
+    /// Most unacknowledged publishes at a time. Default 256.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_subject() -> String {
+    "x.activity.{subject}.{type}".into()
+}
+fn default_deadletter_subject() -> String {
+    "x.activity.deadletter".into()
+}
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_in_flight() -> usize {
+    256
+}
+
+impl NatsSinkConfig {
+    /// A configuration with every default and the given server URL.
+    pub fn new(url: impl Into<String>) -> NatsSinkConfig {
+        NatsSinkConfig {
+            url: url.into(),
+            subject: default_subject(),
+            deadletter_subject: default_deadletter_subject(),
+            wire_mode: WireMode::default(),
+            ack_timeout: default_ack_timeout(),
+            connect_timeout: default_connect_timeout(),
+            auth: NatsAuth::default(),
+            tls: NatsTls::default(),
+            stream: None,
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+}
+
+impl NatsSinkConfig {
+    /// Checks the configuration without connecting: templates, subjects, URLs, auth and
+    /// TLS combinations (what [`NatsSink::connect`] checks before it connects).
+    pub fn validate(&self, name: &str) -> Result<(), NatsSinkError> {
+        self.prepare(name).map(|_| ())
+    }
+
+    pub(crate) fn prepare(
+        &self,
+        name: &str,
+    ) -> Result<(Template, Vec<async_nats::ServerAddr>), NatsSinkError> {
+        let config_err = |detail: String| NatsSinkError::Config {
+            sink: name.to_owned(),
+            detail,
+        };
+        let subject = Template::parse(&self.subject).map_err(|source| NatsSinkError::Template {
+            sink: name.to_owned(),
+            source,
+        })?;
+        check_template_literals(&subject).map_err(config_err)?;
+        check_publish_subject(&self.deadletter_subject)
+            .map_err(|e| config_err(format!("deadletter_subject: {e}")))?;
+        if self.max_in_flight == 0 {
+            return Err(config_err("max_in_flight must be at least 1".into()));
+        }
+        let servers: Vec<async_nats::ServerAddr> = self
+            .url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<async_nats::ServerAddr>().map_err(|_| {
+                    config_err(format!(
+                        "url {:?} is not a NATS server address",
+                        redact_url(s)
+                    ))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if servers.is_empty() {
+            return Err(config_err("url is empty".into()));
+        }
+        let auth = &self.auth;
+        let methods = [
+            auth.token.is_some(),
+            auth.user.is_some() || auth.password.is_some(),
+            auth.nkey_seed.is_some(),
+            auth.credentials_file.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if methods > 1 {
+            return Err(config_err(
+                "auth: set only one of token, user + password, nkey_seed, credentials_file".into(),
+            ));
+        }
+        if auth.user.is_some() != auth.password.is_some() {
+            return Err(config_err("auth: user and password go together".into()));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(config_err("tls: cert and key go together".into()));
+        }
+        Ok((subject, servers))
+    }
+}
+
+impl fmt::Debug for NatsSinkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsSinkConfig")
+            .field("url", &redact_url(&self.url))
+            .field("subject", &self.subject)
+            .field("deadletter_subject", &self.deadletter_subject)
+            .field("wire_mode", &self.wire_mode)
+            .field("ack_timeout", &self.ack_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .field("stream", &self.stream)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish()
+    }
+}
+
+/// The server URL(s) with any embedded password (`nats://user:password@host`) replaced by
+/// `<redacted>`; a lone user part (`nats://token@host`, a token) is redacted too.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|one| {
+            let Some(scheme_end) = one.find("://") else {
+                return one.to_owned();
+            };
+            let rest = &one[scheme_end + 3..];
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let Some(at) = rest[..authority_end].rfind('@') else {
+                return one.to_owned();
+            };
+            let userinfo = &rest[..at];
+            let shown = match userinfo.find(':') {
+                Some(colon) => format!("{}:<redacted>", &userinfo[..colon]),
+                None => "<redacted>".to_owned(),
+            };
+            format!("{}{shown}{}", &one[..scheme_end + 3], &rest[at..])
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// NATS credentials; at most one of token, user + password, nkey seed, credentials file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsAuth {
+    pub token: Option<Secret>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// An nkey seed (`SU…`).
+    pub nkey_seed: Option<Secret>,
+    /// A `.creds` file (JWT + nkey seed).
+    pub credentials_file: Option<PathBuf>,
+}
+
+/// TLS to the NATS servers.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsTls {
+    /// PEM CA bundle to trust (in addition to the system roots).
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate (with `key`) for mutual TLS.
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// Refuse a connection without TLS. Default false (a `tls://` URL requires TLS too).
+    #[serde(default)]
+    pub require_tls: bool,
+}
+
+/// The JetStream stream the sink creates or updates at connect.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSetup {
+    /// Default `X_ACTIVITY`.
+    #[serde(default = "default_stream_name")]
+    pub name: String,
+    /// Default `["x.activity.>"]` (captures the default subjects and dead letters).
+    #[serde(default = "default_stream_subjects")]
+    pub subjects: Vec<String>,
+    /// `file` (default) or `memory`.
+    #[serde(default)]
+    pub storage: Storage,
+    /// `limits` (default), `interest` or `workqueue`.
+    #[serde(default)]
+    pub retention: Retention,
+    /// Default 7 days.
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Window in which a repeated `Nats-Msg-Id` is dropped. Default 2 minutes. Make it
+    /// longer than the time a record may spend being retried.
+    #[serde(default = "default_duplicate_window", with = "humantime_serde")]
+    pub duplicate_window: Duration,
+}
+
+fn default_stream_name() -> String {
+    "X_ACTIVITY".into()
+}
+fn default_stream_subjects() -> Vec<String> {
+    vec!["x.activity.>".into()]
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
+fn default_duplicate_window() -> Duration {
+    Duration::from_secs(120)
+}
+
+impl Default for StreamSetup {
+    fn default() -> Self {
+        StreamSetup {
+            name: default_stream_name(),
+            subjects: default_stream_subjects(),
+            storage: Storage::default(),
+            retention: Retention::default(),
+            max_age: default_max_age(),
+            duplicate_window: default_duplicate_window(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Storage {
+    #[default]
+    File,
+    Memory,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Retention {
+    #[default]
+    Limits,
+    Interest,
+    Workqueue,
+}
