@@ -23,7 +23,9 @@ use crate::ids::{rounded_json, snowflake_ms, TWEPOCH_MS};
 use crate::state::{EmitOptions, Emitted, Shared};
 
 mod aaa;
+mod words;
 mod xaa;
+use words::{FIRST, LAST, PLACES, SOURCE, TAGS, WORDS};
 
 /// AAA / stream kinds.
 pub const AAA_KINDS: &[&str] = &[
@@ -196,94 +198,6 @@ struct Person {
     created_ms: u64,
     verified: bool,
 }
-
-const FIRST: &[&str] = &[
-    "Ada", "Grace", "Linus", "Maya", "Noor", "Kenji", "Lena", "Omar", "Priya", "Sven", "Tariq",
-    "Yuki", "Zoe", "Mateo", "Ines", "Femi", "Hana", "Ivan", "Jonas", "Lucia",
-];
-const LAST: &[&str] = &[
-    "Lovelace", "Hopper", "Okafor", "Tanaka", "Rossi", "Nguyen", "Schmidt", "Haddad", "Silva",
-    "Kowalski", "Dubois", "Mensah", "Larsen", "Costa", "Park",
-];
-const PLACES: &[&str] = &[
-    "San Francisco, CA",
-    "Boulder, CO",
-    "Berlin",
-    "Lagos",
-    "Tokyo",
-    "São Paulo",
-    "Lisbon",
-    "Bengaluru",
-    "Toronto",
-    "Nairobi",
-];
-const WORDS: &[&str] = &[
-    "shipping",
-    "the",
-    "new",
-    "API",
-    "today",
-    "relay",
-    "events",
-    "webhooks",
-    "streaming",
-    "latency",
-    "is",
-    "down",
-    "to",
-    "milliseconds",
-    "thanks",
-    "everyone",
-    "who",
-    "tested",
-    "the",
-    "beta",
-    "coffee",
-    "first",
-    "then",
-    "deploys",
-    "weekend",
-    "project",
-    "launch",
-    "working",
-    "on",
-    "something",
-    "fun",
-    "rust",
-    "kafka",
-    "queues",
-    "are",
-    "underrated",
-    "great",
-    "thread",
-    "about",
-    "backpressure",
-    "and",
-    "retries",
-    "idempotency",
-    "matters",
-    "more",
-    "than",
-    "you",
-    "think",
-    "🚀",
-    "🔥",
-    "—",
-    "really",
-    "proud",
-    "of",
-    "this",
-    "team",
-];
-const TAGS: &[&str] = &[
-    "buildinpublic",
-    "rustlang",
-    "devops",
-    "api",
-    "opensource",
-    "kafka",
-];
-const SOURCE: &str = "<a href=\"https://mobile.x.com\" rel=\"nofollow\">X Web App</a>";
 
 fn twitter_date(ms: u64) -> String {
     Utc.timestamp_millis_opt(ms as i64)
