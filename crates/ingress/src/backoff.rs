@@ -1,4 +1,4 @@
-//! X's reconnect schedule for streaming connections (spec §3), as a pure type.
+//! X's reconnect schedule for streaming connections (`docs/spec/x-activity.md` §3), as a pure type.
 //!
 //! * The first reconnect after a healthy period (or at start) is immediate, except after a
 //!   429, which always waits.

@@ -1,4 +1,4 @@
-//! The activity stream client (spec §1b, §3).
+//! The activity stream client (`docs/spec/x-activity.md` §1b, §3).
 //!
 //! One long-lived `GET` returning newline-delimited JSON. Every non-blank line goes to the
 //! [`Pipeline`], in order, one at a time; a full or unavailable pipeline holds the line

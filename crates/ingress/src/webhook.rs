@@ -1,5 +1,5 @@
 //! The X webhook: CRC challenges (`GET`) and signed deliveries (`POST`) on
-//! `/webhooks/{app}`, one path per configured app (spec §2).
+//! `/webhooks/{app}`, one path per configured app (`docs/spec/x-activity.md` §2).
 //!
 //! A POST is answered 200 only once the [`Pipeline`] has made it durable. Signatures are
 //! checked over the raw body, in constant time, against every secret of the app (rotation),
