@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -31,7 +31,9 @@ use crate::metrics::WebhookMetrics;
 use crate::{AcceptError, IngressError, Pipeline};
 
 mod config;
+mod reject;
 pub use config::{AppConfig, TlsConfig, WebhookConfig};
+use reject::{plain, Rejection};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -234,15 +236,6 @@ pub fn router(
         .with_state(shared))
 }
 
-fn plain(status: StatusCode, msg: &'static str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        msg,
-    )
-        .into_response()
-}
-
 impl Shared {
     fn app(&self, name: &str, method: &str) -> Option<Arc<App>> {
         let app = self.apps.get(name).cloned();
@@ -263,21 +256,19 @@ impl Shared {
             .inc();
     }
 
+    /// Counts `r` under its outcome and answers it.
+    fn reject(&self, app: &App, r: Rejection) -> Response {
+        self.outcome(app, r.outcome());
+        r.into_response()
+    }
+
     fn unauthorized(&self, app: &App, reason: &'static str) -> Response {
         self.metrics
             .signature_failures
             .with_label_values(&[&app.name, reason])
             .inc();
-        self.outcome(app, "unauthorized");
         tracing::warn!(app = %app.name, reason, "webhook POST rejected: bad signature");
-        plain(StatusCode::UNAUTHORIZED, "invalid signature\n")
-    }
-
-    fn unavailable(&self, secs: u64) -> Response {
-        let mut resp = plain(StatusCode::SERVICE_UNAVAILABLE, "try again later\n");
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-        resp
+        self.reject(app, Rejection::Unauthorized)
     }
 }
 
@@ -288,7 +279,7 @@ async fn crc(
 ) -> Response {
     let started = Instant::now();
     let Some(app) = st.app(&app, "GET") else {
-        return plain(StatusCode::NOT_FOUND, "unknown webhook\n");
+        return Rejection::UnknownApp.into_response();
     };
     let token = query.as_deref().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
@@ -296,18 +287,11 @@ async fn crc(
             .map(|(_, v)| v.into_owned())
     });
     let resp = match token.filter(|t| !t.is_empty()) {
-        None => {
-            st.outcome(&app, "bad_request");
-            plain(StatusCode::BAD_REQUEST, "missing crc_token\n")
-        }
+        None => st.reject(&app, Rejection::MissingCrcToken),
         // Never sign anything but what X sends: see `is_crc_token_shape`.
         Some(token) if !is_crc_token_shape(token.as_bytes()) => {
-            st.outcome(&app, "bad_crc_token");
             tracing::warn!(app = %app.name, len = token.len(), "CRC refused: crc_token is not of the shape X sends");
-            plain(
-                StatusCode::BAD_REQUEST,
-                "crc_token must be 1 to 255 characters of [A-Za-z0-9+/=_-]\n",
-            )
+            st.reject(&app, Rejection::BadCrcToken)
         }
         Some(token) => {
             // validate() guarantees at least one secret.
@@ -408,7 +392,7 @@ async fn deliver(
 ) -> Response {
     let started = Instant::now();
     let Some(app) = st.app(&app, "POST") else {
-        return plain(StatusCode::NOT_FOUND, "unknown webhook\n");
+        return Rejection::UnknownApp.into_response();
     };
     let resp = deliver_app(&st, &app, &headers, body).await;
     st.metrics
@@ -431,7 +415,7 @@ impl Shared {
         declared: Option<u64>,
         rest: Option<axum::body::BodyDataStream>,
     ) -> Response {
-        self.outcome(app, "too_large");
+        self.outcome(app, Rejection::TooLarge.outcome());
         tracing::warn!(app = %app.name, declared, "webhook POST rejected: body over the limit");
         let expects_continue = headers
             .get(header::EXPECT)
@@ -446,20 +430,19 @@ impl Shared {
                 .await;
             }
         }
-        let mut resp = plain(StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        resp
+        Rejection::TooLarge.into_response()
     }
 
     /// 503 for a POST refused before its body is read (a limit, not a fault).
     fn busy(&self, app: &App, outcome: &'static str) -> Response {
-        self.outcome(app, outcome);
         tracing::warn!(app = %app.name, outcome, "webhook POST refused: limit reached (X retries it)");
-        let mut resp = self.unavailable(self.retry_after_secs);
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        resp
+        self.reject(
+            app,
+            Rejection::Busy {
+                outcome,
+                retry_after_secs: self.retry_after_secs,
+            },
+        )
     }
 }
 
@@ -495,18 +478,16 @@ async fn deliver_app(st: &Shared, app: &App, headers: &HeaderMap, body: Body) ->
     let body = match read {
         Ok(Ok(b)) => b,
         Err(_) => {
-            st.outcome(app, "read_timeout");
             tracing::warn!(app = %app.name, "webhook POST body not received in time");
-            return plain(StatusCode::REQUEST_TIMEOUT, "body not received in time\n");
+            return st.reject(app, Rejection::ReadTimeout);
         }
         Ok(Err(ReadError::TooLarge(rest))) => {
             drop((preauth, large));
             return st.too_large(app, headers, declared, Some(rest)).await;
         }
         Ok(Err(ReadError::Io)) => {
-            st.outcome(app, "read_error");
             tracing::debug!(app = %app.name, "webhook POST body could not be read");
-            return plain(StatusCode::BAD_REQUEST, "body could not be read\n");
+            return st.reject(app, Rejection::ReadError);
         }
     };
     // A body of the CRC token's shape may carry a signature obtained from our own CRC
@@ -550,28 +531,32 @@ async fn deliver_app(st: &Shared, app: &App, headers: &HeaderMap, body: Body) ->
         }
         Err(AcceptError::Full { retry_after }) => {
             st.acceptance.stopped(std::time::SystemTime::now());
-            st.outcome(app, "full");
             let secs = if retry_after.is_zero() {
                 st.retry_after_secs
             } else {
                 retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)
             };
             tracing::warn!(app = %app.name, retry_after_secs = secs, "webhook delivery refused: spool full");
-            st.unavailable(secs)
+            st.reject(
+                app,
+                Rejection::Full {
+                    retry_after_secs: secs,
+                },
+            )
         }
         Err(AcceptError::TooLarge(reason)) => {
-            st.outcome(app, "too_large");
             tracing::error!(app = %app.name, %reason, "webhook delivery can never be spooled");
-            plain(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "delivery too large for the spool\n",
-            )
+            st.reject(app, Rejection::TooLargeForSpool)
         }
         Err(AcceptError::Unavailable(reason)) => {
             st.acceptance.stopped(std::time::SystemTime::now());
-            st.outcome(app, "unavailable");
             tracing::warn!(app = %app.name, %reason, "webhook delivery refused: pipeline unavailable");
-            st.unavailable(st.retry_after_secs)
+            st.reject(
+                app,
+                Rejection::Unavailable {
+                    retry_after_secs: st.retry_after_secs,
+                },
+            )
         }
     }
 }
