@@ -104,13 +104,7 @@ fn default_weight(kind: &str) -> f64 {
     }
 }
 
-/// A running background generator.
-pub struct GeneratorRun {
-    pub(crate) cancel: tokio_util::sync::CancellationToken,
-    pub(crate) cfg: GeneratorConfig,
-    pub(crate) emitted: Arc<AtomicU64>,
-    pub(crate) done: Arc<AtomicBool>,
-}
+pub use crate::state::GeneratorRun;
 
 pub(crate) fn start(st: &Arc<Shared>, cfg: GeneratorConfig) {
     stop(st);

@@ -324,7 +324,15 @@ pub(crate) struct Shared {
     pub cancel: CancellationToken,
     pub rate: Mutex<HashMap<String, (u64, u32)>>,
     pub sems: Mutex<HashMap<String, Arc<Semaphore>>>,
-    pub generator: Mutex<Option<crate::generator::GeneratorRun>>,
+    pub generator: Mutex<Option<GeneratorRun>>,
+}
+
+/// A running background generator (started and stopped by `crate::generator`).
+pub struct GeneratorRun {
+    pub(crate) cancel: tokio_util::sync::CancellationToken,
+    pub(crate) cfg: crate::config::GeneratorConfig,
+    pub(crate) emitted: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) done: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn random_token(n: usize) -> String {
