@@ -24,6 +24,8 @@ use crate::ids::IdGen;
 
 mod crc;
 mod replay;
+mod revoke;
+use revoke::revoke_of;
 
 /// `sha256=<base64 HMAC-SHA256(key, message)>`, as X computes CRC answers and signatures.
 pub fn sign(key: &str, message: &[u8]) -> String {
@@ -597,35 +599,6 @@ impl Shared {
         }
     }
 
-    /// Removes `user`'s AAA subscriptions from the webhooks of the app with `app_id`;
-    /// returns those webhooks.
-    pub fn apply_revoke(&self, app_id: &str, user: &str) -> Vec<String> {
-        let apps: Vec<&str> = self
-            .cfg
-            .apps
-            .iter()
-            .filter(|a| a.app_id == app_id)
-            .map(|a| a.name.as_str())
-            .collect();
-        let mut out = Vec::new();
-        let mut db = self.db.lock();
-        for w in db
-            .webhooks
-            .iter_mut()
-            .filter(|w| apps.contains(&w.app.as_str()))
-        {
-            let before = w.subscriptions.len();
-            w.subscriptions.retain(|u| u != user);
-            if w.subscriptions.len() < before {
-                out.push(w.id.clone());
-            }
-        }
-        if !out.is_empty() {
-            tracing::info!(user, app_id, webhooks = ?out, "app permission revoked: subscription removed");
-        }
-        out
-    }
-
     /// Emits a JSON value (serialized compactly).
     pub fn emit_value(self: &Arc<Self>, value: Value, opts: EmitOptions) -> Emitted {
         let raw = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
@@ -877,25 +850,6 @@ impl Shared {
             })
             .collect()
     }
-}
-
-/// `(app_id, user_id)` of an app-permission revoke (AAA `user_event.revoke` or XAA
-/// `oauth.revoke`).
-fn revoke_of(v: &Value) -> Option<(String, String)> {
-    if let Some(r) = v.get("user_event").and_then(|u| u.get("revoke")) {
-        let app = r.get("target")?.get("app_id")?.as_str()?;
-        let user = r.get("source")?.get("user_id")?.as_str()?;
-        return Some((app.to_owned(), user.to_owned()));
-    }
-    let d = v.get("data")?;
-    if d.get("event_type")?.as_str()? != "oauth.revoke" {
-        return None;
-    }
-    let p = d.get("payload")?;
-    Some((
-        p.get("app_id")?.as_str()?.to_owned(),
-        p.get("user_id")?.as_str()?.to_owned(),
-    ))
 }
 
 /// Constant-time byte comparison.
