@@ -93,6 +93,25 @@ fn like(user: &str, id: &str) -> Value {
     v
 }
 
+/// Registers the relay's webhook for app `demo`; returns it and the first three users.
+async fn register_with_users(
+    emu: &x_emulator::EmulatorHandle,
+    relay: &Relay,
+) -> (x_emulator::Webhook, Vec<String>) {
+    let hook = emu
+        .register_webhook("demo", &relay.webhook_url("demo"))
+        .await
+        .expect("CRC");
+    let users = emu
+        .config()
+        .users
+        .iter()
+        .take(3)
+        .map(|u| u.user_id.clone())
+        .collect();
+    (hook, users)
+}
+
 /// `activity_relay_replay_jobs_total{outcome}`.
 async fn jobs_metric(relay: &Relay, outcome: &str) -> f64 {
     relay
@@ -134,17 +153,7 @@ async fn webhook_gap_is_replayed_one_job_at_a_time_and_lands_exactly_once() {
     .await
     .unwrap();
     let mut relay = Relay::start(tmp.path(), &config(&u)).await;
-    let hook = emu
-        .register_webhook("demo", &relay.webhook_url("demo"))
-        .await
-        .expect("CRC");
-    let users: Vec<String> = emu
-        .config()
-        .users
-        .iter()
-        .take(3)
-        .map(|u| u.user_id.clone())
-        .collect();
+    let (hook, users) = register_with_users(&emu, &relay).await;
     for user in &users {
         emu.subscribe("demo", &hook.id, user).expect("subscribe");
     }
@@ -600,17 +609,7 @@ liveness_interval = "1s"
         emu.base_url()
     );
     let mut relay = Relay::start(tmp.path(), &format!("{base}{recovery}")).await;
-    let hook = emu
-        .register_webhook("demo", &relay.webhook_url("demo"))
-        .await
-        .expect("CRC");
-    let users: Vec<String> = emu
-        .config()
-        .users
-        .iter()
-        .take(3)
-        .map(|u| u.user_id.clone())
-        .collect();
+    let (hook, users) = register_with_users(&emu, &relay).await;
     let stamp = Utc::now().timestamp_micros();
     let body = |i: usize| xaa_like(&users[i % users.len()], &format!("{stamp}{i:03}"));
     subscribe_for(&emu, &hook.id, &(0..12).map(body).collect::<Vec<_>>()).await;

@@ -374,9 +374,15 @@ impl XClient {
 
     /// `DELETE /2/webhooks/:id`.
     pub async fn delete_webhook(&self, webhook_id: &str) -> Result<bool, XapiError> {
-        let path = format!("/2/webhooks/{}", seg(webhook_id)?);
+        self.delete_one(&format!("/2/webhooks/{}", seg(webhook_id)?))
+            .await
+    }
+
+    /// `DELETE path` (Bearer) answered `{"data":{"deleted": bool}}` (true when X sends no
+    /// flag).
+    async fn delete_one(&self, path: &str) -> Result<bool, XapiError> {
         let (_, v) = self
-            .call(Method::DELETE, &path, &[], None, Auth::Bearer)
+            .call(Method::DELETE, path, &[], None, Auth::Bearer)
             .await?;
         Ok(one(&v)
             .and_then(|d| bool_field(d, "deleted"))

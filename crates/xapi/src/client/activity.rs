@@ -309,13 +309,8 @@ impl XClient {
 
     /// `DELETE /2/activity/subscriptions/:id`.
     pub async fn delete_activity_subscription(&self, id: &str) -> Result<bool, XapiError> {
-        let path = format!("/2/activity/subscriptions/{}", seg(id)?);
-        let (_, v) = self
-            .call(Method::DELETE, &path, &[], None, Auth::Bearer)
-            .await?;
-        Ok(one(&v)
-            .and_then(|d| bool_field(d, "deleted"))
-            .unwrap_or(true))
+        self.delete_one(&format!("/2/activity/subscriptions/{}", seg(id)?))
+            .await
     }
 
     /// `DELETE /2/activity/subscriptions?ids=…`, split into calls of at most 100 ids
