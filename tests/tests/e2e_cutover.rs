@@ -46,40 +46,9 @@ name = "demo"
 consumer_secrets = ["emulator-consumer-secret"]
 formats = FORMATS
 
-[[sinks]]
-name = "kafka"
-type = "kafka"
-bootstrap_servers = "KAFKA"
-topic = "cut{u}.{type}"
-deadletter_topic = "cutUNIQ.deadletter"
-create_topics = true
-partitions = 1
-
-[[sinks]]
-name = "nats"
-type = "nats"
-url = "NATS"
-subject = "cutUNIQ.{subject}.{type}"
-deadletter_subject = "cutUNIQ.deadletter"
-
-[sinks.stream]
-name = "CUT_UNIQ"
-subjects = ["cutUNIQ.>"]
-
-[[sinks]]
-name = "rabbitmq"
-type = "rabbitmq"
-url = "AMQP"
-exchange = "cut.UNIQ"
-routing_key = "{subject}.{type}"
-deadletter_routing_key = "deadletter"
 "#
-    .replace("{u}", u)
-    .replace("UNIQ", u)
-    .replace("KAFKA", kafka)
-    .replace("NATS", &relay_e2e::nats_url())
-    .replace("AMQP", &relay_e2e::amqp_url())
     .replace("FORMATS", formats)
+        + &broker_sinks("cut", u, kafka, None)
 }
 
 /// Types whose AAA and XAA copies share no X id: one event, two envelopes.

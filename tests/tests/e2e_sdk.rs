@@ -49,46 +49,9 @@ source = "/x/café webhook/%C3%A9"
 "#
     .replace("SECRET", SECRET);
     for mode in ["structured", "binary"] {
-        c.push_str(
-            &r#"
-[[sinks]]
-name = "kafka-MODE"
-type = "kafka"
-bootstrap_servers = "KAFKA"
-topic = "sdkUNIQ.MODE.{type}"
-deadletter_topic = "sdkUNIQ.MODE.deadletter"
-create_topics = true
-partitions = 1
-wire_mode = "MODE"
-
-[[sinks]]
-name = "nats-MODE"
-type = "nats"
-url = "NATS"
-subject = "sdkUNIQ.MODE.{subject}.{type}"
-deadletter_subject = "sdkUNIQ.MODE.deadletter"
-wire_mode = "MODE"
-
-[sinks.stream]
-name = "SDK_UNIQ_MODE"
-subjects = ["sdkUNIQ.MODE.>"]
-
-[[sinks]]
-name = "rabbitmq-MODE"
-type = "rabbitmq"
-url = "AMQP"
-exchange = "sdk.UNIQ.MODE"
-routing_key = "{subject}.{type}"
-deadletter_routing_key = "deadletter"
-wire_mode = "MODE"
-"#
-            .replace("MODE", mode),
-        );
+        c.push_str(&broker_sinks("sdk", u, kafka, Some(mode)));
     }
-    c.replace("UNIQ", u)
-        .replace("KAFKA", kafka)
-        .replace("NATS", &relay_e2e::nats_url())
-        .replace("AMQP", &relay_e2e::amqp_url())
+    c
 }
 
 fn sign(body: &[u8]) -> String {

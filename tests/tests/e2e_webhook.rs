@@ -40,39 +40,9 @@ listen = "{webhook}"
 name = "demo"
 consumer_secrets = ["emulator-consumer-secret"]
 
-[[sinks]]
-name = "kafka"
-type = "kafka"
-bootstrap_servers = "KAFKA"
-topic = "e2eUNIQ.{type}"
-key = "{subject}"
-deadletter_topic = "e2eUNIQ.deadletter"
-create_topics = true
-partitions = 1
-
-[[sinks]]
-name = "nats"
-type = "nats"
-url = "NATS"
-subject = "e2eUNIQ.{subject}.{type}"
-deadletter_subject = "e2eUNIQ.deadletter"
-
-[sinks.stream]
-name = "E2E_UNIQ"
-subjects = ["e2eUNIQ.>"]
-
-[[sinks]]
-name = "rabbitmq"
-type = "rabbitmq"
-url = "AMQP"
-exchange = "e2e.UNIQ"
-routing_key = "{subject}.{type}"
-deadletter_routing_key = "deadletter"
 "#
-    .replace("UNIQ", u)
-    .replace("KAFKA", kafka)
-    .replace("NATS", &relay_e2e::nats_url())
-    .replace("AMQP", &relay_e2e::amqp_url())
+    .to_string()
+        + &broker_sinks("e2e", u, kafka, None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

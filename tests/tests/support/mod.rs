@@ -712,3 +712,51 @@ pub fn assert_exactly_once(
         );
     }
 }
+
+/// The three broker sinks of an end-to-end test, every name under `tag` + the unique `u`
+/// (and `mode`, when the test runs one set of sinks per wire mode): Kafka topics
+/// `<tag><u>[.<mode>].{type}`, NATS subjects `<tag><u>[.<mode>].{subject}.{type}` in stream
+/// `<TAG>_<u>[_<mode>]`, RabbitMQ exchange `<tag>.<u>[.<mode>]` with routing keys
+/// `{subject}.{type}`; dead letters to `….deadletter` (RabbitMQ: `deadletter`).
+pub fn broker_sinks(tag: &str, u: &str, kafka: &str, mode: Option<&str>) -> String {
+    let name = mode.map(|m| format!("-{m}")).unwrap_or_default();
+    let dot = mode.map(|m| format!(".{m}")).unwrap_or_default();
+    let under = mode.map(|m| format!("_{m}")).unwrap_or_default();
+    let wire = mode
+        .map(|m| format!("wire_mode = \"{m}\"\n"))
+        .unwrap_or_default();
+    let upper = tag.to_ascii_uppercase();
+    let nats = relay_e2e::nats_url();
+    let amqp = relay_e2e::amqp_url();
+    format!(
+        r#"
+[[sinks]]
+name = "kafka{name}"
+type = "kafka"
+bootstrap_servers = "{kafka}"
+topic = "{tag}{u}{dot}.{{type}}"
+deadletter_topic = "{tag}{u}{dot}.deadletter"
+create_topics = true
+partitions = 1
+{wire}
+[[sinks]]
+name = "nats{name}"
+type = "nats"
+url = "{nats}"
+subject = "{tag}{u}{dot}.{{subject}}.{{type}}"
+deadletter_subject = "{tag}{u}{dot}.deadletter"
+{wire}
+[sinks.stream]
+name = "{upper}_{u}{under}"
+subjects = ["{tag}{u}{dot}.>"]
+
+[[sinks]]
+name = "rabbitmq{name}"
+type = "rabbitmq"
+url = "{amqp}"
+exchange = "{tag}.{u}{dot}"
+routing_key = "{{subject}}.{{type}}"
+deadletter_routing_key = "deadletter"
+{wire}"#
+    )
+}
