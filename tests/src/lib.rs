@@ -26,6 +26,24 @@ pub fn nats_url() -> String {
     std::env::var("RELAY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
+/// The socket address of the first server of [`nats_url`] (for a [`TcpProxy`] in front of it).
+pub fn nats_addr() -> SocketAddr {
+    use std::net::ToSocketAddrs as _;
+    let url = nats_url();
+    let hostport = url
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .trim_start_matches("nats://")
+        .to_string();
+    hostport
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| panic!("NATS address {hostport:?} does not resolve"))
+}
+
 /// `RELAY_TEST_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
 pub fn amqp_url() -> String {
     std::env::var("RELAY_TEST_AMQP_URL")

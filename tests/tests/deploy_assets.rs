@@ -109,11 +109,7 @@ async fn dashboard_and_alerts_use_only_metrics_the_relay_exports() {
         .await
         .unwrap();
     // NATS behind a proxy this test cuts for a moment (publish failures and retries).
-    let upstream: std::net::SocketAddr = relay_e2e::nats_url()
-        .trim_start_matches("nats://")
-        .parse()
-        .unwrap();
-    let proxy = relay_e2e::TcpProxy::start(upstream).await;
+    let proxy = relay_e2e::TcpProxy::start(relay_e2e::nats_addr()).await;
     let nats = format!("nats://{}", proxy.addr());
     let config = format!(
         r#"

@@ -132,11 +132,7 @@ fn sign(body: &[u8]) -> String {
 async fn publish_failure_and_oldest_pending_alerts_fire_in_an_outage_and_resolve_after() {
     let u = relay_e2e::unique();
     let tmp = tempfile::tempdir().unwrap();
-    let upstream: std::net::SocketAddr = relay_e2e::nats_url()
-        .trim_start_matches("nats://")
-        .parse()
-        .unwrap();
-    let proxy = relay_e2e::TcpProxy::start(upstream).await;
+    let proxy = relay_e2e::TcpProxy::start(relay_e2e::nats_addr()).await;
     let config = format!(
         r#"
 shutdown_timeout = "5s"

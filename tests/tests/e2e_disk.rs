@@ -64,11 +64,7 @@ async fn a_full_disk_recovers_without_a_restart_and_loses_nothing_acknowledged()
     let u = relay_e2e::unique();
     let tmp = tempfile::tempdir().unwrap();
     let _fs = Tmpfs::mount(&tmp.path().join("small"), "16m");
-    let upstream: std::net::SocketAddr = relay_e2e::nats_url()
-        .trim_start_matches("nats://")
-        .parse()
-        .unwrap();
-    let proxy = relay_e2e::TcpProxy::start(upstream).await;
+    let proxy = relay_e2e::TcpProxy::start(relay_e2e::nats_addr()).await;
     let config = format!(
         r#"
 shutdown_timeout = "5s"

@@ -281,11 +281,7 @@ async fn sigkill_mid_run_loses_no_event_x_was_told_2xx_about() {
 async fn broker_outage_keeps_accepting_and_delivers_everything_after() {
     let u = relay_e2e::unique();
     let tmp = tempfile::tempdir().unwrap();
-    let upstream: std::net::SocketAddr = relay_e2e::nats_url()
-        .trim_start_matches("nats://")
-        .parse()
-        .expect("NATS address");
-    let proxy = relay_e2e::TcpProxy::start(upstream).await;
+    let proxy = relay_e2e::TcpProxy::start(relay_e2e::nats_addr()).await;
     let config = format!(
         "{BASE}{WEBHOOK}{}",
         nats_sink(&u, &format!("nats://{}", proxy.addr()))

@@ -3,7 +3,6 @@
 //! own stream and subject prefix, so tests run in parallel and repeat.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
@@ -332,21 +331,10 @@ async fn invalid_subject_characters_are_replaced() {
     f.delete().await;
 }
 
-fn upstream() -> SocketAddr {
-    let url = nats_url();
-    let hostport = url
-        .split(',')
-        .next()
-        .unwrap()
-        .trim()
-        .trim_start_matches("nats://");
-    hostport.to_socket_addrs().unwrap().next().unwrap()
-}
-
 /// Connection to a port nobody listens on: a typed connect error, not a hang.
 #[tokio::test]
 async fn connect_to_nothing_fails() {
-    let proxy = TcpProxy::start(upstream()).await;
+    let proxy = TcpProxy::start(relay_e2e::nats_addr()).await;
     proxy.cut().await;
     let mut cfg = NatsSinkConfig::new(format!("nats://{}", proxy.addr()));
     cfg.connect_timeout = Duration::from_secs(2);
@@ -359,7 +347,7 @@ async fn connect_to_nothing_fails() {
 #[tokio::test]
 async fn outage_then_restore_exactly_once() {
     let f = fixture().await;
-    let proxy = TcpProxy::start(upstream()).await;
+    let proxy = TcpProxy::start(relay_e2e::nats_addr()).await;
     let sink = NatsSink::connect("nats-test", &f.config(&format!("nats://{}", proxy.addr())))
         .await
         .unwrap();
@@ -594,7 +582,7 @@ async fn silent_server_connect_is_bounded() {
 #[tokio::test]
 async fn stall_times_out_then_exactly_once() {
     let f = fixture().await;
-    let proxy = TcpProxy::start(upstream()).await;
+    let proxy = TcpProxy::start(relay_e2e::nats_addr()).await;
     let mut cfg = f.config(&format!("nats://{}", proxy.addr()));
     cfg.ack_timeout = Duration::from_secs(1);
     let sink = NatsSink::connect("nats-test", &cfg).await.unwrap();
