@@ -222,12 +222,20 @@ async fn a_real_delivery_gets_through_3000_idle_connections_and_200_unsigned_upl
     let held = idle_and_half_open(relay.webhook, 3000).await;
     assert!(held.len() >= 2900, "only {} connections opened", held.len());
     let uploads = stalled_uploads(relay.webhook, 200).await;
-    // Let the uploads be read as far as the relay lets them.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let open = relay
-        .metric("activity_relay_webhook_connections_open", &[])
-        .await;
+    // Wait (bounded, a guard against hanging only) until the flood is in, and let the
+    // uploads be read as far as the relay lets them.
+    let guard = tokio::time::Instant::now() + Duration::from_secs(60);
+    let open = loop {
+        let open = relay
+            .metric("activity_relay_webhook_connections_open", &[])
+            .await;
+        if open >= 2900.0 || tokio::time::Instant::now() > guard {
+            break open;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(open >= 2900.0, "the flood is in: {open} open");
+    tokio::time::sleep(Duration::from_millis(500)).await;
 
     // X delivers now: answered 2xx within X's 3 s, every time.
     for i in 0..5 {
