@@ -19,7 +19,7 @@ use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use rand::Rng;
 use relay_envelope::{Context, DeadLetter, Envelope, IngressKind};
-use relay_sink::{Message, Payload, PublishError, Sink};
+use relay_sink::{Message, Payload, PublishError, Reason, Sink};
 use relay_spool::{RecordKind, Spool, StoredRecord};
 use tokio_util::sync::CancellationToken;
 
@@ -234,10 +234,10 @@ impl Dispatcher {
             let mut failure: Option<PublishError> = None;
             for (i, msg) in slice.iter().enumerate() {
                 let result = results.get(i).cloned().unwrap_or_else(|| {
-                    Err(PublishError::Retryable {
-                        reason: "no_result",
-                        detail: "the sink returned fewer results than messages".to_string(),
-                    })
+                    Err(PublishError::retryable(
+                        Reason::NoResult,
+                        "the sink returned fewer results than messages",
+                    ))
                 });
                 match result {
                     Ok(()) => {
@@ -248,7 +248,7 @@ impl Dispatcher {
                     Err(e) if e.is_permanent() => {
                         self.metrics
                             .failed
-                            .with_label_values(&[name, e.reason()])
+                            .with_label_values(&[name, e.reason().as_str()])
                             .inc();
                         self.dead_letter(msg, &e, abort).await?;
                         done += 1;
@@ -256,7 +256,7 @@ impl Dispatcher {
                     Err(e) => {
                         self.metrics
                             .failed
-                            .with_label_values(&[name, e.reason()])
+                            .with_label_values(&[name, e.reason().as_str()])
                             .inc();
                         failure = Some(e);
                         break;
@@ -281,15 +281,18 @@ impl Dispatcher {
             let refused_enough = refusals >= self.cfg.max_refusals.max(1);
             if refused_enough || self.cfg.max_attempts.is_some_and(|max| attempts >= max) {
                 let (reason, why) = if refused_enough {
-                    ("refused", "the broker kept refusing it (max_refusals)")
+                    (
+                        Reason::Refused,
+                        "the broker kept refusing it (max_refusals)",
+                    )
                 } else {
-                    ("max_attempts", "max_attempts reached")
+                    (Reason::MaxAttempts, "max_attempts reached")
                 };
                 tracing::error!(sink = name, offset = msg.offset, id = msg.id(), attempts, error = %err, "giving up on a record: {why}; dead-lettering it and moving on");
-                let e = PublishError::Permanent {
+                let e = PublishError::permanent(
                     reason,
-                    detail: format!("{attempts} attempts, last error: {err}"),
-                };
+                    format!("{attempts} attempts, last error: {err}"),
+                );
                 self.dead_letter(msg, &e, abort).await?;
                 start += 1;
                 attempts = 0;
@@ -329,7 +332,7 @@ impl Dispatcher {
         abort: &CancellationToken,
     ) -> Result<(), Stop> {
         let name = self.name();
-        let reason = err.reason();
+        let reason = err.reason().as_str();
         let (ingress, source) = match &msg.payload {
             Payload::Event(env) => (env.ingress, env.source.clone()),
             Payload::DeadLetter(dl) => (dl.ingress, dl.source.clone()),

@@ -112,7 +112,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     }
     let mut sink_list: Vec<Arc<dyn Sink>> = Vec::new();
     for s in &cfg.sinks {
-        sink_list.push(sinks::ReconnectingSink::start(s.clone()));
+        sink_list.push(sinks::start(s.clone()));
     }
 
     let spool = Spool::open(SpoolConfig {

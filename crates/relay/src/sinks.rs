@@ -127,92 +127,21 @@ fn check_file(name: &str, f: &FileSinkConfig) -> Result<String, SinkBuildError> 
     }
 }
 
-/// A sink that connects lazily: while its broker cannot be reached, `publish` retries the
-/// connection and answers every record with a retryable `not_connected` failure (the
-/// dispatcher backs off and the records wait in the spool), and `ready` is false. So a
-/// broker that is down when the relay starts does not stop it from accepting events.
-pub struct ReconnectingSink {
-    cfg: SinkConfig,
-    inner: tokio::sync::RwLock<Option<Arc<dyn Sink>>>,
-    connect: tokio::sync::Mutex<()>,
-}
-
-impl ReconnectingSink {
-    /// Starts connecting in the background (a failure is logged and retried on the next
-    /// publish), so an unreachable broker does not delay the start.
-    pub fn start(cfg: SinkConfig) -> Arc<ReconnectingSink> {
-        let sink = Arc::new(ReconnectingSink {
-            cfg,
-            inner: tokio::sync::RwLock::new(None),
-            connect: tokio::sync::Mutex::new(()),
-        });
-        let first = sink.clone();
-        tokio::spawn(async move {
-            if let Err(e) = first.connected().await {
-                tracing::warn!(sink = %first.cfg.name, error = %e, "sink cannot connect yet; events are spooled and delivered once it does");
-            }
-        });
-        sink
-    }
-
-    /// The connected sink, connecting now if needed.
-    pub async fn connected(&self) -> Result<Arc<dyn Sink>, SinkBuildError> {
-        if let Some(s) = self.inner.read().await.as_ref() {
-            return Ok(s.clone());
-        }
-        let _one_at_a_time = self.connect.lock().await;
-        if let Some(s) = self.inner.read().await.as_ref() {
-            return Ok(s.clone());
-        }
-        let s = build(&self.cfg).await?;
-        tracing::info!(sink = %self.cfg.name, kind = self.cfg.kind.type_name(), "sink connected");
-        *self.inner.write().await = Some(s.clone());
-        Ok(s)
-    }
-}
-
-#[async_trait::async_trait]
-impl Sink for ReconnectingSink {
-    fn name(&self) -> &str {
-        &self.cfg.name
-    }
-
-    async fn publish(
-        &self,
-        batch: &[relay_sink::Message],
-    ) -> Vec<Result<(), relay_sink::PublishError>> {
-        match self.connected().await {
-            Ok(s) => s.publish(batch).await,
-            Err(e) => {
-                let detail = e.to_string();
-                batch
-                    .iter()
-                    .map(|_| {
-                        Err(relay_sink::PublishError::Retryable {
-                            reason: "not_connected",
-                            detail: detail.clone(),
-                        })
-                    })
-                    .collect()
-            }
-        }
-    }
-
-    async fn ready(&self) -> bool {
-        let inner = self.inner.read().await.clone();
-        match inner {
-            Some(s) => s.ready().await,
-            None => false,
-        }
-    }
-
-    async fn close(&self) -> Result<(), relay_sink::PublishError> {
-        let inner = self.inner.read().await.clone();
-        match inner {
-            Some(s) => s.close().await,
-            None => Ok(()),
-        }
-    }
+/// The sink of `cfg`, connecting lazily: while its broker cannot be reached, `publish`
+/// retries the connection and answers every record with a retryable `not_connected`
+/// failure (the dispatcher backs off and the records wait in the spool), and `ready` is
+/// false. So a broker that is down when the relay starts does not stop it from accepting
+/// events.
+pub fn start(cfg: SinkConfig) -> Arc<dyn Sink> {
+    let name = cfg.name.clone();
+    let cfg = Arc::new(cfg);
+    relay_sink::driver::LazySink::start(
+        &name,
+        Box::new(move || {
+            let cfg = Arc::clone(&cfg);
+            Box::pin(async move { build(&cfg).await.map_err(|e| e.to_string()) })
+        }),
+    )
 }
 
 /// Opens or connects the sink.

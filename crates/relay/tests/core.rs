@@ -13,7 +13,7 @@ use chrono::Utc;
 use prometheus::{Encoder, Registry, TextEncoder};
 use relay_envelope::{Context, IngressKind};
 use relay_ingress::{AcceptError, Pipeline};
-use relay_sink::{Message, Payload, PublishError, Sink};
+use relay_sink::{Message, Payload, PublishError, Reason, Sink};
 use relay_spool::{NewRecord, RecordKind, Spool, SpoolConfig};
 use tokio_util::sync::CancellationToken;
 
@@ -68,22 +68,13 @@ impl Sink for TestSink {
         let mut out = Vec::new();
         for (i, m) in batch.iter().enumerate() {
             let r = if failing && (i > 0 || batch.len() == 1) {
-                Err(PublishError::Retryable {
-                    reason: "broker_down",
-                    detail: "test".into(),
-                })
+                Err(PublishError::retryable(Reason::BrokerDown, "test"))
             } else if self.refused.contains(m.id()) {
-                Err(PublishError::Refused {
-                    reason: "unroutable",
-                    detail: "test".into(),
-                })
+                Err(PublishError::refused(Reason::Unroutable, "test"))
             } else if self.permanent.contains(m.id())
                 || (self.reject_dead_letters && m.is_dead_letter())
             {
-                Err(PublishError::Permanent {
-                    reason: "too_large",
-                    detail: "test".into(),
-                })
+                Err(PublishError::permanent(Reason::TooLarge, "test"))
             } else {
                 self.confirmed.lock().unwrap().push(m.clone());
                 Ok(())

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use relay_sink::{Message, PublishError, Sink};
+use relay_sink::{Message, PublishError, Reason, Sink};
 use relay_sink_kafka::{KafkaSink, KafkaSinkConfig};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -77,7 +77,7 @@ async fn broker_down_gives_retryable_errors_and_nothing_is_lost() {
         match res {
             Err(e @ PublishError::Retryable { .. }) => {
                 assert!(
-                    matches!(e.reason(), "timeout" | "broker_down"),
+                    matches!(e.reason(), Reason::Timeout | Reason::BrokerDown),
                     "reason {:?}: {e}",
                     e.reason()
                 );
@@ -160,7 +160,9 @@ async fn non_retriable_broker_error_is_reported_not_confirmed() {
     let msgs = batch(0, 1);
     let r = sink.publish(&msgs).await;
     match &r[0] {
-        Err(e @ PublishError::Retryable { .. }) => assert_eq!(e.reason(), "unauthorized", "{e}"),
+        Err(e @ PublishError::Retryable { .. }) => {
+            assert_eq!(e.reason(), Reason::Unauthorized, "{e}")
+        }
         other => panic!("{other:?}"),
     }
     // The error was injected once: the retry goes through (the sink refreshes the
@@ -189,7 +191,7 @@ async fn too_large_is_permanent_and_does_not_hold_up_the_rest() {
     let r = sink.publish(&msgs).await;
     assert!(r[0].is_ok() && r[2].is_ok() && r[3].is_ok(), "{r:?}");
     match &r[1] {
-        Err(e @ PublishError::Permanent { .. }) => assert_eq!(e.reason(), "message_too_large"),
+        Err(e @ PublishError::Permanent { .. }) => assert_eq!(e.reason(), Reason::TooLarge),
         other => panic!("{other:?}"),
     }
     let ids = consumed_ids(&s).await;

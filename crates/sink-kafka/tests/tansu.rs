@@ -9,7 +9,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
-use relay_sink::{Payload, PublishError, Sink, WireMode};
+use relay_sink::{Payload, PublishError, Reason, Sink, WireMode};
 use relay_sink_kafka::{KafkaSink, KafkaSinkConfig, KafkaSinkError};
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -178,7 +178,7 @@ async fn missing_topics_without_create_topics() {
     for r in sink.publish(&batch).await {
         match r {
             Err(PublishError::Refused { reason, detail }) => {
-                assert_eq!(reason, "unknown_topic");
+                assert_eq!(reason, Reason::UnknownTopic);
                 assert!(detail.contains(&topic), "{detail}");
             }
             other => panic!("expected a refused unknown_topic error, got {other:?}"),
@@ -263,7 +263,7 @@ async fn types_outside_the_taxonomy_never_create_topics_unless_allowed() {
     let results = sink.publish(&batch).await;
     match &results[0] {
         Err(PublishError::Permanent { reason, detail }) => {
-            assert_eq!(*reason, "unknown_type_topic");
+            assert_eq!(*reason, Reason::UnknownTypeTopic);
             assert!(
                 detail.contains("create_topics_for_unknown_types"),
                 "{detail}"

@@ -3,27 +3,6 @@
 
 use super::*;
 
-/// A secret string from the configuration: never printed by `Debug`.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    /// The secret itself (hand it to the client; never log it).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
-
 /// `[sinks.<name>]` with `type = "nats"`. `Debug` redacts secrets (also in `url`).
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,30 +156,6 @@ impl fmt::Debug for NatsSinkConfig {
             .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
-}
-
-/// The server URL(s) with any embedded password (`nats://user:password@host`) replaced by
-/// `<redacted>`; a lone user part (`nats://token@host`, a token) is redacted too.
-pub fn redact_url(url: &str) -> String {
-    url.split(',')
-        .map(|one| {
-            let Some(scheme_end) = one.find("://") else {
-                return one.to_owned();
-            };
-            let rest = &one[scheme_end + 3..];
-            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let Some(at) = rest[..authority_end].rfind('@') else {
-                return one.to_owned();
-            };
-            let userinfo = &rest[..at];
-            let shown = match userinfo.find(':') {
-                Some(colon) => format!("{}:<redacted>", &userinfo[..colon]),
-                None => "<redacted>".to_owned(),
-            };
-            format!("{}{shown}{}", &one[..scheme_end + 3], &rest[at..])
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// NATS credentials; at most one of token, user + password, nkey seed, credentials file.

@@ -240,7 +240,7 @@ async fn no_stream_is_retryable() {
     for r in results {
         match r {
             Err(PublishError::Retryable { reason, detail }) => {
-                assert_eq!(reason, "no_stream");
+                assert_eq!(reason, relay_sink::Reason::NoStream);
                 assert!(detail.contains(&format!("nostream{u}.")), "{detail}");
             }
             other => panic!("expected no_stream, got {other:?}"),
@@ -521,7 +521,9 @@ async fn too_large_is_permanent() {
     assert!(small.json.len() < 500);
     let results = sink.publish(&[big, small]).await;
     match &results[0] {
-        Err(PublishError::Permanent { reason, .. }) => assert_eq!(*reason, "too_large"),
+        Err(PublishError::Permanent { reason, .. }) => {
+            assert_eq!(*reason, relay_sink::Reason::TooLarge)
+        }
         other => panic!("expected too_large, got {other:?}"),
     }
     assert!(results[1].is_ok(), "{:?}", results[1]);

@@ -249,7 +249,9 @@ async fn unroutable_is_refused() {
     assert_eq!(results.len(), 3);
     for r in &results {
         match r {
-            Err(PublishError::Refused { reason, .. }) => assert_eq!(*reason, "unroutable"),
+            Err(PublishError::Refused { reason, .. }) => {
+                assert_eq!(*reason, relay_sink::Reason::Unroutable)
+            }
             other => panic!("expected unroutable, got {other:?}"),
         }
     }
@@ -439,7 +441,9 @@ async fn nack_is_retryable() {
     let results = sink.publish(&msgs[..3]).await;
     for r in &results {
         match r {
-            Err(PublishError::Retryable { reason, .. }) => assert_eq!(*reason, "nack"),
+            Err(PublishError::Retryable { reason, .. }) => {
+                assert_eq!(*reason, relay_sink::Reason::Nack)
+            }
             other => panic!("expected nack, got {other:?}"),
         }
     }

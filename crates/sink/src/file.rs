@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use crate::{Message, PublishError, Sink};
+use crate::{Message, PublishError, Reason, Sink};
 
 /// `[sinks.<name>]` with `type = "file"`.
 #[derive(Clone, Debug, serde::Deserialize)]
@@ -424,15 +424,12 @@ fn write_stdout(lines: &[Bytes]) -> (usize, Option<std::io::Error>) {
 
 fn io_error(e: &std::io::Error) -> PublishError {
     let reason = match e.kind() {
-        std::io::ErrorKind::StorageFull => "disk_full",
-        std::io::ErrorKind::PermissionDenied => "permission_denied",
-        std::io::ErrorKind::NotFound => "not_found",
-        _ => "io_error",
+        std::io::ErrorKind::StorageFull => Reason::DiskFull,
+        std::io::ErrorKind::PermissionDenied => Reason::PermissionDenied,
+        std::io::ErrorKind::NotFound => Reason::NotFound,
+        _ => Reason::Io,
     };
-    PublishError::Retryable {
-        reason,
-        detail: e.to_string(),
-    }
+    PublishError::retryable(reason, e.to_string())
 }
 
 #[async_trait::async_trait]

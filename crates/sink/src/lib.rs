@@ -7,14 +7,29 @@
 //! * [`encode`] with [`WireMode`] and [`HeaderStyle`]: the CloudEvents structured and
 //!   binary wire modes, headers named per the Kafka (`ce_`), NATS (`ce-`) and AMQP
 //!   (`cloudEvents_`) bindings; dead letters as their JSON.
+//! * [`PublishError`] with a [`Reason`] from one closed list (the metrics' `reason` label).
+//! * [`driver`]: what every broker sink's `publish` shares: pipelined confirmations in
+//!   batch order, the reconnect backoff, the lazily connecting wrapper.
+//! * [`Secret`] and [`redact_url`]: secrets in configuration, hidden one way everywhere.
 //! * [`file::FileSink`]: the embedded default sink (NDJSON files, or stdout).
+//!
+//! A broker sink crate has three files: `config.rs` (the typed `[[sinks]]` section and its
+//! one check, `validate()`), `encode.rs` (pure: a message to the broker's destination,
+//! headers and body) and `service.rs` (connect, send, await the confirmations through
+//! [`driver::Confirmations`]); its `lib.rs` holds the documentation and the errors.
 
 use bytes::Bytes;
 use relay_envelope::{DeadLetter, Envelope};
 
+pub mod driver;
+mod error;
 pub mod file;
+mod secret;
 mod template;
 mod wire;
+
+pub use error::{PublishError, Reason};
+pub use secret::{redact_url, Secret, REDACTED};
 
 pub use template::{Attr, Template, TemplateError, MISSING};
 pub use wire::{
@@ -56,50 +71,6 @@ impl Message {
 pub enum Payload {
     Event(Box<Envelope>),
     DeadLetter(Box<DeadLetter>),
-}
-
-/// Why a record was not published.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum PublishError {
-    /// Worth retrying (broker down, timeout, nack, closed channel, …).
-    #[error("{reason}: {detail}")]
-    Retryable {
-        reason: &'static str,
-        detail: String,
-    },
-    /// The broker will never take this record (too large, invalid destination, …): the
-    /// dispatcher dead-letters it.
-    #[error("{reason} (permanent): {detail}")]
-    Permanent {
-        reason: &'static str,
-        detail: String,
-    },
-    /// The broker is up and refuses this record, but an operator could change that
-    /// (nothing routes it: no queue bound, no such topic): the dispatcher retries it a
-    /// bounded number of times (`[dispatch] max_refusals`), then dead-letters it and moves
-    /// on, so that one record cannot stall everything behind it.
-    #[error("{reason} (refused): {detail}")]
-    Refused {
-        reason: &'static str,
-        detail: String,
-    },
-}
-
-impl PublishError {
-    /// Short label for the `reason` metric label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            PublishError::Retryable { reason, .. }
-            | PublishError::Permanent { reason, .. }
-            | PublishError::Refused { reason, .. } => reason,
-        }
-    }
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, PublishError::Permanent { .. })
-    }
-    pub fn is_refusal(&self) -> bool {
-        matches!(self, PublishError::Refused { .. })
-    }
 }
 
 /// A destination for envelopes.
