@@ -140,7 +140,7 @@ impl fmt::Debug for StreamConfig {
         f.debug_struct("StreamConfig")
             .field("name", &self.name)
             .field("url", &self.url)
-            .field("bearer_token", &"[redacted]")
+            .field("bearer_token", &"<redacted>")
             .field("user_agent", &self.user_agent)
             .field("idle_timeout", &self.idle_timeout)
             .field("backfill", &self.backfill)

@@ -50,7 +50,7 @@ pub struct KafkaSinkConfig {
     pub sasl_username: Option<String>,
     /// Redacted in `Debug`.
     #[serde(default)]
-    pub sasl_password: Option<String>,
+    pub sasl_password: Option<Secret>,
     #[serde(default)]
     pub ssl_ca_location: Option<String>,
     /// Create missing topics (AdminClient) instead of failing. Default false.
@@ -120,7 +120,7 @@ impl std::fmt::Debug for KafkaSinkConfig {
             .iter()
             .map(|(k, v)| {
                 let v = if is_secret_property(k) {
-                    "<redacted>"
+                    REDACTED
                 } else {
                     v.as_str()
                 };
@@ -142,10 +142,7 @@ impl std::fmt::Debug for KafkaSinkConfig {
             .field("security_protocol", &self.security_protocol)
             .field("sasl_mechanism", &self.sasl_mechanism)
             .field("sasl_username", &self.sasl_username)
-            .field(
-                "sasl_password",
-                &self.sasl_password.as_ref().map(|_| "<redacted>"),
-            )
+            .field("sasl_password", &self.sasl_password)
             .field("ssl_ca_location", &self.ssl_ca_location)
             .field("create_topics", &self.create_topics)
             .field(
@@ -272,13 +269,15 @@ impl KafkaSinkConfig {
             ("security.protocol", &self.security_protocol),
             ("sasl.mechanism", &self.sasl_mechanism),
             ("sasl.username", &self.sasl_username),
-            ("sasl.password", &self.sasl_password),
             ("ssl.ca.location", &self.ssl_ca_location),
         ];
         for (k, v) in optional {
             if let Some(v) = v {
                 c.set(k, v);
             }
+        }
+        if let Some(password) = &self.sasl_password {
+            c.set("sasl.password", password.expose());
         }
         for (k, v) in &self.properties {
             c.set(k, v);

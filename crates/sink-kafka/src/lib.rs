@@ -50,7 +50,8 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use relay_envelope::taxonomy;
 use relay_sink::driver::Confirmations;
 use relay_sink::{
-    encode, HeaderStyle, Message, Payload, PublishError, Reason, Sink, Template, WireMode,
+    encode, HeaderStyle, Message, Payload, PublishError, Reason, Secret, Sink, Template, WireMode,
+    REDACTED,
 };
 
 /// Longest valid Kafka topic name.

@@ -197,7 +197,7 @@ impl fmt::Debug for AppConfig {
             .field("name", &self.name)
             .field(
                 "consumer_secrets",
-                &format_args!("[{} redacted]", self.consumer_secrets.len()),
+                &format_args!("<{} secrets redacted>", self.consumer_secrets.len()),
             )
             .field("source", &self.source)
             .field("formats", &self.formats)

@@ -159,7 +159,7 @@ impl Default for RecoveryConfig {
 
 impl fmt::Debug for RecoveryConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hidden = |o: &Option<String>| o.as_ref().map(|_| "[redacted]");
+        let hidden = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
         f.debug_struct("RecoveryConfig")
             .field("enabled", &self.enabled)
             .field("base_url", &self.base_url)
