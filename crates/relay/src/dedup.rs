@@ -5,19 +5,28 @@
 //! younger than the window; the oldest entries are forgotten first when `max_entries` is
 //! reached.
 //!
+//! One API for the pipeline: [`Dedup::claim`] the ids of a delivery (waiting for a
+//! concurrent delivery of the same ids to finish first), look at which were already
+//! accepted ([`Claim::seen`]), and after the spool append [`Claim::commit`] the new ones
+//! (dropping the claim instead releases them, as when the append failed).
+//!
 //! Restarts: every accepted id is appended to a journal (`dedup.journal` in the spool
 //! directory: 16-byte entries of hash and time, little endian) right after its spool append
 //! succeeded; on open the journal is loaded, trimmed to the window and rewritten
 //! (compaction). The caller also feeds the spool's retained records in
 //! ([`Dedup::remember`]) as insurance: what is in the spool was accepted. The journal is not
 //! fsynced per write: losing its tail in a crash only means an id is forgotten early (a
-//! possible duplicate downstream, never a loss), and the spool covers recent records.
+//! possible duplicate downstream, never a loss), and the spool covers recent records. The
+//! journal is written (and compacted, with an fsync) by its own thread, as the spool's
+//! writer does, never on the async runtime's threads.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use relay_envelope::XFormat;
@@ -53,17 +62,40 @@ struct Seen {
     format: Option<XFormat>,
 }
 
-struct Inner {
+#[derive(Default)]
+struct Window {
     /// hash -> when (ms since the epoch) and how it was accepted.
     seen: HashMap<u64, Seen>,
     /// Insertion order, oldest first; may hold stale entries (superseded times).
     order: VecDeque<(u64, i64)>,
-    journal: Option<File>,
-    /// When writing the journal last failed (a full disk, say); retried after
-    /// [`JOURNAL_RETRY`], until then ids are only remembered in memory.
-    journal_failed_at: Option<std::time::Instant>,
-    /// Entries in the journal file (compacted when it grows well beyond the live ones).
-    journal_entries: usize,
+}
+
+impl Window {
+    fn insert(&mut self, h: u64, t: i64, format: Option<XFormat>) {
+        match self.seen.get_mut(&h) {
+            Some(old) if old.at >= t => {
+                old.format = old.format.or(format);
+            }
+            _ => {
+                self.seen.insert(h, Seen { at: t, format });
+                self.order.push_back((h, t));
+            }
+        }
+    }
+
+    /// The live entries, oldest first, as journal bytes.
+    fn live_entries(&self) -> (Vec<u8>, usize) {
+        let mut buf = Vec::with_capacity(self.seen.len() * ENTRY_LEN);
+        let mut n = 0;
+        for (h, t) in &self.order {
+            if self.seen.get(h).map(|s| s.at) == Some(*t) {
+                buf.extend_from_slice(&h.to_le_bytes());
+                buf.extend_from_slice(&t.to_le_bytes());
+                n += 1;
+            }
+        }
+        (buf, n)
+    }
 }
 
 /// How long after a failed journal write the journal is tried again.
@@ -73,14 +105,55 @@ const JOURNAL_RETRY: Duration = Duration::from_secs(30);
 /// the live ones.
 const COMPACT_MIN_ENTRIES: usize = 1 << 16;
 
+/// Ids being appended right now: hash → a receiver that closes when the append is done.
+type Claims = Mutex<HashMap<u64, tokio::sync::watch::Receiver<()>>>;
+
 /// The deduplication window. Shared by all ingresses (internally locked).
 pub struct Dedup {
     window_ms: i64,
     max_entries: usize,
-    journal_dir: Option<PathBuf>,
-    inner: Mutex<Inner>,
+    window: Arc<Mutex<Window>>,
+    journal: Option<Journal>,
+    claims: Claims,
     /// Ids forgotten before their window ended because of `max_entries`.
     evicted_early: std::sync::atomic::AtomicU64,
+}
+
+/// The ids of one delivery, claimed by [`Dedup::claim`]: nobody else appends them until
+/// this is committed or dropped (also when the delivery's future is cancelled).
+pub struct Claim<'a> {
+    dedup: &'a Dedup,
+    hashes: Vec<u64>,
+    seen: Vec<Option<Option<XFormat>>>,
+    _done: tokio::sync::watch::Sender<()>,
+}
+
+impl Claim<'_> {
+    /// Per claimed id, in order: `Some(the format it was first accepted in)` when it was
+    /// already accepted (a duplicate; the format is `None` when unknown), `None` when it is
+    /// new and this claim holds it.
+    pub fn seen(&self) -> &[Option<Option<XFormat>>] {
+        &self.seen
+    }
+
+    /// The new ids were spooled at `now_ms`: remember (and journal) them, and let waiting
+    /// deliveries of the same ids through, which now find them accepted.
+    pub fn commit<'i>(
+        self,
+        accepted: impl IntoIterator<Item = (&'i str, Option<XFormat>)>,
+        now_ms: i64,
+    ) {
+        self.dedup.mark(accepted, now_ms);
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut claims = self.dedup.claims.lock();
+        for h in &self.hashes {
+            claims.remove(h);
+        }
+    }
 }
 
 impl Dedup {
@@ -89,19 +162,15 @@ impl Dedup {
         Dedup {
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
             max_entries: max_entries.max(1),
-            journal_dir: None,
+            window: Arc::default(),
+            journal: None,
+            claims: Mutex::default(),
             evicted_early: std::sync::atomic::AtomicU64::new(0),
-            inner: Mutex::new(Inner {
-                seen: HashMap::new(),
-                order: VecDeque::new(),
-                journal: None,
-                journal_failed_at: None,
-                journal_entries: 0,
-            }),
         }
     }
 
-    /// Opens the window with its journal in `dir`: loads and compacts it. `now_ms` is the
+    /// Opens the window with its journal in `dir`: loads and compacts it (blocking: call it
+    /// off the async threads), then starts the journal's writer thread. `now_ms` is the
     /// current time (entries older than the window are dropped).
     pub fn open(
         dir: &Path,
@@ -135,22 +204,28 @@ impl Dedup {
             Err(e) => return Err(io(e)),
         }
         {
-            let inner = d.inner.get_mut();
+            let mut w = d.window.lock();
             for (h, t) in entries {
-                insert(inner, h, t, None);
+                w.insert(h, t, None);
             }
         }
         d.expire(now_ms);
         // Compact: rewrite the live entries, then append to the new file.
-        rewrite_journal(dir, d.inner.get_mut())?;
+        let mut file = JournalFile {
+            dir: dir.to_path_buf(),
+            file: None,
+            entries: 0,
+            failed_at: None,
+        };
+        file.rewrite(&d.window)?;
         tracing::info!(path = %path.display(), ids = d.len(), "dedup window loaded");
-        d.journal_dir = Some(dir.to_path_buf());
+        d.journal = Some(Journal::start(file, Arc::clone(&d.window), &path)?);
         Ok(d)
     }
 
     /// Number of ids remembered.
     pub fn len(&self) -> usize {
-        self.inner.lock().seen.len()
+        self.window.lock().seen.len()
     }
 
     /// Ids forgotten before their window ended (the bound `max_entries` was reached): a
@@ -172,13 +247,53 @@ impl Dedup {
     /// `Some(format it was accepted in)` when `id` was accepted within the window before
     /// `now_ms` (the format is `None` when not known: loaded from the journal).
     pub fn lookup(&self, id: &str, now_ms: i64) -> Option<Option<XFormat>> {
-        let h = hash_id(id);
-        let inner = self.inner.lock();
-        inner
+        self.lookup_hash(hash_id(id), now_ms)
+    }
+
+    fn lookup_hash(&self, h: u64, now_ms: i64) -> Option<Option<XFormat>> {
+        self.window
+            .lock()
             .seen
             .get(&h)
             .filter(|s| now_ms.saturating_sub(s.at) < self.window_ms)
             .map(|s| s.format)
+    }
+
+    /// Claims `ids` for one delivery (see [`Claim`]): first waits for any concurrent claim
+    /// of one of them to be committed or dropped, then notes which are already accepted
+    /// and claims the others.
+    pub async fn claim(&self, ids: &[String], now_ms: i64) -> Claim<'_> {
+        let hashes: Vec<u64> = ids.iter().map(|id| hash_id(id)).collect();
+        loop {
+            let mut wait = {
+                let mut claims = self.claims.lock();
+                match hashes.iter().find_map(|h| claims.get(h).cloned()) {
+                    Some(rx) => rx,
+                    None => {
+                        let seen: Vec<Option<Option<XFormat>>> = hashes
+                            .iter()
+                            .map(|h| self.lookup_hash(*h, now_ms))
+                            .collect();
+                        let (tx, rx) = tokio::sync::watch::channel(());
+                        let mut mine = Vec::new();
+                        for (h, d) in hashes.iter().zip(&seen) {
+                            if d.is_none() && !claims.contains_key(h) {
+                                claims.insert(*h, rx.clone());
+                                mine.push(*h);
+                            }
+                        }
+                        return Claim {
+                            dedup: self,
+                            hashes: mine,
+                            seen,
+                            _done: tx,
+                        };
+                    }
+                }
+            };
+            // Returns once the other delivery's claim is dropped.
+            let _ = wait.changed().await;
+        }
     }
 
     /// Remembers ids accepted at `at_ms` (no journal write): used to rebuild from the spool.
@@ -187,67 +302,192 @@ impl Dedup {
         ids: impl IntoIterator<Item = (&'a str, Option<XFormat>)>,
         at_ms: i64,
     ) {
-        let mut inner = self.inner.lock();
+        let mut w = self.window.lock();
         for (id, format) in ids {
-            insert(&mut inner, hash_id(id), at_ms, format);
+            w.insert(hash_id(id), at_ms, format);
         }
-        self.trim(&mut inner, at_ms);
+        self.trim(&mut w, at_ms);
     }
 
-    /// Marks ids as accepted at `now_ms` (after their spool append succeeded) and journals
-    /// them. A journal write failure is logged once and the journal is given up (the spool
-    /// rebuild still covers restarts).
+    /// Marks ids as accepted at `now_ms` (after their spool append succeeded) and hands
+    /// them to the journal's thread. (The pipeline goes through [`Claim::commit`].)
     pub fn mark<'a>(&self, ids: impl IntoIterator<Item = (&'a str, Option<XFormat>)>, now_ms: i64) {
-        let mut inner = self.inner.lock();
         let mut buf = Vec::new();
-        for (id, format) in ids {
-            let h = hash_id(id);
-            insert(&mut inner, h, now_ms, format);
-            buf.extend_from_slice(&h.to_le_bytes());
-            buf.extend_from_slice(&now_ms.to_le_bytes());
+        {
+            let mut w = self.window.lock();
+            for (id, format) in ids {
+                let h = hash_id(id);
+                w.insert(h, now_ms, format);
+                buf.extend_from_slice(&h.to_le_bytes());
+                buf.extend_from_slice(&now_ms.to_le_bytes());
+            }
+            self.trim(&mut w, now_ms);
         }
-        self.trim(&mut inner, now_ms);
-        if buf.is_empty() {
-            return;
+        if let (false, Some(journal)) = (buf.is_empty(), &self.journal) {
+            journal.send(Op::Append(buf));
         }
-        let Some(dir) = self.journal_dir.as_deref() else {
-            return;
-        };
-        if let Some(at) = inner.journal_failed_at {
+    }
+
+    /// Waits until the journal's thread has written everything marked so far.
+    pub fn flush(&self) {
+        if let Some(journal) = &self.journal {
+            let (tx, rx) = mpsc::channel();
+            journal.send(Op::Flush(tx));
+            let _ = rx.recv();
+        }
+    }
+
+    /// Drops entries older than the window.
+    pub fn expire(&self, now_ms: i64) {
+        let mut w = self.window.lock();
+        self.trim(&mut w, now_ms);
+    }
+
+    fn trim(&self, w: &mut Window, now_ms: i64) {
+        while let Some(&(h, t)) = w.order.front() {
+            let live = w.seen.get(&h).map(|s| s.at) == Some(t);
+            let expired = now_ms.saturating_sub(t) >= self.window_ms;
+            if !live {
+                w.order.pop_front();
+            } else if expired || w.seen.len() > self.max_entries {
+                if !expired {
+                    self.evicted_early
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                w.order.pop_front();
+                w.seen.remove(&h);
+            } else {
+                break;
+            }
+        }
+        // Stale entries can make `order` grow; compact it when it doubles.
+        if w.order.len() > 2 * w.seen.len() + 1024 {
+            let seen = &w.seen;
+            w.order
+                .retain(|(h, t)| seen.get(h).map(|s| s.at) == Some(*t));
+        }
+    }
+}
+
+/// What the journal's thread is asked to do.
+enum Op {
+    /// Append these entries.
+    Append(Vec<u8>),
+    /// Answer once everything before is written.
+    Flush(mpsc::Sender<()>),
+    /// Tests: behave as after a failed write `JOURNAL_RETRY` ago.
+    #[cfg(test)]
+    Fail,
+    /// Tests: whether the journal is currently given up.
+    #[cfg(test)]
+    IsFailed(mpsc::Sender<bool>),
+}
+
+/// The journal's writer thread and the channel to it.
+struct Journal {
+    tx: Option<mpsc::Sender<Op>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Journal {
+    fn start(
+        mut file: JournalFile,
+        window: Arc<Mutex<Window>>,
+        path: &Path,
+    ) -> Result<Journal, DedupError> {
+        let (tx, rx) = mpsc::channel::<Op>();
+        let thread = std::thread::Builder::new()
+            .name("dedup-journal".into())
+            .spawn(move || {
+                for op in rx {
+                    match op {
+                        Op::Append(buf) => file.append(&buf, &window),
+                        Op::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                        #[cfg(test)]
+                        Op::Fail => {
+                            file.file = None;
+                            file.failed_at = Some(Instant::now() - JOURNAL_RETRY);
+                        }
+                        #[cfg(test)]
+                        Op::IsFailed(answer) => {
+                            let _ = answer.send(file.failed_at.is_some());
+                        }
+                    }
+                }
+            })
+            .map_err(|source| DedupError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Journal {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn send(&self, op: Op) {
+        if let Some(tx) = &self.tx {
+            // The thread only ends when `tx` is dropped.
+            let _ = tx.send(op);
+        }
+    }
+}
+
+impl Drop for Journal {
+    /// Lets the thread write what it was given, then joins it.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The journal file, owned by its thread.
+struct JournalFile {
+    dir: PathBuf,
+    file: Option<File>,
+    /// Entries in the file (compacted when it grows well beyond the live ones).
+    entries: usize,
+    /// When writing last failed (a full disk, say); retried after [`JOURNAL_RETRY`],
+    /// until then ids are only remembered in memory.
+    failed_at: Option<Instant>,
+}
+
+impl JournalFile {
+    fn append(&mut self, buf: &[u8], window: &Mutex<Window>) {
+        if let Some(at) = self.failed_at {
             if at.elapsed() < JOURNAL_RETRY {
                 return;
             }
             // Try again: a rewrite holds every live id, the ones just marked included.
-            match rewrite_journal(dir, &mut inner) {
+            match self.rewrite(window) {
                 Ok(()) => {
                     tracing::info!("dedup journal written again");
-                    inner.journal_failed_at = None;
+                    self.failed_at = None;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "dedup journal still cannot be written");
-                    inner.journal_failed_at = Some(std::time::Instant::now());
+                    self.failed_at = Some(Instant::now());
                 }
             }
             return;
         }
-        let written = inner
-            .journal
-            .as_mut()
-            .map(|f| f.write_all(&buf))
-            .transpose();
+        let written = self.file.as_mut().map(|f| f.write_all(buf)).transpose();
         let result = match written {
             Ok(_) => {
-                inner.journal_entries += buf.len() / ENTRY_LEN;
-                if inner.journal_entries > COMPACT_MIN_ENTRIES
-                    && inner.journal_entries > 2 * inner.seen.len()
-                {
-                    rewrite_journal(dir, &mut inner)
+                self.entries += buf.len() / ENTRY_LEN;
+                let live = window.lock().seen.len();
+                if self.entries > COMPACT_MIN_ENTRIES && self.entries > 2 * live {
+                    self.rewrite(window)
                 } else {
                     Ok(())
                 }
             }
             Err(e) => Err(DedupError::Io {
-                path: dir.join(JOURNAL_FILE),
+                path: self.dir.join(JOURNAL_FILE),
                 source: e,
             }),
         };
@@ -256,85 +496,33 @@ impl Dedup {
                 error = %e,
                 "cannot write the dedup journal; ids are still deduplicated in memory and rebuilt from the spool on restart; retrying every 30 s"
             );
-            inner.journal_failed_at = Some(std::time::Instant::now());
-            inner.journal = None;
+            self.failed_at = Some(Instant::now());
+            self.file = None;
         }
     }
 
-    /// Drops entries older than the window.
-    pub fn expire(&self, now_ms: i64) {
-        let mut inner = self.inner.lock();
-        self.trim(&mut inner, now_ms);
-    }
-
-    fn trim(&self, inner: &mut Inner, now_ms: i64) {
-        while let Some(&(h, t)) = inner.order.front() {
-            let live = inner.seen.get(&h).map(|s| s.at) == Some(t);
-            let expired = now_ms.saturating_sub(t) >= self.window_ms;
-            if !live {
-                inner.order.pop_front();
-            } else if expired || inner.seen.len() > self.max_entries {
-                if !expired {
-                    self.evicted_early
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
-                inner.order.pop_front();
-                inner.seen.remove(&h);
-            } else {
-                break;
-            }
-        }
-        // Stale entries can make `order` grow; compact it when it doubles.
-        if inner.order.len() > 2 * inner.seen.len() + 1024 {
-            let seen = &inner.seen;
-            inner
-                .order
-                .retain(|(h, t)| seen.get(h).map(|s| s.at) == Some(*t));
-        }
-    }
-}
-
-/// Rewrites the journal in `dir` with the live entries (temporary file, fsync, rename) and
-/// reopens it for appending.
-fn rewrite_journal(dir: &Path, inner: &mut Inner) -> Result<(), DedupError> {
-    let path = dir.join(JOURNAL_FILE);
-    let tmp = dir.join(format!("{JOURNAL_FILE}.tmp"));
-    let io = |p: &PathBuf| {
-        let p = p.clone();
-        move |source| DedupError::Io { path: p, source }
-    };
-    let mut buf = Vec::with_capacity(inner.seen.len() * ENTRY_LEN);
-    let mut n = 0;
-    for (h, t) in &inner.order {
-        if inner.seen.get(h).map(|s| s.at) == Some(*t) {
-            buf.extend_from_slice(&h.to_le_bytes());
-            buf.extend_from_slice(&t.to_le_bytes());
-            n += 1;
-        }
-    }
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(&buf).map_err(io(&tmp))?;
-    f.sync_data().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    inner.journal = Some(
-        OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?,
-    );
-    inner.journal_entries = n;
-    Ok(())
-}
-
-fn insert(inner: &mut Inner, h: u64, t: i64, format: Option<XFormat>) {
-    match inner.seen.get_mut(&h) {
-        Some(old) if old.at >= t => {
-            old.format = old.format.or(format);
-        }
-        _ => {
-            inner.seen.insert(h, Seen { at: t, format });
-            inner.order.push_back((h, t));
-        }
+    /// Rewrites the journal with the live entries (temporary file, fsync, rename) and
+    /// reopens it for appending. The window is locked only to copy the entries.
+    fn rewrite(&mut self, window: &Mutex<Window>) -> Result<(), DedupError> {
+        let path = self.dir.join(JOURNAL_FILE);
+        let tmp = self.dir.join(format!("{JOURNAL_FILE}.tmp"));
+        let io = |p: &PathBuf| {
+            let p = p.clone();
+            move |source| DedupError::Io { path: p, source }
+        };
+        let (buf, n) = window.lock().live_entries();
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(&buf).map_err(io(&tmp))?;
+        f.sync_data().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        self.file = Some(
+            OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(io(&path))?,
+        );
+        self.entries = n;
+        Ok(())
     }
 }
 
@@ -414,6 +602,7 @@ mod tests {
         for i in 0..n {
             d.mark([(format!("id-{i}").as_str(), None)], i as i64 * 100);
         }
+        d.flush();
         let len = std::fs::metadata(dir.path().join(JOURNAL_FILE))
             .unwrap()
             .len();
@@ -426,6 +615,34 @@ mod tests {
         let last = (n - 1) as i64 * 100;
         let d = Dedup::open(dir.path(), Duration::from_millis(10), 100, last).unwrap();
         assert!(d.contains(&format!("id-{}", n - 1), last));
+    }
+
+    #[tokio::test]
+    async fn a_claim_holds_its_ids_until_committed_or_dropped() {
+        let d = Arc::new(Dedup::in_memory(Duration::from_secs(60), 100));
+        let ids = vec!["a".to_string(), "b".to_string()];
+        let first = d.claim(&ids, 1_000).await;
+        assert_eq!(first.seen(), &[None, None]);
+        // A second delivery of "b" waits for the first claim.
+        let (d2, waiting) = (Arc::clone(&d), vec!["b".to_string(), "c".to_string()]);
+        let second = tokio::spawn(async move {
+            let c = d2.claim(&waiting, 1_001).await;
+            c.seen().to_vec()
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished(), "the second claim did not wait");
+        first.commit(
+            [("a", Some(XFormat::Xaa)), ("b", Some(XFormat::Xaa))],
+            1_000,
+        );
+        let seen = second.await.unwrap();
+        assert_eq!(seen, vec![Some(Some(XFormat::Xaa)), None]);
+        // A dropped claim (a failed append) releases its ids unremembered.
+        let dropped = d.claim(&["z".to_string()], 2_000).await;
+        drop(dropped);
+        let again = d.claim(&["z".to_string()], 2_001).await;
+        assert_eq!(again.seen(), &[None]);
+        assert!(!d.contains("z", 2_001));
     }
 
     #[test]
@@ -452,13 +669,16 @@ mod tests {
         let d = Dedup::open(dir.path(), Duration::from_secs(3600), 100, 0).unwrap();
         d.mark([("a", None)], 1_000);
         // As after a write failure (a full disk) some time ago.
-        {
-            let mut inner = d.inner.lock();
-            inner.journal = None;
-            inner.journal_failed_at = Some(std::time::Instant::now() - JOURNAL_RETRY);
-        }
+        let journal = d.journal.as_ref().unwrap();
+        journal.send(Op::Fail);
+        let failed = || {
+            let (tx, rx) = mpsc::channel();
+            journal.send(Op::IsFailed(tx));
+            rx.recv().unwrap()
+        };
+        assert!(failed());
         d.mark([("b", None)], 2_000);
-        assert!(d.inner.lock().journal_failed_at.is_none(), "recovered");
+        assert!(!failed(), "recovered");
         d.mark([("c", None)], 3_000);
         drop(d);
         let back = Dedup::open(dir.path(), Duration::from_secs(3600), 100, 4_000).unwrap();

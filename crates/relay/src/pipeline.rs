@@ -3,11 +3,12 @@
 //! One delivery is one spool append (all or nothing). Ids are marked as seen only after
 //! that append succeeded, so a refused delivery (X retries it) is never mistaken for a
 //! duplicate later. Identical deliveries arriving at the same time (X sends one per app
-//! when several apps share a user) do not both get spooled: an id being appended is
-//! reserved, and a delivery carrying it waits for that append's outcome first (it holds no
-//! reservation while it waits, so deliveries never wait on each other in a cycle).
+//! when several apps share a user) do not both get spooled: the ids being appended are
+//! claimed ([`Dedup::claim`]), and a delivery carrying one waits for that append's outcome
+//! first (it holds no claim while it waits, so deliveries never wait on each other in a
+//! cycle).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use relay_envelope::{normalize, taxonomy, Context, DeadLetter, NormalizeError, X
 use relay_ingress::{AcceptError, AcceptReport, Pipeline};
 use relay_spool::{NewRecord, RecordKind, Spool, SpoolError, SpoolStats};
 
-use crate::dedup::{hash_id, Dedup};
+use crate::dedup::{Claim, Dedup};
 use crate::metrics::{now_ms, PipelineMetrics};
 
 /// How long an append error keeps `/readyz` at 503 (unless an append succeeds first).
@@ -77,31 +78,10 @@ impl SpoolHealth {
     }
 }
 
-/// Ids being appended right now: hash → a receiver that closes when the append is done.
-type Pending = Arc<Mutex<HashMap<u64, tokio::sync::watch::Receiver<()>>>>;
-
-/// Reservations of one delivery; released (waiters woken) when dropped, also when the
-/// delivery's future is cancelled.
-struct Reservation {
-    pending: Pending,
-    hashes: Vec<u64>,
-    _done: tokio::sync::watch::Sender<()>,
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        let mut p = self.pending.lock();
-        for h in &self.hashes {
-            p.remove(h);
-        }
-    }
-}
-
 /// The relay's [`Pipeline`].
 pub struct RelayPipeline {
     spool: Spool,
     dedup: Arc<Dedup>,
-    pending: Pending,
     metrics: PipelineMetrics,
     health: Arc<SpoolHealth>,
     retry_after: Duration,
@@ -120,7 +100,6 @@ impl RelayPipeline {
         RelayPipeline {
             spool,
             dedup,
-            pending: Arc::default(),
             metrics,
             health,
             retry_after,
@@ -150,48 +129,6 @@ impl RelayPipeline {
     pub fn health(&self) -> Arc<SpoolHealth> {
         self.health.clone()
     }
-
-    /// Splits `ids` into already accepted (`Some(the format it was accepted in)`) and mine
-    /// (`None`), and reserves mine; first waits for any concurrent append of one of them to
-    /// finish.
-    async fn reserve(
-        &self,
-        ids: &[String],
-        now_ms: i64,
-    ) -> (Vec<Option<Option<XFormat>>>, Reservation) {
-        let hashes: Vec<u64> = ids.iter().map(|id| hash_id(id)).collect();
-        loop {
-            let wait = {
-                let mut p = self.pending.lock();
-                match hashes.iter().find_map(|h| p.get(h).cloned()) {
-                    Some(rx) => rx,
-                    None => {
-                        let dup: Vec<Option<Option<XFormat>>> =
-                            ids.iter().map(|id| self.dedup.lookup(id, now_ms)).collect();
-                        let (tx, rx) = tokio::sync::watch::channel(());
-                        let mut mine = Vec::new();
-                        for (h, d) in hashes.iter().zip(&dup) {
-                            if d.is_none() && !p.contains_key(h) {
-                                p.insert(*h, rx.clone());
-                                mine.push(*h);
-                            }
-                        }
-                        return (
-                            dup,
-                            Reservation {
-                                pending: self.pending.clone(),
-                                hashes: mine,
-                                _done: tx,
-                            },
-                        );
-                    }
-                }
-            };
-            let mut wait = wait;
-            // Returns once the other delivery's reservation is dropped.
-            let _ = wait.changed().await;
-        }
-    }
 }
 
 #[async_trait::async_trait]
@@ -210,8 +147,8 @@ impl Pipeline for RelayPipeline {
         // Why the delivery is a dead letter, as a metric label, when it is one.
         let mut dead_letter_reason = "not_json";
         let mut job_statuses = Vec::new();
-        // Held until the append's outcome is settled (dedup marked or not).
-        let reservation: Option<Reservation>;
+        // Held until the append's outcome is settled: committed, or dropped (released).
+        let claim: Option<Claim>;
 
         // Envelopes, or why the delivery is kept whole as a dead letter (and the label).
         let verdict = match normalize(&body, &ctx) {
@@ -268,8 +205,9 @@ impl Pipeline for RelayPipeline {
                     fresh.push(env);
                 }
                 let fresh_ids: Vec<String> = fresh.iter().map(|e| e.id.clone()).collect();
-                let (dup, r) = self.reserve(&fresh_ids, now_i).await;
-                reservation = Some(r);
+                let c = self.dedup.claim(&fresh_ids, now_i).await;
+                let dup = c.seen().to_vec();
+                claim = Some(c);
                 for (env, seen) in fresh.into_iter().zip(dup) {
                     if let Some(first) = seen {
                         let format = env.xformat.map_or("none", XFormat::as_str);
@@ -301,9 +239,10 @@ impl Pipeline for RelayPipeline {
             Err((reason, label)) => {
                 dead_letter_reason = label;
                 let dl = DeadLetter::new(&body, reason.clone(), &ctx);
-                let (dup, r) = self.reserve(std::slice::from_ref(&dl.id), now_i).await;
-                reservation = Some(r);
-                if dup.first().is_some_and(Option::is_some) {
+                let c = self.dedup.claim(std::slice::from_ref(&dl.id), now_i).await;
+                let duplicate = c.seen().first().is_some_and(Option::is_some);
+                claim = Some(c);
+                if duplicate {
                     self.metrics
                         .duplicates
                         .with_label_values(&["deadletter", "none"])
@@ -336,11 +275,12 @@ impl Pipeline for RelayPipeline {
         match self.spool.append(records).await {
             Ok(_) => {
                 self.health.ok();
-                self.dedup.mark(
-                    ids.iter().map(String::as_str).zip(formats.iter().copied()),
-                    now_i,
-                );
-                drop(reservation);
+                if let Some(c) = claim {
+                    c.commit(
+                        ids.iter().map(String::as_str).zip(formats.iter().copied()),
+                        now_i,
+                    );
+                }
                 for kind in kinds {
                     self.metrics.spooled.with_label_values(&[kind]).inc();
                     if kind == "deadletter" {
