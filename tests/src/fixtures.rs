@@ -116,7 +116,7 @@ pub fn message(offset: u64, env: Envelope) -> Message {
     Message {
         offset,
         accepted_at_ms: 1_747_663_306_000 + offset,
-        payload: Payload::Event(Box::new(env)),
+        payload: Payload::Event(std::sync::Arc::new(env)),
         json,
     }
 }
@@ -137,7 +137,7 @@ pub fn dead_letter(offset: u64, raw: &[u8], reason: &str) -> Message {
     Message {
         offset,
         accepted_at_ms: 1_747_663_306_000 + offset,
-        payload: Payload::DeadLetter(Box::new(dl)),
+        payload: Payload::DeadLetter(std::sync::Arc::new(dl)),
         json,
     }
 }
@@ -162,6 +162,7 @@ pub fn many_tagged(n: usize, tag: &str) -> Vec<Message> {
         .into_iter()
         .map(|mut m| {
             if let Payload::Event(env) = &mut m.payload {
+                let env = std::sync::Arc::make_mut(env);
                 env.id = format!("{}:{tag}", env.id);
                 m.json = Bytes::from(env.to_json());
             }

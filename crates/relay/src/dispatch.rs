@@ -16,18 +16,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::{TimeZone, Utc};
 use rand::Rng;
-use relay_envelope::{Context, DeadLetter, Envelope, IngressKind};
+use relay_envelope::{Context, DeadLetter};
 use relay_sink::{Message, Payload, PublishError, Reason, Sink};
-use relay_spool::{RecordKind, Spool, StoredRecord};
+use relay_spool::Spool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DispatchConfig;
 use crate::metrics::{now_ms, SinkMetrics};
 
-/// The `source` of dead letters made from spool records that cannot be parsed.
-pub const SPOOL_SOURCE: &str = "/activity-relay/spool";
+use crate::decoded::{accepted_at, Decoded};
+pub use crate::decoded::{to_message, SPOOL_SOURCE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DispatchError {
@@ -47,51 +46,7 @@ pub struct Dispatcher {
     metrics: SinkMetrics,
     dead_letter_dir: PathBuf,
     filter: crate::filter::TypeFilter,
-}
-
-/// Turns a spooled record into a sink message; an unparseable record becomes a dead letter.
-pub fn to_message(record: StoredRecord) -> Message {
-    let parsed = match record.kind {
-        RecordKind::Envelope => {
-            serde_json::from_slice::<Envelope>(&record.payload).map(|e| Payload::Event(Box::new(e)))
-        }
-        RecordKind::DeadLetter => serde_json::from_slice::<DeadLetter>(&record.payload)
-            .map(|d| Payload::DeadLetter(Box::new(d))),
-    };
-    match parsed {
-        Ok(payload) => Message {
-            offset: record.offset,
-            accepted_at_ms: record.accepted_at_ms,
-            payload,
-            json: record.payload,
-        },
-        Err(e) => {
-            tracing::error!(offset = record.offset, error = %e, "spooled record cannot be parsed; publishing it as a dead letter");
-            let ctx = Context {
-                ingress: IngressKind::Webhook,
-                source: SPOOL_SOURCE.to_string(),
-                received_at: accepted_at(record.accepted_at_ms),
-                formats: relay_envelope::Formats::ALL,
-            };
-            let dl = DeadLetter::new(
-                &record.payload,
-                format!("spooled record {} cannot be parsed: {e}", record.offset),
-                &ctx,
-            );
-            Message {
-                offset: record.offset,
-                accepted_at_ms: record.accepted_at_ms,
-                json: Bytes::from(dl.to_json()),
-                payload: Payload::DeadLetter(Box::new(dl)),
-            }
-        }
-    }
-}
-
-fn accepted_at(ms: u64) -> chrono::DateTime<Utc> {
-    Utc.timestamp_millis_opt(i64::try_from(ms).unwrap_or(0))
-        .single()
-        .unwrap_or_else(Utc::now)
+    decoded: Arc<Decoded>,
 }
 
 /// Why the dispatcher stopped delivering a batch.
@@ -114,7 +69,15 @@ impl Dispatcher {
             metrics,
             dead_letter_dir,
             filter: crate::filter::TypeFilter::default(),
+            decoded: Arc::default(),
         }
+    }
+
+    /// Records are taken decoded from `decoded`, shared with the pipeline and the other
+    /// dispatchers, rather than parsed by each (see [`crate::decoded`]).
+    pub fn with_decoded(mut self, decoded: Arc<Decoded>) -> Self {
+        self.decoded = decoded;
+        self
     }
 
     /// Only records this filter admits are published; the others are passed over.
@@ -182,7 +145,10 @@ impl Dispatcher {
                 tracing::warn!(sink = %name, cursor, next = first.offset, "records before the next readable one are gone from the spool; skipping ahead");
             }
             let end = records.last().map_or(cursor, |r| r.offset + 1);
-            let mut batch: Vec<Message> = records.into_iter().map(to_message).collect();
+            let mut batch: Vec<Message> = records
+                .into_iter()
+                .map(|r| self.decoded.message(r))
+                .collect();
             if !self.filter.is_empty() {
                 let before = batch.len();
                 batch.retain(|m| self.filter.admits(m));
@@ -352,7 +318,7 @@ impl Dispatcher {
             offset: msg.offset,
             accepted_at_ms: msg.accepted_at_ms,
             json: Bytes::from(dl.to_json()),
-            payload: Payload::DeadLetter(Box::new(dl)),
+            payload: Payload::DeadLetter(Arc::new(dl)),
         };
         let mut backoff = self.cfg.initial_backoff;
         let mut to_file = msg.is_dead_letter();

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod cli;
 pub mod cli_normalize;
 pub mod config;
+pub mod decoded;
 pub mod dedup;
 pub mod dispatch;
 pub mod filter;

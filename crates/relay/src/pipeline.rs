@@ -17,8 +17,10 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use relay_envelope::{normalize, taxonomy, Context, DeadLetter, NormalizeError, XFormat};
 use relay_ingress::{AcceptError, AcceptReport, Pipeline};
+use relay_sink::Payload;
 use relay_spool::{NewRecord, RecordKind, Spool, SpoolError, SpoolStats};
 
+use crate::decoded::Decoded;
 use crate::dedup::{Claim, Dedup};
 use crate::metrics::{now_ms, PipelineMetrics};
 
@@ -82,6 +84,8 @@ impl SpoolHealth {
 pub struct RelayPipeline {
     spool: Spool,
     dedup: Arc<Dedup>,
+    /// Where the spooled records go decoded, for the dispatchers (see [`crate::decoded`]).
+    decoded: Option<Arc<Decoded>>,
     metrics: PipelineMetrics,
     health: Arc<SpoolHealth>,
     retry_after: Duration,
@@ -100,6 +104,7 @@ impl RelayPipeline {
         RelayPipeline {
             spool,
             dedup,
+            decoded: None,
             metrics,
             health,
             retry_after,
@@ -113,6 +118,12 @@ impl RelayPipeline {
         tx: tokio::sync::broadcast::Sender<crate::recovery::JobStatus>,
     ) -> Self {
         self.job_status = Some(tx);
+        self
+    }
+
+    /// Hands each spooled record, as built, to `decoded`: the dispatchers need not parse it.
+    pub fn with_decoded(mut self, decoded: Arc<Decoded>) -> Self {
+        self.decoded = Some(decoded);
         self
     }
 
@@ -139,6 +150,8 @@ impl Pipeline for RelayPipeline {
         let ingress = ctx.ingress.as_str();
         let mut report = AcceptReport::default();
         let mut records = Vec::new();
+        // The records as built, for `decoded` (when set).
+        let mut built: Vec<(Payload, usize)> = Vec::new();
         let mut ids: Vec<String> = Vec::new();
         // The input format of each id (dedup remembers it, to tell cross-format duplicates).
         let mut formats: Vec<Option<XFormat>> = Vec::new();
@@ -226,14 +239,20 @@ impl Pipeline for RelayPipeline {
                     }
                     let t = env.time.timestamp_millis();
                     newest_event = Some(newest_event.map_or(t, |n| n.max(t)));
+                    let json = Bytes::from(env.to_json());
+                    kinds.push("envelope");
+                    formats.push(env.xformat);
+                    if self.decoded.is_some() {
+                        ids.push(env.id.clone());
+                        built.push((Payload::Event(Arc::new(env)), json.len()));
+                    } else {
+                        ids.push(env.id);
+                    }
                     records.push(NewRecord {
                         kind: RecordKind::Envelope,
                         accepted_at_ms: now,
-                        payload: Bytes::from(env.to_json()),
+                        payload: json,
                     });
-                    kinds.push("envelope");
-                    formats.push(env.xformat);
-                    ids.push(env.id);
                 }
             }
             Err((reason, label)) => {
@@ -257,14 +276,20 @@ impl Pipeline for RelayPipeline {
                         %reason,
                         "delivery cannot become envelopes; spooled as a dead letter"
                     );
+                    let json = Bytes::from(dl.to_json());
+                    kinds.push("deadletter");
+                    formats.push(None);
+                    if self.decoded.is_some() {
+                        ids.push(dl.id.clone());
+                        built.push((Payload::DeadLetter(Arc::new(dl)), json.len()));
+                    } else {
+                        ids.push(dl.id);
+                    }
                     records.push(NewRecord {
                         kind: RecordKind::DeadLetter,
                         accepted_at_ms: now,
-                        payload: Bytes::from(dl.to_json()),
+                        payload: json,
                     });
-                    kinds.push("deadletter");
-                    formats.push(None);
-                    ids.push(dl.id);
                 }
             }
         }
@@ -273,8 +298,11 @@ impl Pipeline for RelayPipeline {
             return Ok(report);
         }
         match self.spool.append(records).await {
-            Ok(_) => {
+            Ok(receipt) => {
                 self.health.ok();
+                if let Some(decoded) = &self.decoded {
+                    decoded.seed(receipt.first_offset, built);
+                }
                 if let Some(c) = claim {
                     c.commit(
                         ids.iter().map(String::as_str).zip(formats.iter().copied()),

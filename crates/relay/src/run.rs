@@ -166,6 +166,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     )?;
 
     let health = Arc::new(SpoolHealth::default());
+    // Records decoded once: seeded by the pipeline, shared by every dispatcher.
+    let decoded = Arc::new(crate::decoded::Decoded::default());
     let pipeline: Arc<dyn Pipeline> = Arc::new(
         RelayPipeline::new(
             spool.clone(),
@@ -174,7 +176,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
             health.clone(),
             cfg.spool.full_retry_after,
         )
-        .with_job_status(status_tx),
+        .with_job_status(status_tx)
+        .with_decoded(decoded.clone()),
     );
 
     // Dispatchers.
@@ -190,7 +193,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
             sink_metrics.clone(),
             dead_letter_dir.clone(),
         )
-        .with_filter(sink_cfg.filter.clone());
+        .with_filter(sink_cfg.filter.clone())
+        .with_decoded(decoded.clone());
         dispatchers.spawn(d.run(drain.clone(), abort.clone()));
     }
 

@@ -88,7 +88,7 @@ fn messages(n: usize) -> Vec<Message> {
             Message {
                 offset: i as u64,
                 accepted_at_ms: 0,
-                payload: Payload::Event(Box::new(e)),
+                payload: Payload::Event(std::sync::Arc::new(e)),
                 json,
             }
         })

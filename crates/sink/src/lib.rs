@@ -18,6 +18,8 @@
 //! headers and body) and `service.rs` (connect, send, await the confirmations through
 //! [`driver::Confirmations`]); its `lib.rs` holds the documentation and the errors.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use relay_envelope::{DeadLetter, Envelope};
 
@@ -66,11 +68,11 @@ impl Message {
     }
 }
 
-/// What a spooled record holds.
+/// What a spooled record holds (shared: one decoded record serves every dispatcher).
 #[derive(Clone, Debug)]
 pub enum Payload {
-    Event(Box<Envelope>),
-    DeadLetter(Box<DeadLetter>),
+    Event(Arc<Envelope>),
+    DeadLetter(Arc<DeadLetter>),
 }
 
 /// A destination for envelopes.
