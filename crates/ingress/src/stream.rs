@@ -155,6 +155,14 @@ impl fmt::Debug for StreamConfig {
     }
 }
 
+impl StreamConfig {
+    /// The one check of a stream's settings, run by [`run`] and by `activity-relay run
+    /// --check`.
+    pub fn validate(&self) -> Result<(), IngressError> {
+        validate(self)
+    }
+}
+
 fn validate(cfg: &StreamConfig) -> Result<(), IngressError> {
     let url = url::Url::parse(&cfg.url)
         .map_err(|e| IngressError::Config(format!("stream {:?}: bad url: {e}", cfg.name)))?;

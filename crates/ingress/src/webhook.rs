@@ -110,6 +110,15 @@ const MIN_HEADER_BYTES: usize = 8192;
 /// Semaphores take at most this many permits.
 const MAX_PERMITS: usize = u32::MAX as usize;
 
+impl WebhookConfig {
+    /// The one check of the webhook's settings, run by [`router`] (and so by
+    /// [`WebhookServer::bind`]) and by `activity-relay run --check`: limits, apps, secrets,
+    /// and that the TLS files exist.
+    pub fn validate(&self) -> Result<(), IngressError> {
+        validate(self).map(|_| ())
+    }
+}
+
 fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressError> {
     if cfg.apps.is_empty() {
         return Err(IngressError::Config("webhook: no apps configured".into()));

@@ -89,8 +89,20 @@ pub struct RelayPipeline {
     metrics: PipelineMetrics,
     health: Arc<SpoolHealth>,
     retry_after: Duration,
-    /// Where accepted `replay_job_status` events are published (gap recovery).
-    job_status: Option<tokio::sync::broadcast::Sender<crate::recovery::JobStatus>>,
+    /// Who watches what is accepted (gap recovery, for its replay jobs' status events).
+    hooks: Vec<Arc<dyn AcceptHook>>,
+}
+
+/// What runs once a delivery is accepted: durable, or found to be a duplicate of one that
+/// is. Never when its append failed (X retries it, and the hook sees it again).
+pub type AfterAccept = Box<dyn FnOnce() + Send>;
+
+/// Watches what the pipeline accepts: looks at each envelope of a delivery before the
+/// append and may return what to do once the delivery is accepted. This is how gap
+/// recovery learns that a replay job finished (`recovery::JobStatusHook`), without the
+/// pipeline knowing about recovery.
+pub trait AcceptHook: Send + Sync {
+    fn observe(&self, env: &relay_envelope::Envelope) -> Option<AfterAccept>;
 }
 
 impl RelayPipeline {
@@ -108,16 +120,13 @@ impl RelayPipeline {
             metrics,
             health,
             retry_after,
-            job_status: None,
+            hooks: Vec::new(),
         }
     }
 
-    /// Publishes every accepted (or already accepted) `replay_job_status` to `tx`.
-    pub fn with_job_status(
-        mut self,
-        tx: tokio::sync::broadcast::Sender<crate::recovery::JobStatus>,
-    ) -> Self {
-        self.job_status = Some(tx);
+    /// Adds a hook that watches what is accepted (see [`AcceptHook`]).
+    pub fn with_hook(mut self, hook: Arc<dyn AcceptHook>) -> Self {
+        self.hooks.push(hook);
         self
     }
 
@@ -125,16 +134,6 @@ impl RelayPipeline {
     pub fn with_decoded(mut self, decoded: Arc<Decoded>) -> Self {
         self.decoded = Some(decoded);
         self
-    }
-
-    fn publish_job_statuses(&self, statuses: Vec<crate::recovery::JobStatus>) {
-        if let Some(tx) = &self.job_status {
-            for s in statuses {
-                tracing::info!(job_id = %s.job_id, job_state = %s.job_state, "replay_job_status received");
-                // No receiver (no recovery running) is fine.
-                let _ = tx.send(s);
-            }
-        }
     }
 
     pub fn health(&self) -> Arc<SpoolHealth> {
@@ -159,7 +158,8 @@ impl Pipeline for RelayPipeline {
         let mut kinds: Vec<&'static str> = Vec::new();
         // Why the delivery is a dead letter, as a metric label, when it is one.
         let mut dead_letter_reason = "not_json";
-        let mut job_statuses = Vec::new();
+        // What the hooks asked to run once the delivery is accepted.
+        let mut after_accept: Vec<AfterAccept> = Vec::new();
         // Held until the append's outcome is settled: committed, or dropped (released).
         let claim: Option<Claim>;
 
@@ -198,8 +198,8 @@ impl Pipeline for RelayPipeline {
                 let mut here = HashSet::with_capacity(envelopes.len());
                 let mut fresh = Vec::with_capacity(envelopes.len());
                 for env in envelopes {
-                    if self.job_status.is_some() {
-                        job_statuses.extend(crate::recovery::job_status_of(&env));
+                    for hook in &self.hooks {
+                        after_accept.extend(hook.observe(&env));
                     }
                     let format = env.xformat.map_or("none", XFormat::as_str);
                     let ty = taxonomy::label(&env.event_type);
@@ -294,7 +294,7 @@ impl Pipeline for RelayPipeline {
             }
         }
         if records.is_empty() {
-            self.publish_job_statuses(job_statuses);
+            after_accept.into_iter().for_each(|f| f());
             return Ok(report);
         }
         match self.spool.append(records).await {
@@ -331,7 +331,7 @@ impl Pipeline for RelayPipeline {
                         g.set(secs);
                     }
                 }
-                self.publish_job_statuses(job_statuses);
+                after_accept.into_iter().for_each(|f| f());
                 Ok(report)
             }
             Err(SpoolError::Full { used, max }) => {

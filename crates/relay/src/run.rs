@@ -71,6 +71,7 @@ pub fn check(cfg: &Config) -> Result<String, RunError> {
         lines.push(check_webhook(w)?);
     }
     for s in &cfg.streams {
+        s.validate().map_err(|e| RunError::Ingress(e.to_string()))?;
         lines.push(format!("stream {}: {}", s.name, s.url));
     }
     lines.push(cfg.recovery.summary(cfg.webhook.as_ref()));
@@ -176,7 +177,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
             health.clone(),
             cfg.spool.full_retry_after,
         )
-        .with_job_status(status_tx)
+        .with_hook(Arc::new(crate::recovery::JobStatusHook(status_tx)))
         .with_decoded(decoded.clone()),
     );
 
@@ -505,19 +506,7 @@ async fn start_ingresses(
 
 /// Checks the webhook configuration the way the server will (no socket is bound).
 fn check_webhook(w: &relay_ingress::webhook::WebhookConfig) -> Result<String, RunError> {
-    struct NoPipeline;
-    #[async_trait::async_trait]
-    impl Pipeline for NoPipeline {
-        async fn accept(
-            &self,
-            _body: bytes::Bytes,
-            _ctx: relay_envelope::Context,
-        ) -> Result<relay_ingress::AcceptReport, relay_ingress::AcceptError> {
-            Err(relay_ingress::AcceptError::Unavailable("check only".into()))
-        }
-    }
-    let _router = relay_ingress::webhook::router(w, Arc::new(NoPipeline), &Registry::new())
-        .map_err(|e| RunError::Ingress(e.to_string()))?;
+    w.validate().map_err(|e| RunError::Ingress(e.to_string()))?;
     if let Some(tls) = &w.tls {
         for p in [&tls.cert_path, &tls.key_path] {
             if !std::path::Path::new(p).is_file() {

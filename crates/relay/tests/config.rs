@@ -256,3 +256,31 @@ fn check_refuses_what_the_nats_and_rabbitmq_sinks_would_refuse() {
     let (ok, _, stderr) = check_text(&rabbit, &[]);
     assert!(!ok, "{stderr}");
 }
+
+/// `--check` runs the stream's own validation too: a bad url or an empty token is refused
+/// before `run` would fail on it.
+#[test]
+fn check_refuses_what_the_stream_client_would_refuse() {
+    for (stream, expected) in [
+        (
+            "[[stream]]\nname = \"s\"\nurl = \"ftp://api.x.com/stream\"\nbearer_token = \"t\"\n",
+            "url must be http(s)",
+        ),
+        (
+            "[[stream]]\nname = \"s\"\nurl = \"https://api.x.com/stream\"\nbearer_token = \" \"\n",
+            "bearer_token is empty",
+        ),
+    ] {
+        let (ok, stdout, stderr) = check_text(&format!("{stream}{MINIMAL}"), &[]);
+        assert!(!ok, "{stdout}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+    let good =
+        "[[stream]]\nname = \"s\"\nurl = \"https://api.x.com/stream\"\nbearer_token = \"t\"\n";
+    let (ok, stdout, stderr) = check_text(&format!("{good}{MINIMAL}"), &[]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("stream s: https://api.x.com/stream"),
+        "{stdout}"
+    );
+}

@@ -10,7 +10,8 @@
 //! * **Webhook**: with `[recovery] enabled` and a gap of at least `min_gap`, a background
 //!   task replays the gap through X's Account Activity replay API, one window (≤ 2 h) at a
 //!   time, waiting for each job's `replay_job_status` event to come through the pipeline
-//!   ([`JobStatus`], published by [`crate::pipeline::RelayPipeline`]). Replayed events that
+//!   ([`JobStatus`], handed over by the pipeline hook [`JobStatusHook`] once its delivery
+//!   is accepted). Replayed events that
 //!   had already been accepted are dropped by the pipeline's dedup.
 //!
 //! Files: [`config`] (`[recovery]`), [`liveness`] (the record and its refresh), [`replay`]
@@ -26,7 +27,9 @@ use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 
 pub use config::{RecoveryConfig, RecoveryMethod};
 pub use liveness::{keep_alive, Liveness, LivenessError, Pending};
-pub use replay::{eligible_at, job_status_of, webhook_gap, JobStatus, WebhookGap, WebhookRecovery};
+pub use replay::{
+    eligible_at, job_status_of, webhook_gap, JobStatus, JobStatusHook, WebhookGap, WebhookRecovery,
+};
 
 /// Name of the liveness record inside the spool directory.
 pub const LIVENESS_FILE: &str = "liveness.json";

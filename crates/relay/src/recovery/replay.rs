@@ -19,6 +19,22 @@ pub struct JobStatus {
     pub job_state: String,
 }
 
+/// The pipeline hook through which recovery learns of accepted `replay_job_status`
+/// events: each one is sent to the recovery task once its delivery is accepted.
+pub struct JobStatusHook(pub tokio::sync::broadcast::Sender<JobStatus>);
+
+impl crate::pipeline::AcceptHook for JobStatusHook {
+    fn observe(&self, env: &relay_envelope::Envelope) -> Option<crate::pipeline::AfterAccept> {
+        let status = job_status_of(env)?;
+        let tx = self.0.clone();
+        Some(Box::new(move || {
+            tracing::info!(job_id = %status.job_id, job_state = %status.job_state, "replay_job_status received");
+            // No receiver (no recovery running) is fine.
+            let _ = tx.send(status);
+        }))
+    }
+}
+
 /// Reads job id and state from a `replay.job_status` envelope's payload (the
 /// `replay_job_status` object, or a body wrapping it).
 pub fn job_status_of(env: &relay_envelope::Envelope) -> Option<JobStatus> {
