@@ -39,7 +39,9 @@ pub enum RunError {
 }
 
 /// Validates everything that can be checked without the network and without creating
-/// anything; returns a short human summary.
+/// anything; returns a short human summary. The one check of a parsed [`Config`]: `run
+/// --check` prints its summary, [`run`] calls it before starting anything. (Parsing,
+/// [`Config::load`], already refused unknown keys and filled in the defaults.)
 pub fn check(cfg: &Config) -> Result<String, RunError> {
     let mut lines = Vec::new();
     if cfg.spool.dir.exists() && !cfg.spool.dir.is_dir() {
@@ -96,10 +98,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     let sink_metrics = SinkMetrics::register(&registry)?;
     let spool_metrics = SpoolMetrics::register(&registry)?;
 
-    // Sink configurations are checked first: a mistake stops the relay before it accepts
+    // The same check as `run --check`, first: a mistake stops the relay before it accepts
     // anything. A broker that cannot be reached does not: its records wait in the spool.
+    check(&cfg)?;
     for s in &cfg.sinks {
-        sinks::check(s)?;
         if let SinkKind::File(f) = &s.kind {
             if f.path != "-" {
                 std::fs::create_dir_all(&f.path).map_err(|e| {
