@@ -103,13 +103,13 @@ fn used_metrics(text: &str) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_and_alerts_use_only_metrics_the_relay_exports() {
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
     let emu = x_emulator::Emulator::start(x_emulator::EmulatorConfig::default())
         .await
         .unwrap();
     // NATS behind a proxy this test cuts for a moment (publish failures and retries).
-    let proxy = relay_e2e::TcpProxy::start(relay_e2e::nats_addr()).await;
+    let proxy = relay_testkit::TcpProxy::start(relay_testkit::nats_addr()).await;
     let nats = format!("nats://{}", proxy.addr());
     let config = format!(
         r#"

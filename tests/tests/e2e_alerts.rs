@@ -130,9 +130,9 @@ fn sign(body: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_failure_and_oldest_pending_alerts_fire_in_an_outage_and_resolve_after() {
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
-    let proxy = relay_e2e::TcpProxy::start(relay_e2e::nats_addr()).await;
+    let proxy = relay_testkit::TcpProxy::start(relay_testkit::nats_addr()).await;
     let config = format!(
         r#"
 shutdown_timeout = "5s"

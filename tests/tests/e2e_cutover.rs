@@ -109,9 +109,9 @@ fn assert_once(broker: &str, expected: &BTreeMap<String, Envelope>, got: &[Recei
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cutover_played_through_delivers_every_shared_id_event_once() {
-    let kafka = relay_e2e::kafka_bootstrap()
+    let kafka = relay_testkit::kafka_bootstrap()
         .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
     let queue = AmqpQueue::bind(&format!("cut.{u}")).await;
     let mut relay = Relay::start(tmp.path(), &config(&u, &kafka, r#"["aaa", "xaa"]"#)).await;

@@ -61,10 +61,10 @@ fn like(i: u64) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_recovers_without_a_restart_and_loses_nothing_acknowledged() {
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
     let _fs = Tmpfs::mount(&tmp.path().join("small"), "16m");
-    let proxy = relay_e2e::TcpProxy::start(relay_e2e::nats_addr()).await;
+    let proxy = relay_testkit::TcpProxy::start(relay_testkit::nats_addr()).await;
     let config = format!(
         r#"
 shutdown_timeout = "5s"

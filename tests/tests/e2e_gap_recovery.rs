@@ -58,7 +58,7 @@ name = "GAP_UNIQ"
 subjects = ["gapUNIQ.>"]
 "#
     .replace("UNIQ", u)
-    .replace("NATS", &relay_e2e::nats_url())
+    .replace("NATS", &relay_testkit::nats_url())
 }
 
 /// `[recovery]` pointed at the emulator.
@@ -140,7 +140,7 @@ fn parse_time(s: &str) -> DateTime<Utc> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_gap_is_replayed_one_job_at_a_time_and_lands_exactly_once() {
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
     // Retries after 3 ms, 27 ms, 242 ms: X gives up quickly on a relay that is down. No
     // periodic re-CRC (a CRC failing while the relay is down would disable the webhook).
@@ -418,7 +418,7 @@ fn stream_like(id: &str) -> Value {
 /// recorded in between arrive exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_resumes_from_the_recorded_time_after_a_restart() {
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
     let emu = Emulator::start(EmulatorConfig {
         recrc_interval_secs: 0.0,
@@ -572,7 +572,7 @@ fn xaa_like(user: &str, tweet: &str) -> Value {
 /// live ones inside the re-read window are not sent twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xaa_webhook_gap_is_reread_from_the_stream_without_aaa() {
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
     let emu = Emulator::start(EmulatorConfig {
         time_scale: 0.001,

@@ -58,7 +58,7 @@ subjects = ["hostileUNIQ.>"]
 "#
     .replace("UNIQ", u)
     .replace("SECRET", SECRET)
-    .replace("NATS", &relay_e2e::nats_url())
+    .replace("NATS", &relay_testkit::nats_url())
 }
 
 fn sign(body: &[u8]) -> String {
@@ -99,7 +99,7 @@ fn rss(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_crc_endpoint_signs_nothing_a_post_would_accept() {
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let dir = tempfile::tempdir().unwrap();
     let relay = start(dir.path(), &u).await;
     let c = client();
@@ -208,7 +208,7 @@ async fn stalled_uploads(addr: std::net::SocketAddr, n: usize) -> Vec<tokio::tas
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_delivery_gets_through_3000_idle_connections_and_200_unsigned_uploads() {
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let dir = tempfile::tempdir().unwrap();
     let relay = start(dir.path(), &u).await;
     let pid = relay.pid().expect("relay running");
@@ -287,7 +287,7 @@ async fn a_real_delivery_gets_through_3000_idle_connections_and_200_unsigned_upl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_would_expand_past_the_bound_is_one_dead_letter() {
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let dir = tempfile::tempdir().unwrap();
     let relay = start(dir.path(), &u).await;
     let pid = relay.pid().expect("relay running");
@@ -336,7 +336,7 @@ async fn a_batch_that_would_expand_past_the_bound_is_one_dead_letter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn made_up_event_types_cannot_mint_metric_series() {
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let dir = tempfile::tempdir().unwrap();
     let relay = start(dir.path(), &u).await;
     let c = client();

@@ -87,7 +87,7 @@ async fn register_and_subscribe(emu: &x_emulator::EmulatorHandle, relay: &Relay)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_drops_stalls_and_disconnects_lose_nothing() {
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
     let emu = Emulator::start(EmulatorConfig {
         time_scale: 0.01,
@@ -116,7 +116,10 @@ http_max = "1s"
 "#,
         emu.base_url()
     );
-    let config = format!("{BASE}{stream}{}", nats_sink(&u, &relay_e2e::nats_url()));
+    let config = format!(
+        "{BASE}{stream}{}",
+        nats_sink(&u, &relay_testkit::nats_url())
+    );
     let relay = Relay::start(tmp.path(), &config).await;
 
     // A fresh seed per call: the same seed would replay the same random ids (favorites).
@@ -208,9 +211,12 @@ http_max = "1s"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_run_loses_no_event_x_was_told_2xx_about() {
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
-    let config = format!("{BASE}{WEBHOOK}{}", nats_sink(&u, &relay_e2e::nats_url()));
+    let config = format!(
+        "{BASE}{WEBHOOK}{}",
+        nats_sink(&u, &relay_testkit::nats_url())
+    );
     let mut relay = Relay::start(tmp.path(), &config).await;
     // Retries after 150 ms, 1.35 s and 12.1 s: X keeps trying across the restart.
     let emu = Emulator::start(EmulatorConfig {
@@ -279,9 +285,9 @@ async fn sigkill_mid_run_loses_no_event_x_was_told_2xx_about() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_keeps_accepting_and_delivers_everything_after() {
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
-    let proxy = relay_e2e::TcpProxy::start(relay_e2e::nats_addr()).await;
+    let proxy = relay_testkit::TcpProxy::start(relay_testkit::nats_addr()).await;
     let config = format!(
         "{BASE}{WEBHOOK}{}",
         nats_sink(&u, &format!("nats://{}", proxy.addr()))

@@ -127,10 +127,10 @@ fn ce_id(r: &Received) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_on_every_broker_in_both_modes_reads_back_unmodified_with_the_sdk() {
-    let kafka = relay_e2e::kafka_bootstrap()
+    let kafka = relay_testkit::kafka_bootstrap()
         .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
     let py = python();
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
     let queues = [
         AmqpQueue::bind(&format!("sdk.{u}.structured")).await,

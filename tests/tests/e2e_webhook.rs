@@ -47,9 +47,9 @@ consumer_secrets = ["emulator-consumer-secret"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_and_format_reaches_every_broker_exactly_once() {
-    let kafka = relay_e2e::kafka_bootstrap()
+    let kafka = relay_testkit::kafka_bootstrap()
         .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
-    let u = relay_e2e::unique();
+    let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
     // The queue must exist before the relay publishes (mandatory publishes).
     let queue = AmqpQueue::bind(&format!("e2e.{u}")).await;

@@ -17,68 +17,14 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chrono::TimeZone;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use relay_e2e::bench::{env_usize, percentile};
-use relay_envelope::{Context, Envelope, EventData, IngressKind};
 use relay_sink::{Message, Payload, Sink};
 use relay_sink_kafka::{KafkaSink, KafkaSinkConfig};
-use serde_json::value::RawValue;
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
-
-/// One envelope per fixture event (normalize, or by hand from the fixture bytes while
-/// normalize is not implemented).
-fn fixture_envelopes() -> Vec<Envelope> {
-    let expected: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(
-        &std::fs::read(format!("{FIXTURES}/expected-types.json")).expect("fixtures"),
-    )
-    .expect("expected-types.json");
-    let ctx = Context {
-        ingress: IngressKind::Webhook,
-        source: "/x/account-activity/webhook/bench".into(),
-        received_at: chrono::Utc::now(),
-        formats: relay_envelope::Formats::ALL,
-    };
-    let mut out = Vec::new();
-    for (file, types) in &expected {
-        let body = std::fs::read(format!("{FIXTURES}/{file}")).expect("fixture");
-        match relay_envelope::normalize(&body, &ctx) {
-            Ok(envs) if !envs.is_empty() => out.extend(envs),
-            _ => {
-                let text = String::from_utf8(body).expect("utf-8 fixture");
-                for t in types.as_array().into_iter().flatten() {
-                    out.push(Envelope {
-                        specversion: "1.0".into(),
-                        id: String::new(),
-                        source: ctx.source.clone(),
-                        event_type: t.as_str().unwrap_or("unknown").into(),
-                        subject: String::new(),
-                        time: chrono::Utc
-                            .with_ymd_and_hms(2025, 5, 19, 14, 1, 46)
-                            .unwrap(),
-                        datacontenttype: "application/json".into(),
-                        actorid: Some("2244994945".into()),
-                        targetid: None,
-                        objectid: Some("1924465506158878979".into()),
-                        ingress: IngressKind::Webhook,
-                        xformat: Some(relay_envelope::XFormat::Aaa),
-                        data: EventData {
-                            payload: RawValue::from_string(text.trim().to_owned())
-                                .expect("fixture is JSON"),
-                            includes: None,
-                        },
-                    });
-                }
-            }
-        }
-    }
-    out
-}
+use relay_testkit::bench::{env_usize, percentile};
 
 fn messages(n: usize) -> Vec<Message> {
-    let base = fixture_envelopes();
+    let base = relay_testkit::fixtures::envelopes();
     (0..n)
         .map(|i| {
             let mut e = base[i % base.len()].clone();

@@ -10,6 +10,7 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use relay_sink::{Message, PublishError, Reason, Sink};
 use relay_sink_kafka::{KafkaSink, KafkaSinkConfig};
+use relay_testkit::fixtures;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -24,7 +25,7 @@ struct Setup {
 fn setup() -> Setup {
     let cluster = MockCluster::new(1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
-    let prefix = format!("m{}.", common::unique());
+    let prefix = format!("m{}.", relay_testkit::unique());
     let topic = format!("{prefix}x.activity.post.create");
     let mut cfg = KafkaSinkConfig::new(&bootstrap);
     cfg.topic = format!("{prefix}x.activity.{{type}}");
@@ -46,7 +47,12 @@ fn setup() -> Setup {
 
 fn batch(from: usize, n: usize) -> Vec<Message> {
     (from..from + n)
-        .map(|i| common::message(common::envelope("post.create", &format!("{}", i % 3), i)))
+        .map(|i| {
+            fixtures::message(
+                0,
+                fixtures::envelope("post.create", &format!("{}", i % 3), i),
+            )
+        })
         .collect()
 }
 
@@ -181,13 +187,13 @@ async fn too_large_is_permanent_and_does_not_hold_up_the_rest() {
         .insert("message.max.bytes".into(), "4096".into());
     let sink = KafkaSink::connect("mock", &s.cfg).await.unwrap();
     let mut msgs = batch(0, 3);
-    let mut big = common::envelope("post.create", "9", 99);
+    let mut big = fixtures::envelope("post.create", "9", 99);
     big.data.payload = serde_json::value::RawValue::from_string(format!(
         "{{\"text\":\"{}\"}}",
         "x".repeat(10_000)
     ))
     .unwrap();
-    msgs.insert(1, common::message(big));
+    msgs.insert(1, fixtures::message(0, big));
     let r = sink.publish(&msgs).await;
     assert!(r[0].is_ok() && r[2].is_ok() && r[3].is_ok(), "{r:?}");
     match &r[1] {

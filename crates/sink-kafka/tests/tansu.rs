@@ -11,12 +11,13 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 use relay_sink::{Payload, PublishError, Reason, Sink, WireMode};
 use relay_sink_kafka::{KafkaSink, KafkaSinkConfig, KafkaSinkError};
+use relay_testkit::fixtures;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// A config whose topics are all unique to this test: `<prefix>x.activity.{type}`.
 fn config(prefix: &str) -> KafkaSinkConfig {
-    let mut cfg = KafkaSinkConfig::new(common::bootstrap());
+    let mut cfg = KafkaSinkConfig::new(relay_testkit::require_kafka());
     cfg.topic = format!("{prefix}x.activity.{{type}}");
     cfg.deadletter_topic = format!("{prefix}x.activity.deadletter");
     cfg.create_topics = true;
@@ -26,7 +27,7 @@ fn config(prefix: &str) -> KafkaSinkConfig {
 
 async fn create_topic(name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", common::bootstrap())
+        .set("bootstrap.servers", relay_testkit::require_kafka())
         .create()
         .unwrap();
     let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
@@ -39,15 +40,22 @@ async fn create_topic(name: &str, partitions: i32) {
 
 #[tokio::test]
 async fn structured_every_fixture_type_once_then_dead_letter() {
-    let prefix = format!("t{}.", common::unique());
+    let prefix = format!("t{}.", relay_testkit::unique());
     let cfg = config(&prefix);
     let sink = KafkaSink::connect("kafka-test", &cfg).await.unwrap();
     assert!(sink.ready().await, "ready right after a successful connect");
 
-    let envelopes = common::fixture_envelopes();
+    let envelopes = fixtures::envelopes();
     assert!(envelopes.len() >= 40, "{}", envelopes.len());
-    let mut batch: Vec<_> = envelopes.into_iter().map(common::message).collect();
-    batch.push(common::dead_letter(b"{not json", "body is not JSON: EOF"));
+    let mut batch: Vec<_> = envelopes
+        .into_iter()
+        .map(|e| fixtures::message(0, e))
+        .collect();
+    batch.push(fixtures::dead_letter(
+        0,
+        b"{not json",
+        "body is not JSON: EOF",
+    ));
     let results = sink.publish(&batch).await;
     assert_eq!(results.len(), batch.len());
     for (r, m) in results.iter().zip(&batch) {
@@ -62,7 +70,13 @@ async fn structured_every_fixture_type_once_then_dead_letter() {
         };
     }
     let topics: Vec<String> = topics.into_iter().collect();
-    let got = common::consume_all(&common::bootstrap(), &topics, cfg.partitions, LIMIT).await;
+    let got = common::consume_all(
+        &relay_testkit::require_kafka(),
+        &topics,
+        cfg.partitions,
+        LIMIT,
+    )
+    .await;
     // Exactly once each: the topics hold as many records as were sent, each id once.
     assert_eq!(got.len(), batch.len());
     let by_id = common::by_id(&got);
@@ -98,18 +112,18 @@ async fn structured_every_fixture_type_once_then_dead_letter() {
 
 #[tokio::test]
 async fn binary_mode_carries_attributes_in_headers() {
-    let prefix = format!("t{}.", common::unique());
+    let prefix = format!("t{}.", relay_testkit::unique());
     let mut cfg = config(&prefix);
     cfg.wire_mode = WireMode::Binary;
     cfg.key = "{actorid}-{targetid}".into();
     let sink = KafkaSink::connect("kafka-binary", &cfg).await.unwrap();
     let batch: Vec<_> = (0..5)
-        .map(|i| common::message(common::envelope("like.create", "42", i)))
+        .map(|i| fixtures::message(0, fixtures::envelope("like.create", "42", i)))
         .collect();
     assert!(sink.publish(&batch).await.iter().all(Result::is_ok));
     let topic = format!("{prefix}x.activity.like.create");
     let got = common::consume_all(
-        &common::bootstrap(),
+        &relay_testkit::require_kafka(),
         std::slice::from_ref(&topic),
         cfg.partitions,
         LIMIT,
@@ -151,7 +165,7 @@ async fn binary_mode_carries_attributes_in_headers() {
 
 #[tokio::test]
 async fn missing_topics_without_create_topics() {
-    let prefix = format!("t{}.", common::unique());
+    let prefix = format!("t{}.", relay_testkit::unique());
     let mut cfg = config(&prefix);
     cfg.create_topics = false;
 
@@ -172,8 +186,8 @@ async fn missing_topics_without_create_topics() {
     // A templated topic that does not exist: retryable, naming the topic, nothing sent.
     let topic = format!("{prefix}x.activity.follow.follow");
     let batch = vec![
-        common::message(common::envelope("follow.follow", "7", 1)),
-        common::message(common::envelope("follow.follow", "7", 2)),
+        fixtures::message(0, fixtures::envelope("follow.follow", "7", 1)),
+        fixtures::message(0, fixtures::envelope("follow.follow", "7", 2)),
     ];
     for r in sink.publish(&batch).await {
         match r {
@@ -189,8 +203,13 @@ async fn missing_topics_without_create_topics() {
     create_topic(&topic, 2).await;
     let results = sink.publish(&batch).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    let got =
-        common::consume_all(&common::bootstrap(), std::slice::from_ref(&topic), 2, LIMIT).await;
+    let got = common::consume_all(
+        &relay_testkit::require_kafka(),
+        std::slice::from_ref(&topic),
+        2,
+        LIMIT,
+    )
+    .await;
     assert_eq!(got.len(), 2, "the failed attempt sent nothing");
     let ids: BTreeSet<_> = got.iter().map(|r| r.id()).collect();
     assert_eq!(ids.len(), 2);
@@ -198,15 +217,18 @@ async fn missing_topics_without_create_topics() {
 
 #[tokio::test]
 async fn invalid_characters_in_values_are_replaced_in_topic_names() {
-    let prefix = format!("t{}.", common::unique());
+    let prefix = format!("t{}.", relay_testkit::unique());
     let mut cfg = config(&prefix);
     cfg.topic = format!("{prefix}{{subject}}.{{type}}");
     let sink = KafkaSink::connect("kafka-sanitize", &cfg).await.unwrap();
-    let batch = vec![common::message(common::envelope("mute.mute", "a b/c:ü", 1))];
+    let batch = vec![fixtures::message(
+        0,
+        fixtures::envelope("mute.mute", "a b/c:ü", 1),
+    )];
     assert!(sink.publish(&batch).await[0].is_ok());
     let topic = format!("{prefix}a_b_c__.mute.mute");
     let got = common::consume_all(
-        &common::bootstrap(),
+        &relay_testkit::require_kafka(),
         std::slice::from_ref(&topic),
         cfg.partitions,
         LIMIT,
@@ -238,7 +260,7 @@ async fn unreachable_cluster_is_an_error_at_connect() {
 fn topic_exists(topic: &str) -> bool {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", common::bootstrap())
+        .set("bootstrap.servers", relay_testkit::require_kafka())
         .set("allow.auto.create.topics", "false")
         .create()
         .unwrap();
@@ -252,13 +274,13 @@ fn topic_exists(topic: &str) -> bool {
 
 #[tokio::test]
 async fn types_outside_the_taxonomy_never_create_topics_unless_allowed() {
-    let prefix = format!("t{}.", common::unique());
+    let prefix = format!("t{}.", relay_testkit::unique());
     let cfg = config(&prefix);
     let sink = KafkaSink::connect("kafka-foreign", &cfg).await.unwrap();
     let made_up = "attacker.minted.type";
     let batch = vec![
-        common::message(common::envelope(made_up, "7", 1)),
-        common::message(common::envelope("follow.follow", "7", 2)),
+        fixtures::message(0, fixtures::envelope(made_up, "7", 1)),
+        fixtures::message(0, fixtures::envelope("follow.follow", "7", 2)),
     ];
     let results = sink.publish(&batch).await;
     match &results[0] {

@@ -20,10 +20,10 @@ use async_nats::jetstream::{self, context::Publish, stream};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput};
 use futures::stream::{FuturesOrdered, StreamExt};
-use relay_e2e::bench::{env_usize, median, percentile};
-use relay_e2e::{fixtures, nats_url, unique};
 use relay_sink::{Message, Sink};
 use relay_sink_nats::{NatsSink, NatsSinkConfig};
+use relay_testkit::bench::{env_usize, median, percentile};
+use relay_testkit::{fixtures, nats_url, unique};
 
 const MAX_IN_FLIGHT: usize = 256;
 

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 use futures::StreamExt;
-use relay_e2e::{fixtures, nats_url, unique, TcpProxy};
 use relay_sink::{Message, Payload, PublishError, Sink, WireMode};
 use relay_sink_nats::{NatsSink, NatsSinkConfig, Retention, Storage, StreamSetup};
+use relay_testkit::{fixtures, nats_url, unique, TcpProxy};
 
 struct Fixture {
     prefix: String,
@@ -334,7 +334,7 @@ async fn invalid_subject_characters_are_replaced() {
 /// Connection to a port nobody listens on: a typed connect error, not a hang.
 #[tokio::test]
 async fn connect_to_nothing_fails() {
-    let proxy = TcpProxy::start(relay_e2e::nats_addr()).await;
+    let proxy = TcpProxy::start(relay_testkit::nats_addr()).await;
     proxy.cut().await;
     let mut cfg = NatsSinkConfig::new(format!("nats://{}", proxy.addr()));
     cfg.connect_timeout = Duration::from_secs(2);
@@ -347,7 +347,7 @@ async fn connect_to_nothing_fails() {
 #[tokio::test]
 async fn outage_then_restore_exactly_once() {
     let f = fixture().await;
-    let proxy = TcpProxy::start(relay_e2e::nats_addr()).await;
+    let proxy = TcpProxy::start(relay_testkit::nats_addr()).await;
     let sink = NatsSink::connect("nats-test", &f.config(&format!("nats://{}", proxy.addr())))
         .await
         .unwrap();
@@ -584,7 +584,7 @@ async fn silent_server_connect_is_bounded() {
 #[tokio::test]
 async fn stall_times_out_then_exactly_once() {
     let f = fixture().await;
-    let proxy = TcpProxy::start(relay_e2e::nats_addr()).await;
+    let proxy = TcpProxy::start(relay_testkit::nats_addr()).await;
     let mut cfg = f.config(&format!("nats://{}", proxy.addr()));
     cfg.ack_timeout = Duration::from_secs(1);
     let sink = NatsSink::connect("nats-test", &cfg).await.unwrap();

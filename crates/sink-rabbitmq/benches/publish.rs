@@ -26,10 +26,10 @@ use lapin::options::{
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
-use relay_e2e::bench::{env_usize, median, percentile};
-use relay_e2e::{amqp_url, fixtures, unique};
 use relay_sink::{Message, Payload, Sink};
 use relay_sink_rabbitmq::{RabbitMqSink, RabbitMqSinkConfig};
+use relay_testkit::bench::{env_usize, median, percentile};
+use relay_testkit::{amqp_url, fixtures, unique};
 
 const MAX_IN_FLIGHT: usize = 256;
 

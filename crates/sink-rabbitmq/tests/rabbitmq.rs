@@ -13,9 +13,9 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
-use relay_e2e::{amqp_url, fixtures, unique, TcpProxy};
 use relay_sink::{Message, Payload, PublishError, Sink, WireMode};
 use relay_sink_rabbitmq::{RabbitMqSink, RabbitMqSinkConfig};
+use relay_testkit::{amqp_url, fixtures, unique, TcpProxy};
 
 struct Fixture {
     exchange: String,

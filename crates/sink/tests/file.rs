@@ -1,9 +1,8 @@
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use relay_sink::file::{FileSink, FileSinkConfig, FileSinkError};
 use relay_sink::{Message, Sink};
+use relay_testkit::fixtures;
 
 fn files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -29,7 +28,7 @@ fn lines(dir: &Path) -> Vec<String> {
 
 fn batch(n: usize) -> Vec<Message> {
     (0..n)
-        .map(|i| common::message(common::envelope("post.create", &format!("{i:04}"))))
+        .map(|i| fixtures::message(0, fixtures::sample("post.create", &format!("{i:04}"))))
         .collect()
 }
 
@@ -40,7 +39,7 @@ async fn lines_round_trip_dead_letters_included() {
         FileSink::open("events", &FileSinkConfig::new(dir.path().to_str().unwrap())).unwrap();
     assert_eq!(sink.name(), "events");
     let mut msgs = batch(3);
-    msgs.push(common::dead_letter(b"\xff\xfe not json", "not JSON"));
+    msgs.push(fixtures::dead_letter(0, b"\xff\xfe not json", "not JSON"));
     let results = sink.publish(&msgs).await;
     assert_eq!(results.len(), 4);
     assert!(results.iter().all(|r| r.is_ok()), "{results:?}");

@@ -1,11 +1,10 @@
-mod common;
-
 use proptest::prelude::*;
 use relay_sink::{Attr, Template, TemplateError};
+use relay_testkit::fixtures;
 
 #[test]
 fn renders_defaults() {
-    let env = common::envelope("post.create", "2244994945");
+    let env = fixtures::sample("post.create", "2244994945");
     assert_eq!(
         Template::parse("x.activity.{type}").unwrap().render(&env),
         "x.activity.post.create"
@@ -30,7 +29,7 @@ fn renders_defaults() {
 
 #[test]
 fn missing_or_empty_attribute_renders_underscore() {
-    let mut env = common::envelope("follow.follow", "1");
+    let mut env = fixtures::sample("follow.follow", "1");
     env.targetid = None;
     env.actorid = Some(String::new());
     let t = Template::parse("a.{targetid}.{actorid}.b").unwrap();
@@ -99,7 +98,7 @@ fn introspection_and_serde() {
 
 #[test]
 fn render_with_escapes_values_only() {
-    let env = common::envelope("post.create", "a b");
+    let env = fixtures::sample("post.create", "a b");
     let t = Template::parse("x y.{subject}").unwrap();
     let out = t.render_with(&env, |v, out| out.push_str(&v.replace(' ', "_")));
     assert_eq!(out, "x y.a_b");
@@ -122,7 +121,7 @@ fn template_strategy() -> impl Strategy<Value = (String, String)> {
 proptest! {
     #[test]
     fn any_string_parses_or_errors_and_renders(s in "\\PC*") {
-        let env = common::envelope("post.create", "2244994945");
+        let env = fixtures::sample("post.create", "2244994945");
         if let Ok(t) = Template::parse(&s) {
             let _ = t.render(&env);
             prop_assert_eq!(t.as_str(), s.as_str());
@@ -131,7 +130,7 @@ proptest! {
 
     #[test]
     fn brace_heavy_strings_never_panic(s in "[{}a-z_.]{0,24}") {
-        let env = common::envelope("like.create", "_");
+        let env = fixtures::sample("like.create", "_");
         match Template::parse(&s) {
             Ok(t) => { let _ = t.render(&env); }
             Err(e) => { let _ = e.to_string(); }
@@ -153,7 +152,7 @@ proptest! {
     fn brace_free_strings_are_literal(s in "[^{}]*") {
         let tpl = Template::parse(&s).unwrap();
         prop_assert!(tpl.is_constant());
-        let env = common::envelope("post.create", "1");
+        let env = fixtures::sample("post.create", "1");
         prop_assert_eq!(tpl.render(&env), s);
     }
 }

@@ -1,6 +1,5 @@
-mod common;
-
 use relay_sink::{encode, HeaderStyle, WireMode};
+use relay_testkit::fixtures;
 
 fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
     h.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
@@ -8,7 +7,7 @@ fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
 
 #[test]
 fn structured_is_the_spooled_json_untouched() {
-    let msg = common::message(common::envelope("post.create", "2244994945"));
+    let msg = fixtures::message(0, fixtures::sample("post.create", "2244994945"));
     for style in [
         HeaderStyle::Kafka,
         HeaderStyle::Nats,
@@ -25,8 +24,8 @@ fn structured_is_the_spooled_json_untouched() {
 
 #[test]
 fn binary_has_data_body_and_attribute_headers() {
-    let env = common::envelope("post.create", "2244994945");
-    let msg = common::message(env);
+    let env = fixtures::sample("post.create", "2244994945");
+    let msg = fixtures::message(0, env);
     let enc = encode(&msg, WireMode::Binary, HeaderStyle::Kafka);
     assert_eq!(enc.content_type, "application/json");
     // The body is exactly the `data` member of the spooled JSON.
@@ -79,9 +78,9 @@ fn binary_has_data_body_and_attribute_headers() {
 
 #[test]
 fn fractional_time_matches_json() {
-    let mut env = common::envelope("like.create", "1");
+    let mut env = fixtures::sample("like.create", "1");
     env.time += chrono::Duration::milliseconds(123);
-    let msg = common::message(env);
+    let msg = fixtures::message(0, env);
     let full: serde_json::Value = serde_json::from_slice(&msg.json).unwrap();
     let enc = encode(&msg, WireMode::Binary, HeaderStyle::Kafka);
     assert_eq!(full["time"].as_str(), header(&enc.headers, "ce_time"));
@@ -89,7 +88,7 @@ fn fractional_time_matches_json() {
 
 #[test]
 fn dead_letter_is_its_json_in_both_modes() {
-    let msg = common::dead_letter(b"not json {", "body is not JSON: eof");
+    let msg = fixtures::dead_letter(0, b"not json {", "body is not JSON: eof");
     for mode in [WireMode::Structured, WireMode::Binary] {
         let enc = encode(&msg, mode, HeaderStyle::Kafka);
         assert_eq!(enc.body, msg.json);
@@ -105,7 +104,7 @@ fn dead_letter_is_its_json_in_both_modes() {
 
 #[test]
 fn nats_header_values_are_percent_encoded_as_the_binding_requires() {
-    let msg = common::dead_letter(b"x", "line one\r\nline \"two\" 100% é");
+    let msg = fixtures::dead_letter(0, b"x", "line one\r\nline \"two\" 100% é");
     let enc = encode(&msg, WireMode::Structured, HeaderStyle::Nats);
     assert_eq!(
         header(&enc.headers, "ce-deadletterreason"),
@@ -113,9 +112,13 @@ fn nats_header_values_are_percent_encoded_as_the_binding_requires() {
     );
     // A source holding `%C3%A9` keeps it: the `%` is encoded, so a conforming reader
     // decodes back exactly the attribute.
-    let mut env = common::envelope("like.create", "1");
+    let mut env = fixtures::sample("like.create", "1");
     env.source = "/x/caf%C3%A9".into();
-    let enc = encode(&common::message(env), WireMode::Binary, HeaderStyle::Nats);
+    let enc = encode(
+        &fixtures::message(0, env),
+        WireMode::Binary,
+        HeaderStyle::Nats,
+    );
     assert_eq!(header(&enc.headers, "ce-source"), Some("/x/caf%25C3%25A9"));
     // Other bindings carry the value as it is.
     let enc = encode(&msg, WireMode::Structured, HeaderStyle::Kafka);

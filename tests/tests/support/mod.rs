@@ -388,7 +388,7 @@ pub async fn nats_read_all(
     max: Duration,
 ) -> Vec<Received> {
     use async_nats::jetstream::consumer::{pull, DeliverPolicy};
-    let client = async_nats::connect(relay_e2e::nats_url())
+    let client = async_nats::connect(relay_testkit::nats_url())
         .await
         .expect("nats");
     let js = async_nats::jetstream::new(client);
@@ -462,7 +462,7 @@ impl AmqpQueue {
         use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
         use lapin::types::FieldTable;
         let conn = lapin::Connection::connect(
-            &relay_e2e::amqp_url(),
+            &relay_testkit::amqp_url(),
             lapin::ConnectionProperties::default(),
         )
         .await
@@ -575,7 +575,7 @@ pub fn kafka_read_all(
     use rdkafka::{Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("e2e-{}", relay_e2e::unique()))
+        .set("group.id", format!("e2e-{}", relay_testkit::unique()))
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .create()
@@ -726,8 +726,8 @@ pub fn broker_sinks(tag: &str, u: &str, kafka: &str, mode: Option<&str>) -> Stri
         .map(|m| format!("wire_mode = \"{m}\"\n"))
         .unwrap_or_default();
     let upper = tag.to_ascii_uppercase();
-    let nats = relay_e2e::nats_url();
-    let amqp = relay_e2e::amqp_url();
+    let nats = relay_testkit::nats_url();
+    let amqp = relay_testkit::amqp_url();
     format!(
         r#"
 [[sinks]]

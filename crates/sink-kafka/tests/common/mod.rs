@@ -1,120 +1,15 @@
 #![allow(dead_code)]
-//! Shared helpers of the Kafka sink tests: test broker address, unique names, envelopes
-//! from the shared fixtures, and a real consumer.
+//! The Kafka sink tests' own helper: a real consumer (what every crate's tests share is in
+//! `relay-testkit`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::TimeZone;
 use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use relay_envelope::{Context, Envelope, EventData, IngressKind};
-use relay_sink::Message;
-use serde_json::value::RawValue;
-
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
-
-/// The Kafka-protocol test broker (tansu), started by `scripts/brokers`.
-pub fn bootstrap() -> String {
-    match std::env::var("RELAY_TEST_KAFKA_BOOTSTRAP") {
-        Ok(v) if !v.trim().is_empty() => v,
-        _ => panic!(
-            "RELAY_TEST_KAFKA_BOOTSTRAP is not set: run `source scripts/brokers` first \
-             (it starts tansu, the Kafka-protocol test broker, and sets it), or use scripts/test"
-        ),
-    }
-}
-
-/// A suffix no other test (or test run) uses.
-pub fn unique() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!(
-        "{}{:x}{}",
-        std::process::id(),
-        nanos & 0xffff_ffff_ffff,
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A message of `env` (the shared test helper, offset 0).
-pub fn message(env: Envelope) -> Message {
-    relay_e2e::fixtures::message(0, env)
-}
-
-/// A dead letter of `raw` (the shared test helper, offset 0).
-pub fn dead_letter(raw: &[u8], reason: &str) -> Message {
-    relay_e2e::fixtures::dead_letter(0, raw, reason)
-}
-
-/// An envelope built by hand (for when the fixtures are not what is under test).
-pub fn envelope(event_type: &str, subject: &str, n: usize) -> Envelope {
-    Envelope {
-        specversion: "1.0".into(),
-        id: format!("{subject}:{event_type}:{n}"),
-        source: "/x/account-activity/webhook/test".into(),
-        event_type: event_type.into(),
-        subject: subject.into(),
-        time: chrono::Utc
-            .with_ymd_and_hms(2025, 5, 19, 14, 1, 46)
-            .unwrap(),
-        datacontenttype: "application/json".into(),
-        actorid: Some("2244994945".into()),
-        targetid: None,
-        objectid: Some(format!("{n}")),
-        ingress: IngressKind::Webhook,
-        xformat: Some(relay_envelope::XFormat::Aaa),
-        data: EventData {
-            payload: RawValue::from_string(format!(
-                r#"{{"n": {n}, "text": "caf\u00e9 \ud83d\ude00"}}"#
-            ))
-            .unwrap(),
-            includes: None,
-        },
-    }
-}
-
-/// One envelope per fixture event: `relay_envelope::normalize` over every file of the
-/// shared fixtures, checked against `expected-types.json`.
-pub fn fixture_envelopes() -> Vec<Envelope> {
-    let expected: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&std::fs::read(format!("{FIXTURES}/expected-types.json")).unwrap())
-            .unwrap();
-    let mut out = Vec::new();
-    for (file, types) in &expected {
-        let body = std::fs::read(format!("{FIXTURES}/{file}")).unwrap();
-        let ingress = if file.starts_with("stream/") {
-            IngressKind::Stream
-        } else {
-            IngressKind::Webhook
-        };
-        let ctx = Context {
-            ingress,
-            source: "/x/account-activity/webhook/test".into(),
-            received_at: chrono::Utc::now(),
-            formats: relay_envelope::Formats::ALL,
-        };
-        let envs = relay_envelope::normalize(&body, &ctx)
-            .unwrap_or_else(|e| panic!("normalize({file}): {e}"));
-        let got: Vec<&str> = envs.iter().map(|e| e.event_type.as_str()).collect();
-        let want: Vec<&str> = types
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_str().unwrap())
-            .collect();
-        assert_eq!(got, want, "{file}");
-        out.extend(envs);
-    }
-    out
-}
 
 /// A record as a consumer saw it.
 #[derive(Debug, Clone)]
@@ -150,7 +45,10 @@ impl Consumed {
 pub fn consumer(bootstrap: &str) -> StreamConsumer {
     ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("relay-test-{}", unique()))
+        .set(
+            "group.id",
+            format!("relay-test-{}", relay_testkit::unique()),
+        )
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("allow.auto.create.topics", "false")

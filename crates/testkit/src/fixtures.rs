@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 pub fn dir() -> PathBuf {
     match std::env::var_os("RELAY_TEST_FIXTURES") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures")),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures")),
     }
 }
 
@@ -169,6 +169,54 @@ pub fn many_tagged(n: usize, tag: &str) -> Vec<Message> {
             m
         })
         .collect()
+}
+
+/// An envelope built by hand, `n` its object id and in its id and payload (for when the
+/// fixtures are not what is under test).
+pub fn envelope(event_type: &str, subject: &str, n: usize) -> Envelope {
+    Envelope {
+        specversion: relay_envelope::SPECVERSION.to_owned(),
+        id: format!("{subject}:{event_type}:{n}"),
+        source: "/x/account-activity/webhook/test".into(),
+        event_type: event_type.into(),
+        subject: subject.into(),
+        time: Utc
+            .with_ymd_and_hms(2025, 5, 19, 14, 1, 46)
+            .single()
+            .unwrap_or_else(Utc::now),
+        datacontenttype: relay_envelope::DATACONTENTTYPE.to_owned(),
+        actorid: Some("2244994945".into()),
+        targetid: None,
+        objectid: Some(format!("{n}")),
+        ingress: IngressKind::Webhook,
+        xformat: Some(relay_envelope::XFormat::Aaa),
+        data: EventData {
+            payload: RawValue::from_string(format!(
+                r#"{{"n": {n}, "text": "caf\u00e9 \ud83d\ude00"}}"#
+            ))
+            .unwrap_or_else(|e| panic!("payload: {e}")),
+            includes: None,
+        },
+    }
+}
+
+/// A post-shaped envelope of `event_type` for `subject`, object `1924465506158878979`,
+/// with `includes` (what the routing and wire tests look at).
+pub fn sample(event_type: &str, subject: &str) -> Envelope {
+    let mut env = envelope(event_type, subject, 1924465506158878979);
+    env.source = "/x/account-activity/webhook/prod-app".into();
+    env.data = EventData {
+        payload: RawValue::from_string(
+            r#"{"id_str": "1924465506158878979", "text":"hi \u00e9"}"#.into(),
+        )
+        .unwrap_or_else(|e| panic!("payload: {e}")),
+        includes: Some(
+            RawValue::from_string(r#"{"users":{}}"#.into())
+                .unwrap_or_else(|e| panic!("includes: {e}"))
+                .into(),
+        ),
+    };
+    env
 }
 
 #[cfg(test)]
