@@ -203,7 +203,7 @@ async fn faults(State(st): S, body: Bytes) -> Result<Response, ApiError> {
         let b = b
             .as_bool()
             .ok_or_else(|| ApiError::invalid_request("`replay_incomplete` must be a boolean"))?;
-        st.db.lock().replay_incomplete = b;
+        st.with_db(|db| db.replay_incomplete = b);
         applied.push(json!({"replay_incomplete": b}));
         if v.get("action").is_none() {
             return Ok(Json(json!({"applied": applied})).into_response());
@@ -223,9 +223,10 @@ async fn faults(State(st): S, body: Bytes) -> Result<Response, ApiError> {
 }
 
 async fn connections(State(st): S) -> Response {
-    let s = st.stream.lock();
-    let live: Vec<u64> = s.live.iter().map(|c| c.id).collect();
-    Json(json!({"connections": s.records, "live": live, "faults": s.faults})).into_response()
+    st.with_streams(|s| {
+        let live: Vec<u64> = s.live.iter().map(|c| c.id).collect();
+        Json(json!({"connections": s.records, "live": live, "faults": s.faults})).into_response()
+    })
 }
 
 /// `POST /admin/generator`: `{"action":"start", …GeneratorConfig}` or `{"action":"stop"}`.
@@ -265,53 +266,54 @@ async fn generator_status(State(st): S) -> Response {
 
 /// The state: apps (no secrets), webhooks, subscriptions, jobs.
 pub(crate) fn state_json(st: &Shared) -> Value {
-    let db = st.db.lock();
-    let apps: Vec<Value> = st
-        .cfg
-        .apps
-        .iter()
-        .map(|a| json!({"name": a.name, "app_id": a.app_id, "consumer_key": a.consumer_key}))
-        .collect();
-    let webhooks: Vec<Value> = db
-        .webhooks
-        .iter()
-        .map(|w| {
-            let mut j = webhook_json(w);
-            j["app"] = json!(w.app);
-            j["subscriptions"] = json!(w.subscriptions);
-            j["crc_checks"] = json!(w.crc_checks);
-            j
-        })
-        .collect();
-    let activity: Vec<Value> = db
-        .activity
-        .iter()
-        .map(|s| {
-            let mut j = sub_json(s);
-            j["app"] = json!(s.app);
-            j
-        })
-        .collect();
-    let jobs: Vec<Value> = db
-        .jobs
-        .iter()
-        .map(|j| {
-            json!({
-                "job_id": j.job_id, "app": j.app, "webhook_id": j.webhook_id,
-                "from": rfc3339(j.from), "to": rfc3339(j.to), "created_at": rfc3339(j.created_at),
-                "state": j.state, "events": j.events, "finished_at": j.finished_at.map(rfc3339),
+    st.with_db(|db| {
+        let apps: Vec<Value> = st
+            .cfg
+            .apps
+            .iter()
+            .map(|a| json!({"name": a.name, "app_id": a.app_id, "consumer_key": a.consumer_key}))
+            .collect();
+        let webhooks: Vec<Value> = db
+            .webhooks
+            .iter()
+            .map(|w| {
+                let mut j = webhook_json(w);
+                j["app"] = json!(w.app);
+                j["subscriptions"] = json!(w.subscriptions);
+                j["crc_checks"] = json!(w.crc_checks);
+                j
             })
+            .collect();
+        let activity: Vec<Value> = db
+            .activity
+            .iter()
+            .map(|s| {
+                let mut j = sub_json(s);
+                j["app"] = json!(s.app);
+                j
+            })
+            .collect();
+        let jobs: Vec<Value> = db
+            .jobs
+            .iter()
+            .map(|j| {
+                json!({
+                    "job_id": j.job_id, "app": j.app, "webhook_id": j.webhook_id,
+                    "from": rfc3339(j.from), "to": rfc3339(j.to), "created_at": rfc3339(j.created_at),
+                    "state": j.state, "events": j.events, "finished_at": j.finished_at.map(rfc3339),
+                })
+            })
+            .collect();
+        json!({
+            "apps": apps,
+            "users": st.cfg.users.iter().map(|u| json!({"user_id": u.user_id, "screen_name": u.screen_name})).collect::<Vec<_>>(),
+            "webhooks": webhooks,
+            "activity_subscriptions": activity,
+            "replay_jobs": jobs,
+            "replay_incomplete": db.replay_incomplete,
+            "time_scale": st.cfg.time_scale,
+            "limits": {"max_webhooks": st.cfg.max_webhooks, "max_subscriptions": st.cfg.max_subscriptions},
         })
-        .collect();
-    json!({
-        "apps": apps,
-        "users": st.cfg.users.iter().map(|u| json!({"user_id": u.user_id, "screen_name": u.screen_name})).collect::<Vec<_>>(),
-        "webhooks": webhooks,
-        "activity_subscriptions": activity,
-        "replay_jobs": jobs,
-        "replay_incomplete": db.replay_incomplete,
-        "time_scale": st.cfg.time_scale,
-        "limits": {"max_webhooks": st.cfg.max_webhooks, "max_subscriptions": st.cfg.max_subscriptions},
     })
 }
 
@@ -322,7 +324,6 @@ async fn state(State(st): S) -> Response {
 /// `POST /admin/recrc`: re-CRC every webhook now.
 async fn recrc(State(st): S) -> Response {
     st.recrc_all("admin").await;
-    let db = st.db.lock();
-    let list: Vec<Value> = db.webhooks.iter().map(webhook_json).collect();
+    let list: Vec<Value> = st.with_db(|db| db.webhooks.iter().map(webhook_json).collect());
     Json(json!({"webhooks": list})).into_response()
 }

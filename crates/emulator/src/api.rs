@@ -80,16 +80,7 @@ async fn rate_limit(State(st): S, req: Request, next: Next) -> Response {
     let key = format!("{} {}", req.method(), path);
     let now = Utc::now().timestamp().max(0) as u64;
     let limit = st.cfg.rate_limit;
-    let (reset, used) = {
-        let mut m = st.rate.lock();
-        let e = m.entry(key).or_insert((now, 0));
-        let window = st.cfg.rate_window_secs.max(1);
-        if now >= e.0 + window {
-            *e = (now, 0);
-        }
-        e.1 = e.1.saturating_add(1);
-        (e.0 + window, e.1)
-    };
+    let (reset, used) = st.count_request(key, now);
     let remaining = limit.saturating_sub(used);
     let mut resp = if used > limit {
         ApiError::new(429, "TooManyRequests", "Too Many Requests").into_response()
@@ -158,14 +149,13 @@ async fn create_webhook(State(st): S, headers: HeaderMap, body: Bytes) -> R {
 
 async fn list_webhooks(State(st): S, headers: HeaderMap) -> R {
     let app = bearer(&st, &headers)?.name.clone();
-    let list: Vec<Value> = st
-        .db
-        .lock()
-        .webhooks
-        .iter()
-        .filter(|w| w.app == app)
-        .map(webhook_json)
-        .collect();
+    let list: Vec<Value> = st.with_db(|db| {
+        db.webhooks
+            .iter()
+            .filter(|w| w.app == app)
+            .map(webhook_json)
+            .collect()
+    });
     let n = list.len();
     ok(json!({"data": list, "meta": {"result_count": n}}))
 }
@@ -193,13 +183,14 @@ async fn delete_webhook(State(st): S, headers: HeaderMap, Path(id): Path<String>
     let app = bearer(&st, &headers)?.name.clone();
     st.webhook(&app, &id)?;
     {
-        let mut db = st.db.lock();
-        db.webhooks.retain(|w| w.id != id);
-        for s in db.activity.iter_mut() {
-            if s.webhook_id.as_deref() == Some(id.as_str()) {
-                s.webhook_id = None;
+        st.with_db(|db| {
+            db.webhooks.retain(|w| w.id != id);
+            for s in db.activity.iter_mut() {
+                if s.webhook_id.as_deref() == Some(id.as_str()) {
+                    s.webhook_id = None;
+                }
             }
-        }
+        })
     }
     tracing::info!(webhook_id = id, "webhook deleted");
     ok(json!({"data": {"deleted": true}}))
@@ -254,34 +245,35 @@ async fn aaa_unsubscribe(
 ) -> R {
     let app = bearer(&st, &headers)?.name.clone();
     st.webhook(&app, &id)?;
-    let mut db = st.db.lock();
-    let w =
-        db.webhooks.iter_mut().find(|w| w.id == id).ok_or_else(|| {
+    st.with_db(|db| {
+        let w = db.webhooks.iter_mut().find(|w| w.id == id).ok_or_else(|| {
             ApiError::bad("WebhookIdInvalid", format!("webhook {id} does not exist"))
         })?;
-    let before = w.subscriptions.len();
-    w.subscriptions.retain(|u| u != &user_id);
-    if w.subscriptions.len() == before {
-        return Err(ApiError::bad(
-            "SubscriptionNotFound",
-            format!("user {user_id} is not subscribed to webhook {id}"),
-        ));
-    }
-    tracing::info!(webhook_id = id, user_id, "user unsubscribed");
-    ok(json!({"data": {"subscribed": false}}))
+        let before = w.subscriptions.len();
+        w.subscriptions.retain(|u| u != &user_id);
+        if w.subscriptions.len() == before {
+            return Err(ApiError::bad(
+                "SubscriptionNotFound",
+                format!("user {user_id} is not subscribed to webhook {id}"),
+            ));
+        }
+        tracing::info!(webhook_id = id, user_id, "user unsubscribed");
+        ok(json!({"data": {"subscribed": false}}))
+    })
 }
 
 async fn aaa_count(State(st): S, headers: HeaderMap) -> R {
     let app = bearer(&st, &headers)?;
     let n = {
-        let db = st.db.lock();
-        let set: std::collections::HashSet<&String> = db
-            .webhooks
-            .iter()
-            .filter(|w| w.app == app.name)
-            .flat_map(|w| w.subscriptions.iter())
-            .collect();
-        set.len()
+        st.with_db(|db| {
+            let set: std::collections::HashSet<&String> = db
+                .webhooks
+                .iter()
+                .filter(|w| w.app == app.name)
+                .flat_map(|w| w.subscriptions.iter())
+                .collect();
+            set.len()
+        })
     };
     ok(json!({"data": {
         "account_name": app.account_name,
@@ -488,32 +480,34 @@ async fn act_create(State(st): S, headers: HeaderMap, body: Bytes) -> R {
     if let Some(et) = &sub.event_type {
         crate::auth::check_scope(&st, et, sub.user_id.as_deref(), user.as_ref())?;
     }
-    let mut db = st.db.lock();
-    if db.activity.iter().any(|s| {
-        s.app == app
-            && s.event_type == sub.event_type
-            && s.event_types == sub.event_types
-            && s.filter == sub.filter
-            && s.webhook_id == sub.webhook_id
-    }) {
-        return Err(ApiError::bad(
-            "DuplicateSubscriptionFailed",
-            "an identical subscription exists",
-        ));
-    }
-    if db.activity.iter().filter(|s| s.app == app).count() >= st.cfg.max_activity_subscriptions {
-        return Err(ApiError::bad(
-            "SubscriptionLimitExceeded",
-            format!(
-                "the limit is {} subscriptions",
-                st.cfg.max_activity_subscriptions
-            ),
-        ));
-    }
-    db.activity.push(sub.clone());
-    let total = db.activity.iter().filter(|s| s.app == app).count();
-    tracing::info!(id = sub.id, "activity subscription created");
-    ok(json!({"data": sub_json(&sub), "meta": {"total_subscriptions": total}}))
+    st.with_db(|db| {
+        if db.activity.iter().any(|s| {
+            s.app == app
+                && s.event_type == sub.event_type
+                && s.event_types == sub.event_types
+                && s.filter == sub.filter
+                && s.webhook_id == sub.webhook_id
+        }) {
+            return Err(ApiError::bad(
+                "DuplicateSubscriptionFailed",
+                "an identical subscription exists",
+            ));
+        }
+        if db.activity.iter().filter(|s| s.app == app).count() >= st.cfg.max_activity_subscriptions
+        {
+            return Err(ApiError::bad(
+                "SubscriptionLimitExceeded",
+                format!(
+                    "the limit is {} subscriptions",
+                    st.cfg.max_activity_subscriptions
+                ),
+            ));
+        }
+        db.activity.push(sub.clone());
+        let total = db.activity.iter().filter(|s| s.app == app).count();
+        tracing::info!(id = sub.id, "activity subscription created");
+        ok(json!({"data": sub_json(&sub), "meta": {"total_subscriptions": total}}))
+    })
 }
 
 async fn act_list(State(st): S, headers: HeaderMap, RawQuery(q): RawQuery) -> R {
@@ -527,26 +521,28 @@ async fn act_list(State(st): S, headers: HeaderMap, RawQuery(q): RawQuery) -> R 
             .filter(|m| (1..=1000).contains(m))
             .ok_or_else(|| ApiError::query("max_results must be between 1 and 1000"))?,
     };
-    let db = st.db.lock();
-    let mine: Vec<&ActivitySubscription> = db.activity.iter().filter(|s| s.app == app).collect();
-    let start = match q.get("pagination_token") {
-        None => 0,
-        Some(t) => mine
+    st.with_db(|db| {
+        let mine: Vec<&ActivitySubscription> =
+            db.activity.iter().filter(|s| s.app == app).collect();
+        let start = match q.get("pagination_token") {
+            None => 0,
+            Some(t) => mine
+                .iter()
+                .position(|s| &s.id == t)
+                .ok_or_else(|| ApiError::query("pagination_token is invalid"))?,
+        };
+        let page: Vec<Value> = mine
             .iter()
-            .position(|s| &s.id == t)
-            .ok_or_else(|| ApiError::query("pagination_token is invalid"))?,
-    };
-    let page: Vec<Value> = mine
-        .iter()
-        .skip(start)
-        .take(max)
-        .map(|s| sub_json(s))
-        .collect();
-    let mut meta = json!({"result_count": page.len()});
-    if let Some(next) = mine.get(start + max) {
-        meta["next_token"] = json!(next.id);
-    }
-    ok(json!({"data": page, "meta": meta}))
+            .skip(start)
+            .take(max)
+            .map(|s| sub_json(s))
+            .collect();
+        let mut meta = json!({"result_count": page.len()});
+        if let Some(next) = mine.get(start + max) {
+            meta["next_token"] = json!(next.id);
+        }
+        ok(json!({"data": page, "meta": meta}))
+    })
 }
 
 async fn act_update(State(st): S, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> R {
@@ -565,36 +561,38 @@ async fn act_update(State(st): S, headers: HeaderMap, Path(id): Path<String>, bo
     if let Some(w) = &webhook_id {
         st.webhook(&app, w)?;
     }
-    let mut db = st.db.lock();
-    let s = db
-        .activity
-        .iter_mut()
-        .find(|s| s.id == id && s.app == app)
-        .ok_or_else(|| {
-            ApiError::not_found("SubscriptionNotFound", format!("no subscription {id}"))
-        })?;
-    if v.get("tag").is_some() {
-        s.tag = tag;
-    }
-    if v.get("webhook_id").is_some() {
-        s.webhook_id = webhook_id;
-    }
-    s.updated_at = Utc::now();
-    ok(json!({"data": sub_json(s)}))
+    st.with_db(|db| {
+        let s = db
+            .activity
+            .iter_mut()
+            .find(|s| s.id == id && s.app == app)
+            .ok_or_else(|| {
+                ApiError::not_found("SubscriptionNotFound", format!("no subscription {id}"))
+            })?;
+        if v.get("tag").is_some() {
+            s.tag = tag;
+        }
+        if v.get("webhook_id").is_some() {
+            s.webhook_id = webhook_id;
+        }
+        s.updated_at = Utc::now();
+        ok(json!({"data": sub_json(s)}))
+    })
 }
 
 async fn act_delete(State(st): S, headers: HeaderMap, Path(id): Path<String>) -> R {
     let app = bearer(&st, &headers)?.name.clone();
-    let mut db = st.db.lock();
-    let before = db.activity.len();
-    db.activity.retain(|s| !(s.id == id && s.app == app));
-    if db.activity.len() == before {
-        return Err(ApiError::not_found(
-            "SubscriptionNotFound",
-            format!("no subscription {id}"),
-        ));
-    }
-    ok(json!({"data": {"deleted": true}}))
+    st.with_db(|db| {
+        let before = db.activity.len();
+        db.activity.retain(|s| !(s.id == id && s.app == app));
+        if db.activity.len() == before {
+            return Err(ApiError::not_found(
+                "SubscriptionNotFound",
+                format!("no subscription {id}"),
+            ));
+        }
+        ok(json!({"data": {"deleted": true}}))
+    })
 }
 
 async fn act_bulk_delete(State(st): S, headers: HeaderMap, RawQuery(q): RawQuery) -> R {
@@ -613,34 +611,35 @@ async fn act_bulk_delete(State(st): S, headers: HeaderMap, RawQuery(q): RawQuery
     if ids.is_empty() || ids.len() > 100 {
         return Err(ApiError::query("ids must list 1 to 100 subscription ids"));
     }
-    let mut db = st.db.lock();
-    let mut deleted = Vec::new();
-    let mut missing = Vec::new();
-    for id in ids {
-        let before = db.activity.len();
-        db.activity.retain(|s| !(s.id == id && s.app == app));
-        if db.activity.len() < before {
-            deleted.push(id);
-        } else {
-            missing.push(id);
+    st.with_db(|db| {
+        let mut deleted = Vec::new();
+        let mut missing = Vec::new();
+        for id in ids {
+            let before = db.activity.len();
+            db.activity.retain(|s| !(s.id == id && s.app == app));
+            if db.activity.len() < before {
+                deleted.push(id);
+            } else {
+                missing.push(id);
+            }
         }
-    }
-    let total = db.activity.iter().filter(|s| s.app == app).count();
-    // X's shape: one item per id deleted, one error per id not.
-    let data: Vec<Value> = deleted
-        .iter()
-        .map(|id| json!({"deleted": true, "subscription_id": id}))
-        .collect();
-    let mut out = json!({"data": data, "meta": {"total_subscriptions": total}});
-    if !missing.is_empty() {
-        out["errors"] = Value::Array(
-            missing
-                .iter()
-                .map(|id| json!({"reason": "SubscriptionNotFound", "message": format!("no subscription {id}"), "subscription_id": id}))
-                .collect(),
-        );
-    }
-    ok(out)
+        let total = db.activity.iter().filter(|s| s.app == app).count();
+        // X's shape: one item per id deleted, one error per id not.
+        let data: Vec<Value> = deleted
+            .iter()
+            .map(|id| json!({"deleted": true, "subscription_id": id}))
+            .collect();
+        let mut out = json!({"data": data, "meta": {"total_subscriptions": total}});
+        if !missing.is_empty() {
+            out["errors"] = Value::Array(
+                missing
+                    .iter()
+                    .map(|id| json!({"reason": "SubscriptionNotFound", "message": format!("no subscription {id}"), "subscription_id": id}))
+                    .collect(),
+            );
+        }
+        ok(out)
+    })
 }
 
 #[cfg(test)]

@@ -111,12 +111,12 @@ pub(crate) fn start(st: &Arc<Shared>, cfg: GeneratorConfig) {
     let cancel = st.cancel.child_token();
     let emitted = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
-    *st.generator.lock() = Some(GeneratorRun {
+    st.replace_generator(Some(GeneratorRun {
         cancel: cancel.clone(),
         cfg: cfg.clone(),
         emitted: Arc::clone(&emitted),
         done: Arc::clone(&done),
-    });
+    }));
     let st = Arc::clone(st);
     tokio::spawn(async move {
         let rate = if cfg.rate.is_finite() && cfg.rate > 0.0 {
@@ -153,20 +153,20 @@ pub(crate) fn start(st: &Arc<Shared>, cfg: GeneratorConfig) {
 }
 
 pub(crate) fn stop(st: &Shared) {
-    if let Some(g) = st.generator.lock().take() {
+    if let Some(g) = st.replace_generator(None) {
         g.cancel.cancel();
     }
 }
 
 pub(crate) fn status(st: &Shared) -> Value {
-    match &*st.generator.lock() {
+    st.with_generator(|g| match g {
         Some(g) => json!({
             "running": !g.cancel.is_cancelled() && !g.done.load(Ordering::Relaxed),
             "emitted": g.emitted.load(Ordering::Relaxed),
             "settings": g.cfg,
         }),
         None => json!({"running": false}),
-    }
+    })
 }
 
 /// Generates `count` logical events now.
@@ -215,13 +215,12 @@ fn resubscribe(st: &Shared, e: &Emitted) {
         return;
     };
     for wid in &e.unsubscribed {
-        let app = st
-            .db
-            .lock()
-            .webhooks
-            .iter()
-            .find(|w| &w.id == wid)
-            .map(|w| w.app.clone());
+        let app = st.with_db(|db| {
+            db.webhooks
+                .iter()
+                .find(|w| &w.id == wid)
+                .map(|w| w.app.clone())
+        });
         if let Some(app) = app {
             if let Err(err) = st.subscribe(&app, wid, user) {
                 tracing::debug!(error = %err, "re-subscription after revoke");

@@ -228,22 +228,22 @@ impl EmulatorHandle {
 
     /// Makes replay jobs finish `Incomplete` (or `Complete` again).
     pub fn set_replay_incomplete(&self, incomplete: bool) {
-        self.shared.db.lock().replay_incomplete = incomplete;
+        self.shared.with_db(|db| db.replay_incomplete = incomplete);
     }
 
     /// Stream connection attempts.
     pub fn connections(&self) -> Vec<StreamConnection> {
-        self.shared.stream.lock().records.clone()
+        self.shared.with_streams(|s| s.records.clone())
     }
 
     /// Webhooks with their subscriptions and CRC history.
     pub fn webhooks(&self) -> Vec<Webhook> {
-        self.shared.db.lock().webhooks.clone()
+        self.shared.with_db(|db| db.webhooks.clone())
     }
 
     /// Replay jobs.
     pub fn jobs(&self) -> Vec<ReplayJob> {
-        self.shared.db.lock().jobs.clone()
+        self.shared.with_db(|db| db.jobs.clone())
     }
 
     /// The state as `GET /admin/state` gives it.

@@ -320,13 +320,16 @@ pub(crate) struct Shared {
     pub cfg: EmulatorConfig,
     pub http: reqwest::Client,
     pub ids: IdGen,
-    pub db: Mutex<Db>,
-    pub log: Mutex<EventLog>,
-    pub stream: Mutex<StreamState>,
     pub cancel: CancellationToken,
-    pub rate: Mutex<HashMap<String, (u64, u32)>>,
-    pub sems: Mutex<HashMap<String, Arc<Semaphore>>>,
-    pub generator: Mutex<Option<GeneratorRun>>,
+    // The stores below are private to `state` (and its files): the rest of the crate goes
+    // through the methods here, which hold a lock only for the closure they run (never
+    // across an await).
+    db: Mutex<Db>,
+    log: Mutex<EventLog>,
+    stream: Mutex<StreamState>,
+    rate: Mutex<HashMap<String, (u64, u32)>>,
+    sems: Mutex<HashMap<String, Arc<Semaphore>>>,
+    generator: Mutex<Option<GeneratorRun>>,
 }
 
 /// A running background generator (started and stopped by `crate::generator`).
@@ -346,6 +349,39 @@ fn random_token(n: usize) -> String {
 }
 
 impl Shared {
+    /// Runs `f` on the management records (webhooks, subscriptions, replay jobs).
+    pub(crate) fn with_db<R>(&self, f: impl FnOnce(&mut Db) -> R) -> R {
+        f(&mut self.db.lock())
+    }
+
+    /// Runs `f` on the stream connections (live ones, their records, the faults).
+    pub(crate) fn with_streams<R>(&self, f: impl FnOnce(&mut StreamState) -> R) -> R {
+        f(&mut self.stream.lock())
+    }
+
+    /// Counts one request of `key` in its rate window starting at `now` (Unix seconds):
+    /// the window's reset time and the requests in it so far, this one included.
+    pub(crate) fn count_request(&self, key: String, now: u64) -> (u64, u32) {
+        let mut m = self.rate.lock();
+        let e = m.entry(key).or_insert((now, 0));
+        let window = self.cfg.rate_window_secs.max(1);
+        if now >= e.0 + window {
+            *e = (now, 0);
+        }
+        e.1 = e.1.saturating_add(1);
+        (e.0 + window, e.1)
+    }
+
+    /// Puts `run` in the generator slot; returns what was there.
+    pub(crate) fn replace_generator(&self, run: Option<GeneratorRun>) -> Option<GeneratorRun> {
+        std::mem::replace(&mut *self.generator.lock(), run)
+    }
+
+    /// Runs `f` on the running (or last) generator, if any.
+    pub(crate) fn with_generator<R>(&self, f: impl FnOnce(Option<&GeneratorRun>) -> R) -> R {
+        f(self.generator.lock().as_ref())
+    }
+
     pub fn new(cfg: EmulatorConfig) -> Result<Self, crate::EmulatorError> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

@@ -71,48 +71,49 @@ pub(crate) fn router(st: Arc<Shared>) -> Router {
 /// Applies a fault; returns how many connections (or attempts) it concerns.
 pub(crate) fn apply_fault(st: &Shared, fault: StreamFault) -> usize {
     tracing::info!(?fault, "stream fault");
-    let mut s = st.stream.lock();
-    let send = |s: &mut crate::state::StreamState, conn: Option<u64>, cmd: StreamCmd| {
-        let mut n = 0;
-        for c in s.live.iter().filter(|c| conn.is_none_or(|id| id == c.id)) {
-            // Faults must get through even when the line buffer is full.
-            let tx = c.tx.clone();
-            let cmd = cmd.clone();
-            if tx.try_send(cmd.clone()).is_err() {
-                tokio::spawn(async move {
-                    let _ = tx.send(cmd).await;
-                });
+    st.with_streams(|s| {
+        let send = |s: &mut crate::state::StreamState, conn: Option<u64>, cmd: StreamCmd| {
+            let mut n = 0;
+            for c in s.live.iter().filter(|c| conn.is_none_or(|id| id == c.id)) {
+                // Faults must get through even when the line buffer is full.
+                let tx = c.tx.clone();
+                let cmd = cmd.clone();
+                if tx.try_send(cmd.clone()).is_err() {
+                    tokio::spawn(async move {
+                        let _ = tx.send(cmd).await;
+                    });
+                }
+                n += 1;
             }
-            n += 1;
-        }
-        n
-    };
-    match fault {
-        StreamFault::Drop { connection } => send(&mut s, connection, StreamCmd::Drop),
-        StreamFault::Stall { connection } => send(&mut s, connection, StreamCmd::Stall),
-        StreamFault::OperationalDisconnect { connection } => {
-            send(&mut s, connection, StreamCmd::Disconnect)
-        }
-        StreamFault::RateLimit { count, reset_secs } => {
-            s.faults.fail_429 = count;
-            if reset_secs.is_some() {
-                s.faults.rate_limit_reset_secs = reset_secs;
+            n
+        };
+        match fault {
+            StreamFault::Drop { connection } => send(s, connection, StreamCmd::Drop),
+            StreamFault::Stall { connection } => send(s, connection, StreamCmd::Stall),
+            StreamFault::OperationalDisconnect { connection } => {
+                send(s, connection, StreamCmd::Disconnect)
             }
-            count as usize
+            StreamFault::RateLimit { count, reset_secs } => {
+                s.faults.fail_429 = count;
+                if reset_secs.is_some() {
+                    s.faults.rate_limit_reset_secs = reset_secs;
+                }
+                count as usize
+            }
+            StreamFault::Unavailable { count } => {
+                s.faults.fail_503 = count;
+                count as usize
+            }
+            StreamFault::Configure(f) => {
+                s.faults = f;
+                s.live.len()
+            }
+            StreamFault::Clear => {
+                s.faults = StreamFaults::default();
+                0
+            }
         }
-        StreamFault::Unavailable { count } => {
-            s.faults.fail_503 = count;
-            count as usize
-        }
-        StreamFault::Configure(f) => {
-            s.faults = f;
-            s.live.len()
-        }
-        StreamFault::Clear => {
-            s.faults = StreamFaults::default();
-            0
-        }
-    }
+    })
 }
 
 fn record_attempt(
@@ -122,39 +123,41 @@ fn record_attempt(
     status: u16,
     outcome: &str,
 ) -> u64 {
-    let mut s = st.stream.lock();
-    let id = s.next_id;
-    s.next_id += 1;
-    let now = Utc::now();
-    s.records.push(StreamConnection {
-        id,
-        at: now,
-        params,
-        user_agent: ua,
-        status,
-        outcome: outcome.to_owned(),
-        ended_at: if outcome == "connected" {
-            None
-        } else {
-            Some(now)
-        },
-        end_reason: None,
-        lines_sent: 0,
-        backfilled: 0,
-        heartbeats_sent: 0,
-        stalled: false,
-    });
-    if s.records.len() > 10_000 {
-        s.records.remove(0);
-    }
-    id
+    st.with_streams(|s| {
+        let id = s.next_id;
+        s.next_id += 1;
+        let now = Utc::now();
+        s.records.push(StreamConnection {
+            id,
+            at: now,
+            params,
+            user_agent: ua,
+            status,
+            outcome: outcome.to_owned(),
+            ended_at: if outcome == "connected" {
+                None
+            } else {
+                Some(now)
+            },
+            end_reason: None,
+            lines_sent: 0,
+            backfilled: 0,
+            heartbeats_sent: 0,
+            stalled: false,
+        });
+        if s.records.len() > 10_000 {
+            s.records.remove(0);
+        }
+        id
+    })
 }
 
 fn update(st: &Shared, id: u64, f: impl FnOnce(&mut StreamConnection)) {
-    let mut s = st.stream.lock();
-    if let Some(r) = s.records.iter_mut().rev().find(|r| r.id == id) {
-        f(r);
-    }
+    st.with_streams(|s| {
+        if let Some(r) = s.records.iter_mut().rev().find(|r| r.id == id) {
+            f(r);
+        }
+    })
 }
 
 async fn stream(
@@ -218,26 +221,23 @@ async fn stream(
             return e.into_response();
         }
     };
-    // Faults and the connection limit.
-    let (ctrl_rx, id, rules) = {
-        let mut s = st.stream.lock();
+    // Faults and the connection limit: decided under the lock, answered outside it.
+    enum Admit {
+        Unavailable,
+        RateLimited { reset: i64 },
+        TooMany,
+        Connect(StreamFaults),
+    }
+    let admit = st.with_streams(|s| {
         if s.faults.fail_503 > 0 {
             s.faults.fail_503 -= 1;
-            drop(s);
-            record_attempt(&st, params, ua, 503, "unavailable");
-            return ApiError::new(503, "ServiceUnavailable", "Service Unavailable").into_response();
+            return Admit::Unavailable;
         }
         if s.faults.fail_429 > 0 {
             s.faults.fail_429 -= 1;
             let reset =
                 Utc::now().timestamp() + s.faults.rate_limit_reset_secs.unwrap_or(60) as i64;
-            drop(s);
-            record_attempt(&st, params, ua, 429, "rate_limited");
-            return ApiError::new(429, "TooManyRequests", "Too Many Requests")
-                .with_header("x-rate-limit-limit", "50")
-                .with_header("x-rate-limit-remaining", "0")
-                .with_header("x-rate-limit-reset", reset.to_string())
-                .into_response();
+            return Admit::RateLimited { reset };
         }
         let stalled: Vec<u64> = s
             .records
@@ -251,7 +251,24 @@ async fn stream(
             .filter(|c| !c.tx.is_closed() && !stalled.contains(&c.id))
             .count();
         if live >= st.cfg.stream.max_connections {
-            drop(s);
+            return Admit::TooMany;
+        }
+        Admit::Connect(s.faults.clone())
+    });
+    let rules = match admit {
+        Admit::Unavailable => {
+            record_attempt(&st, params, ua, 503, "unavailable");
+            return ApiError::new(503, "ServiceUnavailable", "Service Unavailable").into_response();
+        }
+        Admit::RateLimited { reset } => {
+            record_attempt(&st, params, ua, 429, "rate_limited");
+            return ApiError::new(429, "TooManyRequests", "Too Many Requests")
+                .with_header("x-rate-limit-limit", "50")
+                .with_header("x-rate-limit-remaining", "0")
+                .with_header("x-rate-limit-reset", reset.to_string())
+                .into_response();
+        }
+        Admit::TooMany => {
             record_attempt(&st, params, ua, 429, "too_many_connections");
             let body = json!({
                 "title": "ConnectionException",
@@ -262,13 +279,11 @@ async fn stream(
             });
             return (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
         }
-        let rules = s.faults.clone();
-        drop(s);
-        let id = record_attempt(&st, params, ua, 200, "connected");
-        let (tx, rx) = mpsc::channel(st.cfg.stream.buffer_lines.max(1));
-        st.stream.lock().live.push(LiveConn { id, tx });
-        (rx, id, rules)
+        Admit::Connect(rules) => rules,
     };
+    let id = record_attempt(&st, params, ua, 200, "connected");
+    let (tx, ctrl_rx) = mpsc::channel(st.cfg.stream.buffer_lines.max(1));
+    st.with_streams(|s| s.live.push(LiveConn { id, tx }));
     let from = match (start, backfill) {
         (Some(s), _) => Some(s),
         (None, 0) => None,
@@ -460,12 +475,13 @@ async fn abort(out: &mpsc::Sender<Result<Bytes, std::io::Error>>, why: &str) {
 
 fn finish(st: &Shared, id: u64, reason: &'static str) {
     tracing::info!(connection = id, reason, "stream connection ended");
-    let mut s = st.stream.lock();
-    s.live.retain(|c| c.id != id);
-    if let Some(r) = s.records.iter_mut().rev().find(|r| r.id == id) {
-        r.ended_at = Some(Utc::now());
-        r.end_reason = Some(reason.to_owned());
-    }
+    st.with_streams(|s| {
+        s.live.retain(|c| c.id != id);
+        if let Some(r) = s.records.iter_mut().rev().find(|r| r.id == id) {
+            r.ended_at = Some(Utc::now());
+            r.end_reason = Some(reason.to_owned());
+        }
+    })
 }
 
 #[cfg(test)]
