@@ -255,6 +255,17 @@ fn check_refuses_what_the_nats_and_rabbitmq_sinks_would_refuse() {
     );
     let (ok, _, stderr) = check_text(&rabbit, &[]);
     assert!(!ok, "{stderr}");
+    // A required setting left out is refused by the sink's validate(), naming it.
+    for (kind, key) in [
+        ("nats", "url"),
+        ("rabbitmq", "url"),
+        ("kafka", "bootstrap_servers"),
+    ] {
+        let missing = format!("{base}[[sinks]]\nname = \"m\"\ntype = \"{kind}\"\n");
+        let (ok, _, stderr) = check_text(&missing, &[]);
+        assert!(!ok, "{kind}");
+        assert!(stderr.contains(&format!("{key} is required")), "{kind}: {stderr}");
+    }
 }
 
 /// `--check` runs the stream's own validation too: a bad url or an empty token is refused

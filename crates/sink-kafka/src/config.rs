@@ -5,106 +5,83 @@ use encode::{check_topic_name, is_topic_char};
 
 /// `[sinks.<name>]` with `type = "kafka"`.
 #[derive(Clone, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct KafkaSinkConfig {
     /// `host:port[,host:port…]`.
     pub bootstrap_servers: String,
     /// Topic template. Default `x.activity.{type}`.
-    #[serde(default = "default_topic")]
     pub topic: String,
     /// Message key template; empty = no key. Default `{subject}`.
-    #[serde(default = "default_key")]
     pub key: String,
     /// Where dead letters go. Default `x.activity.deadletter`.
-    #[serde(default = "default_deadletter_topic")]
     pub deadletter_topic: String,
     /// `structured` (default) or `binary`.
-    #[serde(default)]
     pub wire_mode: WireMode,
     /// `compression.type`: none, gzip, snappy, lz4 (default), zstd.
-    #[serde(default = "default_compression")]
     pub compression: String,
     /// `message.timeout.ms`: how long librdkafka keeps trying a record before reporting it
     /// failed (retryable). Default 30s.
-    #[serde(default = "default_message_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub message_timeout: Duration,
     /// `linger.ms`. Default 5ms.
-    #[serde(default = "default_linger", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub linger: Duration,
     /// `batch.size` in bytes. Default 1000000 (librdkafka's).
-    #[serde(default = "default_batch_size")]
     pub batch_size: u32,
     /// `batch.num.messages`. Default 10000 (librdkafka's).
-    #[serde(default = "default_batch_num_messages")]
     pub batch_num_messages: u32,
     /// `client.id`. Default `activity-relay`.
-    #[serde(default = "default_client_id")]
     pub client_id: String,
     /// `security.protocol`: plaintext, ssl, sasl_plaintext, sasl_ssl.
-    #[serde(default)]
     pub security_protocol: Option<String>,
     /// `sasl.mechanism`: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, …
-    #[serde(default)]
     pub sasl_mechanism: Option<String>,
-    #[serde(default)]
     pub sasl_username: Option<String>,
     /// Redacted in `Debug`.
-    #[serde(default)]
     pub sasl_password: Option<Secret>,
-    #[serde(default)]
     pub ssl_ca_location: Option<String>,
     /// Create missing topics (AdminClient) instead of failing. Default false.
-    #[serde(default)]
     pub create_topics: bool,
     /// With `create_topics`, also create topics that only records of a type outside the
     /// taxonomy are routed to (an XAA `event_type` X added). Default false: such a record
     /// whose topic does not exist is dead-lettered (permanent `unknown_type_topic`), so
     /// input can never mint topics.
-    #[serde(default)]
     pub create_topics_for_unknown_types: bool,
     /// Partitions of created topics. Default 3.
-    #[serde(default = "default_partitions")]
     pub partitions: i32,
     /// Replication factor of created topics. Default 1.
-    #[serde(default = "default_replication_factor")]
     pub replication_factor: i32,
     /// librdkafka properties, applied last (they override everything above).
-    #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
 
-fn default_topic() -> String {
-    "x.activity.{type}".into()
-}
-fn default_key() -> String {
-    "{subject}".into()
-}
-fn default_deadletter_topic() -> String {
-    "x.activity.deadletter".into()
-}
-fn default_compression() -> String {
-    "lz4".into()
-}
-fn default_message_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_linger() -> Duration {
-    Duration::from_millis(5)
-}
-fn default_batch_size() -> u32 {
-    1_000_000
-}
-fn default_batch_num_messages() -> u32 {
-    10_000
-}
-fn default_client_id() -> String {
-    "activity-relay".into()
-}
-fn default_partitions() -> i32 {
-    3
-}
-fn default_replication_factor() -> i32 {
-    1
+/// Every default of `KafkaSinkConfig` is here (a required setting is empty: `validate()` says so).
+impl Default for KafkaSinkConfig {
+    fn default() -> Self {
+        KafkaSinkConfig {
+            bootstrap_servers: String::new(),
+            topic: "x.activity.{type}".into(),
+            key: "{subject}".into(),
+            deadletter_topic: "x.activity.deadletter".into(),
+            wire_mode: Default::default(),
+            compression: "lz4".into(),
+            message_timeout: Duration::from_secs(30),
+            linger: Duration::from_millis(5),
+            batch_size: 1_000_000,
+            batch_num_messages: 10_000,
+            client_id: "activity-relay".into(),
+            security_protocol: Default::default(),
+            sasl_mechanism: Default::default(),
+            sasl_username: Default::default(),
+            sasl_password: Default::default(),
+            ssl_ca_location: Default::default(),
+            create_topics: Default::default(),
+            create_topics_for_unknown_types: Default::default(),
+            partitions: 3,
+            replication_factor: 1,
+            properties: Default::default(),
+        }
+    }
 }
 
 /// Whether a librdkafka property holds a secret (its value is redacted in `Debug`).
@@ -161,26 +138,7 @@ impl KafkaSinkConfig {
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
         KafkaSinkConfig {
             bootstrap_servers: bootstrap_servers.into(),
-            topic: default_topic(),
-            key: default_key(),
-            deadletter_topic: default_deadletter_topic(),
-            wire_mode: WireMode::default(),
-            compression: default_compression(),
-            message_timeout: default_message_timeout(),
-            linger: default_linger(),
-            batch_size: default_batch_size(),
-            batch_num_messages: default_batch_num_messages(),
-            client_id: default_client_id(),
-            security_protocol: None,
-            sasl_mechanism: None,
-            sasl_username: None,
-            sasl_password: None,
-            ssl_ca_location: None,
-            create_topics: false,
-            create_topics_for_unknown_types: false,
-            partitions: default_partitions(),
-            replication_factor: default_replication_factor(),
-            properties: BTreeMap::new(),
+            ..KafkaSinkConfig::default()
         }
     }
 
@@ -196,7 +154,9 @@ impl KafkaSinkConfig {
             detail,
         };
         if self.bootstrap_servers.trim().is_empty() {
-            return Err(bad("bootstrap_servers is empty".into()));
+            return Err(bad(
+                "bootstrap_servers is required (host:port[,host:port…])".into(),
+            ));
         }
         let topic = Template::parse(&self.topic).map_err(|e| bad(format!("topic: {e}")))?;
         if topic.is_empty() {

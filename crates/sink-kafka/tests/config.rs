@@ -50,7 +50,10 @@ fn durations_binary_mode_and_properties_last() {
 #[test]
 fn unknown_fields_and_missing_address_are_rejected() {
     assert!(parse(r#"{"bootstrap_servers":"k:9092","topc":"x"}"#).is_err());
-    assert!(parse(r#"{"topic":"x"}"#).is_err());
+    // A missing address parses (the defaults live in one place) and validate() refuses it.
+    let missing = parse(r#"{"topic":"x"}"#).unwrap();
+    let err = missing.validate("k").unwrap_err().to_string();
+    assert!(err.contains("bootstrap_servers is required"), "{err}");
 }
 
 #[test]

@@ -5,55 +5,50 @@ use super::*;
 
 /// `[sinks.<name>]` with `type = "nats"`. `Debug` redacts secrets (also in `url`).
 #[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct NatsSinkConfig {
     /// Server URL(s), comma-separated: `nats://host:4222,nats://other:4222` (`tls://` for
     /// TLS).
     pub url: String,
     /// Subject template. Default `x.activity.{subject}.{type}`.
-    #[serde(default = "default_subject")]
     pub subject: String,
     /// Subject of dead letters. Default `x.activity.deadletter`.
-    #[serde(default = "default_deadletter_subject")]
     pub deadletter_subject: String,
     /// `structured` (default) or `binary`.
-    #[serde(default)]
     pub wire_mode: WireMode,
     /// How long to wait for a JetStream ack. Default 10s.
-    #[serde(default = "default_ack_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub ack_timeout: Duration,
     /// How long the initial connection (TCP, TLS and NATS handshake, all servers) may
     /// take. Default 10s.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Credentials (at most one method).
-    #[serde(default)]
     pub auth: NatsAuth,
     /// TLS settings.
-    #[serde(default)]
     pub tls: NatsTls,
     /// When set, the stream is created at connect (or updated if it exists).
-    #[serde(default)]
     pub stream: Option<StreamSetup>,
     /// Most unacknowledged publishes at a time. Default 256.
-    #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
 }
 
-fn default_subject() -> String {
-    "x.activity.{subject}.{type}".into()
-}
-fn default_deadletter_subject() -> String {
-    "x.activity.deadletter".into()
-}
-fn default_ack_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_max_in_flight() -> usize {
-    256
+/// Every default of `NatsSinkConfig` is here (a required setting is empty: `validate()` says so).
+impl Default for NatsSinkConfig {
+    fn default() -> Self {
+        NatsSinkConfig {
+            url: String::new(),
+            subject: "x.activity.{subject}.{type}".into(),
+            deadletter_subject: "x.activity.deadletter".into(),
+            wire_mode: Default::default(),
+            ack_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            auth: Default::default(),
+            tls: Default::default(),
+            stream: Default::default(),
+            max_in_flight: 256,
+        }
+    }
 }
 
 impl NatsSinkConfig {
@@ -61,15 +56,7 @@ impl NatsSinkConfig {
     pub fn new(url: impl Into<String>) -> NatsSinkConfig {
         NatsSinkConfig {
             url: url.into(),
-            subject: default_subject(),
-            deadletter_subject: default_deadletter_subject(),
-            wire_mode: WireMode::default(),
-            ack_timeout: default_ack_timeout(),
-            connect_timeout: default_connect_timeout(),
-            auth: NatsAuth::default(),
-            tls: NatsTls::default(),
-            stream: None,
-            max_in_flight: default_max_in_flight(),
+            ..NatsSinkConfig::default()
         }
     }
 }
@@ -114,7 +101,9 @@ impl NatsSinkConfig {
             })
             .collect::<Result<_, _>>()?;
         if servers.is_empty() {
-            return Err(config_err("url is empty".into()));
+            return Err(config_err(
+                "url is required (nats://host:4222[,nats://other:4222])".into(),
+            ));
         }
         let auth = &self.auth;
         let methods = [
@@ -188,51 +177,35 @@ pub struct NatsTls {
 
 /// The JetStream stream the sink creates or updates at connect.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct StreamSetup {
     /// Default `X_ACTIVITY`.
-    #[serde(default = "default_stream_name")]
     pub name: String,
     /// Default `["x.activity.>"]` (captures the default subjects and dead letters).
-    #[serde(default = "default_stream_subjects")]
     pub subjects: Vec<String>,
     /// `file` (default) or `memory`.
-    #[serde(default)]
     pub storage: Storage,
     /// `limits` (default), `interest` or `workqueue`.
-    #[serde(default)]
     pub retention: Retention,
     /// Default 7 days.
-    #[serde(default = "default_max_age", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub max_age: Duration,
     /// Window in which a repeated `Nats-Msg-Id` is dropped. Default 2 minutes. Make it
     /// longer than the time a record may spend being retried.
-    #[serde(default = "default_duplicate_window", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub duplicate_window: Duration,
 }
 
-fn default_stream_name() -> String {
-    "X_ACTIVITY".into()
-}
-fn default_stream_subjects() -> Vec<String> {
-    vec!["x.activity.>".into()]
-}
-fn default_max_age() -> Duration {
-    Duration::from_secs(7 * 24 * 3600)
-}
-fn default_duplicate_window() -> Duration {
-    Duration::from_secs(120)
-}
-
+/// Every default of `StreamSetup` is here.
 impl Default for StreamSetup {
     fn default() -> Self {
         StreamSetup {
-            name: default_stream_name(),
-            subjects: default_stream_subjects(),
-            storage: Storage::default(),
-            retention: Retention::default(),
-            max_age: default_max_age(),
-            duplicate_window: default_duplicate_window(),
+            name: "X_ACTIVITY".into(),
+            subjects: vec!["x.activity.>".into()],
+            storage: Default::default(),
+            retention: Default::default(),
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            duplicate_window: Duration::from_secs(120),
         }
     }
 }

@@ -149,8 +149,10 @@ mod tests {
 
         let unknown = serde_json::from_str::<NatsSinkConfig>(r#"{"url":"x","nope":1}"#);
         assert!(unknown.is_err());
-        let missing = serde_json::from_str::<NatsSinkConfig>(r#"{}"#);
-        assert!(missing.is_err());
+        // A missing url parses (defaults in one place) and is refused by validate().
+        let missing = serde_json::from_str::<NatsSinkConfig>(r#"{}"#).unwrap();
+        let err = missing.validate("n").unwrap_err().to_string();
+        assert!(err.contains("url is required"), "{err}");
     }
 
     #[test]

@@ -13,78 +13,63 @@ pub enum AmqpHeaders {
 
 /// `[sinks.<name>]` with `type = "rabbitmq"`.
 #[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RabbitMqSinkConfig {
     /// `amqp://user:password@host:5672/vhost` or `amqps://…` (`%2f` is the default vhost).
     /// The password is redacted by `Debug`.
     pub url: String,
     /// Topic exchange. Default `x.activity`.
-    #[serde(default = "default_exchange")]
     pub exchange: String,
     /// Declare the exchange (durable, topic) at connect. Default true.
-    #[serde(default = "default_true")]
     pub declare_exchange: bool,
     /// Routing key template. Default `{subject}.{type}`.
-    #[serde(default = "default_routing_key")]
     pub routing_key: String,
     /// Routing key of dead letters. Default `x.activity.deadletter`.
-    #[serde(default = "default_deadletter_routing_key")]
     pub deadletter_routing_key: String,
     /// `structured` (default) or `binary`.
-    #[serde(default)]
     pub wire_mode: WireMode,
     /// Binary mode's attribute headers: `ce` (default: `ce-<attr>`, as the CloudEvents
     /// SDKs' RabbitMQ binding and Knative's eventing-rabbitmq read them) or `amqp1`
     /// (`cloudEvents_<attr>`, the AMQP 1.0 binding's names, for bridges that want them).
-    #[serde(default)]
     pub header_style: AmqpHeaders,
     /// Publish with the mandatory flag: a message no queue takes is returned and counts as
     /// failed. Default true.
-    #[serde(default = "default_true")]
     pub mandatory: bool,
     /// How long to wait for a publisher confirm. Default 10s.
-    #[serde(default = "default_confirm_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub confirm_timeout: Duration,
     /// How long a connection attempt may take. Default 10s.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Wait after the first failed reconnection attempt; doubles per failure. Default 500ms.
-    #[serde(default = "default_reconnect_backoff", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub reconnect_backoff: Duration,
     /// Longest wait between reconnection attempts. Default 30s.
-    #[serde(default = "default_reconnect_backoff_max", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub reconnect_backoff_max: Duration,
     /// Most unconfirmed publishes at a time. Default 256.
-    #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
 }
 
-fn default_exchange() -> String {
-    "x.activity".into()
-}
-fn default_true() -> bool {
-    true
-}
-fn default_routing_key() -> String {
-    "{subject}.{type}".into()
-}
-fn default_deadletter_routing_key() -> String {
-    "x.activity.deadletter".into()
-}
-fn default_confirm_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_reconnect_backoff() -> Duration {
-    Duration::from_millis(500)
-}
-fn default_reconnect_backoff_max() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_in_flight() -> usize {
-    256
+/// Every default of `RabbitMqSinkConfig` is here (a required setting is empty: `validate()` says so).
+impl Default for RabbitMqSinkConfig {
+    fn default() -> Self {
+        RabbitMqSinkConfig {
+            url: String::new(),
+            exchange: "x.activity".into(),
+            declare_exchange: true,
+            routing_key: "{subject}.{type}".into(),
+            deadletter_routing_key: "x.activity.deadletter".into(),
+            wire_mode: Default::default(),
+            header_style: Default::default(),
+            mandatory: true,
+            confirm_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            reconnect_backoff: Duration::from_millis(500),
+            reconnect_backoff_max: Duration::from_secs(30),
+            max_in_flight: 256,
+        }
+    }
 }
 
 impl RabbitMqSinkConfig {
@@ -92,18 +77,7 @@ impl RabbitMqSinkConfig {
     pub fn new(url: impl Into<String>) -> RabbitMqSinkConfig {
         RabbitMqSinkConfig {
             url: url.into(),
-            exchange: default_exchange(),
-            declare_exchange: true,
-            routing_key: default_routing_key(),
-            deadletter_routing_key: default_deadletter_routing_key(),
-            wire_mode: WireMode::default(),
-            header_style: AmqpHeaders::default(),
-            mandatory: true,
-            confirm_timeout: default_confirm_timeout(),
-            connect_timeout: default_connect_timeout(),
-            reconnect_backoff: default_reconnect_backoff(),
-            reconnect_backoff_max: default_reconnect_backoff_max(),
-            max_in_flight: default_max_in_flight(),
+            ..RabbitMqSinkConfig::default()
         }
     }
 }
@@ -138,6 +112,11 @@ impl RabbitMqSinkConfig {
         }
         if self.max_in_flight == 0 {
             return Err(config_err("max_in_flight must be at least 1".into()));
+        }
+        if self.url.trim().is_empty() {
+            return Err(config_err(
+                "url is required (amqp://user:password@host:5672/vhost)".into(),
+            ));
         }
         if !(self.url.starts_with("amqp://") || self.url.starts_with("amqps://")) {
             return Err(config_err(format!(

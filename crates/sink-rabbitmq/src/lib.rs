@@ -108,7 +108,9 @@ mod tests {
         assert_eq!(cfg.reconnect_backoff, Duration::from_millis(500));
         assert_eq!(cfg.reconnect_backoff_max, Duration::from_secs(30));
         assert!(serde_json::from_str::<RabbitMqSinkConfig>(r#"{"url":"x","nope":1}"#).is_err());
-        assert!(serde_json::from_str::<RabbitMqSinkConfig>(r#"{}"#).is_err());
+        let missing = serde_json::from_str::<RabbitMqSinkConfig>(r#"{}"#).unwrap();
+        let err = missing.validate("r").unwrap_err().to_string();
+        assert!(err.contains("url is required"), "{err}");
         assert!(cfg.validate("r").is_ok());
         let mut bad = cfg.clone();
         bad.url = "http://h".into();
