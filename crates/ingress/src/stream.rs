@@ -31,46 +31,38 @@ pub const MAX_BACKFILL: Duration = Duration::from_secs(5 * 60);
 
 /// Activity stream client configuration.
 #[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct StreamConfig {
     /// Names this stream in logs, metrics (`stream` label) and the default source.
-    #[serde(default = "default_name")]
     pub name: String,
-    #[serde(default = "default_url")]
     pub url: String,
     /// App-only bearer token (redacted in Debug, never logged).
     pub bearer_token: String,
-    #[serde(default = "default_user_agent")]
     pub user_agent: String,
     /// No byte (not even a heartbeat) for this long: the connection is dead; reconnect.
-    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
     /// Ask for `backfill_minutes` after a gap of at most 5 minutes.
-    #[serde(default = "default_true")]
     pub backfill: bool,
     /// CloudEvents `source`; default `/x/activity/stream/<name>`.
-    #[serde(default)]
     pub source: Option<String>,
     /// Longest accepted line; a longer one drops the connection.
-    #[serde(default = "default_max_line")]
     pub max_line_bytes: usize,
     /// TCP/TLS connect timeout.
-    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// Connected and receiving this long: the reconnect backoff starts over (it also does
     /// at the first event).
-    #[serde(default = "default_healthy_after", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub healthy_after: Duration,
     /// Wait before retrying a line the pipeline refused as unavailable (or full without a
     /// hint).
-    #[serde(default = "default_unavailable_retry", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub unavailable_retry: Duration,
     /// The reconnect schedule; defaults are X's rules.
-    #[serde(default)]
     pub backoff: BackoffConfig,
     /// The input formats taken from this stream: `["aaa", "xaa"]` (default) during X's
     /// cutover, `["xaa"]` after it. Lines of another format are kept as dead letters.
-    #[serde(default)]
     pub formats: relay_envelope::Formats,
     /// Not a TOML field: set by the relay at start from its liveness record, the time up
     /// to which this stream's events were accepted before the relay stopped. Until the
@@ -84,53 +76,35 @@ pub struct StreamConfig {
     pub acceptance: crate::Acceptance,
 }
 
-fn default_name() -> String {
-    "default".into()
-}
-fn default_url() -> String {
-    "https://api.x.com/2/activity/stream".into()
-}
-fn default_user_agent() -> String {
-    concat!("activity-relay/", env!("CARGO_PKG_VERSION")).into()
-}
-fn default_idle_timeout() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_true() -> bool {
-    true
-}
-fn default_max_line() -> usize {
-    DEFAULT_MAX_LINE
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_healthy_after() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_unavailable_retry() -> Duration {
-    Duration::from_secs(1)
+/// Every default of `StreamConfig` is here (a required setting is empty: `validate()` says so).
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            name: "default".into(),
+            url: "https://api.x.com/2/activity/stream".into(),
+            bearer_token: String::new(),
+            user_agent: concat!("activity-relay/", env!("CARGO_PKG_VERSION")).into(),
+            idle_timeout: Duration::from_secs(30),
+            backfill: true,
+            source: Default::default(),
+            max_line_bytes: DEFAULT_MAX_LINE,
+            connect_timeout: Duration::from_secs(10),
+            healthy_after: Duration::from_secs(60),
+            unavailable_retry: Duration::from_secs(1),
+            backoff: Default::default(),
+            formats: Default::default(),
+            resume_from: None,
+            acceptance: crate::Acceptance::default(),
+        }
+    }
 }
 
 impl StreamConfig {
     /// Defaults for everything but the token.
     pub fn new(bearer_token: impl Into<String>) -> Self {
         StreamConfig {
-            name: default_name(),
-            url: default_url(),
             bearer_token: bearer_token.into(),
-            user_agent: default_user_agent(),
-            idle_timeout: default_idle_timeout(),
-            backfill: true,
-            source: None,
-            max_line_bytes: default_max_line(),
-            connect_timeout: default_connect_timeout(),
-            healthy_after: default_healthy_after(),
-            unavailable_retry: default_unavailable_retry(),
-            backoff: BackoffConfig::default(),
-            formats: relay_envelope::Formats::ALL,
-            resume_from: None,
-            acceptance: crate::Acceptance::default(),
+            ..StreamConfig::default()
         }
     }
 }
@@ -174,7 +148,7 @@ fn validate(cfg: &StreamConfig) -> Result<(), IngressError> {
     }
     if cfg.bearer_token.trim().is_empty() {
         return Err(IngressError::Config(format!(
-            "stream {:?}: bearer_token is empty",
+            "stream {:?}: bearer_token is required (an app-only bearer token; use ${{VAR}})",
             cfg.name
         )));
     }

@@ -666,7 +666,10 @@ fn stream_config_defaults_and_unknown_fields() {
         serde_json::json!({"bearer_token": "t", "idle": "1s"})
     )
     .is_err());
-    assert!(serde_json::from_value::<StreamConfig>(serde_json::json!({})).is_err());
+    // No token: parses (the defaults live in one place), and validate() names it.
+    let missing: StreamConfig = serde_json::from_value(serde_json::json!({})).unwrap();
+    let err = missing.validate().unwrap_err().to_string();
+    assert!(err.contains("bearer_token is required"), "{err}");
 }
 
 #[tokio::test]

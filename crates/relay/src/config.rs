@@ -67,65 +67,58 @@ pub type StreamSection = relay_ingress::stream::StreamConfig;
 
 /// `[spool]`.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SpoolSection {
     /// Directory of the spool (created if missing). Required.
     pub dir: PathBuf,
     /// Upper bound of the spool on disk. Default 1 GiB.
-    #[serde(default = "default_max_bytes")]
     pub max_bytes: u64,
     /// Segment file size. Default 64 MiB (lowered to `max_bytes` if that is smaller).
-    #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
     /// `Retry-After` suggested to X when the spool is full. Default 30s.
-    #[serde(default = "default_retry_after", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub full_retry_after: Duration,
     /// Deliveries are refused (503) while the spool's file system has less than this free,
     /// whatever `max_bytes` allows, so that the relay can always roll a segment, write its
     /// dedup journal and free delivered segments. Default: a tenth of the file system, at
     /// most 64 MiB.
-    #[serde(default)]
     pub min_free_bytes: Option<u64>,
 }
 
-fn default_max_bytes() -> u64 {
-    1 << 30
+/// Every default of `SpoolSection` is here .
+impl Default for SpoolSection {
+    fn default() -> Self {
+        SpoolSection {
+            dir: PathBuf::new(),
+            max_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+            full_retry_after: Duration::from_secs(30),
+            min_free_bytes: Default::default(),
+        }
+    }
 }
+
 /// Room for a record's framing and envelope attributes (see the `segment_bytes` check).
 const RECORD_SLACK: u64 = 16 << 10;
 
-fn default_segment_bytes() -> u64 {
-    64 << 20
-}
-fn default_retry_after() -> Duration {
-    Duration::from_secs(30)
-}
-
 /// `[dedup]`.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DedupConfig {
     /// How long an accepted event id is remembered. Default 1h.
-    #[serde(default = "default_window", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub window: Duration,
     /// At most this many ids are remembered (16 bytes each in the journal, about 48 in
     /// memory); the oldest are forgotten first. Default 1,000,000 (about 48 MiB).
-    #[serde(default = "default_max_entries")]
     pub max_entries: usize,
 }
 
-fn default_window() -> Duration {
-    Duration::from_secs(3600)
-}
-fn default_max_entries() -> usize {
-    1_000_000
-}
-
+/// Every default of `DedupConfig` is here .
 impl Default for DedupConfig {
     fn default() -> Self {
         DedupConfig {
-            window: default_window(),
-            max_entries: default_max_entries(),
+            window: Duration::from_secs(3600),
+            max_entries: 1_000_000,
         }
     }
 }
@@ -149,24 +142,19 @@ fn default_true() -> bool {
 
 /// `[log]`.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    #[serde(default)]
     pub format: LogFormat,
     /// A `tracing` filter such as `info` or `info,relay_spool=debug`. `RUST_LOG` overrides.
-    #[serde(default = "default_level")]
     pub level: String,
 }
 
-fn default_level() -> String {
-    "info".to_string()
-}
-
+/// Every default of `LogConfig` is here .
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
-            format: LogFormat::default(),
-            level: default_level(),
+            format: Default::default(),
+            level: "info".to_string(),
         }
     }
 }
@@ -181,51 +169,35 @@ pub enum LogFormat {
 
 /// `[dispatch]`: how records move from the spool to each sink.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DispatchConfig {
     /// Records per publish call. Default 256.
-    #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// First retry delay. Default 100ms.
-    #[serde(default = "default_initial_backoff", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub initial_backoff: Duration,
     /// Retry delays double up to this. Default 30s.
-    #[serde(default = "default_max_backoff", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
     /// Publish attempts of one record before it is dead-lettered. Default: unlimited
     /// (retry forever: a broker that is down only delays records, never drops them).
-    #[serde(default)]
     pub max_attempts: Option<u32>,
     /// Attempts of a record the broker refuses (nothing routes it: a RabbitMQ routing key
     /// no queue is bound to with `mandatory`, a Kafka topic that does not exist with
     /// `create_topics = false`) before it is dead-lettered and the sink moves on, so that
     /// one record cannot hold back everything behind it. Default 5.
-    #[serde(default = "default_max_refusals")]
     pub max_refusals: u32,
 }
 
-fn default_max_refusals() -> u32 {
-    5
-}
-
-fn default_batch_size() -> usize {
-    256
-}
-fn default_initial_backoff() -> Duration {
-    Duration::from_millis(100)
-}
-fn default_max_backoff() -> Duration {
-    Duration::from_secs(30)
-}
-
+/// Every default of `DispatchConfig` is here .
 impl Default for DispatchConfig {
     fn default() -> Self {
         DispatchConfig {
-            batch_size: default_batch_size(),
-            initial_backoff: default_initial_backoff(),
-            max_backoff: default_max_backoff(),
-            max_attempts: None,
-            max_refusals: default_max_refusals(),
+            batch_size: 256,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+            max_attempts: Default::default(),
+            max_refusals: 5,
         }
     }
 }
@@ -313,6 +285,9 @@ impl Config {
             Some(v) => section("[spool]", v)?,
             None => return Err(invalid("[spool]", "missing section (`dir` is required)")),
         };
+        if spool.dir.as_os_str().is_empty() {
+            return Err(invalid("[spool]", "`dir` is required"));
+        }
         if spool.max_bytes == 0 || spool.segment_bytes == 0 {
             return Err(invalid(
                 "[spool]",

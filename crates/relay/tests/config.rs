@@ -264,7 +264,10 @@ fn check_refuses_what_the_nats_and_rabbitmq_sinks_would_refuse() {
         let missing = format!("{base}[[sinks]]\nname = \"m\"\ntype = \"{kind}\"\n");
         let (ok, _, stderr) = check_text(&missing, &[]);
         assert!(!ok, "{kind}");
-        assert!(stderr.contains(&format!("{key} is required")), "{kind}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{key} is required")),
+            "{kind}: {stderr}"
+        );
     }
 }
 
@@ -279,7 +282,7 @@ fn check_refuses_what_the_stream_client_would_refuse() {
         ),
         (
             "[[stream]]\nname = \"s\"\nurl = \"https://api.x.com/stream\"\nbearer_token = \" \"\n",
-            "bearer_token is empty",
+            "bearer_token is required",
         ),
     ] {
         let (ok, stdout, stderr) = check_text(&format!("{stream}{MINIMAL}"), &[]);

@@ -8,66 +8,55 @@ use serde::Deserialize;
 
 /// Webhook listener configuration.
 #[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct WebhookConfig {
-    #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Largest accepted body, bytes.
-    #[serde(default = "default_body_limit")]
     pub body_limit: usize,
     /// `Retry-After` sent with a 503 when the pipeline gives no better figure.
-    #[serde(default = "default_retry_after_secs")]
     pub retry_after_secs: u64,
     /// Longest time to receive a POST body (slow or stalled senders get 408; X itself
     /// gives up after ~3 s).
-    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
     /// How long [`WebhookServer::run`] lets in-flight requests finish after shutdown.
-    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
     /// Time a client has to send a request's line and headers, counted from the moment
     /// the connection is opened and again from the end of each response while a
     /// keep-alive connection waits for the next request (hyper's `header_read_timeout`),
     /// so it bounds slow, half-sent and idle connections alike. Default 5 s.
-    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Largest request head (request line and headers) and read buffer per connection,
     /// bytes (hyper's `max_buf_size`; at least 8192). Default 16 KiB.
-    #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
     /// Connections open at once; one more is closed as soon as it is accepted. Default 4096.
-    #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Authentic POSTs being handed to the pipeline at once per app; one more gets 503
     /// with `Retry-After`. Counted only once the signature is checked, so that clients
     /// without the secret cannot use it to turn X away. Default 256.
-    #[serde(default = "default_max_requests_per_app")]
     pub max_requests_per_app: usize,
     /// Body bytes, over all connections, that may be held while their signature is not yet
     /// checked (a request reserves its `Content-Length`, or `body_limit` when it has none).
     /// A POST that does not fit gets 503 with `Retry-After` before its body is read.
     /// Default 64 MiB.
-    #[serde(default = "default_preauth_body_budget")]
     pub preauth_body_budget: usize,
     /// The part of `preauth_body_budget` that only bodies of at most `small_body_bytes`
     /// may use. X's deliveries are a few KiB: however many large unauthenticated uploads
     /// are in flight, this much stays for them. Default 16 MiB.
-    #[serde(default = "default_small_body_reserve")]
     pub small_body_reserve: usize,
     /// Bodies that declare at most this many bytes are small (see `small_body_reserve`).
     /// Default 64 KiB.
-    #[serde(default = "default_small_body_bytes")]
     pub small_body_bytes: usize,
     /// How many bytes of a body over `body_limit` are read and thrown away before the 413
     /// is sent, so that a client that sends its whole body before reading (most do) gets
     /// the 413 instead of a reset connection. Bodies declared larger are not drained.
     /// Default 8 MiB.
-    #[serde(default = "default_oversize_drain_bytes")]
     pub oversize_drain_bytes: usize,
     /// Time a client has to finish the TLS handshake. Default 5 s.
-    #[serde(default = "default_tls_handshake_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub tls_handshake_timeout: Duration,
-    #[serde(default)]
     pub tls: Option<TlsConfig>,
     pub apps: Vec<AppConfig>,
     /// Not a TOML field: up to when the webhook took everything X sent (see
@@ -76,70 +65,37 @@ pub struct WebhookConfig {
     pub acceptance: crate::Acceptance,
 }
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 8080))
-}
-fn default_body_limit() -> usize {
-    1 << 20
-}
-fn default_retry_after_secs() -> u64 {
-    5
-}
-fn default_body_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_shutdown_grace() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_header_read_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_max_header_bytes() -> usize {
-    16 << 10
-}
-fn default_max_connections() -> usize {
-    4096
-}
-fn default_max_requests_per_app() -> usize {
-    256
-}
-fn default_preauth_body_budget() -> usize {
-    64 << 20
-}
-fn default_small_body_reserve() -> usize {
-    16 << 20
-}
-fn default_small_body_bytes() -> usize {
-    64 << 10
-}
-fn default_oversize_drain_bytes() -> usize {
-    8 << 20
-}
-fn default_tls_handshake_timeout() -> Duration {
-    Duration::from_secs(5)
+/// Every default of `WebhookConfig` is here (a required setting is empty: `validate()` says so).
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            body_limit: 1 << 20,
+            retry_after_secs: 5,
+            body_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(5),
+            max_header_bytes: 16 << 10,
+            max_connections: 4096,
+            max_requests_per_app: 256,
+            preauth_body_budget: 64 << 20,
+            small_body_reserve: 16 << 20,
+            small_body_bytes: 64 << 10,
+            oversize_drain_bytes: 8 << 20,
+            tls_handshake_timeout: Duration::from_secs(5),
+            tls: Default::default(),
+            apps: Vec::new(),
+            acceptance: crate::Acceptance::default(),
+        }
+    }
 }
 
 impl WebhookConfig {
     /// A configuration with defaults for everything but the apps.
     pub fn new(apps: Vec<AppConfig>) -> Self {
         WebhookConfig {
-            listen: default_listen(),
-            body_limit: default_body_limit(),
-            retry_after_secs: default_retry_after_secs(),
-            body_timeout: default_body_timeout(),
-            shutdown_grace: default_shutdown_grace(),
-            header_read_timeout: default_header_read_timeout(),
-            max_header_bytes: default_max_header_bytes(),
-            max_connections: default_max_connections(),
-            max_requests_per_app: default_max_requests_per_app(),
-            preauth_body_budget: default_preauth_body_budget(),
-            small_body_reserve: default_small_body_reserve(),
-            small_body_bytes: default_small_body_bytes(),
-            oversize_drain_bytes: default_oversize_drain_bytes(),
-            tls_handshake_timeout: default_tls_handshake_timeout(),
-            tls: None,
             apps,
-            acceptance: crate::Acceptance::default(),
+            ..WebhookConfig::default()
         }
     }
 }

@@ -10,62 +10,75 @@ use serde::Deserialize;
 /// --config`. Opt-in (`enabled = false` by default); the liveness record and the streams'
 /// resume work without it.
 #[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RecoveryConfig {
     /// Replay webhook gaps automatically. Default false.
-    #[serde(default)]
     pub enabled: bool,
     /// X API base URL. Default `https://api.x.com`.
-    #[serde(default = "default_base_url")]
     pub base_url: String,
     /// App-only Bearer token (secret: use `${ENV}`; never logged).
-    #[serde(default)]
     pub bearer_token: Option<String>,
     /// App consumer key (for `activity-relay x` user-context calls only).
-    #[serde(default)]
     pub consumer_key: Option<String>,
     /// App consumer secret (secret; `activity-relay x` only).
-    #[serde(default)]
     pub consumer_secret: Option<String>,
     /// The X webhook whose deliveries this relay receives (required when enabled).
-    #[serde(default)]
     pub webhook_id: Option<String>,
     /// Shorter gaps need nothing: X retries a failed delivery for about 5 minutes. Default
     /// 30s.
-    #[serde(default = "default_min_gap", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub min_gap: Duration,
     /// Replay jobs of one window that may end other than `Complete` before it is given
     /// up. Default 3.
-    #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
     /// Longest wait for a job's `replay_job_status`. Default 30m.
-    #[serde(default = "default_job_timeout", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub job_timeout: Duration,
     /// Wait before retrying a job (after `Incomplete`, `ReplayConflictError` or an error).
     /// Default 1m.
-    #[serde(default = "default_retry_delay", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub retry_delay: Duration,
     /// The replayed window starts this long before the recorded time (clock skew, events
     /// X timestamps before it delivers them). Default 2m.
-    #[serde(default = "default_safety_margin", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub safety_margin: Duration,
     /// How often the liveness record is refreshed. Default 10s.
-    #[serde(default = "default_liveness_interval", with = "humantime_serde")]
+    #[serde(with = "humantime_serde")]
     pub liveness_interval: Duration,
     /// How a webhook gap is recovered: `replay` (AAA's replay API, which reports each job's
     /// end), `stream` (re-reading the gap from X's activity stream with `start_time` and
     /// `end_time`: XAA, a known end, no AAA needed) or `auto` (default: `stream` when
     /// every webhook app accepts only `xaa`, else `replay`). See `docs/gap-recovery.md`.
-    #[serde(default)]
     pub method: RecoveryMethod,
     /// The activity stream read by `method = "stream"`. Default
     /// `<base_url>/2/activity/stream`.
-    #[serde(default)]
     pub stream_url: Option<String>,
     /// The webhook app whose events the Bearer token's stream carries (their `source`).
     /// Default: the first app.
-    #[serde(default)]
     pub app: Option<String>,
+}
+
+/// Every default of `RecoveryConfig` is here.
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            enabled: Default::default(),
+            base_url: relay_xapi::DEFAULT_BASE_URL.to_string(),
+            bearer_token: Default::default(),
+            consumer_key: Default::default(),
+            consumer_secret: Default::default(),
+            webhook_id: Default::default(),
+            min_gap: Duration::from_secs(30),
+            max_attempts: 3,
+            job_timeout: Duration::from_secs(30 * 60),
+            retry_delay: Duration::from_secs(60),
+            safety_margin: Duration::from_secs(120),
+            liveness_interval: Duration::from_secs(10),
+            method: Default::default(),
+            stream_url: Default::default(),
+            app: Default::default(),
+        }
+    }
 }
 
 /// `[recovery] method`.
@@ -109,50 +122,6 @@ impl RecoveryConfig {
                 "{}/2/activity/stream",
                 self.base_url.trim().trim_end_matches('/')
             ),
-        }
-    }
-}
-
-fn default_base_url() -> String {
-    relay_xapi::DEFAULT_BASE_URL.to_string()
-}
-fn default_min_gap() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_attempts() -> u32 {
-    3
-}
-fn default_job_timeout() -> Duration {
-    Duration::from_secs(30 * 60)
-}
-fn default_retry_delay() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_safety_margin() -> Duration {
-    Duration::from_secs(120)
-}
-fn default_liveness_interval() -> Duration {
-    Duration::from_secs(10)
-}
-
-impl Default for RecoveryConfig {
-    fn default() -> Self {
-        RecoveryConfig {
-            enabled: false,
-            base_url: default_base_url(),
-            bearer_token: None,
-            consumer_key: None,
-            consumer_secret: None,
-            webhook_id: None,
-            min_gap: default_min_gap(),
-            max_attempts: default_max_attempts(),
-            job_timeout: default_job_timeout(),
-            retry_delay: default_retry_delay(),
-            safety_margin: default_safety_margin(),
-            liveness_interval: default_liveness_interval(),
-            method: RecoveryMethod::Auto,
-            stream_url: None,
-            app: None,
         }
     }
 }
