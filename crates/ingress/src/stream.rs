@@ -64,16 +64,6 @@ pub struct StreamConfig {
     /// The input formats taken from this stream: `["aaa", "xaa"]` (default) during X's
     /// cutover, `["xaa"]` after it. Lines of another format are kept as dead letters.
     pub formats: relay_envelope::Formats,
-    /// Not a TOML field: set by the relay at start from its liveness record, the time up
-    /// to which this stream's events were accepted before the relay stopped. Until the
-    /// first chunk is received, connections ask X for the gap since then
-    /// ([`initial_resume`]: `backfill_minutes` up to 5 minutes, `start_time` up to 24 h).
-    #[serde(skip)]
-    pub resume_from: Option<SystemTime>,
-    /// Not a TOML field: up to when this stream took everything X sent (see
-    /// [`crate::Acceptance`]); the relay reads it for its liveness record.
-    #[serde(skip)]
-    pub acceptance: crate::Acceptance,
 }
 
 /// Every default of `StreamConfig` is here (a required setting is empty: `validate()` says so).
@@ -93,8 +83,6 @@ impl Default for StreamConfig {
             unavailable_retry: Duration::from_secs(1),
             backoff: Default::default(),
             formats: Default::default(),
-            resume_from: None,
-            acceptance: crate::Acceptance::default(),
         }
     }
 }
@@ -124,7 +112,6 @@ impl fmt::Debug for StreamConfig {
             .field("healthy_after", &self.healthy_after)
             .field("unavailable_retry", &self.unavailable_retry)
             .field("backoff", &self.backoff)
-            .field("resume_from", &self.resume_from)
             .finish()
     }
 }
@@ -311,6 +298,7 @@ enum Delivery {
 
 struct Runner {
     cfg: StreamConfig,
+    runtime: StreamRuntime,
     pipeline: Arc<dyn Pipeline>,
     metrics: StreamMetrics,
     client: reqwest::Client,
@@ -323,8 +311,34 @@ struct Runner {
 
 /// Runs the stream until `shutdown` is cancelled, reconnecting forever by X's rules.
 /// Returns an error only for an invalid configuration or metrics registration.
+/// What a stream connection shares with the relay while it runs (not configuration).
+#[derive(Clone, Debug, Default)]
+pub struct StreamRuntime {
+    /// The time up to which this stream's events were accepted before the relay stopped
+    /// (from its liveness record). Until the first chunk is received, connections ask X
+    /// for the gap since then ([`initial_resume`]: `backfill_minutes` up to 5 minutes,
+    /// `start_time` up to 24 h).
+    pub resume_from: Option<SystemTime>,
+    /// Up to when this stream took everything X sent (see [`crate::Acceptance`]); the
+    /// relay reads it for its liveness record.
+    pub acceptance: crate::Acceptance,
+}
+
+/// Runs the stream client with no resume point and an acceptance nobody reads (see
+/// [`run_with`]).
 pub async fn run(
     cfg: StreamConfig,
+    pipeline: Arc<dyn Pipeline>,
+    registry: &prometheus::Registry,
+    shutdown: CancellationToken,
+) -> Result<(), IngressError> {
+    run_with(cfg, StreamRuntime::default(), pipeline, registry, shutdown).await
+}
+
+/// Runs the stream client until `shutdown`, sharing `runtime` with the caller.
+pub async fn run_with(
+    cfg: StreamConfig,
+    runtime: StreamRuntime,
     pipeline: Arc<dyn Pipeline>,
     registry: &prometheus::Registry,
     shutdown: CancellationToken,
@@ -343,6 +357,7 @@ pub async fn run(
     let mut runner = Runner {
         backoff: Backoff::new(cfg.backoff.clone()),
         cfg,
+        runtime,
         pipeline,
         metrics,
         client,
@@ -366,7 +381,7 @@ impl Runner {
             let caught_up = self
                 .caught_up_at
                 .map_or_else(SystemTime::now, |t| SystemTime::now() - t.elapsed());
-            self.cfg.acceptance.stopped(caught_up);
+            self.runtime.acceptance.stopped(caught_up);
             let (reason, failure) = match outcome {
                 Outcome::Shutdown => break,
                 Outcome::Ended { reason, failure } => (reason, failure),
@@ -402,7 +417,7 @@ impl Runner {
         // The gap to recover: since the last data handed to the pipeline, or, before any
         // in this process, since the previous run's recorded time.
         let now = SystemTime::now();
-        let gap = match (self.caught_up_at, cfg.resume_from) {
+        let gap = match (self.caught_up_at, self.runtime.resume_from) {
             (Some(caught_up), _) => Some(caught_up.elapsed()),
             (None, Some(from)) => Some(now.duration_since(from).unwrap_or(Duration::ZERO)),
             (None, None) => None,
@@ -467,7 +482,7 @@ impl Runner {
         }
         tracing::info!(stream = %cfg.name, "activity stream connected");
         self.metrics.connected.set(1);
-        self.cfg.acceptance.accepting();
+        self.runtime.acceptance.accepting();
         self.read(resp, shutdown).await
     }
 
@@ -567,7 +582,7 @@ impl Runner {
                         .accept_latency
                         .observe(started.elapsed().as_secs_f64());
                     if refusals > 0 {
-                        self.cfg.acceptance.accepting();
+                        self.runtime.acceptance.accepting();
                     }
                     if refusals > 0 {
                         tracing::info!(stream = %self.cfg.name, refusals, "pipeline accepted the held line");
@@ -595,7 +610,7 @@ impl Runner {
                 }
             };
             if refusals == 0 {
-                self.cfg.acceptance.stopped(SystemTime::now());
+                self.runtime.acceptance.stopped(SystemTime::now());
                 tracing::warn!(
                     stream = %self.cfg.name,
                     retry_ms = wait.as_millis() as u64,
@@ -719,11 +734,17 @@ mod tests {
                 queries.lock().clear();
                 let mut cfg = StreamConfig::new("t");
                 cfg.url = format!("http://{addr}/2/activity/stream");
-                cfg.resume_from = Some(SystemTime::now() - gap);
+                let runtime = StreamRuntime {
+                    resume_from: Some(SystemTime::now() - gap),
+                    ..StreamRuntime::default()
+                };
                 let stop = CancellationToken::new();
                 let task = tokio::spawn({
                     let stop = stop.clone();
-                    async move { run(cfg, Arc::new(Sink), &prometheus::Registry::new(), stop).await }
+                    async move {
+                        let registry = prometheus::Registry::new();
+                        run_with(cfg, runtime, Arc::new(Sink), &registry, stop).await
+                    }
                 });
                 while queries.lock().len() < 2 {
                     tokio::time::sleep(Duration::from_millis(10)).await;

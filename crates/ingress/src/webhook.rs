@@ -225,6 +225,17 @@ pub fn router(
     pipeline: Arc<dyn Pipeline>,
     registry: &prometheus::Registry,
 ) -> Result<Router, IngressError> {
+    router_with(cfg, crate::Acceptance::default(), pipeline, registry)
+}
+
+/// [`router`], recording in `acceptance` up to when the webhook took everything X sent
+/// (the relay reads it for its liveness record).
+pub fn router_with(
+    cfg: &WebhookConfig,
+    acceptance: crate::Acceptance,
+    pipeline: Arc<dyn Pipeline>,
+    registry: &prometheus::Registry,
+) -> Result<Router, IngressError> {
     let apps = validate(cfg)?;
     let metrics = WebhookMetrics::register(registry)?;
     let shared = Arc::new(Shared {
@@ -235,7 +246,7 @@ pub fn router(
         body_timeout: cfg.body_timeout,
         retry_after_secs: cfg.retry_after_secs,
         oversize_drain_bytes: cfg.oversize_drain_bytes,
-        acceptance: cfg.acceptance.clone(),
+        acceptance,
         preauth: Semaphore::new(cfg.preauth_body_budget),
         preauth_large: Semaphore::new(cfg.preauth_body_budget - cfg.small_body_reserve),
         small_body_bytes: cfg.small_body_bytes,
@@ -627,7 +638,17 @@ impl WebhookServer {
         pipeline: Arc<dyn Pipeline>,
         registry: &prometheus::Registry,
     ) -> Result<WebhookServer, IngressError> {
-        let router = router(&cfg, pipeline, registry)?;
+        WebhookServer::bind_with(cfg, crate::Acceptance::default(), pipeline, registry).await
+    }
+
+    /// [`WebhookServer::bind`], recording acceptance in `acceptance` (see [`router_with`]).
+    pub async fn bind_with(
+        cfg: WebhookConfig,
+        acceptance: crate::Acceptance,
+        pipeline: Arc<dyn Pipeline>,
+        registry: &prometheus::Registry,
+    ) -> Result<WebhookServer, IngressError> {
+        let router = router_with(&cfg, acceptance, pipeline, registry)?;
         let conn_metrics = crate::metrics::register_conn_metrics(registry)?;
         let tls = match &cfg.tls {
             Some(t) => Some(load_tls(t).await?),

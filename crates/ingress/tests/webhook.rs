@@ -301,8 +301,8 @@ async fn a_stalled_body_gets_408_and_is_not_stored() {
 async fn refusals_stop_the_acceptance_clock_until_a_delivery_is_taken() {
     let rec = Arc::new(Recorder::default());
     let cfg = config(vec![app("prod", &["s"])]);
-    let acceptance = cfg.acceptance.clone();
-    let srv = start(cfg, rec.clone()).await;
+    let acceptance = relay_ingress::Acceptance::default();
+    let srv = start_with(cfg, acceptance.clone(), rec.clone()).await;
     let body = fixture("aaa/unmute.json");
     let sig = format!("sha256={}", hmac_b64("s", &body));
     let before = std::time::SystemTime::now();

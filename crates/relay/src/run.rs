@@ -152,13 +152,22 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
             .await
             .map_err(|e| RunError::Other(format!("liveness load task failed: {e}")))?
     };
-    let mut cfg = cfg;
-    for s in &mut cfg.streams {
-        let key = crate::recovery::stream_key(&s.name);
-        if let Some(t) = liveness.alive_until.get(&key) {
-            s.resume_from = Some(std::time::SystemTime::from(*t));
-        }
-    }
+    // What the ingresses share with the relay while they run: where each stream resumes
+    // from, and up to when each ingress took everything (for the liveness record).
+    let runtimes = Runtimes {
+        streams: cfg
+            .streams
+            .iter()
+            .map(|s| relay_ingress::stream::StreamRuntime {
+                resume_from: liveness
+                    .alive_until
+                    .get(&crate::recovery::stream_key(&s.name))
+                    .map(|t| std::time::SystemTime::from(*t)),
+                ..Default::default()
+            })
+            .collect(),
+        webhook: relay_ingress::Acceptance::default(),
+    };
     let (status_tx, status_rx) = tokio::sync::broadcast::channel(64);
     let webhook_recovery = prepare_recovery(
         &cfg,
@@ -222,8 +231,15 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
     // Ingresses.
     let ingress_stop = CancellationToken::new();
     let mut ingresses: JoinSet<Result<(), RunError>> = JoinSet::new();
-    let webhook_addr =
-        start_ingresses(&cfg, &pipeline, &registry, &ingress_stop, &mut ingresses).await?;
+    let webhook_addr = start_ingresses(
+        &cfg,
+        &runtimes,
+        &pipeline,
+        &registry,
+        &ingress_stop,
+        &mut ingresses,
+    )
+    .await?;
 
     // Liveness record (while accepting, and once more after the ingresses stopped), and
     // the webhook's gap replay.
@@ -232,12 +248,13 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         let mut keys: Vec<(String, relay_ingress::Acceptance)> = cfg
             .streams
             .iter()
-            .map(|s| (crate::recovery::stream_key(&s.name), s.acceptance.clone()))
+            .zip(&runtimes.streams)
+            .map(|(s, r)| (crate::recovery::stream_key(&s.name), r.acceptance.clone()))
             .collect();
-        if let Some(w) = &cfg.webhook {
+        if cfg.webhook.is_some() {
             keys.push((
                 crate::recovery::WEBHOOK_KEY.to_string(),
-                w.acceptance.clone(),
+                runtimes.webhook.clone(),
             ));
         }
         let pending = webhook_recovery
@@ -470,30 +487,44 @@ fn prepare_recovery(
     }
 }
 
+/// What the ingresses share with the relay while they run (not configuration).
+struct Runtimes {
+    /// One per `cfg.streams`, in order.
+    streams: Vec<relay_ingress::stream::StreamRuntime>,
+    webhook: relay_ingress::Acceptance,
+}
+
 /// Starts the webhook and stream ingresses; returns the webhook's address.
 async fn start_ingresses(
     cfg: &Config,
+    runtimes: &Runtimes,
     pipeline: &Arc<dyn Pipeline>,
     registry: &Registry,
     stop: &CancellationToken,
     set: &mut JoinSet<Result<(), RunError>>,
 ) -> Result<Option<std::net::SocketAddr>, RunError> {
     let mut addr = None;
-    for stream in &cfg.streams {
+    for (stream, runtime) in cfg.streams.iter().zip(&runtimes.streams) {
         let stream = stream.clone();
+        let runtime = runtime.clone();
         let pipeline = pipeline.clone();
         let registry = registry.clone();
         let stop = stop.clone();
         set.spawn(async move {
-            relay_ingress::stream::run(stream, pipeline, &registry, stop)
+            relay_ingress::stream::run_with(stream, runtime, pipeline, &registry, stop)
                 .await
                 .map_err(|e| RunError::Ingress(e.to_string()))
         });
     }
     if let Some(w) = &cfg.webhook {
-        let server = WebhookServer::bind(w.clone(), pipeline.clone(), registry)
-            .await
-            .map_err(|e| RunError::Ingress(e.to_string()))?;
+        let server = WebhookServer::bind_with(
+            w.clone(),
+            runtimes.webhook.clone(),
+            pipeline.clone(),
+            registry,
+        )
+        .await
+        .map_err(|e| RunError::Ingress(e.to_string()))?;
         addr = Some(server.local_addr());
         let stop = stop.clone();
         set.spawn(async move {

@@ -59,10 +59,6 @@ pub struct WebhookConfig {
     pub tls_handshake_timeout: Duration,
     pub tls: Option<TlsConfig>,
     pub apps: Vec<AppConfig>,
-    /// Not a TOML field: up to when the webhook took everything X sent (see
-    /// [`crate::Acceptance`]); the relay reads it for its liveness record.
-    #[serde(skip)]
-    pub acceptance: crate::Acceptance,
 }
 
 /// Every default of `WebhookConfig` is here (a required setting is empty: `validate()` says so).
@@ -85,7 +81,6 @@ impl Default for WebhookConfig {
             tls_handshake_timeout: Duration::from_secs(5),
             tls: Default::default(),
             apps: Vec::new(),
-            acceptance: crate::Acceptance::default(),
         }
     }
 }

@@ -140,8 +140,19 @@ pub fn metric(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str
 }
 
 pub async fn start(cfg: WebhookConfig, pipeline: Arc<dyn Pipeline>) -> Running {
+    start_with(cfg, relay_ingress::Acceptance::default(), pipeline).await
+}
+
+/// [`start`], recording the webhook's acceptance in `acceptance`.
+pub async fn start_with(
+    cfg: WebhookConfig,
+    acceptance: relay_ingress::Acceptance,
+    pipeline: Arc<dyn Pipeline>,
+) -> Running {
     let registry = prometheus::Registry::new();
-    let server = WebhookServer::bind(cfg, pipeline, &registry).await.unwrap();
+    let server = WebhookServer::bind_with(cfg, acceptance, pipeline, &registry)
+        .await
+        .unwrap();
     let addr = server.local_addr();
     assert_ne!(addr.port(), 0);
     let shutdown = CancellationToken::new();

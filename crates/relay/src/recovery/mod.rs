@@ -5,7 +5,7 @@
 //!   shutdown: per ingress (`webhook`, `stream:<name>`), the time up to which it was
 //!   accepting. At the next start, the gap of an ingress is `now − recorded time`; nothing
 //!   recorded (first start, or a corrupt file, with a warning) means no gap.
-//! * **Streams**: the relay sets [`relay_ingress::stream::StreamConfig::resume_from`]; the
+//! * **Streams**: the relay sets [`relay_ingress::stream::StreamRuntime::resume_from`]; the
 //!   first connection asks X for `backfill_minutes` (gap ≤ 5 min) or `start_time` (≤ 24 h).
 //! * **Webhook**: with `[recovery] enabled` and a gap of at least `min_gap`, a background
 //!   task replays the gap through X's Account Activity replay API, one window (≤ 2 h) at a
