@@ -1,4 +1,5 @@
-//! Pure: where a record goes (topic, key) and what Kafka's topic names allow.
+//! Pure: where a record goes (topic, key), its headers and body ([`Routing::encode`]), and
+//! what Kafka's topic names allow.
 
 use super::*;
 
@@ -50,6 +51,24 @@ impl Routing {
                 out.extend(v.chars().map(|c| if is_topic_char(c) { c } else { '_' }))
             })),
         }
+    }
+
+    /// The key, the headers (binary mode's `ce_` attributes, a dead letter's, and
+    /// `content-type`) and the body of a record; its topic is [`Routing::topic_for`].
+    pub(crate) fn encode(&self, msg: &Message) -> (Option<String>, OwnedHeaders, bytes::Bytes) {
+        let enc = encode(msg, self.wire_mode, HeaderStyle::Kafka);
+        let mut headers = OwnedHeaders::new_with_capacity(enc.headers.len() + 1);
+        for (k, v) in &enc.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_str()),
+            });
+        }
+        headers = headers.insert(Header {
+            key: "content-type",
+            value: Some(enc.content_type),
+        });
+        (self.key_for(msg), headers, enc.body)
     }
 
     pub(crate) fn key_for(&self, msg: &Message) -> Option<String> {

@@ -470,22 +470,8 @@ impl Sink for KafkaSink {
                 confirmations.failed(i, e.clone());
                 continue;
             }
-            let enc = encode(msg, routing.wire_mode, HeaderStyle::Kafka);
-            let key = routing.key_for(msg);
-            let mut headers = OwnedHeaders::new_with_capacity(enc.headers.len() + 1);
-            for (k, v) in &enc.headers {
-                headers = headers.insert(Header {
-                    key: k,
-                    value: Some(v.as_str()),
-                });
-            }
-            headers = headers.insert(Header {
-                key: "content-type",
-                value: Some(enc.content_type),
-            });
-            let mut record = FutureRecord::to(topic)
-                .payload(&enc.body[..])
-                .headers(headers);
+            let (key, headers, body) = routing.encode(msg);
+            let mut record = FutureRecord::to(topic).payload(&body[..]).headers(headers);
             if let Some(k) = &key {
                 record = record.key(k.as_str());
             }

@@ -1,5 +1,6 @@
-//! Pure: subjects from templates (values escaped per token), and what a published subject
-//! and its headers may hold.
+//! Pure: a record to its subject, headers and body ([`Routing::encode`]); subjects from
+//! templates (values escaped per token), and what a published subject and its headers may
+//! hold.
 
 use super::*;
 
@@ -72,4 +73,33 @@ pub(crate) fn headers_len(h: &HeaderMap) -> usize {
         }
     }
     n
+}
+
+/// Where and how records are published: built from the configuration at connect.
+pub(crate) struct Routing {
+    pub(crate) subject: Template,
+    pub(crate) deadletter_subject: String,
+    pub(crate) wire_mode: WireMode,
+}
+
+impl Routing {
+    pub(crate) fn subject_for(&self, message: &Message) -> String {
+        match &message.payload {
+            Payload::Event(env) => sanitize_tokens(self.subject.render_with(env, escape_value)),
+            Payload::DeadLetter(_) => self.deadletter_subject.clone(),
+        }
+    }
+
+    /// The subject, the headers (`Nats-Msg-Id` = the record's id, so JetStream drops a
+    /// redelivery; `Content-Type`; binary mode's `ce-` attributes) and the body.
+    pub(crate) fn encode(&self, message: &Message) -> (String, HeaderMap, Bytes) {
+        let encoded = encode(message, self.wire_mode, HeaderStyle::Nats);
+        let mut headers = HeaderMap::new();
+        headers.insert(NATS_MESSAGE_ID, message.id());
+        headers.insert("Content-Type", encoded.content_type);
+        for (k, v) in encoded.headers {
+            headers.insert(k, v);
+        }
+        (self.subject_for(message), headers, encoded.body)
+    }
 }

@@ -8,9 +8,7 @@ pub struct NatsSink {
     name: String,
     client: async_nats::Client,
     js: jetstream::Context,
-    subject: Template,
-    deadletter_subject: String,
-    wire_mode: WireMode,
+    routing: Routing,
     max_in_flight: usize,
     ack_timeout: Duration,
 }
@@ -19,9 +17,9 @@ impl fmt::Debug for NatsSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NatsSink")
             .field("name", &self.name)
-            .field("subject", &self.subject.as_str())
-            .field("deadletter_subject", &self.deadletter_subject)
-            .field("wire_mode", &self.wire_mode)
+            .field("subject", &self.routing.subject.as_str())
+            .field("deadletter_subject", &self.routing.deadletter_subject)
+            .field("wire_mode", &self.routing.wire_mode)
             .field("max_in_flight", &self.max_in_flight)
             .finish_non_exhaustive()
     }
@@ -80,9 +78,11 @@ impl NatsSink {
             name: name.to_owned(),
             client,
             js,
-            subject,
-            deadletter_subject: cfg.deadletter_subject.clone(),
-            wire_mode: cfg.wire_mode,
+            routing: Routing {
+                subject,
+                deadletter_subject: cfg.deadletter_subject.clone(),
+                wire_mode: cfg.wire_mode,
+            },
             max_in_flight: cfg.max_in_flight,
             ack_timeout: cfg.ack_timeout,
         })
@@ -90,10 +90,7 @@ impl NatsSink {
 
     /// The subject a record is published to.
     pub fn subject_for(&self, message: &Message) -> String {
-        match &message.payload {
-            Payload::Event(env) => sanitize_tokens(self.subject.render_with(env, escape_value)),
-            Payload::DeadLetter(_) => self.deadletter_subject.clone(),
-        }
+        self.routing.subject_for(message)
     }
 
     /// The underlying client (for tests and tools).
@@ -101,23 +98,12 @@ impl NatsSink {
         &self.client
     }
 
-    fn build(&self, message: &Message) -> (String, HeaderMap, Bytes) {
-        let encoded = encode(message, self.wire_mode, HeaderStyle::Nats);
-        let mut headers = HeaderMap::new();
-        headers.insert(NATS_MESSAGE_ID, message.id());
-        headers.insert("Content-Type", encoded.content_type);
-        for (k, v) in encoded.headers {
-            headers.insert(k, v);
-        }
-        (self.subject_for(message), headers, encoded.body)
-    }
-
     async fn send(
         &self,
         message: &Message,
         max_payload: usize,
     ) -> Result<(String, PublishAckFuture), PublishError> {
-        let (subject, headers, body) = self.build(message);
+        let (subject, headers, body) = self.routing.encode(message);
         let size = body.len() + headers_len(&headers);
         if max_payload > 0 && size > max_payload {
             return Err(PublishError::permanent(

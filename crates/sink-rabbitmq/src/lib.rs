@@ -51,7 +51,7 @@ mod encode;
 mod service;
 
 pub use config::{AmqpHeaders, RabbitMqSinkConfig};
-use encode::short;
+use encode::Routing;
 pub use relay_sink::redact_url;
 pub use service::RabbitMqSink;
 
@@ -78,6 +78,7 @@ pub enum RabbitMqSinkError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode::short;
 
     #[test]
     fn redacts_passwords() {

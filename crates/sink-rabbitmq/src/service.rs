@@ -10,10 +10,7 @@ pub struct RabbitMqSink {
     url: String,
     exchange: String,
     declare_exchange: bool,
-    routing_key: Template,
-    deadletter_routing_key: String,
-    wire_mode: WireMode,
-    header_style: HeaderStyle,
+    routing: Routing,
     mandatory: bool,
     confirm_timeout: Duration,
     connect_timeout: Duration,
@@ -29,7 +26,7 @@ impl fmt::Debug for RabbitMqSink {
             .field("name", &self.name)
             .field("url", &redact_url(&self.url))
             .field("exchange", &self.exchange)
-            .field("routing_key", &self.routing_key.as_str())
+            .field("routing_key", &self.routing.routing_key.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -59,12 +56,14 @@ impl RabbitMqSink {
             url: cfg.url.clone(),
             exchange: cfg.exchange.clone(),
             declare_exchange: cfg.declare_exchange,
-            routing_key,
-            deadletter_routing_key: cfg.deadletter_routing_key.clone(),
-            wire_mode: cfg.wire_mode,
-            header_style: match cfg.header_style {
-                AmqpHeaders::Ce => HeaderStyle::Amqp,
-                AmqpHeaders::Amqp1 => HeaderStyle::Amqp1,
+            routing: Routing {
+                routing_key,
+                deadletter_routing_key: cfg.deadletter_routing_key.clone(),
+                wire_mode: cfg.wire_mode,
+                header_style: match cfg.header_style {
+                    AmqpHeaders::Ce => HeaderStyle::Amqp,
+                    AmqpHeaders::Amqp1 => HeaderStyle::Amqp1,
+                },
             },
             mandatory: cfg.mandatory,
             confirm_timeout: cfg.confirm_timeout,
@@ -93,10 +92,7 @@ impl RabbitMqSink {
 
     /// The routing key a record is published with.
     pub fn routing_key_for(&self, message: &Message) -> String {
-        match &message.payload {
-            Payload::Event(env) => self.routing_key.render(env),
-            Payload::DeadLetter(_) => self.deadletter_routing_key.clone(),
-        }
+        self.routing.routing_key_for(message)
     }
 
     fn set_current(&self, conn: Option<ConnectionStatus>) {
@@ -213,44 +209,6 @@ impl RabbitMqSink {
             }
         }
     }
-
-    fn properties(&self, message: &Message, content_type: &str) -> BasicProperties {
-        let (kind, timestamp) = match &message.payload {
-            Payload::Event(env) => (env.event_type.as_str(), env.time.timestamp()),
-            Payload::DeadLetter(dl) => ("deadletter", dl.received_at.timestamp()),
-        };
-        BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_message_id(short(message.id()))
-            .with_content_type(short(content_type))
-            .with_type(short(kind))
-            .with_timestamp(u64::try_from(timestamp).unwrap_or(0))
-            .with_app_id(ShortString::from("activity-relay"))
-    }
-
-    fn build(&self, message: &Message) -> Result<(String, BasicProperties, Bytes), PublishError> {
-        let routing_key = self.routing_key_for(message);
-        if routing_key.len() > 255 {
-            return Err(PublishError::permanent(
-                Reason::InvalidDestination,
-                format!(
-                    "routing key of {} bytes exceeds AMQP's 255 (template {})",
-                    routing_key.len(),
-                    self.routing_key
-                ),
-            ));
-        }
-        let encoded = encode(message, self.wire_mode, self.header_style);
-        let mut props = self.properties(message, encoded.content_type);
-        if self.wire_mode == WireMode::Binary || message.is_dead_letter() {
-            let mut table = FieldTable::default();
-            for (k, v) in encoded.headers {
-                table.insert(short(&k), AMQPValue::LongString(LongString::from(v)));
-            }
-            props = props.with_headers(table);
-        }
-        Ok((routing_key, props, encoded.body))
-    }
 }
 
 fn map_lapin_error(e: &lapin::Error) -> PublishError {
@@ -295,7 +253,7 @@ impl Sink for RabbitMqSink {
                 continue;
             }
             confirmations.wait_for_room().await;
-            let (routing_key, props, body) = match self.build(message) {
+            let (routing_key, props, body) = match self.routing.encode(message) {
                 Ok(b) => b,
                 Err(e) => {
                     confirmations.failed(i, e);
