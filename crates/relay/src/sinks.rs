@@ -88,21 +88,7 @@ fn check_templates(name: &str, templates: &[(&str, &String)]) -> Result<(), Sink
 
 fn check_file(name: &str, f: &FileSinkConfig) -> Result<String, SinkBuildError> {
     use relay_sink::file::FileSinkError;
-    let config_err = |detail: &str| FileSinkError::Config {
-        sink: name.to_string(),
-        detail: detail.to_string(),
-    };
-    if f.path.is_empty() {
-        return Err(config_err("path is empty (a directory, or \"-\" for stdout)").into());
-    }
-    if f.max_file_bytes == 0 {
-        return Err(config_err("max_file_bytes must be at least 1").into());
-    }
-    if f.max_files == Some(0) {
-        return Err(
-            config_err("max_files must be at least 1 (or absent to keep all files)").into(),
-        );
-    }
+    f.validate(name)?;
     if f.path == "-" {
         return Ok("file: stdout".to_string());
     }

@@ -23,28 +23,29 @@ use crate::{Message, PublishError, Reason, Sink};
 
 /// `[sinks.<name>]` with `type = "file"`.
 #[derive(Clone, Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct FileSinkConfig {
     /// An existing, writable directory, or `-` for stdout.
     pub path: String,
     /// Rotate before a file would exceed this many bytes. Default 64 MiB.
-    #[serde(default = "default_max_file_bytes")]
     pub max_file_bytes: u64,
     /// Keep at most this many files of this sink (the current one included), deleting the
     /// oldest. Default: keep all.
-    #[serde(default)]
     pub max_files: Option<usize>,
     /// fsync each batch before confirming it. Default true.
-    #[serde(default = "default_fsync")]
     pub fsync: bool,
 }
 
-fn default_max_file_bytes() -> u64 {
-    64 * 1024 * 1024
-}
-
-fn default_fsync() -> bool {
-    true
+/// Every default of `FileSinkConfig` is here (a required setting is empty: `validate()` says so).
+impl Default for FileSinkConfig {
+    fn default() -> Self {
+        FileSinkConfig {
+            path: String::new(),
+            max_file_bytes: 64 * 1024 * 1024,
+            max_files: Default::default(),
+            fsync: true,
+        }
+    }
 }
 
 impl FileSinkConfig {
@@ -52,10 +53,29 @@ impl FileSinkConfig {
     pub fn new(path: impl Into<String>) -> Self {
         FileSinkConfig {
             path: path.into(),
-            max_file_bytes: default_max_file_bytes(),
-            max_files: None,
-            fsync: default_fsync(),
+            ..FileSinkConfig::default()
         }
+    }
+
+    /// The one check of the settings (no file system access): [`FileSink::open`] and
+    /// `activity-relay run --check` call it.
+    pub fn validate(&self, name: &str) -> Result<(), FileSinkError> {
+        let bad = |detail: &str| FileSinkError::Config {
+            sink: name.to_owned(),
+            detail: detail.to_owned(),
+        };
+        if self.path.is_empty() {
+            return Err(bad("path is required (a directory, or \"-\" for stdout)"));
+        }
+        if self.max_file_bytes == 0 {
+            return Err(bad("max_file_bytes must be at least 1"));
+        }
+        if self.max_files == Some(0) {
+            return Err(bad(
+                "max_files must be at least 1 (or absent to keep all files)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -125,24 +145,7 @@ impl FileSink {
     /// Opens the sink: checks that the directory exists and is writable, and creates the
     /// first file in it.
     pub fn open(name: &str, cfg: &FileSinkConfig) -> Result<FileSink, FileSinkError> {
-        if cfg.path.is_empty() {
-            return Err(FileSinkError::Config {
-                sink: name.to_owned(),
-                detail: "path is empty (a directory, or \"-\" for stdout)".into(),
-            });
-        }
-        if cfg.max_file_bytes == 0 {
-            return Err(FileSinkError::Config {
-                sink: name.to_owned(),
-                detail: "max_file_bytes must be at least 1".into(),
-            });
-        }
-        if cfg.max_files == Some(0) {
-            return Err(FileSinkError::Config {
-                sink: name.to_owned(),
-                detail: "max_files must be at least 1 (or absent to keep all files)".into(),
-            });
-        }
+        cfg.validate(name)?;
         let writer = if cfg.path == "-" {
             Writer::Stdout
         } else {

@@ -205,7 +205,10 @@ fn config_defaults_and_unknown_fields() {
     assert_eq!(w.sink.max_files, None);
     assert!(w.sink.fsync);
     assert!(serde_json::from_str::<Wrap>(r#"{"sink":{"path":"/tmp","fsynk":true}}"#).is_err());
-    assert!(serde_json::from_str::<Wrap>(r#"{"sink":{}}"#).is_err());
+    // No path: parses (the defaults live in one place) and validate() names it.
+    let missing: Wrap = serde_json::from_str(r#"{"sink":{}}"#).unwrap();
+    let err = missing.sink.validate("f").unwrap_err().to_string();
+    assert!(err.contains("path is required"), "{err}");
 }
 
 #[test]
