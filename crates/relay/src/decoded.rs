@@ -1,12 +1,17 @@
 //! Spooled records decoded once for every dispatcher.
 //!
-//! The pipeline hands over the envelopes it has just spooled ([`Decoded::seed`]): it built
-//! them, so nothing is parsed again. A dispatcher asks for each record it read
-//! ([`Decoded::message`]); a record not held (after a restart, or read by a dispatcher that
-//! fell further behind than the window) is parsed once and kept for the others. The window
-//! holds the newest records, at most [`WINDOW_BYTES`] of their JSON.
+//! The pipeline hands over the envelopes it is about to spool ([`Decoded::seed`]), with
+//! the very `Bytes` of their JSON: the spool keeps those in its tail and gives them to its
+//! readers, so a dispatcher asking for a record ([`Decoded::message`]) finds it by that
+//! allocation, without parsing. Keyed by allocation rather than by offset because a
+//! dispatcher can read a record before the pipeline learns its offset (the spool wakes
+//! readers before it answers the writer). A record not held (read back from disk after a
+//! restart, or past the window) is parsed, and kept for the dispatchers that read the same
+//! bytes. The window holds the newest records, at most [`WINDOW_BYTES`] of their JSON;
+//! an entry keeps its `Bytes` alive, so its allocation cannot be reused by other bytes
+//! while it is held.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -20,11 +25,15 @@ use relay_spool::{RecordKind, StoredRecord};
 /// The most JSON (bytes) of the records held decoded; about the spool's own tail cache.
 pub const WINDOW_BYTES: usize = 8 << 20;
 
-/// The most offsets the window spans (held or not).
-const MAX_SLOTS: usize = 1 << 20;
-
 /// The `source` of dead letters made from spool records that cannot be parsed.
 pub const SPOOL_SOURCE: &str = "/activity-relay/spool";
+
+/// A record's JSON, identified by its allocation (address and length).
+type Key = (usize, usize);
+
+fn key(json: &Bytes) -> Key {
+    (json.as_ptr() as usize, json.len())
+}
 
 /// The shared window of decoded records (see the module documentation).
 pub struct Decoded {
@@ -32,62 +41,41 @@ pub struct Decoded {
     max_bytes: usize,
     /// Records parsed from their JSON (not found in the window).
     parsed: AtomicU64,
+    /// The same, as `activity_relay_records_parsed_total`.
+    parsed_total: Option<prometheus::IntCounter>,
 }
 
 #[derive(Default)]
 struct Window {
-    /// Offset of `items[0]`.
-    first: u64,
-    /// One slot per offset from `first`; `None` where nothing is held.
-    items: VecDeque<Option<(Payload, usize)>>,
+    held: HashMap<Key, (Bytes, Payload)>,
+    /// Oldest first.
+    order: VecDeque<Key>,
     bytes: usize,
 }
 
 impl Window {
-    fn get(&self, offset: u64) -> Option<Payload> {
-        let i = usize::try_from(offset.checked_sub(self.first)?).ok()?;
-        self.items.get(i)?.as_ref().map(|(p, _)| p.clone())
+    fn get(&self, json: &Bytes) -> Option<Payload> {
+        let (held, payload) = self.held.get(&key(json))?;
+        // Same address and length, and `held` keeps that allocation alive: the same bytes.
+        (held.as_ptr() == json.as_ptr()).then(|| payload.clone())
     }
 
-    fn put(&mut self, offset: u64, payload: Payload, len: usize, max_bytes: usize) {
-        if self.items.is_empty() {
-            self.first = offset;
+    fn put(&mut self, json: Bytes, payload: Payload, max_bytes: usize) {
+        let k = key(&json);
+        if json.is_empty() || self.held.contains_key(&k) {
+            return;
         }
-        let Some(i) = offset.checked_sub(self.first) else {
-            return; // older than the window: not worth holding
-        };
-        // A record far ahead of the window (a reader that skipped) starts it afresh.
-        let i = match usize::try_from(i) {
-            Ok(i) if i <= MAX_SLOTS => i,
-            _ => {
-                self.clear(offset);
-                0
-            }
-        };
-        while self.items.len() <= i {
-            self.items.push_back(None);
-        }
-        if let Some((_, old)) = self.items[i].replace((payload, len)) {
-            self.bytes -= old;
-        }
-        self.bytes += len;
-        while self.bytes > max_bytes || self.items.len() > MAX_SLOTS {
-            match self.items.pop_front() {
-                Some(slot) => {
-                    if let Some((_, l)) = slot {
-                        self.bytes -= l;
-                    }
-                    self.first += 1;
-                }
-                None => break,
+        self.bytes += json.len();
+        self.held.insert(k, (json, payload));
+        self.order.push_back(k);
+        while self.bytes > max_bytes {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((b, _)) = self.held.remove(&old) {
+                self.bytes -= b.len();
             }
         }
-    }
-
-    fn clear(&mut self, first: u64) {
-        self.items.clear();
-        self.bytes = 0;
-        self.first = first;
     }
 }
 
@@ -103,22 +91,30 @@ impl Decoded {
             window: Mutex::default(),
             max_bytes,
             parsed: AtomicU64::new(0),
+            parsed_total: None,
         }
     }
 
-    /// The records of one append, `first_offset` onwards, as the pipeline built them, each
-    /// with the length of its spooled JSON.
-    pub fn seed(&self, first_offset: u64, records: impl IntoIterator<Item = (Payload, usize)>) {
+    /// Also counts the records parsed in `counter`.
+    pub fn counting(mut self, counter: prometheus::IntCounter) -> Decoded {
+        self.parsed_total = Some(counter);
+        self
+    }
+
+    /// The records of one delivery as the pipeline built them, each with the `Bytes` it
+    /// hands to the spool. Called before the append: a record whose append then fails is
+    /// never read and leaves the window in turn.
+    pub fn seed(&self, records: impl IntoIterator<Item = (Bytes, Payload)>) {
         let mut w = self.window.lock();
-        for (i, (payload, len)) in records.into_iter().enumerate() {
-            w.put(first_offset + i as u64, payload, len, self.max_bytes);
+        for (json, payload) in records {
+            w.put(json, payload, self.max_bytes);
         }
     }
 
     /// The sink message of a spooled record: decoded from the window when held, parsed
     /// (and then held) otherwise. An unparseable record becomes a dead letter.
     pub fn message(&self, record: StoredRecord) -> Message {
-        if let Some(payload) = self.window.lock().get(record.offset) {
+        if let Some(payload) = self.window.lock().get(&record.payload) {
             return Message {
                 offset: record.offset,
                 accepted_at_ms: record.accepted_at_ms,
@@ -127,12 +123,15 @@ impl Decoded {
             };
         }
         self.parsed.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = &self.parsed_total {
+            c.inc();
+        }
+        let json = record.payload.clone();
         let (message, parsed) = decode(record);
         if parsed {
-            let len = message.json.len();
             self.window
                 .lock()
-                .put(message.offset, message.payload.clone(), len, self.max_bytes);
+                .put(json, message.payload.clone(), self.max_bytes);
         }
         message
     }
@@ -204,49 +203,62 @@ pub fn accepted_at(ms: u64) -> chrono::DateTime<Utc> {
 mod tests {
     use super::*;
 
-    fn record(offset: u64, json: &str) -> StoredRecord {
+    fn record(offset: u64, json: &Bytes) -> StoredRecord {
         StoredRecord {
             offset,
-            kind: RecordKind::Envelope,
+            kind: RecordKind::DeadLetter,
             accepted_at_ms: 1,
-            payload: Bytes::from(json.to_owned()),
+            payload: json.clone(),
         }
     }
 
+    fn dead_letter(n: usize) -> (Bytes, Payload) {
+        let ctx = Context {
+            ingress: IngressKind::Webhook,
+            source: "/t".into(),
+            received_at: accepted_at(1),
+            formats: relay_envelope::Formats::ALL,
+        };
+        let dl = DeadLetter::new(format!("body {n}").as_bytes(), "test", &ctx);
+        (Bytes::from(dl.to_json()), Payload::DeadLetter(Arc::new(dl)))
+    }
+
     #[test]
-    fn parses_once_and_bounds_the_window() {
-        let d = Decoded::new(1000);
-        let bad = "not json at all";
-        // Unparseable: a dead letter, every time (not held: its JSON is the dead letter's).
-        assert!(d.message(record(0, bad)).is_dead_letter());
-        let dl = match d.message(record(0, bad)).payload {
-            Payload::DeadLetter(dl) => dl,
-            Payload::Event(_) => panic!("expected a dead letter"),
-        };
-        d.seed(
-            1,
-            [
-                (Payload::DeadLetter(dl.clone()), 400),
-                (Payload::DeadLetter(dl), 400),
-            ],
+    fn found_by_allocation_parsed_once_and_bounded() {
+        let (a, pa) = dead_letter(1);
+        let (b, pb) = dead_letter(2);
+        assert_eq!(a.len(), b.len());
+        let d = Decoded::new(3 * a.len());
+        d.seed([(a.clone(), pa), (b.clone(), pb)]);
+        // Held: not parsed, whatever the offset.
+        assert!(d.message(record(7, &a)).is_dead_letter());
+        assert!(d.message(record(8, &b)).is_dead_letter());
+        assert_eq!(d.parsed(), 0);
+        // Equal bytes in another allocation are not taken for them: parsed.
+        let copy = Bytes::from(a.to_vec());
+        assert_eq!(
+            d.message(record(7, &copy)).id(),
+            d.message(record(7, &a)).id()
         );
-        let before = d.parsed();
-        // Held: not parsed again (the seeded payload is returned even for other bytes).
-        assert!(d.message(record(1, bad)).is_dead_letter());
-        assert!(d.message(record(2, bad)).is_dead_letter());
-        assert_eq!(d.parsed(), before);
-        // 400 more bytes push offset 1 out (1200 > 1000).
-        let m = d.message(record(0, bad));
+        assert_eq!(d.parsed(), 1);
+        // A third record pushes the oldest out (the window holds two).
+        let (c, pc) = dead_letter(3);
+        d.seed([(c.clone(), pc)]);
+        d.message(record(9, &c));
+        assert_eq!(d.parsed(), 1, "c is held");
+        d.message(record(7, &a));
+        assert_eq!(d.parsed(), 2, "a left the window");
+        // Not JSON: a dead letter of the record, never held.
+        let junk = Bytes::from_static(b"not json at all");
+        let m = d.message(StoredRecord {
+            kind: RecordKind::Envelope,
+            ..record(10, &junk)
+        });
         assert!(m.is_dead_letter());
-        let dl = match m.payload {
-            Payload::DeadLetter(dl) => dl,
-            Payload::Event(_) => unreachable!(),
-        };
-        d.seed(3, [(Payload::DeadLetter(dl), 400)]);
-        let before = d.parsed();
-        d.message(record(1, bad));
-        assert_eq!(d.parsed(), before + 1, "offset 1 left the window");
-        d.message(record(3, bad));
-        assert_eq!(d.parsed(), before + 1, "offset 3 is held");
+        d.message(StoredRecord {
+            kind: RecordKind::Envelope,
+            ..record(10, &junk)
+        });
+        assert_eq!(d.parsed(), 4);
     }
 }

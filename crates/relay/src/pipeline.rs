@@ -130,7 +130,8 @@ impl RelayPipeline {
         self
     }
 
-    /// Hands each spooled record, as built, to `decoded`: the dispatchers need not parse it.
+    /// Hands each record it spools, as built, to `decoded`: the dispatchers need not parse
+    /// it.
     pub fn with_decoded(mut self, decoded: Arc<Decoded>) -> Self {
         self.decoded = Some(decoded);
         self
@@ -150,7 +151,7 @@ impl Pipeline for RelayPipeline {
         let mut report = AcceptReport::default();
         let mut records = Vec::new();
         // The records as built, for `decoded` (when set).
-        let mut built: Vec<(Payload, usize)> = Vec::new();
+        let mut built: Vec<(Bytes, Payload)> = Vec::new();
         let mut ids: Vec<String> = Vec::new();
         // The input format of each id (dedup remembers it, to tell cross-format duplicates).
         let mut formats: Vec<Option<XFormat>> = Vec::new();
@@ -244,7 +245,7 @@ impl Pipeline for RelayPipeline {
                     formats.push(env.xformat);
                     if self.decoded.is_some() {
                         ids.push(env.id.clone());
-                        built.push((Payload::Event(Arc::new(env)), json.len()));
+                        built.push((json.clone(), Payload::Event(Arc::new(env))));
                     } else {
                         ids.push(env.id);
                     }
@@ -281,7 +282,7 @@ impl Pipeline for RelayPipeline {
                     formats.push(None);
                     if self.decoded.is_some() {
                         ids.push(dl.id.clone());
-                        built.push((Payload::DeadLetter(Arc::new(dl)), json.len()));
+                        built.push((json.clone(), Payload::DeadLetter(Arc::new(dl))));
                     } else {
                         ids.push(dl.id);
                     }
@@ -297,12 +298,14 @@ impl Pipeline for RelayPipeline {
             after_accept.into_iter().for_each(|f| f());
             return Ok(report);
         }
+        // Before the append: the spool may wake a dispatcher for these records before it
+        // answers here.
+        if let Some(decoded) = &self.decoded {
+            decoded.seed(built);
+        }
         match self.spool.append(records).await {
-            Ok(receipt) => {
+            Ok(_) => {
                 self.health.ok();
-                if let Some(decoded) = &self.decoded {
-                    decoded.seed(receipt.first_offset, built);
-                }
                 if let Some(c) = claim {
                     c.commit(
                         ids.iter().map(String::as_str).zip(formats.iter().copied()),

@@ -179,7 +179,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
 
     let health = Arc::new(SpoolHealth::default());
     // Records decoded once: seeded by the pipeline, shared by every dispatcher.
-    let decoded = Arc::new(crate::decoded::Decoded::default());
+    let parsed_total = prometheus::IntCounter::new(
+        "activity_relay_records_parsed_total",
+        "Spooled records a dispatcher had to parse because the pipeline had not handed them over decoded (after a restart, or far behind)",
+    )?;
+    registry.register(Box::new(parsed_total.clone()))?;
+    let decoded = Arc::new(crate::decoded::Decoded::default().counting(parsed_total));
     let pipeline: Arc<dyn Pipeline> = Arc::new(
         RelayPipeline::new(
             spool.clone(),
