@@ -198,6 +198,18 @@ async fn bench(args: &Args, bin: &std::path::Path, setup: &Setup) -> Result<Repo
             break;
         }
     }
+    // How much of the data path's work the relay did twice (0 if it handed every record to
+    // its dispatcher decoded).
+    if let Ok(r) = reqwest::get(format!("http://{}/metrics", relay.admin)).await {
+        if let Ok(text) = r.text().await {
+            for line in text.lines().filter(|l| {
+                l.starts_with("activity_relay_records_parsed_total")
+                    || l.starts_with("activity_relay_published_total")
+            }) {
+                println!("relay metric: {line}");
+            }
+        }
+    }
     relay.stop();
     drop(consumer);
     // Steps stop at the first one that did not keep up: the last one that did is sustained.

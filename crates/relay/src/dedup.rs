@@ -18,7 +18,9 @@
 //! fsynced per write: losing its tail in a crash only means an id is forgotten early (a
 //! possible duplicate downstream, never a loss), and the spool covers recent records. The
 //! journal is written (and compacted, with an fsync) by its own thread, as the spool's
-//! writer does, never on the async runtime's threads.
+//! writer does, never on the async runtime's threads: every 20 ms, what was marked
+//! meanwhile in one write (a crash loses at most that much of it, which the spool rebuild
+//! covers).
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -97,6 +99,9 @@ impl Window {
         (buf, n)
     }
 }
+
+/// How often the journal's thread writes what was marked meanwhile.
+const JOURNAL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// How long after a failed journal write the journal is tried again.
 const JOURNAL_RETRY: Duration = Duration::from_secs(30);
@@ -399,21 +404,50 @@ impl Journal {
         let thread = std::thread::Builder::new()
             .name("dedup-journal".into())
             .spawn(move || {
-                for op in rx {
-                    match op {
-                        Op::Append(buf) => file.append(&buf, &window),
-                        Op::Flush(done) => {
-                            let _ = done.send(());
+                // Wakes every JOURNAL_INTERVAL and writes what came meanwhile in one go, so
+                // that marking ids never costs the async threads a wake-up of this one.
+                let mut buf = Vec::new();
+                loop {
+                    std::thread::sleep(JOURNAL_INTERVAL);
+                    let mut done = false;
+                    let mut answers = Vec::new();
+                    loop {
+                        match rx.try_recv() {
+                            Ok(Op::Append(b)) => buf.extend_from_slice(&b),
+                            Ok(Op::Flush(answer)) => answers.push(answer),
+                            #[cfg(test)]
+                            Ok(Op::Fail) => {
+                                if !buf.is_empty() {
+                                    file.append(&buf, &window);
+                                    buf.clear();
+                                }
+                                file.file = None;
+                                file.failed_at = Some(Instant::now() - JOURNAL_RETRY);
+                            }
+                            #[cfg(test)]
+                            Ok(Op::IsFailed(answer)) => {
+                                if !buf.is_empty() {
+                                    file.append(&buf, &window);
+                                    buf.clear();
+                                }
+                                let _ = answer.send(file.failed_at.is_some());
+                            }
+                            Err(mpsc::TryRecvError::Empty) => break,
+                            Err(mpsc::TryRecvError::Disconnected) => {
+                                done = true;
+                                break;
+                            }
                         }
-                        #[cfg(test)]
-                        Op::Fail => {
-                            file.file = None;
-                            file.failed_at = Some(Instant::now() - JOURNAL_RETRY);
-                        }
-                        #[cfg(test)]
-                        Op::IsFailed(answer) => {
-                            let _ = answer.send(file.failed_at.is_some());
-                        }
+                    }
+                    if !buf.is_empty() {
+                        file.append(&buf, &window);
+                        buf.clear();
+                    }
+                    for answer in answers {
+                        let _ = answer.send(());
+                    }
+                    if done {
+                        return;
                     }
                 }
             })
