@@ -157,10 +157,7 @@ mod tests {
 
     #[test]
     fn redacts_url_credentials_and_validates() {
-        assert_eq!(
-            redact_url("nats://u:pw@a:4222, nats://tok@b:4222,nats://c:4222"),
-            "nats://u:<redacted>@a:4222, nats://<redacted>@b:4222,nats://c:4222"
-        );
+        // `redact_url` itself is tested in relay-sink; here, that the config uses it.
         let cfg = toml_like(r#"{"url":"nats://u:pw@a:4222"}"#);
         assert!(!format!("{cfg:?}").contains("pw"));
         assert!(cfg.validate("n").is_ok());

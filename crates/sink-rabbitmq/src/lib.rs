@@ -80,15 +80,9 @@ mod tests {
     use super::*;
     use crate::encode::short;
 
+    /// `redact_url` itself is tested in relay-sink; here, that the config's `Debug` uses it.
     #[test]
     fn redacts_passwords() {
-        assert_eq!(
-            redact_url("amqp://guest:s3cr3t@host:5672/%2f"),
-            "amqp://guest:<redacted>@host:5672/%2f"
-        );
-        assert_eq!(redact_url("amqps://u:p@ss@h/v"), "amqps://u:<redacted>@h/v");
-        assert_eq!(redact_url("amqp://host/%2f"), "amqp://host/%2f");
-        assert_eq!(redact_url("amqp://user@host"), "amqp://<redacted>@host");
         let cfg: RabbitMqSinkConfig =
             serde_json::from_str(r#"{"url":"amqp://guest:s3cr3t@h:5672/%2f"}"#).unwrap();
         let debug = format!("{cfg:?}");

@@ -85,6 +85,45 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in the order of the documentation.
+    pub const ALL: [Reason; 35] = [
+        Reason::Disconnected,
+        Reason::NotConnected,
+        Reason::ConnectFailed,
+        Reason::ChannelFailed,
+        Reason::ChannelClosed,
+        Reason::ConnectionClosed,
+        Reason::BrokerDown,
+        Reason::Unauthorized,
+        Reason::ProducerFatal,
+        Reason::ProducerClosed,
+        Reason::Timeout,
+        Reason::Nack,
+        Reason::Unconfirmed,
+        Reason::QueueFull,
+        Reason::NotEnoughReplicas,
+        Reason::LeaderUnavailable,
+        Reason::BrokerStorage,
+        Reason::BrokerError,
+        Reason::NoStream,
+        Reason::UnknownTopic,
+        Reason::UnknownPartition,
+        Reason::UnknownTypeTopic,
+        Reason::Unroutable,
+        Reason::CreateTopicFailed,
+        Reason::InvalidDestination,
+        Reason::TooLarge,
+        Reason::InvalidRecord,
+        Reason::FlushFailed,
+        Reason::DiskFull,
+        Reason::PermissionDenied,
+        Reason::NotFound,
+        Reason::Io,
+        Reason::NoResult,
+        Reason::Refused,
+        Reason::MaxAttempts,
+    ];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         use Reason::*;
@@ -204,43 +243,7 @@ mod tests {
     #[test]
     fn labels_are_distinct_snake_case() {
         use Reason::*;
-        let all = [
-            Disconnected,
-            NotConnected,
-            ConnectFailed,
-            ChannelFailed,
-            ChannelClosed,
-            ConnectionClosed,
-            BrokerDown,
-            Unauthorized,
-            ProducerFatal,
-            ProducerClosed,
-            Timeout,
-            Nack,
-            Unconfirmed,
-            QueueFull,
-            NotEnoughReplicas,
-            LeaderUnavailable,
-            BrokerStorage,
-            BrokerError,
-            NoStream,
-            UnknownTopic,
-            UnknownPartition,
-            UnknownTypeTopic,
-            Unroutable,
-            CreateTopicFailed,
-            InvalidDestination,
-            TooLarge,
-            InvalidRecord,
-            FlushFailed,
-            DiskFull,
-            PermissionDenied,
-            NotFound,
-            Io,
-            NoResult,
-            Refused,
-            MaxAttempts,
-        ];
+        let all = Reason::ALL;
         let labels: std::collections::HashSet<&str> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(labels.len(), all.len());
         for l in labels {
