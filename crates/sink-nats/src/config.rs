@@ -65,13 +65,15 @@ impl NatsSinkConfig {
     /// Checks the configuration without connecting: templates, subjects, URLs, auth and
     /// TLS combinations (what [`NatsSink::connect`] checks before it connects).
     pub fn validate(&self, name: &str) -> Result<(), NatsSinkError> {
-        self.prepare(name).map(|_| ())
+        self.routing(name).map(|_| ())
     }
 
-    pub(crate) fn prepare(
+    /// The checked configuration's [`Routing`] (templates parsed) and server addresses:
+    /// `validate()` and [`NatsSink::connect`] both go through here.
+    pub(crate) fn routing(
         &self,
         name: &str,
-    ) -> Result<(Template, Vec<async_nats::ServerAddr>), NatsSinkError> {
+    ) -> Result<(Routing, Vec<async_nats::ServerAddr>), NatsSinkError> {
         let config_err = |detail: String| NatsSinkError::Config {
             sink: name.to_owned(),
             detail,
@@ -126,7 +128,12 @@ impl NatsSinkConfig {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(config_err("tls: cert and key go together".into()));
         }
-        Ok((subject, servers))
+        let routing = Routing {
+            subject,
+            deadletter_subject: self.deadletter_subject.clone(),
+            wire_mode: self.wire_mode,
+        };
+        Ok((routing, servers))
     }
 }
 

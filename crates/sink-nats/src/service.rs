@@ -30,7 +30,7 @@ impl NatsSink {
     /// and, when `cfg.stream` is set, creates or updates the stream. After this the client
     /// reconnects by itself, forever, with backoff (at most 4 s between attempts).
     pub async fn connect(name: &str, cfg: &NatsSinkConfig) -> Result<NatsSink, NatsSinkError> {
-        let (subject, servers) = cfg.prepare(name)?;
+        let (routing, servers) = cfg.routing(name)?;
         let options = connect_options(name, cfg).await?;
         // async-nats bounds the TCP connect by `connection_timeout`, not the handshake that
         // follows: a server that accepts and stays silent would hang here without this.
@@ -73,16 +73,12 @@ impl NatsSink {
                 })?;
             tracing::info!(sink = name, stream = %setup.name, "JetStream stream ready");
         }
-        tracing::info!(sink = name, subject = %subject, "nats sink connected");
+        tracing::info!(sink = name, subject = %routing.subject, "nats sink connected");
         Ok(NatsSink {
             name: name.to_owned(),
             client,
             js,
-            routing: Routing {
-                subject,
-                deadletter_subject: cfg.deadletter_subject.clone(),
-                wire_mode: cfg.wire_mode,
-            },
+            routing,
             max_in_flight: cfg.max_in_flight,
             ack_timeout: cfg.ack_timeout,
         })

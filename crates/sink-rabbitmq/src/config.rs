@@ -86,10 +86,12 @@ impl RabbitMqSinkConfig {
     /// Checks the configuration without connecting (what [`RabbitMqSink::connect`] checks
     /// before it connects).
     pub fn validate(&self, name: &str) -> Result<(), RabbitMqSinkError> {
-        self.prepare(name).map(|_| ())
+        self.routing(name).map(|_| ())
     }
 
-    pub(crate) fn prepare(&self, name: &str) -> Result<Template, RabbitMqSinkError> {
+    /// The checked configuration's [`Routing`] (templates parsed): `validate()` and
+    /// [`RabbitMqSink::connect`] both go through here.
+    pub(crate) fn routing(&self, name: &str) -> Result<Routing, RabbitMqSinkError> {
         let config_err = |detail: String| RabbitMqSinkError::Config {
             sink: name.to_owned(),
             detail,
@@ -130,7 +132,15 @@ impl RabbitMqSinkConfig {
                 redact_url(&self.url)
             )));
         }
-        Ok(routing_key)
+        Ok(Routing {
+            routing_key,
+            deadletter_routing_key: self.deadletter_routing_key.clone(),
+            wire_mode: self.wire_mode,
+            header_style: match self.header_style {
+                AmqpHeaders::Ce => HeaderStyle::Amqp,
+                AmqpHeaders::Amqp1 => HeaderStyle::Amqp1,
+            },
+        })
     }
 }
 

@@ -50,21 +50,13 @@ impl RabbitMqSink {
         name: &str,
         cfg: &RabbitMqSinkConfig,
     ) -> Result<RabbitMqSink, RabbitMqSinkError> {
-        let routing_key = cfg.prepare(name)?;
+        let routing = cfg.routing(name)?;
         let sink = RabbitMqSink {
             name: name.to_owned(),
             url: cfg.url.clone(),
             exchange: cfg.exchange.clone(),
             declare_exchange: cfg.declare_exchange,
-            routing: Routing {
-                routing_key,
-                deadletter_routing_key: cfg.deadletter_routing_key.clone(),
-                wire_mode: cfg.wire_mode,
-                header_style: match cfg.header_style {
-                    AmqpHeaders::Ce => HeaderStyle::Amqp,
-                    AmqpHeaders::Amqp1 => HeaderStyle::Amqp1,
-                },
-            },
+            routing,
             mandatory: cfg.mandatory,
             confirm_timeout: cfg.confirm_timeout,
             connect_timeout: cfg.connect_timeout,
