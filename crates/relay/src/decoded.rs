@@ -181,13 +181,10 @@ fn decode(record: StoredRecord) -> (Message, bool) {
                 format!("spooled record {} cannot be parsed: {e}", record.offset),
                 &ctx,
             );
-            let message = Message {
-                offset: record.offset,
-                accepted_at_ms: record.accepted_at_ms,
-                json: Bytes::from(dl.to_json()),
-                payload: Payload::DeadLetter(Arc::new(dl)),
-            };
-            (message, false)
+            (
+                Message::dead_letter(record.offset, record.accepted_at_ms, dl),
+                false,
+            )
         }
     }
 }

@@ -314,12 +314,7 @@ impl Dispatcher {
             format!("sink {name} rejected record {}: {err}", msg.id()),
             &ctx,
         );
-        let dl_msg = Message {
-            offset: msg.offset,
-            accepted_at_ms: msg.accepted_at_ms,
-            json: Bytes::from(dl.to_json()),
-            payload: Payload::DeadLetter(Arc::new(dl)),
-        };
+        let dl_msg = Message::dead_letter(msg.offset, msg.accepted_at_ms, dl);
         let mut backoff = self.cfg.initial_backoff;
         let mut to_file = msg.is_dead_letter();
         loop {

@@ -16,7 +16,6 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use relay_sink::{Message, Payload, Sink};
@@ -30,13 +29,7 @@ fn messages(n: usize) -> Vec<Message> {
             let mut e = base[i % base.len()].clone();
             e.subject = format!("{}", 1_000_000 + i % 1000);
             e.id = format!("{}:{}:{i}", e.subject, e.event_type);
-            let json = Bytes::from(e.to_json());
-            Message {
-                offset: i as u64,
-                accepted_at_ms: 0,
-                payload: Payload::Event(std::sync::Arc::new(e)),
-                json,
-            }
+            Message::event(i as u64, 0, e)
         })
         .collect()
 }

@@ -53,6 +53,26 @@ pub struct Message {
 }
 
 impl Message {
+    /// The message of an envelope, with its JSON as the spool holds it.
+    pub fn event(offset: u64, accepted_at_ms: u64, env: Envelope) -> Message {
+        Message {
+            offset,
+            accepted_at_ms,
+            json: Bytes::from(env.to_json()),
+            payload: Payload::Event(Arc::new(env)),
+        }
+    }
+
+    /// The message of a dead letter, with its JSON as the spool holds it.
+    pub fn dead_letter(offset: u64, accepted_at_ms: u64, dl: DeadLetter) -> Message {
+        Message {
+            offset,
+            accepted_at_ms,
+            json: Bytes::from(dl.to_json()),
+            payload: Payload::DeadLetter(Arc::new(dl)),
+        }
+    }
+
     /// The record's id: the envelope `id` (the deduplication key) or the dead letter's
     /// `deadletter:<sha256>` id. Sinks set the broker's duplicate-detection id from it.
     pub fn id(&self) -> &str {

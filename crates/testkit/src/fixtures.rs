@@ -112,13 +112,7 @@ fn synthetic(file: &str, types: &[String], body: &[u8], ctx: &Context) -> Vec<En
 
 /// An envelope as a sink [`Message`] (its JSON as the spool would hold it).
 pub fn message(offset: u64, env: Envelope) -> Message {
-    let json = Bytes::from(env.to_json());
-    Message {
-        offset,
-        accepted_at_ms: 1_747_663_306_000 + offset,
-        payload: Payload::Event(std::sync::Arc::new(env)),
-        json,
-    }
+    Message::event(offset, 1_747_663_306_000 + offset, env)
 }
 
 /// [`envelopes`] as messages, offsets from 0.
@@ -133,13 +127,7 @@ pub fn messages() -> Vec<Message> {
 /// A dead-letter record for `raw`.
 pub fn dead_letter(offset: u64, raw: &[u8], reason: &str) -> Message {
     let dl = DeadLetter::new(raw, reason, &context("aaa/x"));
-    let json = Bytes::from(dl.to_json());
-    Message {
-        offset,
-        accepted_at_ms: 1_747_663_306_000 + offset,
-        payload: Payload::DeadLetter(std::sync::Arc::new(dl)),
-        json,
-    }
+    Message::dead_letter(offset, 1_747_663_306_000 + offset, dl)
 }
 
 /// `n` distinct messages for benchmarks: the fixture envelopes repeated with ids made
