@@ -105,10 +105,6 @@ impl Drop for KafkaSink {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// What the metadata says about one topic.
 enum TopicState {
     Exists,
@@ -180,7 +176,7 @@ impl KafkaSink {
                     source: Box::new(source),
                 })?;
         {
-            let mut known = lock(&inner.known_topics);
+            let mut known = inner.known_topics.lock();
             for t in md.topics() {
                 if t.error().is_none() && !t.partitions().is_empty() {
                     known.insert(t.name().to_owned());
@@ -192,7 +188,7 @@ impl KafkaSink {
             fixed.push(inner.routing.topic.as_str().to_owned());
         }
         for topic in fixed {
-            if lock(&inner.known_topics).contains(&topic) {
+            if inner.known_topics.lock().contains(&topic) {
                 continue;
             }
             if let Err(e) = inner.ensure_topic(&topic, true).await {
@@ -262,10 +258,7 @@ enum EnsureError {
 
 impl Inner {
     fn producer(&self) -> Producer_ {
-        self.producer
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.producer.read().clone()
     }
 
     /// A metadata request off the async runtime (librdkafka's call blocks).
@@ -303,7 +296,7 @@ impl Inner {
         };
         match topic_state(&md, topic) {
             TopicState::Exists => {
-                lock(&self.known_topics).insert(topic.to_owned());
+                self.known_topics.lock().insert(topic.to_owned());
                 return Ok(());
             }
             TopicState::Unsettled(why) => {
@@ -370,7 +363,7 @@ impl Inner {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        lock(&self.known_topics).insert(topic.to_owned());
+        self.known_topics.lock().insert(topic.to_owned());
         Ok(())
     }
 
@@ -382,7 +375,7 @@ impl Inner {
         };
         tracing::error!(sink = %self.name, error = %code, reason, "kafka: producer hit a fatal error; replacing it");
         match create_producer(&self.name, &self.client_config, &self.health) {
-            Ok(p) => *self.producer.write().unwrap_or_else(|p| p.into_inner()) = p,
+            Ok(p) => *self.producer.write() = p,
             Err(e) => {
                 tracing::error!(sink = %self.name, error = %e, "kafka: cannot create a new producer")
             }
@@ -404,7 +397,7 @@ impl Sink for KafkaSink {
         // Topics not seen yet: check (and create) them, once per topic.
         let mut topic_errors: HashMap<String, PublishError> = HashMap::new();
         let unknown: Vec<String> = {
-            let known = lock(&inner.known_topics);
+            let known = inner.known_topics.lock();
             let mut seen = HashSet::new();
             topics
                 .iter()
@@ -508,7 +501,7 @@ impl Sink for KafkaSink {
                 // refreshes librdkafka's cached topic state too, which otherwise keeps
                 // failing records until its periodic refresh.
                 if matches!(e.reason(), Reason::UnknownTopic | Reason::Unauthorized) {
-                    lock(&inner.known_topics).remove(topic);
+                    inner.known_topics.lock().remove(topic);
                 }
             }
         }

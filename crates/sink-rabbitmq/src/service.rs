@@ -17,7 +17,7 @@ pub struct RabbitMqSink {
     max_in_flight: usize,
     state: tokio::sync::Mutex<ConnState>,
     /// The current connection's status, for `ready()` without waiting on `state`.
-    current: std::sync::Mutex<Option<ConnectionStatus>>,
+    current: parking_lot::Mutex<Option<ConnectionStatus>>,
 }
 
 impl fmt::Debug for RabbitMqSink {
@@ -66,7 +66,7 @@ impl RabbitMqSink {
                 channel: None,
                 gate: ReconnectGate::new(cfg.reconnect_backoff, cfg.reconnect_backoff_max),
             }),
-            current: std::sync::Mutex::new(None),
+            current: parking_lot::Mutex::new(None),
         };
         {
             let mut state = sink.state.lock().await;
@@ -88,10 +88,7 @@ impl RabbitMqSink {
     }
 
     fn set_current(&self, conn: Option<ConnectionStatus>) {
-        let mut cur = self
-            .current
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut cur = self.current.lock();
         *cur = conn;
     }
 
@@ -307,10 +304,7 @@ impl Sink for RabbitMqSink {
     }
 
     async fn ready(&self) -> bool {
-        let cur = self
-            .current
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cur = self.current.lock();
         cur.as_ref().is_some_and(|c| c.connected())
     }
 

@@ -15,7 +15,9 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use bytes::Bytes;
 
@@ -206,17 +208,11 @@ impl FileSink {
 
     /// The file currently written to (`None` for stdout).
     pub fn current_path(&self) -> Option<PathBuf> {
-        match &*lock(&self.inner) {
+        match &*self.inner.lock() {
             Writer::Stdout => None,
             Writer::Dir(w) => w.current.as_ref().map(|c| c.path.clone()),
         }
     }
-}
-
-fn lock(m: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
-    // A panic while holding the lock cannot leave a half-written line unnoticed: every
-    // write path truncates back or rotates on error. Keep going with the inner value.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Replaces every character outside `[A-Za-z0-9._-]` by `_`.
@@ -447,7 +443,7 @@ impl Sink for FileSink {
         }
         let lines: Vec<Bytes> = batch.iter().map(|m| m.json.clone()).collect();
         let inner = Arc::clone(&self.inner);
-        let outcome = tokio::task::spawn_blocking(move || match &mut *lock(&inner) {
+        let outcome = tokio::task::spawn_blocking(move || match &mut *inner.lock() {
             Writer::Stdout => write_stdout(&lines),
             Writer::Dir(w) => w.write_batch(&lines),
         })
@@ -478,7 +474,7 @@ impl Sink for FileSink {
 
     async fn close(&self) -> Result<(), PublishError> {
         let inner = Arc::clone(&self.inner);
-        let r = tokio::task::spawn_blocking(move || match &mut *lock(&inner) {
+        let r = tokio::task::spawn_blocking(move || match &mut *inner.lock() {
             Writer::Stdout => std::io::stdout().flush(),
             Writer::Dir(w) => w.sync(),
         })
