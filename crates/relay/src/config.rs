@@ -98,6 +98,25 @@ impl Default for SpoolSection {
     }
 }
 
+impl SpoolSection {
+    /// The size segments really get: `segment_bytes`, lowered to `max_bytes` if that is
+    /// smaller.
+    pub fn effective_segment_bytes(&self) -> u64 {
+        self.segment_bytes.min(self.max_bytes)
+    }
+
+    /// The spool's own configuration, with a cursor for each of `sinks`.
+    pub fn spool_config(&self, sinks: Vec<String>) -> relay_spool::SpoolConfig {
+        relay_spool::SpoolConfig {
+            dir: self.dir.clone(),
+            max_bytes: self.max_bytes,
+            segment_bytes: self.effective_segment_bytes(),
+            sinks,
+            min_free_bytes: self.min_free_bytes,
+        }
+    }
+}
+
 /// Room for a record's framing and envelope attributes (see the `segment_bytes` check).
 const RECORD_SLACK: u64 = 16 << 10;
 
@@ -361,7 +380,7 @@ impl Config {
             .max()
             .unwrap_or(0);
         let needed = largest_input.saturating_mul(4) / 3 + RECORD_SLACK;
-        let segment = spool.segment_bytes.min(spool.max_bytes);
+        let segment = spool.effective_segment_bytes();
         if largest_input > 0 && segment < needed {
             return Err(invalid(
                 "[spool]",

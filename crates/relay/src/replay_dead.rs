@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use relay_envelope::{DeadLetter, Envelope};
-use relay_spool::{NewRecord, RecordKind, Spool, SpoolConfig};
+use relay_spool::{NewRecord, RecordKind, Spool};
 
 use crate::config::Config;
 
@@ -62,13 +62,10 @@ pub async fn replay(cfg: &Config, files: &[PathBuf]) -> Result<Replayed, String>
     if records.is_empty() {
         return Ok(out);
     }
-    let spool = Spool::open(SpoolConfig {
-        dir: cfg.spool.dir.clone(),
-        max_bytes: cfg.spool.max_bytes,
-        segment_bytes: cfg.spool.segment_bytes.min(cfg.spool.max_bytes),
-        sinks: cfg.sinks.iter().map(|s| s.name.clone()).collect(),
-        min_free_bytes: cfg.spool.min_free_bytes,
-    })
+    let spool = Spool::open(
+        cfg.spool
+            .spool_config(cfg.sinks.iter().map(|x| x.name.clone()).collect()),
+    )
     .await
     .map_err(|e| format!("{e} (stop the relay before replaying)"))?;
     out.appended = records.len();

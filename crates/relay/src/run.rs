@@ -8,7 +8,7 @@ use prometheus::Registry;
 use relay_ingress::webhook::WebhookServer;
 use relay_ingress::Pipeline;
 use relay_sink::Sink;
-use relay_spool::{Spool, SpoolConfig};
+use relay_spool::Spool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +50,7 @@ pub fn check(cfg: &Config) -> Result<String, RunError> {
             cfg.spool.dir.display()
         )));
     }
-    if cfg.spool.segment_bytes.min(cfg.spool.max_bytes) < 4096 {
+    if cfg.spool.effective_segment_bytes() < 4096 {
         return Err(RunError::Other(
             "[spool] max_bytes and segment_bytes must be at least 4096".to_string(),
         ));
@@ -59,7 +59,7 @@ pub fn check(cfg: &Config) -> Result<String, RunError> {
         "spool: {} (max {} bytes, segments of {} bytes)",
         cfg.spool.dir.display(),
         cfg.spool.max_bytes,
-        cfg.spool.segment_bytes.min(cfg.spool.max_bytes)
+        cfg.spool.effective_segment_bytes()
     ));
     lines.push(format!(
         "dedup: window {}, at most {} ids",
@@ -118,13 +118,10 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         sink_list.push(sinks::start(s.clone()));
     }
 
-    let spool = Spool::open(SpoolConfig {
-        dir: cfg.spool.dir.clone(),
-        max_bytes: cfg.spool.max_bytes,
-        segment_bytes: cfg.spool.segment_bytes.min(cfg.spool.max_bytes),
-        sinks: cfg.sinks.iter().map(|s| s.name.clone()).collect(),
-        min_free_bytes: cfg.spool.min_free_bytes,
-    })
+    let spool = Spool::open(
+        cfg.spool
+            .spool_config(cfg.sinks.iter().map(|x| x.name.clone()).collect()),
+    )
     .await?;
 
     let dedup = {
