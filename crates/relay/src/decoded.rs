@@ -12,7 +12,6 @@
 //! while it is held.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -39,10 +38,9 @@ fn key(json: &Bytes) -> Key {
 pub struct Decoded {
     window: Mutex<Window>,
     max_bytes: usize,
-    /// Records parsed from their JSON (not found in the window).
-    parsed: AtomicU64,
-    /// The same, as `activity_relay_records_parsed_total`.
-    parsed_total: Option<prometheus::IntCounter>,
+    /// Records parsed from their JSON (not found in the window); registered as
+    /// `activity_relay_records_parsed_total` by the relay ([`Decoded::counting`]).
+    parsed: prometheus::IntCounter,
 }
 
 #[derive(Default)]
@@ -90,14 +88,14 @@ impl Decoded {
         Decoded {
             window: Mutex::default(),
             max_bytes,
-            parsed: AtomicU64::new(0),
-            parsed_total: None,
+            parsed: prometheus::IntCounter::new("records_parsed", "records parsed")
+                .unwrap_or_else(|_| unreachable!("a valid metric name")),
         }
     }
 
-    /// Also counts the records parsed in `counter`.
+    /// Counts the records parsed in `counter` (a registered metric).
     pub fn counting(mut self, counter: prometheus::IntCounter) -> Decoded {
-        self.parsed_total = Some(counter);
+        self.parsed = counter;
         self
     }
 
@@ -122,10 +120,7 @@ impl Decoded {
                 json: record.payload,
             };
         }
-        self.parsed.fetch_add(1, Ordering::Relaxed);
-        if let Some(c) = &self.parsed_total {
-            c.inc();
-        }
+        self.parsed.inc();
         let json = record.payload.clone();
         let (message, parsed) = decode(record);
         if parsed {
@@ -138,7 +133,7 @@ impl Decoded {
 
     /// How many records were parsed rather than found decoded.
     pub fn parsed(&self) -> u64 {
-        self.parsed.load(Ordering::Relaxed)
+        self.parsed.get()
     }
 }
 
