@@ -653,24 +653,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_claim_holds_its_ids_until_committed_or_dropped() {
-        let d = Arc::new(Dedup::in_memory(Duration::from_secs(60), 100));
+        let d = Dedup::in_memory(Duration::from_secs(60), 100);
         let ids = vec!["a".to_string(), "b".to_string()];
         let first = d.claim(&ids, 1_000).await;
         assert_eq!(first.seen(), &[None, None]);
-        // A second delivery of "b" waits for the first claim.
-        let (d2, waiting) = (Arc::clone(&d), vec!["b".to_string(), "c".to_string()]);
-        let second = tokio::spawn(async move {
-            let c = d2.claim(&waiting, 1_001).await;
-            c.seen().to_vec()
-        });
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!second.is_finished(), "the second claim did not wait");
+        // A second delivery of "b" waits for the first claim: polled, it is not ready.
+        let waiting = vec!["b".to_string(), "c".to_string()];
+        let mut second = Box::pin(d.claim(&waiting, 1_001));
+        assert!(futures::poll!(&mut second).is_pending(), "did not wait");
         first.commit(
             [("a", Some(XFormat::Xaa)), ("b", Some(XFormat::Xaa))],
             1_000,
         );
-        let seen = second.await.unwrap();
-        assert_eq!(seen, vec![Some(Some(XFormat::Xaa)), None]);
+        let c = second.await;
+        assert_eq!(c.seen(), &[Some(Some(XFormat::Xaa)), None]);
+        drop(c);
         // A dropped claim (a failed append) releases its ids unremembered.
         let dropped = d.claim(&["z".to_string()], 2_000).await;
         drop(dropped);
