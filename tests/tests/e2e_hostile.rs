@@ -225,16 +225,24 @@ async fn a_real_delivery_gets_through_3000_idle_connections_and_200_unsigned_upl
     // Wait (bounded, a guard against hanging only) until the flood is in, and let the
     // uploads be read as far as the relay lets them.
     let guard = tokio::time::Instant::now() + Duration::from_secs(60);
-    let open = loop {
-        let open = relay
-            .metric("activity_relay_webhook_connections_open", &[])
-            .await;
+    let (open, scrape) = loop {
+        // The scrape's outcome is kept, so that a failure says whether the relay's admin
+        // endpoint did not answer or answered with fewer connections.
+        let scrape = reqwest::get(format!("http://{}/metrics", relay.admin)).await;
+        let (open, scrape) = match scrape {
+            Ok(r) => {
+                let text = r.text().await.unwrap_or_default();
+                let open = sum_metric(&text, "activity_relay_webhook_connections_open", &[]);
+                (open, format!("scraped {} bytes", text.len()))
+            }
+            Err(e) => (0.0, format!("scrape failed: {e}")),
+        };
         if open >= 2900.0 || tokio::time::Instant::now() > guard {
-            break open;
+            break (open, scrape);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert!(open >= 2900.0, "the flood is in: {open} open");
+    assert!(open >= 2900.0, "the flood is in: {open} open ({scrape})");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // X delivers now: answered 2xx within X's 3 s, every time.
