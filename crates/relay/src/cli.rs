@@ -16,6 +16,10 @@ pub struct RunArgs {
     /// Validate the configuration (no network, nothing created) and exit.
     #[arg(long)]
     pub check: bool,
+    /// Once listening, write the bound admin and webhook addresses to FILE as JSON (how a
+    /// supervisor or a test learns the ports of `listen = "127.0.0.1:0"`).
+    #[arg(long, value_name = "FILE")]
+    pub listen_file: Option<PathBuf>,
 }
 
 /// Runs `activity-relay run`; returns the process exit code.
@@ -66,7 +70,10 @@ pub fn run(args: &RunArgs) -> ExitCode {
             tracing::warn!("second signal: exiting without waiting for the dispatchers");
             std::process::exit(130);
         });
-        crate::run::run(cfg, shutdown).await
+        let opts = crate::run::RunOptions {
+            listen_file: args.listen_file.clone(),
+        };
+        crate::run::run_with(cfg, shutdown, opts).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -62,6 +62,7 @@ impl Dispatcher {
         metrics: SinkMetrics,
         dead_letter_dir: PathBuf,
     ) -> Self {
+        metrics.init_sink(sink.name());
         Dispatcher {
             sink,
             spool,

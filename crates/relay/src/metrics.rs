@@ -145,6 +145,17 @@ impl PipelineMetrics {
 }
 
 impl SinkMetrics {
+    /// Creates the series of one sink at zero, so that they exist from the start: a rate
+    /// or an alert over them (and a scrape right after a restart that had nothing left to
+    /// publish) reads 0, not an absent series. Per-reason series are created on first use.
+    pub fn init_sink(&self, sink: &str) {
+        self.published.with_label_values(&[sink]);
+        self.filtered.with_label_values(&[sink]);
+        self.retries.with_label_values(&[sink]);
+        self.in_flight.with_label_values(&[sink]);
+        self.backoff.with_label_values(&[sink]);
+    }
+
     pub fn register(r: &Registry) -> prometheus::Result<Self> {
         let latency = HistogramVec::new(
             HistogramOpts::new(

@@ -90,8 +90,51 @@ pub fn check(cfg: &Config) -> Result<String, RunError> {
     Ok(lines.join("\n"))
 }
 
+/// What `run` is told besides the configuration (command-line options).
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Once every listener is bound, write their addresses here as JSON
+    /// (`{"admin":"127.0.0.1:9090","webhook":"127.0.0.1:8080"}`, `webhook` null without
+    /// one): how a supervisor or a test learns the ports of `listen = "…:0"`. Written to a
+    /// temporary name and renamed, so a reader never sees half of it.
+    pub listen_file: Option<PathBuf>,
+}
+
 /// Runs the relay until `shutdown` is cancelled, then shuts down gracefully.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    run_with(cfg, shutdown, RunOptions::default()).await
+}
+
+/// Writes the bound addresses to `path` (see [`RunOptions::listen_file`]).
+fn write_listen_file(
+    path: &std::path::Path,
+    admin: Option<std::net::SocketAddr>,
+    webhook: Option<std::net::SocketAddr>,
+) -> Result<(), RunError> {
+    let text = serde_json::json!({
+        "admin": admin.map(|a| a.to_string()),
+        "webhook": webhook.map(|a| a.to_string()),
+    })
+    .to_string();
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            RunError::Other(format!(
+                "cannot write --listen-file {}: {e}",
+                path.display()
+            ))
+        })
+}
+
+/// [`run`], with the command line's [`RunOptions`].
+pub async fn run_with(
+    cfg: Config,
+    shutdown: CancellationToken,
+    opts: RunOptions,
+) -> Result<(), RunError> {
     let registry = Registry::new();
     metrics::register_build_info(&registry)?;
     let pipeline_metrics = PipelineMetrics::register(&registry)?;
@@ -288,6 +331,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> Result<(), RunErro
         spool = %cfg.spool.dir.display(),
         "activity-relay started"
     );
+    if let Some(path) = &opts.listen_file {
+        write_listen_file(path, admin_addr, webhook_addr)?;
+    }
 
     // Wait for a shutdown request, or for an ingress to fail.
     let mut failure: Option<RunError> = None;

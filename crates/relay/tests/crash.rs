@@ -4,7 +4,7 @@
 //! duplicates bounded by one dispatcher batch).
 
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,14 +17,6 @@ use sha2::Sha256;
 
 const SECRET: &str = "crash-test-consumer-secret";
 const BATCH: usize = 16;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn sign(body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
@@ -44,8 +36,8 @@ fn body(n: usize) -> Vec<u8> {
 
 struct Relay {
     child: Child,
-    webhook: String,
-    admin: String,
+    webhook: SocketAddr,
+    admin: SocketAddr,
 }
 
 /// A failing test must not leave the relay running.
@@ -56,21 +48,23 @@ impl Drop for Relay {
     }
 }
 
-fn write_config(dir: &Path, webhook_port: u16, admin_port: u16) -> PathBuf {
+/// The relay's config; `webhook` and `admin` are `127.0.0.1:0` for a first start (the relay
+/// picks its ports and reports them) and the ports it got for a restart.
+fn write_config(dir: &Path, webhook: SocketAddr, admin: SocketAddr) -> PathBuf {
     let path = dir.join("relay.toml");
     let text = format!(
         r#"
 [spool]
 dir = "{spool}"
 [admin]
-listen = "127.0.0.1:{admin_port}"
+listen = "{admin}"
 [log]
 format = "json"
 level = "warn"
 [dispatch]
 batch_size = {BATCH}
 [webhook]
-listen = "127.0.0.1:{webhook_port}"
+listen = "{webhook}"
 [[webhook.apps]]
 name = "crash"
 consumer_secrets = ["${{CRASH_TEST_SECRET}}"]
@@ -86,26 +80,41 @@ path = "{out}"
     path
 }
 
-fn start(dir: &Path, config: &Path, webhook_port: u16, admin_port: u16) -> Relay {
+/// Starts the relay on `config` and waits until it reports its listeners.
+async fn start(dir: &Path, config: &Path, n: u32) -> Relay {
+    let log_path = dir.join("relay.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join("relay.log"))
+        .open(&log_path)
         .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_activity-relay"))
+    let listen_file = dir.join(format!("listening-{n}.json"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_activity-relay"))
         .arg("run")
         .arg("--config")
         .arg(config)
+        .arg("--listen-file")
+        .arg(&listen_file)
         .env("CRASH_TEST_SECRET", SECRET)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();
+    let (admin, webhook) = relay_testkit::wait_listening(&mut child, &listen_file, &log_path).await;
     Relay {
         child,
-        webhook: format!("http://127.0.0.1:{webhook_port}/webhooks/crash"),
-        admin: format!("http://127.0.0.1:{admin_port}"),
+        webhook: webhook.expect("the webhook is configured"),
+        admin,
+    }
+}
+
+impl Relay {
+    fn webhook_url(&self) -> String {
+        format!("http://{}/webhooks/crash", self.webhook)
+    }
+    fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
     }
 }
 
@@ -119,7 +128,7 @@ async fn wait_ready(relay: &mut Relay, client: &reqwest::Client, dir: &Path) {
             );
         }
         let admin_up = client
-            .get(format!("{}/readyz", relay.admin))
+            .get(relay.admin_url("/readyz"))
             .send()
             .await
             .is_ok_and(|r| r.status().is_success());
@@ -180,18 +189,45 @@ fn terminate(relay: &mut Relay) -> std::process::ExitStatus {
     relay.child.wait().unwrap()
 }
 
+/// The sum of a metric's samples in a Prometheus text, whatever their labels carry besides
+/// `labels`; a series that does not exist (nothing happened to create it) reads 0.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (head, value) = l.rsplit_once(' ')?;
+            let same = head.split('{').next()? == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| head.contains(&format!("{k}=\"{v}\"")));
+            same.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+async fn scrape(client: &reqwest::Client, relay: &Relay) -> String {
+    client
+        .get(relay.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_mid_traffic_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
-    let (webhook_port, admin_port) = (free_port(), free_port());
-    let config = write_config(dir.path(), webhook_port, admin_port);
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = write_config(dir.path(), any, any);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
 
     // Phase 1: concurrent signed deliveries, SIGKILL in the middle.
-    let mut relay = start(dir.path(), &config, webhook_port, admin_port);
+    let mut relay = start(dir.path(), &config, 1).await;
     wait_ready(&mut relay, &client, dir.path()).await;
     let next = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -202,7 +238,7 @@ async fn sigkill_mid_traffic_loses_no_acknowledged_event() {
         let (next, stop, acked, refused) =
             (next.clone(), stop.clone(), acked.clone(), refused.clone());
         let client = client.clone();
-        let url = relay.webhook.clone();
+        let url = relay.webhook_url();
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
                 let n = next.fetch_add(1, Ordering::SeqCst);
@@ -225,7 +261,15 @@ async fn sigkill_mid_traffic_loses_no_acknowledged_event() {
             }
         }));
     }
+    // Bounded (a guard against a relay that refuses everything, not a speed).
+    let guard = Instant::now() + Duration::from_secs(120);
     while acked.lock().unwrap().len() < 400 {
+        assert!(
+            Instant::now() < guard,
+            "only {} deliveries acknowledged ({} refused)",
+            acked.lock().unwrap().len(),
+            refused.load(Ordering::SeqCst)
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     relay.child.kill().unwrap(); // SIGKILL
@@ -236,11 +280,15 @@ async fn sigkill_mid_traffic_loses_no_acknowledged_event() {
     }
     let acked: HashSet<usize> = acked.lock().unwrap().iter().copied().collect();
     assert!(acked.len() >= 400);
-
-    // Phase 2: restart on the same directories; everything acknowledged comes out.
-    let mut relay = start(dir.path(), &config, webhook_port, admin_port);
-    wait_ready(&mut relay, &client, dir.path()).await;
     let out = dir.path().join("out");
+    // What the killed process wrote: the restart only adds to it.
+    let (lines_before, _) = scan_output(&out);
+
+    // Phase 2: restart on the same directories and ports; everything acknowledged comes
+    // out.
+    let config = write_config(dir.path(), relay.webhook, relay.admin);
+    let mut relay = start(dir.path(), &config, 2).await;
+    wait_ready(&mut relay, &client, dir.path()).await;
     let give_up = Instant::now() + Duration::from_secs(120);
     loop {
         let (markers, _) = scan_output(&out);
@@ -256,13 +304,18 @@ async fn sigkill_mid_traffic_loses_no_acknowledged_event() {
     }
     // X re-sends deliveries it already got a 200 for (retries, replays): after the restart
     // they are still recognized (dedup journal + spool) and spooled no more.
+    let dups_before = metric(
+        &scrape(&client, &relay).await,
+        "activity_relay_duplicates_total",
+        &[],
+    );
     let mut resent: Vec<usize> = acked.iter().copied().collect();
     resent.sort_unstable();
     resent.truncate(50);
     for n in &resent {
         let b = body(*n);
         let r = client
-            .post(&relay.webhook)
+            .post(relay.webhook_url())
             .header("x-twitter-webhooks-signature", sign(&b))
             .body(b)
             .send()
@@ -270,35 +323,41 @@ async fn sigkill_mid_traffic_loses_no_acknowledged_event() {
             .unwrap();
         assert!(r.status().is_success(), "{}", r.status());
     }
-    let metrics = client
-        .get(format!("{}/metrics", relay.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // Everything spooled is published (what the killed process had acknowledged but not
+    // yet delivered, whichever part of the traffic that was; possibly nothing).
+    let guard = Instant::now() + Duration::from_secs(120);
+    let metrics = loop {
+        let text = scrape(&client, &relay).await;
+        if metric(&text, "activity_relay_pending_records", &[("sink", "out")]) == 0.0
+            && text.contains(r#"activity_relay_pending_records{sink="out"}"#)
+        {
+            break text;
+        }
+        assert!(Instant::now() < guard, "the spool did not drain:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(
         metrics.contains(r#"activity_relay_build_info{version="0.1.0"} 1"#),
         "{metrics}"
     );
-    assert!(metrics.contains(r#"activity_relay_published_total{sink="out"}"#));
     assert!(
         metrics.contains("activity_relay_dedup_evicted_early 0"),
         "{metrics}"
     );
-    let dups: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("activity_relay_duplicates_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let dups = metric(&metrics, "activity_relay_duplicates_total", &[]) - dups_before;
     assert_eq!(
         dups,
         resent.len() as f64,
         "re-sent deliveries counted as duplicates"
     );
+    // Read as 0 when the restarted process had nothing left to publish.
+    let published = metric(
+        &metrics,
+        "activity_relay_published_total",
+        &[("sink", "out")],
+    );
     let health = client
-        .get(format!("{}/healthz", relay.admin))
+        .get(relay.admin_url("/healthz"))
         .send()
         .await
         .unwrap();
@@ -308,6 +367,11 @@ async fn sigkill_mid_traffic_loses_no_acknowledged_event() {
 
     // Every line valid JSON (checked by scan_output), nothing missing, duplicates bounded.
     let (markers, ids) = scan_output(&out);
+    assert_eq!(
+        markers.len(),
+        lines_before.len() + published as usize,
+        "the restarted relay wrote one line per record it counted as published"
+    );
     let mut counts: HashMap<usize, usize> = HashMap::new();
     for m in &markers {
         *counts.entry(*m).or_default() += 1;
@@ -327,23 +391,24 @@ async fn sigkill_mid_traffic_loses_no_acknowledged_event() {
         "one id per event after deduplication by id"
     );
     eprintln!(
-        "acked {}, refused {}, lines {}, duplicates {duplicates}",
+        "acked {}, refused {}, lines {} ({} before the restart, {published} after), duplicates {duplicates}",
         acked.len(),
         refused.load(Ordering::SeqCst),
-        markers.len()
+        markers.len(),
+        lines_before.len(),
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_mid_traffic_delivers_everything_acknowledged_before_exit() {
     let dir = tempfile::tempdir().unwrap();
-    let (webhook_port, admin_port) = (free_port(), free_port());
-    let config = write_config(dir.path(), webhook_port, admin_port);
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let config = write_config(dir.path(), any, any);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    let mut relay = start(dir.path(), &config, webhook_port, admin_port);
+    let mut relay = start(dir.path(), &config, 1).await;
     wait_ready(&mut relay, &client, dir.path()).await;
     let next = Arc::new(AtomicUsize::new(0));
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -351,7 +416,7 @@ async fn sigterm_mid_traffic_delivers_everything_acknowledged_before_exit() {
     for _ in 0..8 {
         let (next, acked) = (next.clone(), acked.clone());
         let client = client.clone();
-        let url = relay.webhook.clone();
+        let url = relay.webhook_url();
         workers.push(tokio::spawn(async move {
             loop {
                 let n = next.fetch_add(1, Ordering::SeqCst);
@@ -370,7 +435,13 @@ async fn sigterm_mid_traffic_delivers_everything_acknowledged_before_exit() {
             }
         }));
     }
+    // Bounded (a guard against a relay that refuses everything, not a speed).
+    let guard = Instant::now() + Duration::from_secs(120);
     while acked.lock().unwrap().len() < 300 {
+        assert!(
+            Instant::now() < guard,
+            "fewer than 300 deliveries acknowledged"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // The relay stops while deliveries keep coming.

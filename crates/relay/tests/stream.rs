@@ -1,20 +1,11 @@
 //! The real binary with a `[[stream]]` ingress against a minimal NDJSON stream server:
 //! streamed events reach the file sink, and the stream's last event time is exported.
 
-use std::net::TcpListener as StdListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn line(n: usize) -> String {
     format!(
@@ -74,7 +65,6 @@ async fn streamed_events_reach_the_sink() {
     let lines: Vec<String> = (0..20).map(line).collect();
     tokio::spawn(serve(listener, lines));
 
-    let admin = free_port();
     let config = dir.path().join("relay.toml");
     std::fs::write(
         &config,
@@ -83,7 +73,7 @@ async fn streamed_events_reach_the_sink() {
 [spool]
 dir = "{spool}"
 [admin]
-listen = "127.0.0.1:{admin}"
+listen = "127.0.0.1:0"
 [log]
 level = "warn"
 [[stream]]
@@ -104,14 +94,22 @@ path = "{out}"
         Command::new(env!("CARGO_BIN_EXE_activity-relay"))
             .args(["run", "--config"])
             .arg(&config)
+            .arg("--listen-file")
+            .arg(dir.path().join("listening.json"))
             .env("RELAY_TEST_STREAM_TOKEN", "stream-token")
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("relay.log")).unwrap())
             .spawn()
             .unwrap(),
     );
     let child = &mut guard.0;
+    let (admin, _) = relay_testkit::wait_listening(
+        child,
+        &dir.path().join("listening.json"),
+        &dir.path().join("relay.log"),
+    )
+    .await;
 
     let out = dir.path().join("out");
     let give_up = Instant::now() + Duration::from_secs(60);
@@ -141,7 +139,7 @@ path = "{out}"
     };
     assert_eq!(found.len(), 20, "{found:?}");
 
-    let metrics = reqwest::get(format!("http://127.0.0.1:{admin}/metrics"))
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
         .await
         .unwrap()
         .text()

@@ -21,7 +21,8 @@ fn free_port() -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_broker_does_not_stop_accepting() {
     let dir = tempfile::tempdir().unwrap();
-    let (webhook, admin, dead) = (free_port(), free_port(), free_port());
+    // A port nothing listens on (bound for a moment, then closed): the broker is down.
+    let dead = free_port();
     let config = dir.path().join("relay.toml");
     std::fs::write(
         &config,
@@ -31,13 +32,13 @@ shutdown_timeout = "1s"
 [spool]
 dir = "{spool}"
 [admin]
-listen = "127.0.0.1:{admin}"
+listen = "127.0.0.1:0"
 [log]
 level = "warn"
 [dispatch]
 max_backoff = "200ms"
 [webhook]
-listen = "127.0.0.1:{webhook}"
+listen = "127.0.0.1:0"
 [[webhook.apps]]
 name = "t"
 consumer_secrets = ["s3cret"]
@@ -60,18 +61,27 @@ connect_timeout = "500ms"
         Command::new(env!("CARGO_BIN_EXE_activity-relay"))
             .args(["run", "--config"])
             .arg(&config)
+            .arg("--listen-file")
+            .arg(dir.path().join("listening.json"))
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("relay.log")).unwrap())
             .spawn()
             .unwrap(),
     );
     let child = &mut guard.0;
+    let (admin, webhook) = relay_testkit::wait_listening(
+        child,
+        &dir.path().join("listening.json"),
+        &dir.path().join("relay.log"),
+    )
+    .await;
+    let webhook = webhook.expect("the webhook is configured");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    let base = format!("http://127.0.0.1:{admin}");
+    let base = format!("http://{admin}");
     let give_up = Instant::now() + Duration::from_secs(60);
     while client.get(format!("{base}/healthz")).send().await.is_err() {
         assert!(child.try_wait().unwrap().is_none(), "relay exited");
@@ -87,7 +97,7 @@ connect_timeout = "500ms"
         base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
     );
     let r = client
-        .post(format!("http://127.0.0.1:{webhook}/webhooks/t"))
+        .post(format!("http://{webhook}/webhooks/t"))
         .header("x-twitter-webhooks-signature", sig)
         .body(&body[..])
         .send()

@@ -311,6 +311,43 @@ impl Drop for TcpProxy {
     }
 }
 
+/// Waits until a relay started with `run --listen-file <path>` has written the file, and
+/// returns the addresses it bound: admin, and the webhook's if it has one. Configured with
+/// `listen = "127.0.0.1:0"`, the relay picks its own ports, so no test chooses a port that
+/// something else takes before the relay binds it. Bounded (60 s, a guard against a hang,
+/// not a speed); panics with `log`'s text if the process exits first.
+pub async fn wait_listening(
+    child: &mut std::process::Child,
+    path: &std::path::Path,
+    log: &std::path::Path,
+) -> (SocketAddr, Option<SocketAddr>) {
+    let guard = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "activity-relay exited at start ({status}):\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        let read = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        if let Some(v) = read {
+            let addr = |k: &str| v.get(k)?.as_str()?.parse::<SocketAddr>().ok();
+            if let Some(admin) = addr("admin") {
+                return (admin, addr("webhook"));
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < guard,
+            "activity-relay wrote no {} within 60 s:\n{}",
+            path.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,27 +62,25 @@ pub struct Relay {
     pub config: PathBuf,
     pub admin: SocketAddr,
     pub webhook: SocketAddr,
+    /// The config as the test wrote it (`{dir}`, `{admin}` and `{webhook}` not substituted).
+    template: String,
     child: Option<Child>,
     starts: u32,
 }
 
 impl Relay {
     /// Writes `config` (with `{dir}`, `{admin}` and `{webhook}` substituted) and starts the
-    /// relay on it, waiting until `/healthz` answers.
+    /// relay on it, waiting until `/healthz` answers. The relay binds port 0 and reports
+    /// the ports it got (`run --listen-file`): no port is chosen here and bound later by
+    /// another process, which anything else on the machine could take in between.
     pub async fn start(dir: &Path, config: &str) -> Relay {
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let webhook: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let text = config
-            .replace("{dir}", &dir.display().to_string())
-            .replace("{admin}", &admin.to_string())
-            .replace("{webhook}", &webhook.to_string());
-        let path = dir.join("relay.toml");
-        std::fs::write(&path, text).expect("write config");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
         let mut relay = Relay {
             dir: dir.to_path_buf(),
-            config: path,
-            admin,
-            webhook,
+            config: dir.join("relay.toml"),
+            admin: any,
+            webhook: any,
+            template: config.to_string(),
             child: None,
             starts: 0,
         };
@@ -90,20 +88,39 @@ impl Relay {
         relay
     }
 
-    /// Starts the process again on the same config, directories and ports.
+    /// Starts the process again on the same config and directories, and (after the first
+    /// start) the same ports: X and the proxies keep the webhook's address across a
+    /// restart. Only the process that just released them could have held them.
     pub async fn spawn(&mut self) {
         assert!(self.child.is_none(), "relay already running");
+        let text = self
+            .template
+            .replace("{dir}", &self.dir.display().to_string())
+            .replace("{admin}", &self.admin.to_string())
+            .replace("{webhook}", &self.webhook.to_string());
+        std::fs::write(&self.config, text).expect("write config");
         self.starts += 1;
         let log = std::fs::File::create(self.dir.join(format!("relay-{}.log", self.starts)))
             .expect("log file");
+        let listen_file = self.dir.join(format!("listening-{}.json", self.starts));
         let child = Command::new(relay_bin())
             .args(["run", "--config"])
             .arg(&self.config)
+            .arg("--listen-file")
+            .arg(&listen_file)
             .stdout(Stdio::from(log.try_clone().expect("clone log")))
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn activity-relay");
         self.child = Some(child);
+        let log = self.dir.join(format!("relay-{}.log", self.starts));
+        let child = self.child.as_mut().expect("just spawned");
+        let (admin, webhook) = relay_testkit::wait_listening(child, &listen_file, &log).await;
+        self.admin = admin;
+        if let Some(w) = webhook {
+            self.webhook = w;
+        }
+        // Bounded (a guard against a hang, not a speed).
         let url = format!("http://{}/healthz", self.admin);
         for _ in 0..600 {
             if let Some(status) = self
