@@ -218,19 +218,34 @@ subjects = ["e2e{u}.>"]
             .status(),
         200
     );
-    for _ in 0..300 {
-        if relay
-            .metric("activity_relay_publish_retries_total", &[("sink", "nats")])
-            .await
-            > 0.0
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    relay
+        .wait_metric(
+            "activity_relay_publish_retries_total",
+            &[("sink", "nats")],
+            1.0,
+            Duration::from_secs(30),
+        )
+        .await;
     proxy.restore().await;
-    // X drops the stream once: a reconnect.
-    emu.stream_fault(x_emulator::StreamFault::Drop { connection: None });
+    // X drops the stream once, once the relay is connected to it: a reconnect.
+    let guard = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !emu
+        .connections()
+        .iter()
+        .any(|c| c.outcome == "connected" && c.ended_at.is_none())
+    {
+        assert!(
+            tokio::time::Instant::now() < guard,
+            "the relay never connected to the stream: {:?}\n{}",
+            emu.connections(),
+            relay.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        emu.stream_fault(x_emulator::StreamFault::Drop { connection: None }) >= 1,
+        "a connection dropped"
+    );
     // A valid post of 1.5 MB: its envelope is over NATS's 1 MB max_payload, which the NATS
     // sink rejects permanently (the relay dead-letters it).
     let mut huge: serde_json::Value = serde_json::from_slice(
@@ -254,16 +269,14 @@ subjects = ["e2e{u}.>"]
         "{}",
         relay.log()
     );
-    for _ in 0..300 {
-        if relay
-            .metric("activity_relay_stream_reconnects_total", &[])
-            .await
-            > 0.0
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    relay
+        .wait_metric(
+            "activity_relay_stream_reconnects_total",
+            &[],
+            1.0,
+            Duration::from_secs(30),
+        )
+        .await;
     let text = relay.metrics().await;
     let exported: BTreeSet<String> = text
         .lines()

@@ -77,7 +77,8 @@ async fn start_prometheus(dir: &Path, target: std::net::SocketAddr) -> Prometheu
         child,
         url: format!("http://127.0.0.1:{port}"),
     };
-    for _ in 0..100 {
+    // Bounded (a guard against a hang, not a speed).
+    for _ in 0..600 {
         if reqwest::get(format!("{}/-/ready", prom.url))
             .await
             .is_ok_and(|r| r.status().is_success())
@@ -90,6 +91,23 @@ async fn start_prometheus(dir: &Path, target: std::net::SocketAddr) -> Prometheu
         "prometheus did not become ready: {}",
         std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
     );
+}
+
+/// The value of an instant query's first sample (0 without one).
+async fn query(p: &Prometheus, expr: &str) -> f64 {
+    let Ok(r) = reqwest::Client::new()
+        .get(format!("{}/api/v1/query", p.url))
+        .query(&[("query", expr)])
+        .send()
+        .await
+    else {
+        return 0.0;
+    };
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    v["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// The names of the alerts Prometheus has firing now.
@@ -161,8 +179,8 @@ type = "nats"
 url = "nats://{proxy}"
 subject = "alerts{u}.{{subject}}.{{type}}"
 deadletter_subject = "alerts{u}.deadletter"
-ack_timeout = "1s"
-connect_timeout = "1s"
+ack_timeout = "5s"
+connect_timeout = "5s"
 
 [sinks.stream]
 name = "ALERTS_{u}"
@@ -188,7 +206,21 @@ subjects = ["alerts{u}.>"]
             .status(),
         200
     );
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Until Prometheus has scraped the event published (bounded, a guard only): then
+    // nothing failed, and the rules, evaluated on that, fire nothing about failures.
+    let guard = tokio::time::Instant::now() + Duration::from_secs(60);
+    while query(&prom, r#"activity_relay_published_total{sink="nats"}"#).await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < guard,
+            "Prometheus never saw the event published:\n{}",
+            relay.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let failures = relay
+        .metric("activity_relay_publish_failures_total", &[])
+        .await;
+    assert_eq!(failures, 0.0, "{}", relay.metrics().await);
     let now = firing(&prom).await;
     assert!(
         !now.iter().any(|a| a == "ActivityRelayPublishFailures"),

@@ -117,6 +117,10 @@ async fn a_cutover_played_through_delivers_every_shared_id_event_once() {
     let mut relay = Relay::start(tmp.path(), &config(&u, &kafka, r#"["aaa", "xaa"]"#)).await;
     let emu = Emulator::start(EmulatorConfig {
         time_scale: 0.01,
+        // X's own 3 s answer timeout runs on the real clock while these tests scale
+        // X's retries down: a machine stall past it would be a retry the test did not
+        // plan. X's timeout is held against the relay in e2e_hostile.
+        delivery_timeout_ms: 30_000,
         ..EmulatorConfig::default()
     })
     .await

@@ -146,8 +146,11 @@ async fn webhook_gap_is_replayed_one_job_at_a_time_and_lands_exactly_once() {
     // periodic re-CRC (a CRC failing while the relay is down would disable the webhook).
     let emu = Emulator::start(EmulatorConfig {
         time_scale: 0.001,
+        // X's own 3 s answer timeout runs on the real clock while these tests scale
+        // X's retries down: a machine stall past it would be a retry the test did not
+        // plan. X's timeout is held against the relay in e2e_hostile.
+        delivery_timeout_ms: 30_000,
         recrc_interval_secs: 0.0,
-        replay_incomplete: true,
         ..EmulatorConfig::default()
     })
     .await
@@ -200,22 +203,18 @@ async fn webhook_gap_is_replayed_one_job_at_a_time_and_lands_exactly_once() {
         );
     }
 
-    // Restart with recovery enabled.
+    // Restart with recovery enabled. The first replay job X runs ends Incomplete; then X
+    // behaves again and the relay retries the window.
+    emu.fail_next_replay_jobs(1);
     let mut text = std::fs::read_to_string(&relay.config).unwrap();
     text.push_str(&recovery(&emu.base_url(), &hook.id));
     std::fs::write(&relay.config, text).unwrap();
     relay.spawn().await;
 
-    // The first job ends Incomplete; then X behaves again and the relay retries the window.
-    let mut flipped = false;
     // Only a guard against hanging forever; nothing is asserted about how long it takes.
     let guard = tokio::time::Instant::now() + Duration::from_secs(300);
     let jobs = loop {
         let jobs = emu.jobs();
-        if !flipped && jobs.iter().any(|j| j.state == "Incomplete") {
-            emu.set_replay_incomplete(false);
-            flipped = true;
-        }
         // Windows of the planned gap: [last_alive − 2 min, +2 h), [.., now − 10 min).
         let complete = jobs.iter().filter(|j| j.state == "Complete").count();
         if complete >= 2 {
@@ -319,6 +318,16 @@ async fn webhook_gap_is_replayed_one_job_at_a_time_and_lands_exactly_once() {
     // the relay dropped the repeats.
     assert!(relay.metric("activity_relay_duplicates_total", &[]).await > 0.0);
 
+    // The relay counts a job when it learns of its end, after X's status delivery got
+    // its 2xx: wait for that (bounded), then every count is final.
+    relay
+        .wait_metric(
+            "activity_relay_replay_jobs_total",
+            &[("outcome", "complete")],
+            2.0,
+            Duration::from_secs(60),
+        )
+        .await;
     let m = |o: &'static str| jobs_metric(&relay, o);
     assert_eq!(m("started").await, 3.0);
     assert_eq!(m("complete").await, 2.0);
@@ -475,18 +484,30 @@ idle_timeout = "2s"
         emu.emit(stream_like(&id));
         ids.push(id);
     }
-    // Let the live lines be accepted before stopping.
-    for _ in 0..300 {
-        if relay
+    // Let the live lines be accepted before stopping (bounded: a guard only).
+    let guard = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let accepted = relay
             .metric("activity_relay_events_in_total", &[("ingress", "stream")])
-            .await
-            >= 3.0
-        {
+            .await;
+        if accepted >= 3.0 {
             break;
         }
+        assert!(
+            tokio::time::Instant::now() < guard,
+            "{accepted} of 3 live lines accepted\n{}",
+            relay.log()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(relay.terminate(), Some(0), "{}", relay.log());
+    // The first run may have reconnected (an idle timeout during a stall): the restart's
+    // connection is the first one after those.
+    let before = emu
+        .connections()
+        .iter()
+        .filter(|c| c.outcome == "connected")
+        .count();
 
     let now = Utc::now();
     let last_alive = now - chrono::Duration::hours(2);
@@ -506,12 +527,12 @@ idle_timeout = "2s"
         ids.push(id);
     }
     relay.spawn().await;
-    let conns = connected(2).await;
+    let conns = connected(before + 1).await;
     let resumed = conns
         .iter()
         .filter(|c| c.outcome == "connected")
-        .nth(1)
-        .expect("second connection");
+        .nth(before)
+        .expect("the restart's connection");
     let start = parse_time(
         resumed
             .params
@@ -576,6 +597,10 @@ async fn xaa_webhook_gap_is_reread_from_the_stream_without_aaa() {
     let tmp = tempfile::tempdir().unwrap();
     let emu = Emulator::start(EmulatorConfig {
         time_scale: 0.001,
+        // X's own 3 s answer timeout runs on the real clock while these tests scale
+        // X's retries down: a machine stall past it would be a retry the test did not
+        // plan. X's timeout is held against the relay in e2e_hostile.
+        delivery_timeout_ms: 30_000,
         recrc_interval_secs: 0.0,
         aaa_retired: true,
         stream: x_emulator::StreamConfig {
@@ -716,12 +741,29 @@ liveness_interval = "1s"
         "end_time {end}"
     );
     assert!(emu.jobs().is_empty(), "AAA replay called: {:?}", emu.jobs());
+    // The read ends after its last line was accepted: wait for the relay to count it
+    // (bounded), then every count is final.
+    relay
+        .wait_metric(
+            "activity_relay_replay_jobs_total",
+            &[("outcome", "complete")],
+            1.0,
+            Duration::from_secs(60),
+        )
+        .await;
+    relay
+        .wait_metric(
+            "activity_relay_duplicates_total",
+            &[],
+            4.0,
+            Duration::from_secs(60),
+        )
+        .await;
     let m = |o: &'static str| jobs_metric(&relay, o);
     assert_eq!(m("started").await, 2.0);
     assert_eq!(m("incomplete").await, 1.0);
     assert_eq!(m("complete").await, 1.0);
     assert_eq!(m("failed").await, 0.0);
-    assert!(relay.metric("activity_relay_duplicates_total", &[]).await >= 4.0);
     assert_eq!(
         relay
             .metric(

@@ -198,9 +198,17 @@ async fn migrate_500_users_plans_paces_resumes_reports_and_rolls_back() {
     }
     child.kill().unwrap();
     let _ = child.wait();
-    // A call in flight at the kill may still be served.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let halfway = ours(&emu).len();
+    // A call in flight at the kill may still be served: read the count once it has held
+    // still for half a second (bounded).
+    let mut halfway = ours(&emu).len();
+    let mut still = 0;
+    while still < 5 {
+        assert!(tokio::time::Instant::now() < guard, "never settled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = ours(&emu).len();
+        still = if now == halfway { still + 1 } else { 0 };
+        halfway = now;
+    }
     assert!(halfway < creatable, "killed halfway: {halfway}");
 
     // Resumed: ends with exactly the planned set, nothing twice.

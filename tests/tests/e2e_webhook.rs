@@ -57,6 +57,10 @@ async fn every_type_and_format_reaches_every_broker_exactly_once() {
 
     let emu = Emulator::start(EmulatorConfig {
         time_scale: 0.01,
+        // X's own 3 s answer timeout runs on the real clock while these tests scale
+        // X's retries down: a machine stall past it would be a retry the test did not
+        // plan. X's timeout is held against the relay in e2e_hostile.
+        delivery_timeout_ms: 30_000,
         ..EmulatorConfig::default()
     })
     .await

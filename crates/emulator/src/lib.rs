@@ -231,6 +231,12 @@ impl EmulatorHandle {
         self.shared.with_db(|db| db.replay_incomplete = incomplete);
     }
 
+    /// Makes the next `n` replay jobs to finish end `Incomplete` (then they behave again):
+    /// a retry can be tested without racing the client to switch X back in time.
+    pub fn fail_next_replay_jobs(&self, n: usize) {
+        self.shared.with_db(|db| db.replay_incomplete_next = n);
+    }
+
     /// Stream connection attempts.
     pub fn connections(&self) -> Vec<StreamConnection> {
         self.shared.with_streams(|s| s.records.clone())

@@ -256,6 +256,8 @@ pub(crate) struct Db {
     pub activity: Vec<ActivitySubscription>,
     pub jobs: Vec<ReplayJob>,
     pub replay_incomplete: bool,
+    /// This many more replay jobs finish `Incomplete`, whatever `replay_incomplete` says.
+    pub replay_incomplete_next: usize,
 }
 
 #[derive(Default)]

@@ -152,7 +152,9 @@ fn scan_output(out: &Path) -> (Vec<usize>, Vec<String>) {
     for entry in entries {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        for line in text.lines() {
+        // Only whole lines: the relay may be writing the next one as this reads.
+        let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+        for line in whole.lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
                 panic!("invalid JSON line in {}: {e}: {line:?}", path.display())
             });

@@ -62,8 +62,6 @@ pub struct Relay {
     pub config: PathBuf,
     pub admin: SocketAddr,
     pub webhook: SocketAddr,
-    /// The config as the test wrote it (`{dir}`, `{admin}` and `{webhook}` not substituted).
-    template: String,
     child: Option<Child>,
     starts: u32,
 }
@@ -72,33 +70,38 @@ impl Relay {
     /// Writes `config` (with `{dir}`, `{admin}` and `{webhook}` substituted) and starts the
     /// relay on it, waiting until `/healthz` answers. The relay binds port 0 and reports
     /// the ports it got (`run --listen-file`): no port is chosen here and bound later by
-    /// another process, which anything else on the machine could take in between.
+    /// another process, which anything else on the machine could take in between. The
+    /// config file is then rewritten with the ports it got, for restarts ([`Relay::spawn`]),
+    /// which a test may edit before it restarts the relay.
     pub async fn start(dir: &Path, config: &str) -> Relay {
         let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+        let render = |admin: SocketAddr, webhook: SocketAddr| {
+            config
+                .replace("{dir}", &dir.display().to_string())
+                .replace("{admin}", &admin.to_string())
+                .replace("{webhook}", &webhook.to_string())
+        };
+        let path = dir.join("relay.toml");
+        std::fs::write(&path, render(any, any)).expect("write config");
         let mut relay = Relay {
             dir: dir.to_path_buf(),
-            config: dir.join("relay.toml"),
+            config: path,
             admin: any,
             webhook: any,
-            template: config.to_string(),
             child: None,
             starts: 0,
         };
         relay.spawn().await;
+        std::fs::write(&relay.config, render(relay.admin, relay.webhook)).expect("write config");
         relay
     }
 
-    /// Starts the process again on the same config and directories, and (after the first
-    /// start) the same ports: X and the proxies keep the webhook's address across a
-    /// restart. Only the process that just released them could have held them.
+    /// Starts the process again on the same config file, directories and (after the first
+    /// start) ports: X and the proxies keep the webhook's address across a restart. (Those
+    /// ports are free again only once the old process is gone, and another process could
+    /// bind one meanwhile: it would show as a bind error in the log, not as a wrong result.)
     pub async fn spawn(&mut self) {
         assert!(self.child.is_none(), "relay already running");
-        let text = self
-            .template
-            .replace("{dir}", &self.dir.display().to_string())
-            .replace("{admin}", &self.admin.to_string())
-            .replace("{webhook}", &self.webhook.to_string());
-        std::fs::write(&self.config, text).expect("write config");
         self.starts += 1;
         let log = std::fs::File::create(self.dir.join(format!("relay-{}.log", self.starts)))
             .expect("log file");
@@ -191,6 +194,32 @@ impl Relay {
     /// Sum of a metric's samples whose labels contain every `label="value"` given.
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         sum_metric(&self.metrics().await, name, labels)
+    }
+
+    /// Waits until the metric's sum over the given labels reaches `at_least`, and returns it;
+    /// panics with the metrics and the log after `max` (a guard against a hang: the event
+    /// it counts happens in another task of the relay, after whatever the test did).
+    pub async fn wait_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        at_least: f64,
+        max: Duration,
+    ) -> f64 {
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            let text = self.metrics().await;
+            let v = sum_metric(&text, name, labels);
+            if v >= at_least {
+                return v;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name}{labels:?} is {v}, never {at_least}:\n{text}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until every sink has nothing pending (bounded); false if it did not happen.
@@ -362,9 +391,15 @@ pub async fn wait_deliveries_settled(
             per_webhook.len() >= want
                 && per_webhook.values().all(|(done, n)| *done || *n >= retries)
         });
-        if settled || tokio::time::Instant::now() > deadline {
+        if settled {
             return sent;
         }
+        // A guard against a hang: what follows would fail on a partial picture anyway,
+        // with a less telling message.
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "X's deliveries did not settle within {max:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -409,7 +444,21 @@ pub async fn nats_read_all(
         .await
         .expect("nats");
     let js = async_nats::jetstream::new(client);
-    let st = js.get_stream(stream).await.expect("stream exists");
+    let deadline = tokio::time::Instant::now() + max;
+    // The relay's sink creates the stream when it connects, in the background of its
+    // start: wait for it (within `max`).
+    let st = loop {
+        match js.get_stream(stream).await {
+            Ok(st) => break st,
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "stream {stream} does not exist: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
     let consumer = st
         .create_consumer(pull::Config {
             deliver_policy: DeliverPolicy::All,
@@ -420,7 +469,6 @@ pub async fn nats_read_all(
         .expect("consumer");
     let mut messages = consumer.messages().await.expect("messages");
     let mut out = Vec::new();
-    let deadline = tokio::time::Instant::now() + max;
     loop {
         let wait = if out.len() >= expect {
             quiet

@@ -93,7 +93,13 @@ impl Shared {
                 .deliver(seq, target.clone(), raw, Some(job.job_id.clone()))
                 .await;
         }
-        let incomplete = self.db.lock().replay_incomplete || !all_ok;
+        let forced = {
+            let mut db = self.db.lock();
+            let next = db.replay_incomplete_next > 0;
+            db.replay_incomplete_next = db.replay_incomplete_next.saturating_sub(1);
+            db.replay_incomplete || next
+        };
+        let incomplete = forced || !all_ok;
         let (state, desc) = if incomplete {
             (
                 "Incomplete",
