@@ -27,7 +27,8 @@ pub struct NatsSinkConfig {
     pub auth: NatsAuth,
     /// TLS settings.
     pub tls: NatsTls,
-    /// When set, the stream is created at connect (or updated if it exists).
+    /// When set, the stream is created at connect if it does not exist. An existing one is
+    /// checked and left as it is (see [`StreamSetup::update_existing`]).
     pub stream: Option<StreamSetup>,
     /// Most unacknowledged publishes at a time. Default 256.
     pub max_in_flight: usize,
@@ -182,7 +183,12 @@ pub struct NatsTls {
     pub require_tls: bool,
 }
 
-/// The JetStream stream the sink creates or updates at connect.
+/// The JetStream stream the sink creates at connect when it does not exist.
+///
+/// A stream that exists belongs to whoever made it (a platform team's limits, subjects,
+/// replicas): it is checked, not changed. Its subjects must capture every subject the sink
+/// publishes to (else the sink does not connect, and says why); every setting here that
+/// differs from it is logged as a warning and left as it is, unless `update_existing`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamSetup {
@@ -201,6 +207,10 @@ pub struct StreamSetup {
     /// longer than the time a record may spend being retried.
     #[serde(with = "humantime_serde")]
     pub duplicate_window: Duration,
+    /// Overwrite an existing stream's subjects, storage, retention, max age and duplicate
+    /// window with these (every other setting of it is reset to the server's default).
+    /// Default false: an existing stream is left as it is.
+    pub update_existing: bool,
 }
 
 /// Every default of `StreamSetup` is here.
@@ -213,6 +223,7 @@ impl Default for StreamSetup {
             retention: Default::default(),
             max_age: Duration::from_secs(7 * 24 * 3600),
             duplicate_window: Duration::from_secs(120),
+            update_existing: false,
         }
     }
 }

@@ -51,6 +51,7 @@ use serde::Deserialize;
 mod config;
 mod encode;
 mod service;
+mod setup;
 
 pub use config::{NatsAuth, NatsSinkConfig, NatsTls, Retention, Storage, StreamSetup};
 use encode::*;
@@ -83,12 +84,11 @@ pub enum NatsSinkError {
     },
     #[error("nats sink {sink}: cannot connect: no server answered within {after:?}")]
     ConnectTimeout { sink: String, after: Duration },
-    #[error("nats sink {sink}: cannot create or update stream {stream}: {source}")]
+    #[error("nats sink {sink}: stream {stream}: {detail}")]
     Stream {
         sink: String,
         stream: String,
-        #[source]
-        source: async_nats::jetstream::context::CreateStreamError,
+        detail: String,
     },
 }
 

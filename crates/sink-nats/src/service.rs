@@ -27,7 +27,8 @@ impl fmt::Debug for NatsSink {
 
 impl NatsSink {
     /// Validates `cfg`, connects (failing if no server answers within `connect_timeout`)
-    /// and, when `cfg.stream` is set, creates or updates the stream. After this the client
+    /// and, when `cfg.stream` is set, creates the stream if it does not exist or checks
+    /// the one that does (see [`StreamSetup`]). After this the client
     /// reconnects by itself, forever, with backoff (at most 4 s between attempts).
     pub async fn connect(name: &str, cfg: &NatsSinkConfig) -> Result<NatsSink, NatsSinkError> {
         let (routing, servers) = cfg.routing(name)?;
@@ -48,30 +49,7 @@ impl NatsSink {
         js.set_timeout(cfg.ack_timeout);
 
         if let Some(setup) = &cfg.stream {
-            let config = stream::Config {
-                name: setup.name.clone(),
-                subjects: setup.subjects.clone(),
-                storage: match setup.storage {
-                    Storage::File => stream::StorageType::File,
-                    Storage::Memory => stream::StorageType::Memory,
-                },
-                retention: match setup.retention {
-                    Retention::Limits => stream::RetentionPolicy::Limits,
-                    Retention::Interest => stream::RetentionPolicy::Interest,
-                    Retention::Workqueue => stream::RetentionPolicy::WorkQueue,
-                },
-                max_age: setup.max_age,
-                duplicate_window: setup.duplicate_window,
-                ..Default::default()
-            };
-            js.create_or_update_stream(config)
-                .await
-                .map_err(|source| NatsSinkError::Stream {
-                    sink: name.to_owned(),
-                    stream: setup.name.clone(),
-                    source,
-                })?;
-            tracing::info!(sink = name, stream = %setup.name, "JetStream stream ready");
+            crate::setup::ensure(&js, name, setup, &routing).await?;
         }
         tracing::info!(sink = name, subject = %routing.subject, "nats sink connected");
         Ok(NatsSink {

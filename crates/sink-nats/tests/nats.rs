@@ -248,9 +248,10 @@ async fn no_stream_is_retryable() {
     }
 }
 
-/// `stream` set: the sink creates the stream, and updates it when it exists.
+/// `stream` set: the sink creates the stream when it is missing; an existing one is left
+/// as it is, and updated only with `update_existing`.
 #[tokio::test]
-async fn stream_setup_creates_and_updates() {
+async fn stream_setup_creates_a_missing_stream_and_updates_only_when_told() {
     let u = unique();
     let name = format!("S_{u}");
     let mut cfg = NatsSinkConfig::new(nats_url());
@@ -263,6 +264,7 @@ async fn stream_setup_creates_and_updates() {
         retention: Retention::Limits,
         max_age: Duration::from_secs(3600),
         duplicate_window: Duration::from_secs(60),
+        update_existing: false,
     });
     let sink = NatsSink::connect("nats-test", &cfg).await.unwrap();
     all_ok(&sink.publish(&fixtures::messages()[..2]).await);
@@ -276,13 +278,109 @@ async fn stream_setup_creates_and_updates() {
     assert_eq!(info.config.duplicate_window, Duration::from_secs(60));
     assert_eq!(info.config.storage, stream::StorageType::Memory);
 
+    // Another max_age in the config: the existing stream keeps its own.
     if let Some(setup) = cfg.stream.as_mut() {
         setup.max_age = Duration::from_secs(7200);
     }
     let _sink2 = NatsSink::connect("nats-test", &cfg).await.unwrap();
     let info = s.info().await.unwrap().clone();
+    assert_eq!(
+        info.config.max_age,
+        Duration::from_secs(3600),
+        "left as it is"
+    );
+
+    // Asked for explicitly: updated, nothing lost.
+    if let Some(setup) = cfg.stream.as_mut() {
+        setup.update_existing = true;
+    }
+    let _sink3 = NatsSink::connect("nats-test", &cfg).await.unwrap();
+    let info = s.info().await.unwrap().clone();
     assert_eq!(info.config.max_age, Duration::from_secs(7200));
     assert_eq!(info.state.messages, 2, "update lost messages");
+    js.delete_stream(&name).await.unwrap();
+}
+
+/// A platform team's stream (two subjects, limits, discard policy, description, max age),
+/// named in `[sinks.stream]` with other settings: the sink publishes into it and every
+/// setting of it is kept.
+#[tokio::test]
+async fn an_existing_stream_keeps_every_setting() {
+    let u = unique();
+    let name = format!("OWNED_{u}");
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let js = jetstream::new(client);
+    let theirs = stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("owned{u}.>"), format!("other{u}.>")],
+        max_messages: 10_000,
+        max_bytes: 64 << 20,
+        discard: stream::DiscardPolicy::New,
+        description: Some("the platform team's stream".into()),
+        max_age: Duration::from_secs(24 * 3600),
+        storage: stream::StorageType::Memory,
+        duplicate_window: Duration::from_secs(300),
+        ..Default::default()
+    };
+    js.create_stream(theirs.clone()).await.unwrap();
+
+    let mut cfg = NatsSinkConfig::new(nats_url());
+    cfg.subject = format!("owned{u}.{{subject}}.{{type}}");
+    cfg.deadletter_subject = format!("owned{u}.deadletter");
+    cfg.stream = Some(StreamSetup {
+        name: name.clone(),
+        subjects: vec![format!("owned{u}.>")],
+        ..StreamSetup::default()
+    });
+    let sink = NatsSink::connect("nats-test", &cfg).await.unwrap();
+    all_ok(&sink.publish(&fixtures::messages()[..3]).await);
+
+    let mut s = js.get_stream(&name).await.unwrap();
+    let info = s.info().await.unwrap().clone();
+    let c = &info.config;
+    assert_eq!(c.subjects, theirs.subjects, "no subject dropped");
+    assert_eq!(c.max_messages, theirs.max_messages);
+    assert_eq!(c.max_bytes, theirs.max_bytes);
+    assert_eq!(c.discard, theirs.discard);
+    assert_eq!(c.description, theirs.description);
+    assert_eq!(c.max_age, theirs.max_age);
+    assert_eq!(c.storage, theirs.storage);
+    assert_eq!(c.duplicate_window, theirs.duplicate_window);
+    assert_eq!(info.state.messages, 3);
+    js.delete_stream(&name).await.unwrap();
+}
+
+/// An existing stream that does not capture what the sink publishes (here: its dead
+/// letters) is refused at connect, naming the subject; the stream is not touched.
+#[tokio::test]
+async fn an_existing_stream_that_misses_the_sinks_subjects_is_refused() {
+    let u = unique();
+    let name = format!("MISS_{u}");
+    let client = async_nats::connect(nats_url()).await.unwrap();
+    let js = jetstream::new(client);
+    js.create_stream(stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("miss{u}.events.>")],
+        storage: stream::StorageType::Memory,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut cfg = NatsSinkConfig::new(nats_url());
+    cfg.subject = format!("miss{u}.events.{{subject}}.{{type}}");
+    cfg.deadletter_subject = format!("miss{u}.deadletter");
+    cfg.stream = Some(StreamSetup {
+        name: name.clone(),
+        subjects: vec![format!("miss{u}.>")],
+        ..StreamSetup::default()
+    });
+    let err = NatsSink::connect("nats-test", &cfg).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&format!("miss{u}.deadletter")), "{text}");
+    assert!(text.contains("update_existing"), "{text}");
+    let mut s = js.get_stream(&name).await.unwrap();
+    let info = s.info().await.unwrap().clone();
+    assert_eq!(info.config.subjects, vec![format!("miss{u}.events.>")]);
     js.delete_stream(&name).await.unwrap();
 }
 
