@@ -87,7 +87,34 @@ pub fn check(cfg: &Config) -> Result<String, RunError> {
             lines.push(format!("  warning: {w}"));
         }
     }
+    check_shared_streams(cfg)?;
     Ok(lines.join("\n"))
+}
+
+/// Two NATS sinks may not name one JetStream stream: both publish each envelope with its
+/// id as `Nats-Msg-Id`, so the stream would store the first sink's copy and acknowledge
+/// the second's as a duplicate without storing it, silently.
+fn check_shared_streams(cfg: &Config) -> Result<(), RunError> {
+    let mut seen: Vec<(&str, &str, &str)> = Vec::new();
+    for s in &cfg.sinks {
+        let SinkKind::Nats(n) = &s.kind else { continue };
+        let Some(stream) = &n.stream else { continue };
+        if let Some((other, _, _)) = seen
+            .iter()
+            .find(|(_, url, name)| *url == n.url && *name == stream.name)
+        {
+            return Err(RunError::Other(format!(
+                "[[sinks]] {other:?} and {:?} both name the JetStream stream {:?} on {}: \
+                 JetStream would drop the second sink's copy of every event as a duplicate \
+                 (same Nats-Msg-Id); give each sink its own stream",
+                s.name,
+                stream.name,
+                relay_sink::redact_url(&n.url)
+            )));
+        }
+        seen.push((&s.name, &n.url, &stream.name));
+    }
+    Ok(())
 }
 
 /// What `run` is told besides the configuration (command-line options).

@@ -271,6 +271,30 @@ fn check_refuses_what_the_nats_and_rabbitmq_sinks_would_refuse() {
     }
 }
 
+/// Two NATS sinks naming one JetStream stream would swallow each other's messages (one
+/// `Nats-Msg-Id` per envelope): refused, naming both; their own streams are fine.
+#[test]
+fn check_refuses_two_nats_sinks_in_one_stream() {
+    let base = MINIMAL.split("[[sinks]]").next().unwrap();
+    let sink = |name: &str, subject: &str, stream: &str| {
+        format!(
+            "[[sinks]]\nname = \"{name}\"\ntype = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\n\
+             subject = \"{subject}.{{subject}}.{{type}}\"\ndeadletter_subject = \"{subject}.dl\"\n\
+             [sinks.stream]\nname = \"{stream}\"\nsubjects = [\"a.>\", \"b.>\"]\n"
+        )
+    };
+    let shared = format!("{base}{}{}", sink("one", "a", "S"), sink("two", "b", "S"));
+    let (ok, stdout, stderr) = check_text(&shared, &[]);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("\"one\" and \"two\" both name the JetStream stream \"S\""),
+        "{stderr}"
+    );
+    let apart = format!("{base}{}{}", sink("one", "a", "S1"), sink("two", "b", "S2"));
+    let (ok, stdout, stderr) = check_text(&apart, &[]);
+    assert!(ok, "{stdout}{stderr}");
+}
+
 /// `--check` runs the stream's own validation too: a bad url or an empty token is refused
 /// before `run` would fail on it.
 #[test]
