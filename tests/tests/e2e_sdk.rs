@@ -12,8 +12,8 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -58,7 +58,26 @@ fn sign(body: &[u8]) -> String {
     x_signature(SECRET, body)
 }
 
+/// Whether `py` runs and imports what `tests/sdk/check_cloudevents.py` uses (a venv left
+/// half-installed has a `bin/python` but not a working SDK).
+fn sdk_importable(py: &Path) -> bool {
+    Command::new(py)
+        .args([
+            "-c",
+            "from cloudevents.core.bindings import http, kafka, rabbitmq; \
+             from cloudevents.core.formats.json import JSONFormat",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// A Python with the CloudEvents SDK, installed once into the tools cache.
+///
+/// Installed into a temporary directory beside it, checked, then renamed into place: the
+/// venv's path only ever holds a complete install, and concurrent runs each build their own
+/// and the first rename wins.
 fn python() -> PathBuf {
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
@@ -68,18 +87,45 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| home.join(".cache/activity-relay/tools"))
         .join("cloudevents-2.2.0-venv");
     let py = venv.join("bin/python");
-    if !py.exists() {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
+    if sdk_importable(&py) {
+        return py;
+    }
+    let parent = venv.parent().unwrap();
+    std::fs::create_dir_all(parent).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix(".cloudevents-2.2.0-venv.")
+        .tempdir_in(parent)
+        .unwrap();
+    // `bin/python` finds its venv from its own path, so the venv still works once renamed
+    // (only the generated scripts, such as `bin/pip`, keep the temporary path: not used).
+    let tmp_py = tmp.path().join("bin/python");
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(tmp.path())
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(&tmp_py)
+            .args(["-m", "pip", "install", "--quiet", SDK])
             .status()
             .is_ok_and(|s| s.success())
-            && Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", SDK])
-                .status()
-                .is_ok_and(|s| s.success());
-        assert!(ok, "could not install {SDK} into {}", venv.display());
+        && sdk_importable(&tmp_py);
+    assert!(ok, "could not install {SDK} into {}", tmp.path().display());
+    if std::fs::rename(tmp.path(), &venv).is_err() && !sdk_importable(&py) {
+        // Something unusable is in the way (left by an interrupted install of an older
+        // version of this test): move it aside, then ours goes in, unless another run's
+        // complete venv just did.
+        let aside = tempfile::Builder::new()
+            .prefix(".cloudevents-2.2.0-venv.stale.")
+            .tempdir_in(parent)
+            .unwrap();
+        let _ = std::fs::rename(&venv, aside.path().join("venv"));
+        let _ = std::fs::rename(tmp.path(), &venv);
     }
+    assert!(
+        sdk_importable(&py),
+        "{SDK} installed, but {} cannot import it",
+        py.display()
+    );
     py
 }
 

@@ -30,7 +30,14 @@ async fn replay(base: &str, wid: &str, from: &str, to: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn replay_job_lifecycle() {
-    let emu = Emulator::start(EmulatorConfig::default()).await.unwrap();
+    // The receiver holds POSTs while the test makes requests below: a delivery timeout no
+    // stall reaches, so the held deliveries are answered, not timed out and retried.
+    let emu = Emulator::start(EmulatorConfig {
+        delivery_timeout_ms: 120_000,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
     let base = emu.base_url();
     let rx = Receiver::start(SECRET, Crc::Correct).await;
     let w = emu.register_webhook("demo", &rx.url("demo")).await.unwrap();

@@ -1,6 +1,11 @@
 //! Stream client tests against a scripted NDJSON server on a real socket, in virtual time
-//! (`start_paused`): reconnect schedules are asserted exactly (with tolerances), without
-//! waiting for them.
+//! (`start_paused`): reconnect schedules are asserted without waiting for them.
+//!
+//! The paused clock auto-advances whenever the runtime is idle, including while real
+//! loopback I/O is still on its way, so a slow socket shows up as *extra* virtual time, never
+//! less. So the schedule is asserted exactly from the delay the client chose before each
+//! attempt (its backoff gauge, read by the server), and the time between attempts exactly
+//! from below (never sooner) and with [`SLACK`] from above.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -40,12 +45,42 @@ struct Attempt {
     query: Option<String>,
     auth: Option<String>,
     user_agent: Option<String>,
+    /// The client's `activity_relay_stream_backoff_seconds` when this attempt arrived: the
+    /// delay it chose before it (0 before the first).
+    backoff: f64,
 }
 
 #[derive(Default)]
 struct ServerState {
     scripts: Mutex<VecDeque<Script>>,
     attempts: Mutex<Vec<Attempt>>,
+    /// The stream client's registry.
+    registry: prometheus::Registry,
+}
+
+/// The sum of the metric `name` over the series with these `labels`.
+fn metric(registry: &prometheus::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let mut total = 0.0;
+    for fam in registry.gather() {
+        if fam.name() != name {
+            continue;
+        }
+        for m in fam.get_metric() {
+            let ok = labels.iter().all(|(k, v)| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == *k && l.value() == *v)
+            });
+            if ok {
+                total += match fam.get_field_type() {
+                    prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
+                    prometheus::proto::MetricType::GAUGE => m.get_gauge().get_value(),
+                    _ => m.get_histogram().get_sample_count() as f64,
+                };
+            }
+        }
+    }
+    total
 }
 
 async fn handler(
@@ -64,6 +99,7 @@ async fn handler(
         query,
         auth: h("authorization"),
         user_agent: h("user-agent"),
+        backoff: metric(&st.registry, "activity_relay_stream_backoff_seconds", &[]),
     });
     let script = st
         .scripts
@@ -131,7 +167,11 @@ struct Harness {
 }
 
 async fn start(scripts: Vec<Script>, tweak: impl FnOnce(&mut StreamConfig)) -> Harness {
-    let server = Arc::new(ServerState::default());
+    let registry = prometheus::Registry::new();
+    let server = Arc::new(ServerState {
+        registry: registry.clone(),
+        ..ServerState::default()
+    });
     server.scripts.lock().extend(scripts);
     let app = axum::Router::new()
         .route("/2/activity/stream", axum::routing::get(handler))
@@ -145,7 +185,6 @@ async fn start(scripts: Vec<Script>, tweak: impl FnOnce(&mut StreamConfig)) -> H
     cfg.name = "t".into();
     tweak(&mut cfg);
     let rec = Arc::new(Recorder::default());
-    let registry = prometheus::Registry::new();
     let shutdown = CancellationToken::new();
     let task = {
         let (rec, registry, shutdown) = (rec.clone(), registry.clone(), shutdown.clone());
@@ -160,14 +199,24 @@ async fn start(scripts: Vec<Script>, tweak: impl FnOnce(&mut StreamConfig)) -> H
     }
 }
 
+/// How often [`Harness::until`] looks, in virtual time. While real I/O is pending, each look
+/// is a timer the paused clock jumps to; a fine tick keeps that drift small.
+const TICK: Duration = Duration::from_millis(2);
+
+/// How much later than scheduled (in virtual time) a reconnect may show up: what pending
+/// loopback I/O can add. Half the smallest step of the HTTP schedule (5 s); the schedule
+/// itself is asserted exactly from [`Harness::delays`].
+const SLACK: f64 = 2.5;
+
 impl Harness {
     /// Waits (in virtual time) until `cond` holds; panics after a virtual day.
     async fn until(&self, what: &str, cond: impl Fn(&Harness) -> bool) {
-        for _ in 0..864_000 {
+        let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+        while Instant::now() < deadline {
             if cond(self) {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(TICK).await;
         }
         panic!("never happened: {what}");
     }
@@ -193,6 +242,12 @@ impl Harness {
             .collect()
     }
 
+    /// The delay, in seconds, the client chose before each reconnect (exact: not a measured
+    /// time).
+    fn delays(&self) -> Vec<f64> {
+        self.attempts().iter().skip(1).map(|a| a.backoff).collect()
+    }
+
     fn backfills(&self) -> Vec<Option<String>> {
         self.params("backfill_minutes")
     }
@@ -212,27 +267,7 @@ impl Harness {
     }
 
     fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let mut total = 0.0;
-        for fam in self.registry.gather() {
-            if fam.name() != name {
-                continue;
-            }
-            for m in fam.get_metric() {
-                let ok = labels.iter().all(|(k, v)| {
-                    m.get_label()
-                        .iter()
-                        .any(|l| l.name() == *k && l.value() == *v)
-                });
-                if ok {
-                    total += match fam.get_field_type() {
-                        prometheus::proto::MetricType::COUNTER => m.get_counter().get_value(),
-                        prometheus::proto::MetricType::GAUGE => m.get_gauge().get_value(),
-                        _ => m.get_histogram().get_sample_count() as f64,
-                    };
-                }
-            }
-        }
-        total
+        metric(&self.registry, name, labels)
     }
 
     async fn stop(self) {
@@ -245,6 +280,18 @@ fn assert_close(got: &[f64], want: &[f64], tol: f64) {
     assert_eq!(got.len(), want.len(), "got {got:?}, want {want:?}");
     for (g, w) in got.iter().zip(want) {
         assert!((g - w).abs() <= tol, "got {got:?}, want {want:?} (±{tol})");
+    }
+}
+
+/// Each gap is at least the scheduled wait (exactly) and at most [`SLACK`] more (what slow
+/// loopback I/O adds in virtual time).
+fn assert_waited(got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "got {got:?}, want {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            *w <= *g && *g <= w + SLACK,
+            "got {got:?}, want {want:?} (+0..{SLACK})"
+        );
     }
 }
 
@@ -337,7 +384,8 @@ async fn a_stall_past_idle_timeout_reconnects_immediately_with_backfill() {
     h.until("2 lines", |h| h.lines().len() == 2).await;
     // Stalled for the 30 s idle timeout, then reconnected at once (the first event had reset
     // the backoff), asking for the minute it may have missed.
-    assert_close(&h.gaps(), &[30.0], 0.2);
+    assert_eq!(h.delays(), [0.0]);
+    assert_waited(&h.gaps(), &[30.0]);
     assert_eq!(h.backfills(), vec![None, Some("1".to_string())]);
     assert_eq!(
         h.metric(
@@ -364,7 +412,8 @@ async fn http_errors_back_off_exponentially_then_connect() {
     .await;
     h.until("the line", |h| h.lines().len() == 1).await;
     // Once immediately, then 5 s, 10 s, 20 s.
-    assert_close(&h.gaps(), &[0.0, 5.0, 10.0, 20.0], 0.2);
+    assert_eq!(h.delays(), [0.0, 5.0, 10.0, 20.0]);
+    assert_waited(&h.gaps(), &[0.0, 5.0, 10.0, 20.0]);
     assert_eq!(h.lines()[0].as_ref(), L1);
     assert_eq!(
         h.metric(
@@ -383,10 +432,15 @@ async fn http_errors_back_off_exponentially_then_connect() {
 
 #[tokio::test(start_paused = true)]
 async fn rate_limits_honour_reset_then_double() {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    // The wall clock (which the reset is measured against) does not follow the paused
+    // clock: the client reads it at some real moment between `now` and `later`.
+    let unix_secs = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let now = unix_secs();
     let h = start(
         vec![
             Script::Status(429, vec![("x-rate-limit-reset", (now + 200).to_string())]),
@@ -398,8 +452,18 @@ async fn rate_limits_honour_reset_then_double() {
     )
     .await;
     h.until("the line", |h| h.lines().len() == 1).await;
-    // The reset (200 s away, beyond 60 s) rules first; then 120 s, 240 s. Never immediate.
-    assert_close(&h.gaps(), &[200.0, 120.0, 240.0], 1.5);
+    let later = unix_secs();
+    // The reset (200 s away, beyond 60 s) rules first: the wait until it, in whole seconds
+    // of a wall clock read between `now` and `later`; then 120 s, 240 s. Never immediate.
+    let delays = h.delays();
+    assert_eq!(delays.len(), 3, "{delays:?}");
+    let until_reset = (now + 200).saturating_sub(later) as f64..=200.0;
+    assert!(
+        until_reset.contains(&delays[0]),
+        "{delays:?}: {until_reset:?}"
+    );
+    assert_eq!(delays[1..], [120.0, 240.0]);
+    assert_waited(&h.gaps(), &delays);
     assert_eq!(
         h.metric(
             "activity_relay_stream_reconnects_total",
@@ -440,7 +504,8 @@ async fn in_stream_errors_end_the_connection_and_use_the_http_schedule() {
         "error objects are not events; nothing after the error is read"
     );
     // The error came 1 s in; reconnected at once, then the HTTP schedule: 5 s, 10 s.
-    assert_close(&h.gaps(), &[1.0, 5.0, 10.0], 0.2);
+    assert_eq!(h.delays(), [0.0, 5.0, 10.0]);
+    assert_waited(&h.gaps(), &[1.0, 5.0, 10.0]);
     assert_eq!(
         h.metric(
             "activity_relay_stream_reconnects_total",
@@ -465,11 +530,9 @@ async fn gap_recovery_uses_backfill_minutes_then_start_time() {
     h.until("2 lines", |h| h.lines().len() == 2).await;
     // The server closed after line 1 (network: immediate), then 503s: 5, 10, 20, 40, 80,
     // 160, 320 s. Gaps since line 1: 0, 5, 15, 35, 75, 155, 315, 635 s.
-    assert_close(
-        &h.gaps(),
-        &[0.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0],
-        0.3,
-    );
+    let want = [0.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0];
+    assert_eq!(h.delays(), want);
+    assert_waited(&h.gaps(), &want);
     let b = h.backfills();
     let want: Vec<Option<String>> = [
         None,
@@ -487,16 +550,20 @@ async fn gap_recovery_uses_backfill_minutes_then_start_time() {
     .collect();
     assert_eq!(b, want);
     // Past 5 minutes: start_time = (wall clock now) - gap. The wall clock does not follow
-    // the paused tokio clock, so compare against it directly (±5 s of real time).
+    // the paused tokio clock, so compare against it directly (±5 s of real time). The gap the
+    // client measured is at least the schedule's and at most the (virtual) time since the
+    // first attempt, which slow loopback I/O may have lengthened.
     let starts = h.params("start_time");
     assert!(starts[..7].iter().all(Option::is_none), "{starts:?}");
     let now = chrono::Utc::now();
+    let attempts = h.attempts();
     for (i, gap) in [(7, 315), (8, 635)] {
         let t = chrono::DateTime::parse_from_rfc3339(starts[i].as_deref().unwrap()).unwrap();
         let age = now.signed_duration_since(t).num_seconds();
+        let measured = (attempts[i].at - attempts[0].at).as_secs_f64().ceil() as i64;
         assert!(
-            (gap - 5..=gap + 5).contains(&age),
-            "attempt {i}: {age} s, want ~{gap}"
+            (gap - 5..=measured + 5).contains(&age),
+            "attempt {i}: {age} s, want {gap}..={measured} (±5)"
         );
     }
     assert_eq!(
@@ -609,10 +676,12 @@ async fn an_overlong_line_drops_the_connection() {
 
 #[tokio::test(start_paused = true)]
 async fn connection_refused_backs_off_linearly_and_shutdown_interrupts_waits() {
-    // A port with nothing listening.
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = dead.local_addr().unwrap();
-    drop(dead);
+    // A port bound but not listening: connections are refused, and nobody else can take it
+    // while `_reserved` lives.
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = reserved.local_addr().unwrap();
+    let _reserved = reserved;
     let mut cfg = StreamConfig::new("tok");
     cfg.url = format!("http://{addr}/2/activity/stream");
     let registry = prometheus::Registry::new();
@@ -636,11 +705,20 @@ async fn connection_refused_backs_off_linearly_and_shutdown_interrupts_waits() {
     };
     let start = Instant::now();
     while reconnects(&registry) < 5.0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(TICK).await;
     }
-    // 0 + 0.25 + 0.5 + 0.75 s of waits before the fifth failure.
+    // 0 + 0.25 + 0.5 + 0.75 s of waits before the fifth failure: at least that (exactly),
+    // and less than the 2.5 s it would take without the immediate first retry (the rest is
+    // what refused connects and this loop's tick add in virtual time).
     let waited = start.elapsed().as_secs_f64();
-    assert!((1.5..=1.6).contains(&waited), "{waited}");
+    assert!((1.5..2.5).contains(&waited), "{waited}");
+    // The delay chosen after the fifth failure (exact; the next attempt is 1 s away, far
+    // more than this loop's tick).
+    assert_eq!(reconnects(&registry), 5.0);
+    assert_eq!(
+        metric(&registry, "activity_relay_stream_backoff_seconds", &[]),
+        1.0
+    );
     shutdown.cancel();
     task.await.unwrap().unwrap();
 }

@@ -13,7 +13,10 @@ use tracing::{Event, Level, Metadata, Subscriber};
 
 static ERRORS: AtomicUsize = AtomicUsize::new(0);
 static NEXT_SPAN: AtomicUsize = AtomicUsize::new(1);
-/// The tests in this binary share the error counter: run them one at a time.
+/// The tests in this binary share the error counter: run them one at a time. Each closes
+/// every spool it opens before releasing this: a spool only dropped leaves its
+/// `relay-spool-writer` thread working (and maybe logging, in a deleted directory) while
+/// the next test counts errors.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct CountErrors;
@@ -86,7 +89,7 @@ async fn corruption_in_older_segment_is_logged_as_error() {
 
     // A clean reopen logs no error.
     let before = ERRORS.load(Ordering::SeqCst);
-    drop(Spool::open(config(dir.path())).await.unwrap());
+    Spool::open(config(dir.path())).await.unwrap().close().await;
     assert_eq!(ERRORS.load(Ordering::SeqCst), before);
 
     let f = OpenOptions::new().write(true).open(&files[0]).unwrap();
@@ -98,6 +101,7 @@ async fn corruption_in_older_segment_is_logged_as_error() {
     let got = spool.read(0, 2).await.unwrap();
     assert_eq!(got[0].offset, 0);
     assert_eq!(got[1].offset, 4);
+    spool.close().await;
 }
 
 #[tokio::test]
@@ -119,9 +123,10 @@ async fn torn_tail_is_not_an_error_but_lost_cursor_position_is() {
     drop(f);
     let before = ERRORS.load(Ordering::SeqCst);
     let spool = Spool::open(config(dir.path())).await.unwrap();
-    assert_eq!(ERRORS.load(Ordering::SeqCst), before);
     assert_eq!(spool.stats().next_offset, 12);
-    drop(spool);
+    // Closed first: whatever its writer thread does after the open is counted too.
+    spool.close().await;
+    assert_eq!(ERRORS.load(Ordering::SeqCst), before);
 
     // Every segment file deleted behind the spool's back: the sink's cursor (12) keeps the
     // offsets from being reused, and that is reported.
@@ -143,6 +148,7 @@ async fn torn_tail_is_not_an_error_but_lost_cursor_position_is() {
         .await
         .unwrap();
     assert_eq!(r.first_offset, 12);
+    spool.close().await;
 }
 
 #[tokio::test]
@@ -176,4 +182,5 @@ async fn bit_rot_inside_last_segment_is_logged_as_error() {
         .map(|r| r.offset)
         .collect();
     assert_eq!(offsets, [7, 9, 10]);
+    spool.close().await;
 }
