@@ -781,3 +781,146 @@ liveness_interval = "1s"
     );
     emu.shutdown().await;
 }
+
+/// [`xaa_like`], with its event time (`created_at`, `timestamp_ms`) at `at`.
+fn xaa_like_at(user: &str, tweet: &str, at: DateTime<Utc>) -> Value {
+    let mut v = xaa_like(user, tweet);
+    let p = &mut v["data"]["payload"];
+    p["created_at"] = Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    p["timestamp_ms"] = Value::String(at.timestamp_millis().to_string());
+    v
+}
+
+/// X closes the recovery read early: an `operational-disconnect` object after 500 lines
+/// of a 1,001-event gap. The read is not complete; the error object is not an event; the
+/// next read starts from the newest event time the first one accepted (less the margin),
+/// and every event of the gap lands exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_read_x_closes_early_is_read_on_until_its_end() {
+    const GAP_EVENTS: usize = 1001;
+    let u = relay_testkit::unique();
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        time_scale: 0.001,
+        // X's own 3 s answer timeout runs on the real clock while these tests scale
+        // X's retries down: a machine stall past it would be a retry the test did not
+        // plan. X's timeout is held against the relay in e2e_hostile.
+        delivery_timeout_ms: 30_000,
+        recrc_interval_secs: 0.0,
+        aaa_retired: true,
+        stream: x_emulator::StreamConfig {
+            heartbeat_ms: Some(200),
+            faults: x_emulator::StreamFaults {
+                disconnect_after_lines: Some(500),
+                rules_for_connections: Some(1),
+                ..Default::default()
+            },
+            ..x_emulator::StreamConfig::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let base = config(&u).replace(
+        "consumer_secrets = [\"emulator-consumer-secret\"]",
+        "consumer_secrets = [\"emulator-consumer-secret\"]\nformats = [\"xaa\"]",
+    );
+    let recovery = format!(
+        r#"
+[recovery]
+enabled = true
+base_url = "{}"
+bearer_token = "emulator-bearer"
+min_gap = "30s"
+max_attempts = 3
+retry_delay = "1s"
+safety_margin = "2m"
+liveness_interval = "1s"
+"#,
+        emu.base_url()
+    );
+    let mut relay = Relay::start(tmp.path(), &format!("{base}{recovery}")).await;
+    let (hook, users) = register_with_users(&emu, &relay).await;
+    assert_eq!(relay.terminate(), Some(0), "{}", relay.log());
+
+    // The outage: 30 minutes, placed in the past; the gap's events spread over it.
+    let liveness_path = tmp.path().join("spool/liveness.json");
+    let now = Utc::now();
+    let last_alive = now - chrono::Duration::minutes(30);
+    write_liveness(&liveness_path, "webhook", last_alive);
+    let stamp = Utc::now().timestamp_micros();
+    let step_ms = 25 * 60 * 1000 / GAP_EVENTS as i64;
+    let bodies: Vec<Value> = (0..GAP_EVENTS)
+        .map(|i| {
+            let at = last_alive
+                + chrono::Duration::minutes(1)
+                + chrono::Duration::milliseconds(step_ms * i as i64);
+            xaa_like_at(&users[i % users.len()], &format!("{stamp}{i:04}"), at)
+        })
+        .collect();
+    subscribe_for(&emu, &hook.id, &bodies[..users.len()]).await;
+    let mut missed: Vec<Emitted> = Vec::new();
+    for (i, b) in bodies.iter().enumerate() {
+        let at = last_alive
+            + chrono::Duration::minutes(1)
+            + chrono::Duration::milliseconds(step_ms * i as i64);
+        missed.push(emu.emit_at(b.clone(), at));
+    }
+    wait_deliveries_settled(&emu, &missed, Duration::from_secs(120)).await;
+
+    relay.spawn().await;
+    let mut expected = BTreeMap::new();
+    for b in &bodies {
+        for env in normalize_value(b, relay_envelope::IngressKind::Webhook) {
+            expected.insert(env.id.clone(), env);
+        }
+    }
+    assert_eq!(expected.len(), GAP_EVENTS);
+    let got = nats_read_all(
+        &format!("GAP_{u}"),
+        expected.len(),
+        Duration::from_secs(3),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_exactly_once("nats", &expected, &got, |e| {
+        format!("gap{u}.{}.{}", e.subject, e.event_type)
+    });
+
+    // The first read ended by X after 500 lines; the next one started past what it had
+    // accepted (less the 2-minute margin), not from the start of the gap again.
+    let reads: Vec<_> = emu
+        .connections()
+        .into_iter()
+        .filter(|c| c.params.contains_key("end_time"))
+        .collect();
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    let first = parse_time(reads[0].params.get("start_time").expect("start_time"));
+    let second = parse_time(reads[1].params.get("start_time").expect("start_time"));
+    let newest_first =
+        last_alive + chrono::Duration::minutes(1) + chrono::Duration::milliseconds(step_ms * 499);
+    assert!(
+        second > first && second <= newest_first,
+        "second read from {second}: first from {first}, its newest event {newest_first}"
+    );
+    relay
+        .wait_metric(
+            "activity_relay_replay_jobs_total",
+            &[("outcome", "complete")],
+            1.0,
+            Duration::from_secs(60),
+        )
+        .await;
+    let m = |o: &'static str| jobs_metric(&relay, o);
+    assert_eq!(m("started").await, 2.0);
+    assert_eq!(m("incomplete").await, 1.0, "the read X closed early");
+    assert_eq!(m("complete").await, 1.0);
+    assert_eq!(m("failed").await, 0.0);
+    // The disconnect object was no event: nothing dead-lettered.
+    assert_eq!(
+        relay.metric("activity_relay_dead_letters_total", &[]).await,
+        0.0
+    );
+    assert_eq!(relay.terminate(), Some(0), "{}", relay.log());
+    emu.shutdown().await;
+}

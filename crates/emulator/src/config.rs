@@ -150,6 +150,9 @@ pub struct StreamFaults {
     pub stall_after_lines: Option<u64>,
     /// Every connection: send an `operational-disconnect` error and close after this many lines.
     pub disconnect_after_lines: Option<u64>,
+    /// The `*_after_lines` rules apply to the next N connections only, then no more
+    /// (`None`: to every connection).
+    pub rules_for_connections: Option<u32>,
 }
 
 /// Event generator settings.

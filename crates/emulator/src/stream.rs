@@ -253,7 +253,17 @@ async fn stream(
         if live >= st.cfg.stream.max_connections {
             return Admit::TooMany;
         }
-        Admit::Connect(s.faults.clone())
+        let mut rules = s.faults.clone();
+        match &mut s.faults.rules_for_connections {
+            Some(0) => {
+                rules.drop_after_lines = None;
+                rules.stall_after_lines = None;
+                rules.disconnect_after_lines = None;
+            }
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        Admit::Connect(rules)
     });
     let rules = match admit {
         Admit::Unavailable => {

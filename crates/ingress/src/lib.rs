@@ -44,6 +44,10 @@ pub struct AcceptReport {
     pub dead_letters: usize,
     /// X Activity API error objects seen (counted and logged, nothing spooled).
     pub xaa_errors: usize,
+    /// The event time (ms since the epoch) of the newest envelope of the delivery that is
+    /// now durable: spooled by it, or a duplicate of one spooled before. Where a stream
+    /// read stands in X's time.
+    pub newest_event_ms: Option<i64>,
 }
 
 /// Why a delivery was not accepted; X should retry it.

@@ -791,6 +791,25 @@ pub enum WindowError {
     LineTooLong(usize),
     #[error("activity stream window: stopped")]
     Stopped,
+    /// X ended the read before the window's end: an in-stream error object (an
+    /// operational disconnect), or a clean close before `end_time`. Not complete: the
+    /// next read starts from `newest`, the newest event time accepted from this one.
+    #[error("activity stream window: ended early after {accepted} lines: {why}")]
+    EndedEarly {
+        why: String,
+        accepted: u64,
+        newest: Option<SystemTime>,
+    },
+}
+
+impl WindowError {
+    /// The newest event time accepted by the read that failed, when it got that far.
+    pub fn newest(&self) -> Option<SystemTime> {
+        match self {
+            WindowError::EndedEarly { newest, .. } => *newest,
+            _ => None,
+        }
+    }
 }
 
 /// Reads the window `[from, to]` of the activity stream once (`start_time`, `end_time`: X
@@ -799,6 +818,11 @@ pub enum WindowError {
 /// of the webhook without AAA's replay API: X's XAA webhook replay has no completion event,
 /// a stream window has a known end. What was already accepted is dropped by the
 /// pipeline's dedup. Returns the number of lines accepted.
+///
+/// The window is read only when X says so: the body ends cleanly once `end_time` has
+/// passed. An in-stream error object (an operational disconnect: never handed to the
+/// pipeline) or a clean close before `end_time` is [`WindowError::EndedEarly`], with the
+/// newest event time accepted, where the next read resumes.
 pub async fn read_window(
     cfg: &StreamConfig,
     pipeline: &dyn Pipeline,
@@ -845,6 +869,14 @@ pub async fn read_window(
     let mut body = resp.bytes_stream();
     let mut reader = LineReader::new(cfg.max_line_bytes);
     let mut accepted = 0u64;
+    let mut newest: Option<i64> = None;
+    let ended_early = |why: String, accepted: u64, newest: Option<i64>| WindowError::EndedEarly {
+        why,
+        accepted,
+        newest: newest
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+    };
     loop {
         let next = tokio::select! {
             _ = stop.cancelled() => return Err(WindowError::Stopped),
@@ -852,6 +884,13 @@ pub async fn read_window(
         };
         match next {
             Err(_) => return Err(WindowError::Stalled(cfg.idle_timeout)),
+            Ok(None) if SystemTime::now() < to => {
+                return Err(ended_early(
+                    "X closed the read before its end_time".into(),
+                    accepted,
+                    newest,
+                ))
+            }
             Ok(None) => return Ok(accepted),
             Ok(Some(Err(e))) => return Err(WindowError::Network(e.without_url().to_string())),
             Ok(Some(Ok(chunk))) => reader.push(&chunk),
@@ -863,9 +902,17 @@ pub async fn read_window(
                 Ok(None) => break,
                 Err(_) => return Err(WindowError::LineTooLong(cfg.max_line_bytes)),
             };
+            if let Some(why) = in_stream_error(&line) {
+                return Err(ended_early(why, accepted, newest));
+            }
             loop {
                 let wait = match pipeline.accept(line.clone(), ctx.clone()).await {
-                    Ok(_) => break,
+                    Ok(report) => {
+                        if let Some(t) = report.newest_event_ms {
+                            newest = Some(newest.map_or(t, |n| n.max(t)));
+                        }
+                        break;
+                    }
                     Err(AcceptError::TooLarge(reason)) => {
                         tracing::error!(%reason, "stream window line can never be spooled; skipped");
                         break;

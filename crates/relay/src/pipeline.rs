@@ -223,6 +223,8 @@ impl Pipeline for RelayPipeline {
                 let dup = c.seen().to_vec();
                 claim = Some(c);
                 for (env, seen) in fresh.into_iter().zip(dup) {
+                    let t = env.time.timestamp_millis();
+                    report.newest_event_ms = Some(report.newest_event_ms.map_or(t, |n| n.max(t)));
                     if let Some(first) = seen {
                         let format = env.xformat.map_or("none", XFormat::as_str);
                         self.metrics
@@ -238,7 +240,6 @@ impl Pipeline for RelayPipeline {
                         report.duplicates += 1;
                         continue;
                     }
-                    let t = env.time.timestamp_millis();
                     newest_event = Some(newest_event.map_or(t, |n| n.max(t)));
                     let json = Bytes::from(env.to_json());
                     kinds.push("envelope");

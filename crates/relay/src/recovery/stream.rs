@@ -23,6 +23,11 @@ use super::{Pending, RecoveryConfig, RecoveryMetrics, WEBHOOK_KEY};
 /// How far back X's stream takes `start_time` (24 h), less a minute for clock skew.
 pub const STREAM_MAX_AGE: Duration = Duration::from_secs(24 * 3600 - 60);
 
+/// A read that X ended early resumes this long before the newest event time it accepted
+/// (X's stream is in event-time order only roughly); what is read twice is dropped by
+/// dedup.
+pub const RESUME_MARGIN: Duration = Duration::from_secs(120);
+
 /// Re-reads a webhook gap from the activity stream.
 pub struct StreamRecovery {
     /// The stream read (URL, token, timeouts, line limit).
@@ -81,7 +86,7 @@ impl StreamRecovery {
         let gauge = self.metrics.gap.with_label_values(&[WEBHOOK_KEY]);
         gauge.set((to - from).num_seconds().max(0) as f64);
         let oldest = Utc::now() - chrono::Duration::from_std(STREAM_MAX_AGE).unwrap_or_default();
-        let start = if from < oldest {
+        let mut start = if from < oldest {
             tracing::warn!(
                 lost_from = %from.to_rfc3339(),
                 lost_to = %oldest.to_rfc3339(),
@@ -128,12 +133,26 @@ impl StreamRecovery {
                 Err(WindowError::Stopped) => break false,
                 Err(e) => {
                     self.metrics.jobs.with_label_values(&["incomplete"]).inc();
-                    if attempts >= self.cfg.max_attempts {
+                    // Where the next read starts: past what this one accepted, less the
+                    // margin. A read that moved forward does not count against
+                    // max_attempts (each such read shortens what is left).
+                    let resume = e.newest().map(|t| {
+                        DateTime::<Utc>::from(t)
+                            - chrono::Duration::from_std(RESUME_MARGIN).unwrap_or_default()
+                    });
+                    if let Some(r) = resume.filter(|r| *r > start) {
+                        tracing::info!(error = %e, resume_from = %r.to_rfc3339(), "stream window read ended early; reading on from where it got");
+                        start = r;
+                        *self.pending.lock() = Some(r);
+                        gauge.set((to - r).num_seconds().max(0) as f64);
+                        attempts = 0;
+                    } else if attempts >= self.cfg.max_attempts {
                         self.metrics.jobs.with_label_values(&["failed"]).inc();
                         tracing::error!(error = %e, attempts, from = %start.to_rfc3339(), to = %to.to_rfc3339(), "webhook gap recovery given up after max_attempts; events of the gap may be lost (`activity-relay x replay` can still replay it)");
                         break true;
+                    } else {
+                        tracing::warn!(error = %e, attempts, "stream window read failed; retrying");
                     }
-                    tracing::warn!(error = %e, attempts, "stream window read failed; retrying");
                     let wait = retry_wait(&e, self.cfg.retry_delay);
                     tokio::select! {
                         _ = stop.cancelled() => break false,
@@ -147,7 +166,7 @@ impl StreamRecovery {
             gauge.set(0.0);
             tracing::info!("webhook gap recovery finished");
         } else {
-            tracing::info!(pending_from = %from.to_rfc3339(), "webhook gap recovery interrupted by shutdown; the next start resumes it");
+            tracing::info!(pending_from = ?self.pending.lock().map(|t| t.to_rfc3339()), "webhook gap recovery interrupted by shutdown; the next start resumes it");
         }
     }
 }
