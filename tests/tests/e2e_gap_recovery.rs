@@ -423,8 +423,8 @@ fn stream_like(id: &str) -> Value {
 }
 
 /// A stream down for "2 hours" (its liveness record moved into the past): the first
-/// connection after the restart asks for `start_time` = the recorded time, and the events X
-/// recorded in between arrive exactly once.
+/// connection after the restart asks for `start_time` = the recorded time less the 2-minute
+/// margin, and the events X recorded in between arrive exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_resumes_from_the_recorded_time_after_a_restart() {
     let u = relay_testkit::unique();
@@ -516,10 +516,10 @@ idle_timeout = "2s"
         "stream:main",
         last_alive,
     );
-    // Recorded during the "outage" (one before it: not asked for).
+    // Recorded during the "outage" (one before it and its 2-minute margin: not asked for).
     emu.emit_at(
         stream_like(&format!("sbefore-{u}")),
-        last_alive - chrono::Duration::minutes(1),
+        last_alive - chrono::Duration::minutes(3),
     );
     for (i, m) in [5i64, 60, 100].iter().enumerate() {
         let id = format!("smissed-{u}-{i}");
@@ -539,9 +539,11 @@ idle_timeout = "2s"
             .get("start_time")
             .expect("start_time asked for"),
     );
+    // The recorded position, less the 2-minute margin.
+    let asked = last_alive - chrono::Duration::minutes(2);
     assert!(
-        (start - last_alive).num_seconds().abs() <= 1,
-        "start_time {start} vs recorded {last_alive}"
+        (start - asked).num_seconds().abs() <= 1,
+        "start_time {start} vs recorded {last_alive} - 2 min"
     );
     assert!(!resumed.params.contains_key("backfill_minutes"));
 
@@ -920,6 +922,126 @@ liveness_interval = "1s"
     assert_eq!(
         relay.metric("activity_relay_dead_letters_total", &[]).await,
         0.0
+    );
+    assert_eq!(relay.terminate(), Some(0), "{}", relay.log());
+    emu.shutdown().await;
+}
+
+/// The catch-up after an outage cut short by X: the relay down for "3 minutes" (its
+/// liveness record moved back) while X recorded 4,000 events over them; X drops the first
+/// connection after 1,500 lines of the backlog. The reconnect asks for the gap from where
+/// the catch-up was in X's time (the newest event accepted, less the margin), not from when
+/// the relay last read a line: every event arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_catch_up_cut_short_resumes_where_it_was_cut() {
+    const MISSED: usize = 4000;
+    let u = relay_testkit::unique();
+    let tmp = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(EmulatorConfig {
+        recrc_interval_secs: 0.0,
+        stream: x_emulator::StreamConfig {
+            heartbeat_ms: Some(200),
+            ..x_emulator::StreamConfig::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let base = config(&u);
+    let (head, sinks) = base.split_once("[webhook]").expect("webhook section");
+    let sinks = &sinks[sinks.find("[[sinks]]").expect("sinks")..];
+    let stream = format!(
+        r#"
+[[stream]]
+name = "main"
+url = "{}/2/activity/stream"
+bearer_token = "emulator-bearer"
+idle_timeout = "10s"
+"#,
+        emu.base_url()
+    );
+    let mut relay = Relay::start(tmp.path(), &format!("{head}{stream}{sinks}")).await;
+    let guard = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !emu
+        .connections()
+        .iter()
+        .any(|c| c.outcome == "connected" && c.ended_at.is_none())
+    {
+        assert!(tokio::time::Instant::now() < guard, "never connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(relay.terminate(), Some(0), "{}", relay.log());
+    let before = emu.connections().len();
+
+    // The outage: 3 minutes, placed in the past; X recorded the events over it.
+    let now = Utc::now();
+    let last_alive = now - chrono::Duration::minutes(3);
+    write_liveness(
+        &tmp.path().join("spool/liveness.json"),
+        "stream:main",
+        last_alive,
+    );
+    let users: Vec<String> = emu
+        .config()
+        .users
+        .iter()
+        .take(3)
+        .map(|u| u.user_id.clone())
+        .collect();
+    let stamp = Utc::now().timestamp_micros();
+    let step_ms = 170_000 / MISSED as i64;
+    let mut expected = BTreeMap::new();
+    for i in 0..MISSED {
+        let at = last_alive
+            + chrono::Duration::seconds(5)
+            + chrono::Duration::milliseconds(step_ms * i as i64);
+        let body = xaa_like_at(&users[i % users.len()], &format!("{stamp}{i:05}"), at);
+        for env in normalize_value(&body, relay_envelope::IngressKind::Stream) {
+            expected.insert(env.id.clone(), env);
+        }
+        emu.emit_at(body, at);
+    }
+    assert_eq!(expected.len(), MISSED);
+    // X drops the next connection (the catch-up) after 1,500 lines; later ones are whole.
+    emu.stream_fault(x_emulator::StreamFault::Configure(
+        x_emulator::StreamFaults {
+            drop_after_lines: Some(1500),
+            rules_for_connections: Some(1),
+            ..Default::default()
+        },
+    ));
+
+    relay.spawn().await;
+    let got = nats_read_all(
+        &format!("GAP_{u}"),
+        expected.len(),
+        Duration::from_secs(3),
+        Duration::from_secs(180),
+    )
+    .await;
+    assert_exactly_once("nats", &expected, &got, |e| {
+        format!("gap{u}.{}.{}", e.subject, e.event_type)
+    });
+    // The catch-up was cut, and the next connection asked for the gap from where it was
+    // cut in X's time (the 1,500th event), not for the minute before it reconnected.
+    let conns: Vec<_> = emu.connections().into_iter().skip(before).collect();
+    let connected: Vec<_> = conns.iter().filter(|c| c.outcome == "connected").collect();
+    assert!(connected.len() >= 2, "{conns:?}");
+    assert_eq!(connected[0].lines_sent, 1500, "{conns:?}");
+    let again = connected[1];
+    let asked_from = match (
+        again.params.get("start_time"),
+        again.params.get("backfill_minutes"),
+    ) {
+        (Some(t), _) => parse_time(t),
+        (None, Some(m)) => again.at - chrono::Duration::minutes(m.parse::<i64>().unwrap()),
+        (None, None) => panic!("the reconnect asked for no gap: {conns:?}"),
+    };
+    let cut =
+        last_alive + chrono::Duration::seconds(5) + chrono::Duration::milliseconds(step_ms * 1499);
+    assert!(
+        asked_from <= cut,
+        "the reconnect asked from {asked_from}, after the cut at {cut}: {conns:?}"
     );
     assert_eq!(relay.terminate(), Some(0), "{}", relay.log());
     emu.shutdown().await;

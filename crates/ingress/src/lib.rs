@@ -94,6 +94,30 @@ impl Acceptance {
     }
 }
 
+/// Where a stream stands in X's time: the newest event time it durably accepted (or, before
+/// any event, the time it started taking X's live stream), moved forward only. A reconnect
+/// asks X for the gap from there (less a margin); the relay keeps it in the liveness record
+/// so that a restart resumes from it. Unlike [`Acceptance`], which is wall-clock time, this
+/// stays behind while a catch-up is read: a catch-up cut short resumes where it was cut.
+/// Clones share the state.
+#[derive(Clone, Debug, Default)]
+pub struct Position(std::sync::Arc<parking_lot::Mutex<Option<std::time::SystemTime>>>);
+
+impl Position {
+    /// Moves forward to `at` (never back).
+    pub fn advance(&self, at: std::time::SystemTime) {
+        let mut p = self.0.lock();
+        if p.is_none_or(|cur| at > cur) {
+            *p = Some(at);
+        }
+    }
+
+    /// The position, if one is known.
+    pub fn get(&self) -> Option<std::time::SystemTime> {
+        *self.0.lock()
+    }
+}
+
 /// normalize → dedup → durable append. Returns only once accepted events are durable.
 #[async_trait::async_trait]
 pub trait Pipeline: Send + Sync + 'static {

@@ -3,10 +3,12 @@
 //! One long-lived `GET` returning newline-delimited JSON. Every non-blank line goes to the
 //! [`Pipeline`], in order, one at a time; a full or unavailable pipeline holds the line
 //! (and stops reading: backpressure) until it is accepted, so nothing read is dropped.
-//! Connections are re-established forever by X's rules ([`crate::backoff`]). Each reconnect
-//! asks X to re-send the gap since the last data handed to the pipeline (or, before any,
-//! since [`StreamConfig::resume_from`]): `backfill_minutes` up to 5 minutes, `start_time`
-//! up to 24 hours ([`initial_resume`]); the pipeline deduplicates what was already seen.
+//! Connections are re-established forever by X's rules ([`crate::backoff`]). Each connection
+//! asks X to re-send the gap since the stream's [`crate::Position`] in X's time (the newest
+//! event time durably accepted, from the liveness record after a restart) less
+//! [`RESUME_MARGIN`]: `backfill_minutes` up to 5 minutes, `start_time` up to 24 hours
+//! ([`initial_resume`]); the pipeline deduplicates what was already seen. A catch-up that X
+//! cuts short therefore resumes where it was cut, not from the time it was last read.
 
 use std::fmt;
 use std::sync::Arc;
@@ -28,6 +30,11 @@ use crate::{AcceptError, IngressError, Pipeline};
 
 /// The longest gap `backfill_minutes` can cover.
 pub const MAX_BACKFILL: Duration = Duration::from_secs(5 * 60);
+
+/// How far before the stream's position a reconnect asks X to start: X's stream is in
+/// event-time order only roughly, and clocks differ (the webhook's replay keeps the same
+/// margin). What is re-sent twice is dropped by dedup.
+pub const RESUME_MARGIN: Duration = Duration::from_secs(120);
 
 /// Activity stream client configuration.
 #[derive(Clone, Deserialize)]
@@ -297,6 +304,10 @@ enum Delivery {
 }
 
 struct Runner {
+    /// The wall clock and the runtime's clock at start: the stream's "now" in X's time is
+    /// the first plus the runtime clock's elapsed time (monotonic, and the one tests can
+    /// pause and advance).
+    epoch: (SystemTime, Instant),
     cfg: StreamConfig,
     runtime: StreamRuntime,
     pipeline: Arc<dyn Pipeline>,
@@ -314,11 +325,13 @@ struct Runner {
 /// What a stream connection shares with the relay while it runs (not configuration).
 #[derive(Clone, Debug, Default)]
 pub struct StreamRuntime {
-    /// The time up to which this stream's events were accepted before the relay stopped
-    /// (from its liveness record). Until the first chunk is received, connections ask X
-    /// for the gap since then ([`initial_resume`]: `backfill_minutes` up to 5 minutes,
-    /// `start_time` up to 24 h).
+    /// Where this stream stood in X's time before the relay stopped (from its liveness
+    /// record): the first connection asks X for the gap since then (see
+    /// [`crate::Position`]).
     pub resume_from: Option<SystemTime>,
+    /// Where this stream stands in X's time, moved forward as events are accepted; the
+    /// relay reads it for its liveness record.
+    pub position: crate::Position,
     /// Up to when this stream took everything X sent (see [`crate::Acceptance`]); the
     /// relay reads it for its liveness record.
     pub acceptance: crate::Acceptance,
@@ -344,6 +357,9 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> Result<(), IngressError> {
     validate(&cfg)?;
+    if let Some(t) = runtime.resume_from {
+        runtime.position.advance(t);
+    }
     let metrics = StreamMetrics::register(registry, &cfg.name)?;
     let client = reqwest::Client::builder()
         .connect_timeout(cfg.connect_timeout)
@@ -355,6 +371,7 @@ pub async fn run_with(
         .clone()
         .unwrap_or_else(|| format!("/x/activity/stream/{}", cfg.name));
     let mut runner = Runner {
+        epoch: (SystemTime::now(), Instant::now()),
         backoff: Backoff::new(cfg.backoff.clone()),
         cfg,
         runtime,
@@ -369,6 +386,11 @@ pub async fn run_with(
 }
 
 impl Runner {
+    /// Now, as wall-clock time (see [`Runner::epoch`]).
+    fn wall_now(&self) -> SystemTime {
+        self.epoch.0 + self.epoch.1.elapsed()
+    }
+
     async fn run(&mut self, shutdown: CancellationToken) {
         let name = self.cfg.name.clone();
         loop {
@@ -414,14 +436,11 @@ impl Runner {
             .bearer_auth(&cfg.bearer_token)
             .header(USER_AGENT, &cfg.user_agent)
             .header(ACCEPT, "application/json");
-        // The gap to recover: since the last data handed to the pipeline, or, before any
-        // in this process, since the previous run's recorded time.
-        let now = SystemTime::now();
-        let gap = match (self.caught_up_at, self.runtime.resume_from) {
-            (Some(caught_up), _) => Some(caught_up.elapsed()),
-            (None, Some(from)) => Some(now.duration_since(from).unwrap_or(Duration::ZERO)),
-            (None, None) => None,
-        };
+        // The gap to recover: since the stream's position in X's time (the newest event
+        // durably accepted, or the previous run's), less the margin. None on a first start.
+        let now = self.wall_now();
+        let position = self.runtime.position.get();
+        let gap = position.map(|p| now.duration_since(p).unwrap_or(Duration::ZERO) + RESUME_MARGIN);
         if let Some(gap) = gap.filter(|_| cfg.backfill) {
             match initial_resume(gap, now) {
                 Resume::Backfill(n) => {
@@ -483,6 +502,10 @@ impl Runner {
         tracing::info!(stream = %cfg.name, "activity stream connected");
         self.metrics.connected.set(1);
         self.runtime.acceptance.accepting();
+        if position.is_none() {
+            // A first start, live from now: X sends everything after this.
+            self.runtime.position.advance(now);
+        }
         self.read(resp, shutdown).await
     }
 
@@ -578,6 +601,11 @@ impl Runner {
             let started = Instant::now();
             let wait = match self.pipeline.accept(line.clone(), ctx).await {
                 Ok(report) => {
+                    if let Some(ms) = report.newest_event_ms.and_then(|ms| u64::try_from(ms).ok()) {
+                        self.runtime
+                            .position
+                            .advance(UNIX_EPOCH + Duration::from_millis(ms));
+                    }
                     self.metrics
                         .accept_latency
                         .observe(started.elapsed().as_secs_f64());
@@ -694,12 +722,13 @@ mod tests {
         assert_eq!(initial_resume(s(86_401), now), Resume::TooOld(old));
     }
 
-    /// The first connection after a restart asks for the recorded gap; later reconnects use
-    /// their own gap.
+    /// Every connection asks for the gap since the stream's position in X's time, less
+    /// the margin: the recorded one after a restart, then the newest event time accepted.
+    /// A line without an event time does not move it (a reconnect asks for the same gap).
     #[tokio::test]
-    async fn first_connection_resumes_from_the_recorded_time() {
+    async fn connections_resume_from_the_position_in_x_time() {
         use parking_lot::Mutex;
-        struct Sink;
+        struct Sink(Option<i64>);
         #[async_trait::async_trait]
         impl Pipeline for Sink {
             async fn accept(
@@ -707,7 +736,11 @@ mod tests {
                 _body: Bytes,
                 _ctx: Context,
             ) -> Result<crate::AcceptReport, AcceptError> {
-                Ok(crate::AcceptReport::default())
+                Ok(crate::AcceptReport {
+                    spooled: 1,
+                    newest_event_ms: self.0,
+                    ..Default::default()
+                })
             }
         }
         let queries: Arc<Mutex<Vec<String>>> = Arc::default();
@@ -728,7 +761,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let run_case = |gap: Duration| {
+        let run_case = |gap: Duration, newest: Option<Duration>| {
             let queries = queries.clone();
             async move {
                 queries.lock().clear();
@@ -738,12 +771,15 @@ mod tests {
                     resume_from: Some(SystemTime::now() - gap),
                     ..StreamRuntime::default()
                 };
+                let newest = newest.map(|ago| {
+                    chrono::Utc::now().timestamp_millis() - i64::try_from(ago.as_millis()).unwrap()
+                });
                 let stop = CancellationToken::new();
                 let task = tokio::spawn({
                     let stop = stop.clone();
                     async move {
                         let registry = prometheus::Registry::new();
-                        run_with(cfg, runtime, Arc::new(Sink), &registry, stop).await
+                        run_with(cfg, runtime, Arc::new(Sink(newest)), &registry, stop).await
                     }
                 });
                 while queries.lock().len() < 2 {
@@ -755,19 +791,31 @@ mod tests {
                 got
             }
         };
-        let short = run_case(Duration::from_secs(130)).await;
-        assert_eq!(short[0], "backfill_minutes=3", "{short:?}");
-        assert_eq!(short[1], "backfill_minutes=1", "{short:?}");
-        let long = run_case(Duration::from_secs(3 * 3600)).await;
-        assert!(long[0].starts_with("start_time="), "{long:?}");
-        let t: String = url::form_urlencoded::parse(long[0].as_bytes())
-            .find(|(k, _)| k == "start_time")
-            .map(|(_, v)| v.into_owned())
-            .unwrap();
-        let t = chrono::DateTime::parse_from_rfc3339(&t).unwrap();
-        let age = chrono::Utc::now().signed_duration_since(t).num_seconds();
-        assert!((3 * 3600..3 * 3600 + 60).contains(&age), "{age}");
-        assert_eq!(long[1], "backfill_minutes=1", "{long:?}");
+        let s = Duration::from_secs;
+        // Recorded 130 s ago, plus the 2-minute margin: 250 s, 5 minutes of backfill.
+        let short = run_case(s(130), None).await;
+        assert_eq!(short[0], "backfill_minutes=5", "{short:?}");
+        assert_eq!(
+            short[1], "backfill_minutes=5",
+            "the position did not move: {short:?}"
+        );
+        // The line accepted carried an event 10 s old: 130 s, 3 minutes.
+        let moved = run_case(s(130), Some(s(10))).await;
+        assert_eq!(moved[0], "backfill_minutes=5", "{moved:?}");
+        assert_eq!(moved[1], "backfill_minutes=3", "{moved:?}");
+        let long = run_case(s(3 * 3600), None).await;
+        let start_age = |query: &str| {
+            let t: String = url::form_urlencoded::parse(query.as_bytes())
+                .find(|(k, _)| k == "start_time")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_else(|| panic!("no start_time in {query}"));
+            let t = chrono::DateTime::parse_from_rfc3339(&t).unwrap();
+            chrono::Utc::now().signed_duration_since(t).num_seconds()
+        };
+        let want = 3 * 3600 + 120;
+        assert!((want..want + 60).contains(&start_age(&long[0])), "{long:?}");
+        // A catch-up cut short asks for the same gap again, not for a minute.
+        assert!((want..want + 60).contains(&start_age(&long[1])), "{long:?}");
     }
 
     #[test]

@@ -295,6 +295,33 @@ fn assert_waited(got: &[f64], want: &[f64]) {
     }
 }
 
+/// Checks each reconnect's `backfill_minutes` against the gap the client measured: since
+/// the stream's position (here the first connection: these lines carry no event time)
+/// plus `RESUME_MARGIN`. That gap is at least `since_first[i]` (the schedule) and at most
+/// the virtual time between the first attempt and this one (slow loopback I/O lengthens
+/// it: see `assert_waited`); `None` stands for a gap past 5 minutes (then `start_time`).
+fn assert_backfills(h: &Harness, since_first: &[f64]) {
+    let margin = relay_ingress::stream::RESUME_MARGIN.as_secs_f64();
+    let minutes = |gap: f64| -> Option<u64> {
+        relay_ingress::stream::backfill_minutes(Duration::from_secs_f64(gap + margin))
+    };
+    let rank = |m: Option<u64>| m.unwrap_or(u64::MAX);
+    let got = h.backfills();
+    let attempts = h.attempts();
+    assert_eq!(got.len(), since_first.len() + 1, "{got:?}");
+    assert_eq!(got[0], None, "the first start asks for nothing: {got:?}");
+    for (i, sched) in since_first.iter().enumerate() {
+        let measured = (attempts[i + 1].at - attempts[0].at).as_secs_f64();
+        let (lo, hi) = (minutes(*sched), minutes(measured.max(*sched)));
+        let g = got[i + 1].as_deref().map(|v| v.parse::<u64>().unwrap());
+        assert!(
+            rank(lo) <= rank(g) && rank(g) <= rank(hi),
+            "attempt {}: backfill_minutes {g:?}, want {lo:?}..={hi:?} (gap {sched}..{measured} s + margin): {got:?}",
+            i + 1
+        );
+    }
+}
+
 const L1: &[u8] =
     br#"{"event_type":"tweet_create_events","created_at":"2025-05-19T14:01:46Z","n":1}"#;
 
@@ -383,10 +410,10 @@ async fn a_stall_past_idle_timeout_reconnects_immediately_with_backfill() {
     .await;
     h.until("2 lines", |h| h.lines().len() == 2).await;
     // Stalled for the 30 s idle timeout, then reconnected at once (the first event had reset
-    // the backoff), asking for the minute it may have missed.
+    // the backoff), asking for the time it may have missed plus the margin.
     assert_eq!(h.delays(), [0.0]);
     assert_waited(&h.gaps(), &[30.0]);
-    assert_eq!(h.backfills(), vec![None, Some("1".to_string())]);
+    assert_backfills(&h, &[30.0]);
     assert_eq!(
         h.metric(
             "activity_relay_stream_reconnects_total",
@@ -513,16 +540,15 @@ async fn in_stream_errors_end_the_connection_and_use_the_http_schedule() {
         ),
         3.0
     );
-    // Every reconnect asks for the gap since the first line, received at t=0.
-    assert_eq!(
-        h.backfills(),
-        vec![None, Some("1".into()), Some("1".into()), Some("1".into())]
-    );
+    // Every reconnect asks for the gap since the stream's position (the first connection,
+    // at t=0: the lines carry no event time) plus the margin.
+    assert_backfills(&h, &[1.0, 6.0, 16.0]);
     h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn gap_recovery_uses_backfill_minutes_then_start_time() {
+    let real_start = std::time::SystemTime::now();
     let mut scripts = vec![Script::Stream(vec![Step::Send(b"{\"n\":1}\n")])];
     scripts.extend((0..7).map(|_| Script::Status(503, vec![])));
     scripts.push(Script::Stream(vec![Step::Send(b"{\"n\":2}\n"), Step::Hang]));
@@ -533,37 +559,23 @@ async fn gap_recovery_uses_backfill_minutes_then_start_time() {
     let want = [0.0, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0];
     assert_eq!(h.delays(), want);
     assert_waited(&h.gaps(), &want);
-    let b = h.backfills();
-    let want: Vec<Option<String>> = [
-        None,
-        Some(1),
-        Some(1),
-        Some(1),
-        Some(1),
-        Some(2),
-        Some(3),
-        None,
-        None,
-    ]
-    .iter()
-    .map(|o| o.map(|n: u32| n.to_string()))
-    .collect();
-    assert_eq!(b, want);
-    // Past 5 minutes: start_time = (wall clock now) - gap. The wall clock does not follow
-    // the paused tokio clock, so compare against it directly (±5 s of real time). The gap the
-    // client measured is at least the schedule's and at most the (virtual) time since the
-    // first attempt, which slow loopback I/O may have lengthened.
+    // Gaps since the position (the first connection: the lines carry no event time), plus
+    // the 2-minute margin: backfill_minutes up to 5 minutes, then start_time.
+    assert_backfills(&h, &[0.0, 5.0, 15.0, 35.0, 75.0, 155.0, 315.0, 635.0]);
+    let real_secs = i64::try_from(real_start.elapsed().unwrap_or_default().as_secs()).unwrap_or(0);
+    // Past 5 minutes: start_time = the position less the margin, the same for every
+    // reconnect since no event moved it: the wall-clock time of the first connection (the
+    // client projects the paused runtime clock onto the wall clock it read at start, so
+    // that is about when this test started, in real time) less 2 minutes (±5 s).
     let starts = h.params("start_time");
     assert!(starts[..7].iter().all(Option::is_none), "{starts:?}");
     let now = chrono::Utc::now();
-    let attempts = h.attempts();
-    for (i, gap) in [(7, 315), (8, 635)] {
+    for i in [7, 8] {
         let t = chrono::DateTime::parse_from_rfc3339(starts[i].as_deref().unwrap()).unwrap();
         let age = now.signed_duration_since(t).num_seconds();
-        let measured = (attempts[i].at - attempts[0].at).as_secs_f64().ceil() as i64;
         assert!(
-            (gap - 5..=measured + 5).contains(&age),
-            "attempt {i}: {age} s, want {gap}..={measured} (±5)"
+            (115..=125 + real_secs).contains(&age),
+            "attempt {i}: start_time {age} s ago, want 120 (±5, + {real_secs} s of this test)"
         );
     }
     assert_eq!(

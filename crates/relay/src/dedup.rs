@@ -125,15 +125,16 @@ pub struct Dedup {
 }
 
 /// The ids of one delivery, claimed by [`Dedup::claim`]: nobody else appends them until
-/// this is committed or dropped (also when the delivery's future is cancelled).
-pub struct Claim<'a> {
-    dedup: &'a Dedup,
+/// this is committed or dropped. Owned (`'static`), so that the append it guards can run
+/// to its end, and commit it, even when the delivery's future is cancelled.
+pub struct Claim {
+    dedup: Arc<Dedup>,
     hashes: Vec<u64>,
     seen: Vec<Option<Option<XFormat>>>,
     _done: tokio::sync::watch::Sender<()>,
 }
 
-impl Claim<'_> {
+impl Claim {
     /// Per claimed id, in order: `Some(the format it was first accepted in)` when it was
     /// already accepted (a duplicate; the format is `None` when unknown), `None` when it is
     /// new and this claim holds it.
@@ -152,7 +153,7 @@ impl Claim<'_> {
     }
 }
 
-impl Drop for Claim<'_> {
+impl Drop for Claim {
     fn drop(&mut self) {
         let mut claims = self.dedup.claims.lock();
         for h in &self.hashes {
@@ -267,7 +268,7 @@ impl Dedup {
     /// Claims `ids` for one delivery (see [`Claim`]): first waits for any concurrent claim
     /// of one of them to be committed or dropped, then notes which are already accepted
     /// and claims the others.
-    pub async fn claim(&self, ids: &[String], now_ms: i64) -> Claim<'_> {
+    pub async fn claim(self: &Arc<Self>, ids: &[String], now_ms: i64) -> Claim {
         let hashes: Vec<u64> = ids.iter().map(|id| hash_id(id)).collect();
         loop {
             let mut wait = {
@@ -288,7 +289,7 @@ impl Dedup {
                             }
                         }
                         return Claim {
-                            dedup: self,
+                            dedup: Arc::clone(self),
                             hashes: mine,
                             seen,
                             _done: tx,
@@ -653,7 +654,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_claim_holds_its_ids_until_committed_or_dropped() {
-        let d = Dedup::in_memory(Duration::from_secs(60), 100);
+        let d = Arc::new(Dedup::in_memory(Duration::from_secs(60), 100));
         let ids = vec!["a".to_string(), "b".to_string()];
         let first = d.claim(&ids, 1_000).await;
         assert_eq!(first.seen(), &[None, None]);

@@ -304,15 +304,34 @@ impl Pipeline for RelayPipeline {
         if let Some(decoded) = &self.decoded {
             decoded.seed(built);
         }
-        match self.spool.append(records).await {
+        // The append and the commit of the claim run to their end on their own task: a
+        // delivery cancelled once its append is queued (X's timeout, the client gone) still
+        // remembers what it made durable, so X's retry or a concurrent twin is a duplicate.
+        let spool = self.spool.clone();
+        let task = tokio::spawn(async move {
+            let r = spool.append(records).await;
+            if let (Ok(_), Some(c)) = (&r, claim) {
+                c.commit(
+                    ids.iter().map(String::as_str).zip(formats.iter().copied()),
+                    now_i,
+                );
+            }
+            r
+        });
+        let appended = match task.await {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics
+                    .accept_failures
+                    .with_label_values(&["spool_error"])
+                    .inc();
+                tracing::error!(error = %e, "spool append task failed; delivery refused");
+                return Err(AcceptError::Unavailable(format!("append task failed: {e}")));
+            }
+        };
+        match appended {
             Ok(_) => {
                 self.health.ok();
-                if let Some(c) = claim {
-                    c.commit(
-                        ids.iter().map(String::as_str).zip(formats.iter().copied()),
-                        now_i,
-                    );
-                }
                 for kind in kinds {
                     self.metrics.spooled.with_label_values(&[kind]).inc();
                     if kind == "deadletter" {

@@ -225,12 +225,21 @@ pub async fn run_with(
         streams: cfg
             .streams
             .iter()
-            .map(|s| relay_ingress::stream::StreamRuntime {
-                resume_from: liveness
+            .map(|s| {
+                let resume_from = liveness
                     .alive_until
                     .get(&crate::recovery::stream_key(&s.name))
-                    .map(|t| std::time::SystemTime::from(*t)),
-                ..Default::default()
+                    .map(|t| std::time::SystemTime::from(*t));
+                let position = relay_ingress::Position::default();
+                // Known from the start: the liveness record is never rewritten with less.
+                if let Some(t) = resume_from {
+                    position.advance(t);
+                }
+                relay_ingress::stream::StreamRuntime {
+                    resume_from,
+                    position,
+                    ..Default::default()
+                }
             })
             .collect(),
         webhook: relay_ingress::Acceptance::default(),
@@ -317,16 +326,23 @@ pub async fn run_with(
     // the webhook's gap replay.
     let liveness_stop = CancellationToken::new();
     let liveness_task = {
-        let mut keys: Vec<(String, relay_ingress::Acceptance)> = cfg
+        use crate::recovery::Clock;
+        // Streams: their position in X's time; the webhook: up to when it took everything.
+        let mut keys: Vec<(String, Clock)> = cfg
             .streams
             .iter()
             .zip(&runtimes.streams)
-            .map(|(s, r)| (crate::recovery::stream_key(&s.name), r.acceptance.clone()))
+            .map(|(s, r)| {
+                (
+                    crate::recovery::stream_key(&s.name),
+                    Clock::Position(r.position.clone()),
+                )
+            })
             .collect();
         if cfg.webhook.is_some() {
             keys.push((
                 crate::recovery::WEBHOOK_KEY.to_string(),
-                runtimes.webhook.clone(),
+                Clock::Acceptance(runtimes.webhook.clone()),
             ));
         }
         let pending = webhook_recovery

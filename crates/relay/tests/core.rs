@@ -421,6 +421,37 @@ async fn harness(dir: &Path, max_bytes: u64, segment_bytes: u64, sinks: &[&str])
     }
 }
 
+/// A delivery whose request is cancelled once its append was queued (X's 3 s timeout, a
+/// client gone) keeps its claim until the records are durable and then remembers them: the
+/// same body again, concurrently or as X's retry, is a duplicate, not a second record.
+#[tokio::test]
+async fn a_cancelled_delivery_still_remembers_what_it_spooled() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(dir.path(), 1 << 20, 64 << 10, &["s"]).await;
+    let mut first = Box::pin(h.pipeline.accept(xaa_body(7), ctx()));
+    // Polled until the append is queued (the record reaches the spool's writer), then
+    // cancelled: the request future is dropped.
+    let guard = std::time::Instant::now() + Duration::from_secs(30);
+    while h.spool.stats().next_offset == 0 {
+        assert!(
+            futures::poll!(&mut first).is_pending(),
+            "the delivery finished before it could be cancelled"
+        );
+        assert!(
+            std::time::Instant::now() < guard,
+            "the append was never made"
+        );
+        tokio::task::yield_now().await;
+    }
+    // Durable, and the delivery has not seen it yet: cancelled now.
+    drop(first);
+    let again = h.pipeline.accept(xaa_body(7), ctx()).await.unwrap();
+    assert_eq!(again.spooled, 0, "{again:?}");
+    assert_eq!(again.duplicates, 1, "{again:?}");
+    assert_eq!(h.spool.stats().next_offset, 1, "one record");
+    h.spool.close().await;
+}
+
 #[tokio::test]
 async fn same_body_twice_spools_once_even_after_restart() {
     let dir = tempfile::tempdir().unwrap();

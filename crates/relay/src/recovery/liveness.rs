@@ -146,9 +146,28 @@ impl Liveness {
 /// last took everything X sent ([`relay_ingress::Acceptance`]): one that is up but refusing
 /// (spool full) or disconnected (a stream in backoff) stops advancing, so the next start
 /// sees the real gap.
+/// What one ingress's entry of the liveness record is read from.
+#[derive(Clone, Debug)]
+pub enum Clock {
+    /// The webhook: the wall-clock time up to which it took every delivery.
+    Acceptance(relay_ingress::Acceptance),
+    /// A stream: its position in X's time (no entry until it has one). Written forward
+    /// only, so a restart loop cannot move it past what was accepted.
+    Position(relay_ingress::Position),
+}
+
+impl Clock {
+    fn read(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Clock::Acceptance(a) => Some(DateTime::<Utc>::from(a.accepted_up_to())),
+            Clock::Position(p) => p.get().map(DateTime::<Utc>::from),
+        }
+    }
+}
+
 pub async fn keep_alive(
     dir: PathBuf,
-    ingresses: Vec<(String, relay_ingress::Acceptance)>,
+    ingresses: Vec<(String, Clock)>,
     interval: Duration,
     pending: Pending,
     stop: CancellationToken,
@@ -159,7 +178,7 @@ pub async fn keep_alive(
         let mut rec = Liveness {
             alive_until: ingresses
                 .iter()
-                .map(|(k, a)| (k.clone(), DateTime::<Utc>::from(a.accepted_up_to())))
+                .filter_map(|(k, c)| Some((k.clone(), c.read()?)))
                 .collect(),
             replay_pending_from: BTreeMap::new(),
         };

@@ -26,7 +26,7 @@ pub mod stream;
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 
 pub use config::{RecoveryConfig, RecoveryMethod};
-pub use liveness::{keep_alive, Liveness, LivenessError, Pending};
+pub use liveness::{keep_alive, Clock, Liveness, LivenessError, Pending};
 pub use replay::{
     eligible_at, job_status_of, webhook_gap, JobStatus, JobStatusHook, WebhookGap, WebhookRecovery,
 };
