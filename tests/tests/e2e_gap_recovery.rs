@@ -1046,3 +1046,209 @@ idle_timeout = "10s"
     assert_eq!(relay.terminate(), Some(0), "{}", relay.log());
     emu.shutdown().await;
 }
+
+/// The webhook refuses deliveries while running (its spool full: the broker is down) for
+/// longer than X keeps retrying, so X gives up on some. Without a restart, once the relay
+/// takes deliveries again, it recovers that interval (widened by the safety margin) from
+/// the activity stream: every event X emitted reaches NATS exactly once, and the window is
+/// counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_x_gave_up_on_while_the_spool_was_full_are_recovered_in_run() {
+    let u = relay_testkit::unique();
+    let tmp = tempfile::tempdir().unwrap();
+    // Retries after 3 ms, 27 ms, 242 ms: X gives up quickly on a relay that refuses.
+    let emu = Emulator::start(EmulatorConfig {
+        time_scale: 0.001,
+        // X's own 3 s answer timeout runs on the real clock while these tests scale
+        // X's retries down: a machine stall past it would be a retry the test did not
+        // plan. X's timeout is held against the relay in e2e_hostile.
+        delivery_timeout_ms: 30_000,
+        recrc_interval_secs: 0.0,
+        aaa_retired: true,
+        stream: x_emulator::StreamConfig {
+            heartbeat_ms: Some(200),
+            ..x_emulator::StreamConfig::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let proxy = relay_testkit::TcpProxy::start(relay_testkit::nats_addr()).await;
+    let config = format!(
+        r#"
+shutdown_timeout = "10s"
+
+[spool]
+dir = "{{dir}}/spool"
+max_bytes = 2097152
+segment_bytes = 1048576
+full_retry_after = "1s"
+
+[admin]
+listen = "{{admin}}"
+ready_requires_sinks = false
+
+[log]
+format = "json"
+level = "info"
+
+[dispatch]
+initial_backoff = "50ms"
+max_backoff = "500ms"
+
+[webhook]
+listen = "{{webhook}}"
+body_limit = 262144
+
+[[webhook.apps]]
+name = "demo"
+consumer_secrets = ["emulator-consumer-secret"]
+formats = ["xaa"]
+
+[[sinks]]
+name = "nats"
+type = "nats"
+url = "nats://{proxy}"
+subject = "gap{u}.{{subject}}.{{type}}"
+deadletter_subject = "gap{u}.deadletter"
+ack_timeout = "2s"
+connect_timeout = "2s"
+
+[sinks.stream]
+name = "GAP_{u}"
+subjects = ["gap{u}.>"]
+
+[recovery]
+enabled = true
+base_url = "{base}"
+bearer_token = "emulator-bearer"
+min_gap = "1s"
+max_attempts = 3
+retry_delay = "1s"
+safety_margin = "5s"
+liveness_interval = "1s"
+"#,
+        proxy = proxy.addr(),
+        base = emu.base_url()
+    );
+    let relay = Relay::start(tmp.path(), &config).await;
+    let (hook, users) = register_with_users(&emu, &relay).await;
+    let stamp = Utc::now().timestamp_micros();
+    let body = |i: usize| {
+        xaa_like_at(
+            &users[i % users.len()],
+            &format!("{stamp}{i:05}"),
+            Utc::now(),
+        )
+    };
+    subscribe_for(
+        &emu,
+        &hook.id,
+        &(0..users.len()).map(body).collect::<Vec<_>>(),
+    )
+    .await;
+
+    // The broker goes away: the spool fills, the webhook answers 503, X gives up on some.
+    // Delivered in batches until X gave up on at least 50 events over at least 2 s of
+    // refusals (longer than min_gap).
+    proxy.cut().await;
+    let mut bodies: Vec<Value> = Vec::new();
+    let mut emitted: Vec<Emitted> = Vec::new();
+    let guard = tokio::time::Instant::now() + Duration::from_secs(180);
+    let mut first_given_up: Option<tokio::time::Instant> = None;
+    let given_up = loop {
+        for _ in 0..100 {
+            let b = body(bodies.len());
+            emitted.push(emu.emit(b.clone()));
+            bodies.push(b);
+        }
+        let sent = wait_deliveries_settled(&emu, &emitted, Duration::from_secs(60)).await;
+        let given_up = sent
+            .iter()
+            .filter(|e| {
+                !e.deliveries.is_empty()
+                    && e.deliveries
+                        .iter()
+                        .all(|d| d.outcome == AttemptOutcome::Failed)
+            })
+            .count();
+        if given_up > 0 && first_given_up.is_none() {
+            first_given_up = Some(tokio::time::Instant::now());
+        }
+        if given_up >= 50 && first_given_up.is_some_and(|t| t.elapsed() >= Duration::from_secs(2)) {
+            break given_up;
+        }
+        assert!(
+            tokio::time::Instant::now() < guard,
+            "X never gave up on 50 deliveries ({given_up} so far, {} emitted)\n{}",
+            bodies.len(),
+            relay.metrics().await
+        );
+    };
+
+    // The broker comes back: the spool drains, and X's next delivery is taken again.
+    proxy.restore().await;
+    assert!(
+        relay
+            .wait_drained(&["nats"], Duration::from_secs(120))
+            .await,
+        "{}",
+        relay.log()
+    );
+    let after = body(bodies.len());
+    let last = emu.emit(after.clone());
+    let last_seq = last.seq;
+    bodies.push(after);
+    let sent = wait_deliveries_settled(&emu, &[last], Duration::from_secs(60)).await;
+    assert!(
+        sent.iter().find(|e| e.seq == last_seq).is_some_and(|e| e
+            .deliveries
+            .iter()
+            .any(|d| d.outcome == AttemptOutcome::Delivered)),
+        "the relay takes deliveries again"
+    );
+
+    let mut expected = BTreeMap::new();
+    for b in &bodies {
+        for env in normalize_value(b, relay_envelope::IngressKind::Webhook) {
+            expected.insert(env.id.clone(), env);
+        }
+    }
+    assert_eq!(expected.len(), bodies.len());
+    let got = nats_read_all(
+        &format!("GAP_{u}"),
+        expected.len(),
+        Duration::from_secs(3),
+        Duration::from_secs(180),
+    )
+    .await;
+    assert_exactly_once("nats", &expected, &got, |e| {
+        format!("gap{u}.{}.{}", e.subject, e.event_type)
+    });
+    relay
+        .wait_metric(
+            "activity_relay_recovery_windows_total",
+            &[("state", "recovered")],
+            1.0,
+            Duration::from_secs(60),
+        )
+        .await;
+    let windows = |state: &'static str| {
+        let labels = [("state", state)];
+        let relay = &relay;
+        async move {
+            relay
+                .metric("activity_relay_recovery_windows_total", &labels)
+                .await
+        }
+    };
+    assert!(windows("opened").await >= 1.0);
+    assert_eq!(windows("not_recovered").await, 0.0);
+    assert!(jobs_metric(&relay, "complete").await >= 1.0);
+    eprintln!(
+        "in-run recovery: {} events, {given_up} given up by X while the spool was full, all delivered once",
+        bodies.len()
+    );
+    drop(relay);
+    emu.shutdown().await;
+}

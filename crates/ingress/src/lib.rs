@@ -69,28 +69,66 @@ pub enum AcceptError {
 /// Up to when an ingress took everything X sent: "now" while it is connected (a stream) and
 /// the pipeline takes its deliveries, else the moment that stopped. The relay records it
 /// (the liveness record) so that, after a restart, gap recovery replays from there: a
-/// relay that was up but refusing (spool full, stream in 429 backoff) has a gap too.
-/// Clones share the state.
+/// relay that was up but refusing (spool full, a limit, stream in 429 backoff) has a gap
+/// too.
+///
+/// It also keeps each interval of refusals that ended (the first refusal to the next
+/// accepted delivery), until the relay takes them ([`Acceptance::take_refused`]) to
+/// recover in-run what X may have given up on; until then they hold
+/// [`Acceptance::accepted_up_to`] back, so the liveness record never forgets one. Clones
+/// share the state.
 #[derive(Clone, Debug, Default)]
-pub struct Acceptance(std::sync::Arc<parking_lot::Mutex<Option<std::time::SystemTime>>>);
+pub struct Acceptance(std::sync::Arc<parking_lot::Mutex<AcceptanceState>>);
+
+/// At most this many intervals of refusals are kept apart (see [`Acceptance::accepting`]).
+pub const MAX_REFUSED_INTERVALS: usize = 64;
+
+#[derive(Debug, Default)]
+pub struct AcceptanceState {
+    /// The first refusal of the refusals going on now.
+    refusing_since: Option<std::time::SystemTime>,
+    /// Intervals of refusals that ended, not yet taken.
+    refused: Vec<(std::time::SystemTime, std::time::SystemTime)>,
+}
 
 impl Acceptance {
-    /// Taking everything again.
+    /// Taking everything again (closes an interval of refusals, if one was open).
     pub fn accepting(&self) {
-        *self.0.lock() = None;
+        let mut s = self.0.lock();
+        if let Some(from) = s.refusing_since.take() {
+            s.refused.push((from, std::time::SystemTime::now()));
+            // Bounded (nobody may take them, or refusals may flap): the two oldest merge
+            // into one interval covering both, which only widens what is recovered.
+            if s.refused.len() > MAX_REFUSED_INTERVALS {
+                let (_, to) = s.refused.remove(1);
+                s.refused[0].1 = to;
+            }
+        }
     }
 
     /// Stopped taking what X sends at `at` (kept if it had stopped earlier already).
     pub fn stopped(&self, at: std::time::SystemTime) {
         let mut s = self.0.lock();
-        if s.is_none() {
-            *s = Some(at);
+        if s.refusing_since.is_none() {
+            s.refusing_since = Some(at);
         }
     }
 
-    /// Everything X sent before this was accepted.
+    /// Everything X sent before this was accepted, or is in an interval of refusals not
+    /// yet taken by [`Acceptance::take_refused`].
     pub fn accepted_up_to(&self) -> std::time::SystemTime {
-        self.0.lock().unwrap_or_else(std::time::SystemTime::now)
+        let s = self.0.lock();
+        s.refused
+            .iter()
+            .map(|(from, _)| *from)
+            .chain(s.refusing_since)
+            .min()
+            .unwrap_or_else(std::time::SystemTime::now)
+    }
+
+    /// The intervals of refusals that ended since the last call, oldest first.
+    pub fn take_refused(&self) -> Vec<(std::time::SystemTime, std::time::SystemTime)> {
+        std::mem::take(&mut self.0.lock().refused)
     }
 }
 
@@ -156,4 +194,45 @@ pub enum IngressError {
     /// The HTTP client could not be built.
     #[error("stream client setup: {0}")]
     Client(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn refusals_are_kept_as_intervals_until_taken() {
+        let a = Acceptance::default();
+        let t0 = SystemTime::now() - Duration::from_secs(60);
+        a.stopped(t0);
+        a.stopped(t0 + Duration::from_secs(5)); // still the same interval
+        assert_eq!(a.accepted_up_to(), t0);
+        a.accepting();
+        // Accepting again does not forget the interval: the record still starts at it.
+        assert_eq!(a.accepted_up_to(), t0);
+        let taken = a.take_refused();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].0, t0);
+        assert!(taken[0].1 > t0);
+        assert!(a.take_refused().is_empty());
+        assert!(
+            a.accepted_up_to() > t0,
+            "taken: no longer holds the record back"
+        );
+    }
+
+    #[test]
+    fn intervals_are_bounded_by_merging_the_oldest() {
+        let a = Acceptance::default();
+        let t0 = SystemTime::now() - Duration::from_secs(3600);
+        for i in 0..(MAX_REFUSED_INTERVALS as u64 + 10) {
+            a.stopped(t0 + Duration::from_secs(i));
+            a.accepting();
+        }
+        let taken = a.take_refused();
+        assert_eq!(taken.len(), MAX_REFUSED_INTERVALS);
+        assert_eq!(taken[0].0, t0, "the oldest start is kept");
+        assert!(taken.windows(2).all(|w| w[0].0 <= w[1].0));
+    }
 }

@@ -455,6 +455,8 @@ impl Shared {
 
     /// 503 for a POST refused before its body is read (a limit, not a fault).
     fn busy(&self, app: &App, outcome: &'static str) -> Response {
+        // X's delivery may be among the refused: an interval of refusals to recover.
+        self.acceptance.stopped(std::time::SystemTime::now());
         tracing::warn!(app = %app.name, outcome, "webhook POST refused: limit reached (X retries it)");
         self.reject(
             app,

@@ -252,7 +252,8 @@ async fn posts_over_the_per_app_cap_get_503_with_retry_after() {
     *rec.gate.lock() = Some(gate.clone());
     let mut cfg = config(vec![app("prod", &["s"]), app("other", &["o"])]);
     cfg.max_requests_per_app = 2;
-    let srv = Arc::new(start(cfg, rec.clone()).await);
+    let acceptance = relay_ingress::Acceptance::default();
+    let srv = Arc::new(start_with(cfg, acceptance.clone(), rec.clone()).await);
     let body = br#"{"for_user_id":"1","follow_events":[]}"#.to_vec();
     let sig = format!("sha256={}", hmac_b64("s", &body));
     let mut waiting = Vec::new();
@@ -265,9 +266,14 @@ async fn posts_over_the_per_app_cap_get_503_with_retry_after() {
             .await
             .unwrap();
     }
+    let before = std::time::SystemTime::now();
     let third = srv.post("prod", &body, Some(&sig)).await;
     assert_eq!(third.status(), 503);
     assert!(third.headers().contains_key("retry-after"));
+    // X's delivery may have been the one refused: an interval of refusals begins (the
+    // relay recovers it if it lasts past X's retries).
+    assert!(acceptance.accepted_up_to() >= before);
+    assert!(acceptance.accepted_up_to() <= std::time::SystemTime::now());
     // Another app is not affected.
     let osig = format!("sha256={}", hmac_b64("o", &body));
     gate.add_permits(1);
@@ -276,6 +282,7 @@ async fn posts_over_the_per_app_cap_get_503_with_retry_after() {
     for w in waiting {
         assert_eq!(w.await.unwrap(), 200);
     }
+    assert_eq!(acceptance.take_refused().len(), 1, "one interval, ended");
     assert_eq!(
         srv.metric(
             "activity_relay_webhook_requests_total",

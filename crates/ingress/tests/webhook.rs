@@ -296,7 +296,8 @@ async fn a_stalled_body_gets_408_and_is_not_stored() {
 }
 
 /// While the pipeline refuses, the webhook's "accepted up to" stays where the refusals
-/// began (so the liveness record shows the gap); an accepted delivery moves it to now.
+/// began (so the liveness record shows the gap). An accepted delivery ends the interval of
+/// refusals, which holds the clock back until the relay takes it (to recover it in-run).
 #[tokio::test]
 async fn refusals_stop_the_acceptance_clock_until_a_delivery_is_taken() {
     let rec = Arc::new(Recorder::default());
@@ -318,8 +319,21 @@ async fn refusals_stop_the_acceptance_clock_until_a_delivery_is_taken() {
         "still stopped at the first refusal"
     );
     *rec.mode.lock() = Some(Mode::Ok);
+    let resumed = std::time::SystemTime::now();
     assert_eq!(srv.post("prod", &body, Some(&sig)).await.status(), 200);
-    assert!(acceptance.accepted_up_to() > stopped, "accepting again");
+    assert_eq!(
+        acceptance.accepted_up_to(),
+        stopped,
+        "the interval is not forgotten by the next accepted delivery"
+    );
+    let refused = acceptance.take_refused();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, stopped);
+    assert!(refused[0].1 >= resumed, "{refused:?}");
+    assert!(
+        acceptance.accepted_up_to() > stopped,
+        "accepting again, interval taken"
+    );
     srv.stop().await;
 }
 

@@ -250,8 +250,13 @@ pub async fn run_with(
         &liveness,
         chrono::Utc::now(),
         status_rx,
-        recovery_metrics,
+        recovery_metrics.clone(),
     )?;
+    // What is left to recover of the webhook's gaps, for the liveness record: the gap found
+    // at start (kept until it is read), then each interval of refusals queued in-run.
+    let recovery_pending: crate::recovery::Pending = std::sync::Arc::new(parking_lot::Mutex::new(
+        webhook_recovery.as_ref().map(|(_, from, _)| *from),
+    ));
 
     let health = Arc::new(SpoolHealth::default());
     // Records decoded once: seeded by the pipeline, shared by every dispatcher.
@@ -269,7 +274,7 @@ pub async fn run_with(
             health.clone(),
             cfg.spool.full_retry_after,
         )
-        .with_hook(Arc::new(crate::recovery::JobStatusHook(status_tx)))
+        .with_hook(Arc::new(crate::recovery::JobStatusHook(status_tx.clone())))
         .with_decoded(decoded.clone()),
     );
 
@@ -345,10 +350,7 @@ pub async fn run_with(
                 Clock::Acceptance(runtimes.webhook.clone()),
             ));
         }
-        let pending = webhook_recovery
-            .as_ref()
-            .map(|(r, _, _)| r.pending())
-            .unwrap_or_default();
+        let pending = recovery_pending.clone();
         tokio::spawn(crate::recovery::keep_alive(
             cfg.spool.dir.clone(),
             keys,
@@ -357,13 +359,40 @@ pub async fn run_with(
             liveness_stop.clone(),
         ))
     };
+    // Gap recovery, one at a time: the gap found at start, then the webhook's intervals of
+    // refusals while running (crate::recovery::inrun).
     let recovery_stop = CancellationToken::new();
-    let recovery_task = webhook_recovery.map(|(r, from, to)| match r {
-        Recovery::Replay(r) => tokio::spawn(r.run(from, to, recovery_stop.clone())),
-        Recovery::Stream(r) => {
-            tokio::spawn(r.run(pipeline.clone(), from, to, recovery_stop.clone()))
-        }
-    });
+    let recovery_task = if cfg.webhook.is_some() {
+        let build: crate::recovery::inrun::BuildRecovery = {
+            let cfg = cfg.clone();
+            let status_tx = status_tx.clone();
+            let metrics = recovery_metrics.clone();
+            Box::new(move |from| {
+                if !cfg.recovery.enabled {
+                    return None;
+                }
+                build_recovery(&cfg, from, status_tx.subscribe(), metrics.clone())
+                    .map_err(|e| tracing::error!(error = %e, "cannot start a gap recovery"))
+                    .ok()
+            })
+        };
+        let inrun = crate::recovery::inrun::InRun {
+            acceptance: runtimes.webhook.clone(),
+            min_gap: cfg.recovery.min_gap,
+            margin: cfg.recovery.safety_margin,
+            interval: cfg.recovery.liveness_interval,
+            metrics: recovery_metrics.clone(),
+            pending: recovery_pending.clone(),
+            build,
+        };
+        Some(tokio::spawn(inrun.run(
+            webhook_recovery,
+            pipeline.clone(),
+            recovery_stop.clone(),
+        )))
+    } else {
+        None
+    };
 
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -472,19 +501,7 @@ pub async fn run_with(
 }
 
 /// A webhook gap's recovery, by `[recovery] method`.
-enum Recovery {
-    Replay(crate::recovery::WebhookRecovery),
-    Stream(crate::recovery::stream::StreamRecovery),
-}
-
-impl Recovery {
-    fn pending(&self) -> crate::recovery::Pending {
-        match self {
-            Recovery::Replay(r) => r.pending.clone(),
-            Recovery::Stream(r) => r.pending.clone(),
-        }
-    }
-}
+type Recovery = crate::recovery::GapRecovery;
 
 /// The webhook's recovery task and its gap, when the webhook's recorded gap calls for one.
 type PreparedRecovery = (
@@ -500,7 +517,7 @@ fn prepare_recovery(
     statuses: tokio::sync::broadcast::Receiver<crate::recovery::JobStatus>,
     metrics: crate::recovery::RecoveryMetrics,
 ) -> Result<Option<PreparedRecovery>, RunError> {
-    use crate::recovery::{webhook_gap, RecoveryMethod, WebhookGap, WebhookRecovery, WEBHOOK_KEY};
+    use crate::recovery::{webhook_gap, WebhookGap, WEBHOOK_KEY};
     if cfg.webhook.is_none() {
         return Ok(None);
     }
@@ -524,58 +541,53 @@ fn prepare_recovery(
             Ok(None)
         }
         WebhookGap::Recover { gap, from, to } => {
-            let webhook = cfg
-                .webhook
-                .as_ref()
-                .ok_or_else(|| RunError::Other("[recovery] needs a [webhook] section".into()))?;
-            if cfg.recovery.method_for(Some(webhook)) == RecoveryMethod::Stream {
-                tracing::info!(
-                    gap_secs = gap.as_secs(),
-                    from = %from.to_rfc3339(),
-                    to = %to.to_rfc3339(),
-                    pending_from = %pending_from.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                    "webhook was down: re-reading the gap from the activity stream"
-                );
-                let r = crate::recovery::stream::StreamRecovery::new(
-                    &cfg.recovery,
-                    webhook,
-                    metrics,
-                    from,
-                );
-                return Ok(Some((Recovery::Stream(r), from, to)));
-            }
-            let client = cfg
-                .recovery
-                .client()
-                .map_err(|e| RunError::Other(format!("[recovery]: {e}")))?;
-            let webhook_id = cfg
-                .recovery
-                .webhook_id
-                .clone()
-                .ok_or_else(|| RunError::Other("[recovery] webhook_id is required".into()))?;
             tracing::info!(
                 gap_secs = gap.as_secs(),
-                %webhook_id,
                 from = %from.to_rfc3339(),
                 to = %to.to_rfc3339(),
                 pending_from = %pending_from.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                "webhook was down: replaying the gap"
+                "webhook was down: recovering the gap"
             );
-            Ok(Some((
-                Recovery::Replay(WebhookRecovery {
-                    client,
-                    webhook_id,
-                    cfg: cfg.recovery.clone(),
-                    statuses,
-                    metrics,
-                    rules: relay_xapi::ReplayRules::default(),
-                    pending: std::sync::Arc::new(parking_lot::Mutex::new(Some(from))),
-                }),
-                from,
-                to,
-            )))
+            let r = build_recovery(cfg, from, statuses, metrics)?;
+            Ok(Some((r, from, to)))
         }
     }
+}
+
+/// The recovery of a webhook gap starting at `from`, by `[recovery] method`.
+fn build_recovery(
+    cfg: &Config,
+    from: chrono::DateTime<chrono::Utc>,
+    statuses: tokio::sync::broadcast::Receiver<crate::recovery::JobStatus>,
+    metrics: crate::recovery::RecoveryMetrics,
+) -> Result<Recovery, RunError> {
+    use crate::recovery::{RecoveryMethod, WebhookRecovery};
+    let webhook = cfg
+        .webhook
+        .as_ref()
+        .ok_or_else(|| RunError::Other("[recovery] needs a [webhook] section".into()))?;
+    if cfg.recovery.method_for(Some(webhook)) == RecoveryMethod::Stream {
+        let r = crate::recovery::stream::StreamRecovery::new(&cfg.recovery, webhook, metrics, from);
+        return Ok(Recovery::Stream(r));
+    }
+    let client = cfg
+        .recovery
+        .client()
+        .map_err(|e| RunError::Other(format!("[recovery]: {e}")))?;
+    let webhook_id = cfg
+        .recovery
+        .webhook_id
+        .clone()
+        .ok_or_else(|| RunError::Other("[recovery] webhook_id is required".into()))?;
+    Ok(Recovery::Replay(WebhookRecovery {
+        client,
+        webhook_id,
+        cfg: cfg.recovery.clone(),
+        statuses,
+        metrics,
+        rules: relay_xapi::ReplayRules::default(),
+        pending: std::sync::Arc::new(parking_lot::Mutex::new(Some(from))),
+    }))
 }
 
 /// What the ingresses share with the relay while they run (not configuration).

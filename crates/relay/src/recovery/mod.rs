@@ -14,11 +14,15 @@
 //!   is accepted). Replayed events that
 //!   had already been accepted are dropped by the pipeline's dedup.
 //!
-//! Files: [`config`] (`[recovery]`), [`liveness`] (the record and its refresh), [`replay`]
+//! * **While running**: an interval in which the webhook refused deliveries for at least
+//!   `min_gap` is recovered in-run the same way ([`inrun`]), one recovery at a time.
+//!
+//! Files: [`config`] (`[recovery]`), [`inrun`] (gaps while running), [`liveness`] (the record and its refresh), [`replay`]
 //! (AAA replay: gap planning, jobs, their `replay_job_status`), [`stream`] (XAA: the gap
 //! re-read from the activity stream).
 
 pub mod config;
+pub mod inrun;
 pub mod liveness;
 pub mod replay;
 pub mod stream;
@@ -41,6 +45,47 @@ pub fn stream_key(name: &str) -> String {
     format!("stream:{name}")
 }
 
+/// A webhook gap's recovery, by `[recovery] method`: X's AAA replay, or a re-read of the
+/// activity stream (XAA).
+pub enum GapRecovery {
+    Replay(WebhookRecovery),
+    Stream(stream::StreamRecovery),
+}
+
+impl GapRecovery {
+    /// Where the liveness record is told what is left to recover.
+    pub fn pending(&self) -> Pending {
+        match self {
+            GapRecovery::Replay(r) => r.pending.clone(),
+            GapRecovery::Stream(r) => r.pending.clone(),
+        }
+    }
+
+    /// The same recovery, keeping what is left in `pending` (shared with the liveness
+    /// record and the other recoveries of this run).
+    pub fn with_pending(mut self, pending: Pending) -> Self {
+        match &mut self {
+            GapRecovery::Replay(r) => r.pending = pending,
+            GapRecovery::Stream(r) => r.pending = pending,
+        }
+        self
+    }
+
+    /// Recovers `[from, to]` until done or `stop`.
+    pub async fn run(
+        self,
+        pipeline: std::sync::Arc<dyn relay_ingress::Pipeline>,
+        from: chrono::DateTime<chrono::Utc>,
+        to: chrono::DateTime<chrono::Utc>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        match self {
+            GapRecovery::Replay(r) => r.run(from, to, stop).await,
+            GapRecovery::Stream(r) => r.run(pipeline, from, to, stop).await,
+        }
+    }
+}
+
 /// Metrics of gap recovery.
 #[derive(Clone)]
 pub struct RecoveryMetrics {
@@ -50,6 +95,11 @@ pub struct RecoveryMetrics {
     /// `activity_relay_recovery_gap_seconds{ingress}`: what is left of the gap being
     /// recovered (0 when none).
     pub gap: GaugeVec,
+    /// `activity_relay_recovery_windows_total{state}`: intervals in which the webhook
+    /// refused deliveries for at least `min_gap` while running: `opened` (X may have given
+    /// up on some), `recovered` (its recovery ran to its end: the jobs' outcomes say how),
+    /// `not_recovered` (`[recovery]` is off: those events are lost unless replayed).
+    pub windows: IntCounterVec,
 }
 
 impl RecoveryMetrics {
@@ -74,6 +124,17 @@ impl RecoveryMetrics {
         )?;
         r.register(Box::new(gap.clone()))?;
         gap.with_label_values(&[WEBHOOK_KEY]).set(0.0);
-        Ok(RecoveryMetrics { jobs, gap })
+        let windows = IntCounterVec::new(
+            Opts::new(
+                "activity_relay_recovery_windows_total",
+                "Intervals of refused webhook deliveries long enough that X may have given up (opened), recovered in-run (recovered), or left unrecovered because [recovery] is off (not_recovered)",
+            ),
+            &["state"],
+        )?;
+        r.register(Box::new(windows.clone()))?;
+        for s in ["opened", "recovered", "not_recovered"] {
+            windows.with_label_values(&[s]);
+        }
+        Ok(RecoveryMetrics { jobs, gap, windows })
     }
 }
