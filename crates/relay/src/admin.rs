@@ -44,13 +44,43 @@ pub struct AdminState {
     pub ready_requires_sinks: bool,
 }
 
+/// What the handlers see: the registry from the start, the rest once the relay has opened
+/// its spool ([`AdminStarting::ready`]). Until then `/healthz` answers 200 (the process is
+/// alive, opening a spool of several GiB, which a liveness or startup probe must not kill)
+/// and `/readyz` 503 (it takes no traffic yet).
+#[derive(Clone)]
+struct Served {
+    registry: Registry,
+    state: Arc<std::sync::OnceLock<AdminState>>,
+}
+
 /// The admin router (exposed for tests).
 pub fn router(state: AdminState) -> Router {
+    let served = Served {
+        registry: state.registry.clone(),
+        state: Arc::new(std::sync::OnceLock::new()),
+    };
+    let _ = served.state.set(state);
+    router_of(served)
+}
+
+fn router_of(served: Served) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
+        .with_state(served)
+}
+
+/// An admin listener bound before the spool is open: [`AdminStarting::ready`] hands it
+/// the rest of its state.
+pub struct AdminStarting(Arc<std::sync::OnceLock<AdminState>>);
+
+impl AdminStarting {
+    /// The spool is open: the endpoints answer from `state` from now on.
+    pub fn ready(&self, state: AdminState) {
+        let _ = self.0.set(state);
+    }
 }
 
 /// A bound admin listener.
@@ -70,6 +100,28 @@ impl AdminServer {
         })
     }
 
+    /// Binds before the spool is opened: only the registry is known (see [`Served`]).
+    pub async fn bind_starting(
+        addr: SocketAddr,
+        registry: Registry,
+    ) -> Result<(AdminServer, AdminStarting), AdminError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| AdminError::Bind { addr, source })?;
+        let state = Arc::new(std::sync::OnceLock::new());
+        let served = Served {
+            registry,
+            state: state.clone(),
+        };
+        Ok((
+            AdminServer {
+                listener,
+                router: router_of(served),
+            },
+            AdminStarting(state),
+        ))
+    }
+
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
     }
@@ -82,9 +134,14 @@ impl AdminServer {
     }
 }
 
-async fn metrics(State(state): State<AdminState>) -> Response {
-    state.spool_metrics.refresh(&state.spool.stats(), now_ms());
-    let families = state.registry.gather();
+/// What `/readyz` and `/healthz` say while the spool is being opened.
+const STARTING: &str = "starting: opening the spool";
+
+async fn metrics(State(served): State<Served>) -> Response {
+    if let Some(state) = served.state.get() {
+        state.spool_metrics.refresh(&state.spool.stats(), now_ms());
+    }
+    let families = served.registry.gather();
     let mut buf = Vec::new();
     match TextEncoder::new().encode(&families, &mut buf) {
         Ok(()) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], buf).into_response(),
@@ -98,7 +155,10 @@ async fn metrics(State(state): State<AdminState>) -> Response {
 
 /// Alive unless the spool failed for good (an fsync failed: the relay is about to exit so
 /// that its restart recovers from the disk, and must not be sent traffic meanwhile).
-async fn healthz(State(state): State<AdminState>) -> Response {
+async fn healthz(State(served): State<Served>) -> Response {
+    let Some(state) = served.state.get() else {
+        return format!("ok ({STARTING})\n").into_response();
+    };
     match state.spool.failure() {
         None => "ok\n".into_response(),
         Some(reason) => (
@@ -110,7 +170,16 @@ async fn healthz(State(state): State<AdminState>) -> Response {
 }
 
 /// Ready when the spool takes appends and every sink is ready.
-async fn readyz(State(state): State<AdminState>) -> Response {
+async fn readyz(State(served): State<Served>) -> Response {
+    let Some(state) = served.state.get() else {
+        let body = serde_json::json!({"ready": false, "reasons": [STARTING]});
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response();
+    };
     let mut reasons: Vec<String> = Vec::new();
     if let Some(r) = state.spool.failure() {
         reasons.push(format!("spool failed: {r}"));

@@ -188,6 +188,15 @@ pub async fn run_with(
         sink_list.push(sinks::start(s.clone()));
     }
 
+    // Admin first: `/healthz` answers while the spool is opened and scanned (a spool of
+    // several GiB, after a broker outage, takes a while: a liveness or startup probe must
+    // not kill the pod for it), `/readyz` says "starting" until it is open.
+    let admin_stop = CancellationToken::new();
+    let (admin, admin_starting) =
+        AdminServer::bind_starting(cfg.admin.listen, registry.clone()).await?;
+    let admin_addr = admin.local_addr();
+    let admin_task = tokio::spawn(admin.run(admin_stop.clone()));
+
     let spool = Spool::open(
         cfg.spool
             .spool_config(cfg.sinks.iter().map(|x| x.name.clone()).collect()),
@@ -296,23 +305,16 @@ pub async fn run_with(
         dispatchers.spawn(d.run(drain.clone(), abort.clone()));
     }
 
-    // Admin.
-    let admin_stop = CancellationToken::new();
-    let admin = AdminServer::bind(
-        cfg.admin.listen,
-        AdminState {
-            registry: registry.clone(),
-            spool: spool.clone(),
-            spool_metrics,
-            health,
-            sinks: sink_list.clone(),
-            dedup: Some(dedup.clone()),
-            ready_requires_sinks: cfg.admin.ready_requires_sinks,
-        },
-    )
-    .await?;
-    let admin_addr = admin.local_addr();
-    let admin_task = tokio::spawn(admin.run(admin_stop.clone()));
+    // Admin: the spool is open.
+    admin_starting.ready(AdminState {
+        registry: registry.clone(),
+        spool: spool.clone(),
+        spool_metrics,
+        health,
+        sinks: sink_list.clone(),
+        dedup: Some(dedup.clone()),
+        ready_requires_sinks: cfg.admin.ready_requires_sinks,
+    });
 
     // Ingresses.
     let ingress_stop = CancellationToken::new();

@@ -495,6 +495,56 @@ async fn same_body_twice_spools_once_even_after_restart() {
     }
 }
 
+/// Bound before the spool is open (a spool of several GiB takes a while to scan): alive
+/// for the liveness and startup probes, not ready; then the usual answers.
+#[tokio::test]
+async fn the_admin_answers_while_the_spool_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::new();
+    let (admin, starting) =
+        AdminServer::bind_starting("127.0.0.1:0".parse().unwrap(), registry.clone())
+            .await
+            .unwrap();
+    let base = format!("http://{}", admin.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(admin.run(stop.clone()));
+    let get = |path: &'static str| {
+        let url = format!("{base}{path}");
+        async move {
+            let r = reqwest::get(url).await.unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, body) = get("/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("starting"), "{body}");
+    let (status, body) = get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("starting: opening the spool"), "{body}");
+    assert_eq!(get("/metrics").await.0, 200);
+
+    let h = harness(dir.path(), 1 << 20, 64 << 10, &["s"]).await;
+    starting.ready(AdminState {
+        registry: registry.clone(),
+        spool: h.spool.clone(),
+        spool_metrics: SpoolMetrics::register(&registry).unwrap(),
+        health: h.health.clone(),
+        sinks: Vec::new(),
+        dedup: None,
+        ready_requires_sinks: true,
+    });
+    assert_eq!(get("/healthz").await, (200, "ok\n".to_string()));
+    assert_eq!(get("/readyz").await.0, 200);
+    let (_, metrics) = get("/metrics").await;
+    assert!(
+        metrics.contains("activity_relay_spool_max_bytes 1048576"),
+        "{metrics}"
+    );
+    stop.cancel();
+    server.await.unwrap().unwrap();
+    h.spool.close().await;
+}
+
 #[tokio::test]
 async fn full_spool_refuses_until_drained_and_readyz_follows() {
     let dir = tempfile::tempdir().unwrap();
