@@ -206,6 +206,12 @@ pub struct DispatchConfig {
     /// `create_topics = false`) before it is dead-lettered and the sink moves on, so that
     /// one record cannot hold back everything behind it. Default 5.
     pub max_refusals: u32,
+    /// And for at least this long since the first refusal: a topic unknown for a moment
+    /// during a Kafka broker restart, or a RabbitMQ queue being re-declared, is waited out
+    /// rather than sending the main flow to dead letters. The sink waits this long on a
+    /// record that is really unroutable. Default 1 minute.
+    #[serde(with = "humantime_serde")]
+    pub refusal_budget: Duration,
 }
 
 /// Every default of `DispatchConfig` is here .
@@ -217,6 +223,7 @@ impl Default for DispatchConfig {
             max_backoff: Duration::from_secs(30),
             max_attempts: Default::default(),
             max_refusals: 5,
+            refusal_budget: Duration::from_secs(60),
         }
     }
 }

@@ -180,6 +180,7 @@ impl Dispatcher {
         let mut attempts = 0u32;
         // Of those, the attempts the broker refused the record (see `max_refusals`).
         let mut refusals = 0u32;
+        let mut first_refusal: Option<std::time::Instant> = None;
         let mut backoff = self.cfg.initial_backoff;
         let in_flight = self.metrics.in_flight.with_label_values(&[name]);
         let backoff_gauge = self.metrics.backoff.with_label_values(&[name]);
@@ -234,6 +235,7 @@ impl Dispatcher {
                 start += done;
                 attempts = 0;
                 refusals = 0;
+                first_refusal = None;
                 backoff = self.cfg.initial_backoff;
                 self.commit(batch[start - 1].offset + 1).await;
             }
@@ -243,9 +245,10 @@ impl Dispatcher {
             attempts += 1;
             if err.is_refusal() {
                 refusals += 1;
+                first_refusal.get_or_insert_with(std::time::Instant::now);
             }
             let msg = &batch[start];
-            let refused_enough = refusals >= self.cfg.max_refusals.max(1);
+            let refused_enough = self.refused_enough(refusals, first_refusal);
             if refused_enough || self.cfg.max_attempts.is_some_and(|max| attempts >= max) {
                 let (reason, why) = if refused_enough {
                     (
@@ -264,6 +267,7 @@ impl Dispatcher {
                 start += 1;
                 attempts = 0;
                 refusals = 0;
+                first_refusal = None;
                 backoff = self.cfg.initial_backoff;
                 self.commit(msg.offset + 1).await;
                 continue;
@@ -279,6 +283,13 @@ impl Dispatcher {
         }
         backoff_gauge.set(0.0);
         Ok(batch.last().map_or(0, |m| m.offset + 1))
+    }
+
+    /// Whether a record refused `refusals` times, the first at `first`, has been refused
+    /// enough to be dead-lettered (`max_refusals` times and for `refusal_budget`).
+    fn refused_enough(&self, refusals: u32, first: Option<std::time::Instant>) -> bool {
+        refusals >= self.cfg.max_refusals.max(1)
+            && first.is_some_and(|t| t.elapsed() >= self.cfg.refusal_budget)
     }
 
     async fn commit(&self, next: u64) {
@@ -318,6 +329,9 @@ impl Dispatcher {
         let dl_msg = Message::dead_letter(msg.offset, msg.accepted_at_ms, dl);
         let mut backoff = self.cfg.initial_backoff;
         let mut to_file = msg.is_dead_letter();
+        // A dead-letter destination that nothing routes either goes to the file in the end,
+        // under the same rule as a record: it must not stall the sink.
+        let (mut refusals, mut first_refusal) = (0u32, None::<std::time::Instant>);
         loop {
             if to_file {
                 match self.write_dead_letter_file(&dl_msg.json).await {
@@ -356,6 +370,16 @@ impl Dispatcher {
                     Some(Err(e)) if e.is_permanent() => {
                         to_file = true;
                         continue;
+                    }
+                    Some(Err(e)) if e.is_refusal() => {
+                        refusals += 1;
+                        first_refusal.get_or_insert_with(std::time::Instant::now);
+                        if self.refused_enough(refusals, first_refusal) {
+                            tracing::error!(sink = name, offset = msg.offset, error = %e, "the dead-letter destination keeps refusing; writing the dead letter to the file");
+                            to_file = true;
+                            continue;
+                        }
+                        tracing::warn!(sink = name, offset = msg.offset, error = %e, "publishing a dead letter was refused; retrying");
                     }
                     Some(Err(e)) => {
                         tracing::warn!(sink = name, offset = msg.offset, error = %e, "publishing a dead letter failed; retrying");

@@ -34,6 +34,12 @@ struct TestSink {
     /// Ids the broker refuses, every time (an unroutable record).
     refused: HashSet<String>,
     reject_dead_letters: bool,
+    /// Dead letters are refused (their destination routes nowhere), every time.
+    refuse_dead_letters: bool,
+    /// Ids refused the first `refuse_first` times they are published (a topic unknown for
+    /// a moment), then taken.
+    refused_at_first: HashSet<String>,
+    refuse_first: AtomicUsize,
     ready: AtomicBool,
     confirmed: Mutex<Vec<Message>>,
 }
@@ -46,6 +52,9 @@ impl TestSink {
             permanent: HashSet::new(),
             refused: HashSet::new(),
             reject_dead_letters: false,
+            refuse_dead_letters: false,
+            refused_at_first: HashSet::new(),
+            refuse_first: AtomicUsize::new(0),
             ready: AtomicBool::new(true),
             confirmed: Mutex::new(Vec::new()),
         }
@@ -69,7 +78,14 @@ impl Sink for TestSink {
         for (i, m) in batch.iter().enumerate() {
             let r = if failing && (i > 0 || batch.len() == 1) {
                 Err(PublishError::retryable(Reason::BrokerDown, "test"))
-            } else if self.refused.contains(m.id()) {
+            } else if self.refused.contains(m.id())
+                || (self.refuse_dead_letters && m.is_dead_letter())
+                || (self.refused_at_first.contains(m.id())
+                    && self
+                        .refuse_first
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok())
+            {
                 Err(PublishError::refused(Reason::Unroutable, "test"))
             } else if self.permanent.contains(m.id())
                 || (self.reject_dead_letters && m.is_dead_letter())
@@ -113,6 +129,7 @@ fn fast_dispatch(batch_size: usize) -> DispatchConfig {
         max_backoff: Duration::from_millis(4),
         max_attempts: None,
         max_refusals: 3,
+        refusal_budget: Duration::ZERO,
     }
 }
 
@@ -345,6 +362,82 @@ async fn dead_letter_rejected_too_goes_to_the_dead_letter_file() {
     assert_eq!(lines.len(), 1);
     let dl: relay_envelope::DeadLetter = serde_json::from_str(lines[0]).unwrap();
     assert!(String::from_utf8(dl.raw).unwrap().contains(r#""id":"bad""#));
+}
+
+/// A record the broker refuses for a moment (a Kafka topic unknown during a broker
+/// restart) more than `max_refusals` times, but within `refusal_budget`, is waited out and
+/// delivered, not dead-lettered.
+#[tokio::test]
+async fn a_brief_refusal_is_waited_out_within_the_refusal_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open_spool(dir.path(), 1 << 20, 64 << 10, &["brief"]).await;
+    spool
+        .append(vec![NewRecord {
+            kind: RecordKind::Envelope,
+            accepted_at_ms: 1,
+            payload: Bytes::from(envelope_json("moment", "a", 1)),
+        }])
+        .await
+        .unwrap();
+    let mut sink = TestSink::new("brief");
+    sink.refused_at_first.insert("moment".to_string());
+    sink.refuse_first.store(10, Ordering::SeqCst);
+    let sink = Arc::new(sink);
+    let mut cfg = fast_dispatch(10);
+    cfg.refusal_budget = Duration::from_secs(3600);
+    let registry = Registry::new();
+    let metrics = SinkMetrics::register(&registry).unwrap();
+    drain(sink.clone(), &spool, cfg, metrics, dir.path()).await;
+    let got = sink.confirmed();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(!got[0].is_dead_letter(), "delivered, not dead-lettered");
+    assert_eq!(got[0].id(), "moment");
+    assert_eq!(
+        sink.refuse_first.load(Ordering::SeqCst),
+        0,
+        "refused 10 times first"
+    );
+    assert!(!metrics_text(&registry).contains("activity_relay_sink_dead_letters_total{"));
+}
+
+/// A dead letter whose destination nothing routes either (refused, every time) goes to the
+/// dead-letter file under the same rule, and the sink moves on: it never stalls.
+#[tokio::test]
+async fn an_unroutable_dead_letter_goes_to_the_file_and_the_sink_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open_spool(dir.path(), 1 << 20, 64 << 10, &["nowhere"]).await;
+    for (id, seq) in [("bad", 1), ("good", 2)] {
+        spool
+            .append(vec![NewRecord {
+                kind: RecordKind::Envelope,
+                accepted_at_ms: 1,
+                payload: Bytes::from(envelope_json(id, "a", seq)),
+            }])
+            .await
+            .unwrap();
+    }
+    let mut sink = TestSink::new("nowhere");
+    sink.permanent.insert("bad".to_string());
+    sink.refuse_dead_letters = true;
+    let sink = Arc::new(sink);
+    let metrics = SinkMetrics::register(&Registry::new()).unwrap();
+    let dl_dir = dir.path().join("dead-letters");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        drain(sink.clone(), &spool, fast_dispatch(10), metrics, &dl_dir),
+    )
+    .await
+    .expect("the sink stalled on a dead letter nothing routes");
+    let ids: Vec<String> = sink
+        .confirmed()
+        .iter()
+        .map(|m| m.id().to_string())
+        .collect();
+    assert_eq!(ids, ["good"]);
+    assert_eq!(spool.cursor("nowhere").unwrap(), 2);
+    let text = std::fs::read_to_string(dl_dir.join("nowhere.ndjson")).unwrap();
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.contains("bad"), "{text}");
 }
 
 #[tokio::test]
