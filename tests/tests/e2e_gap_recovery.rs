@@ -82,6 +82,88 @@ liveness_interval = "1s"
     )
 }
 
+/// Every envelope of `expected` arrives at the test's NATS stream exactly once, on its
+/// subject (read until all arrived and 3 s passed without more, or `max`).
+async fn assert_once_at_nats(
+    u: &str,
+    expected: &BTreeMap<String, relay_envelope::Envelope>,
+    max: Duration,
+) {
+    let got = nats_read_all(
+        &format!("GAP_{u}"),
+        expected.len(),
+        Duration::from_secs(3),
+        max,
+    )
+    .await;
+    assert_exactly_once("nats", expected, &got, |e| {
+        format!("gap{u}.{}.{}", e.subject, e.event_type)
+    });
+}
+
+/// [`config`] without the webhook, with a `[[stream]]` "main" reading `emu`'s stream.
+fn stream_config(u: &str, emu: &x_emulator::EmulatorHandle, idle_timeout: &str) -> String {
+    let base = config(u);
+    let (head, sinks) = base.split_once("[webhook]").expect("webhook section");
+    let sinks = &sinks[sinks.find("[[sinks]]").expect("sinks")..];
+    format!(
+        r#"{head}
+[[stream]]
+name = "main"
+url = "{}/2/activity/stream"
+bearer_token = "emulator-bearer"
+idle_timeout = "{idle_timeout}"
+
+{sinks}"#,
+        emu.base_url()
+    )
+}
+
+/// X after the cutover (AAA retired, XAA webhook and stream), its retries scaled down to
+/// milliseconds, with `faults` on its stream.
+async fn xaa_only_x(faults: x_emulator::StreamFaults) -> x_emulator::EmulatorHandle {
+    Emulator::start(EmulatorConfig {
+        time_scale: 0.001,
+        // X's own 3 s answer timeout runs on the real clock while these tests scale
+        // X's retries down: a machine stall past it would be a retry the test did not
+        // plan. X's timeout is held against the relay in e2e_hostile.
+        delivery_timeout_ms: 30_000,
+        recrc_interval_secs: 0.0,
+        aaa_retired: true,
+        stream: x_emulator::StreamConfig {
+            heartbeat_ms: Some(200),
+            faults,
+            ..x_emulator::StreamConfig::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// [`config`] with its app taking XAA only, and `[recovery]` re-reading gaps from `emu`'s
+/// stream.
+fn xaa_recovery_config(u: &str, emu: &x_emulator::EmulatorHandle) -> String {
+    let base = config(u).replace(
+        "consumer_secrets = [\"emulator-consumer-secret\"]",
+        "consumer_secrets = [\"emulator-consumer-secret\"]\nformats = [\"xaa\"]",
+    );
+    format!(
+        r#"{base}
+[recovery]
+enabled = true
+base_url = "{}"
+bearer_token = "emulator-bearer"
+min_gap = "30s"
+max_attempts = 3
+retry_delay = "1s"
+safety_margin = "2m"
+liveness_interval = "1s"
+"#,
+        emu.base_url()
+    )
+}
+
 /// A like for `user` with its own favorite id (the envelope id comes from it).
 fn like(user: &str, id: &str) -> Value {
     let mut v: Value = serde_json::from_slice(
@@ -304,16 +386,7 @@ async fn webhook_gap_is_replayed_one_job_at_a_time_and_lands_exactly_once() {
             m.ids
         );
     }
-    let got = nats_read_all(
-        &format!("GAP_{u}"),
-        expected.len(),
-        Duration::from_secs(2),
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_exactly_once("nats", &expected, &got, |e| {
-        format!("gap{u}.{}.{}", e.subject, e.event_type)
-    });
+    assert_once_at_nats(&u, &expected, Duration::from_secs(60)).await;
     // The first Incomplete job re-delivered the first window's events, the retry did again:
     // the relay dropped the repeats.
     assert!(relay.metric("activity_relay_duplicates_total", &[]).await > 0.0);
@@ -440,20 +513,7 @@ async fn stream_resumes_from_the_recorded_time_after_a_restart() {
     })
     .await
     .unwrap();
-    let base = config(&u);
-    let (head, sinks) = base.split_once("[webhook]").expect("webhook section");
-    let sinks = &sinks[sinks.find("[[sinks]]").expect("sinks")..];
-    let stream = format!(
-        r#"
-[[stream]]
-name = "main"
-url = "{}/2/activity/stream"
-bearer_token = "emulator-bearer"
-idle_timeout = "2s"
-"#,
-        emu.base_url()
-    );
-    let mut relay = Relay::start(tmp.path(), &format!("{head}{stream}{sinks}")).await;
+    let mut relay = Relay::start(tmp.path(), &stream_config(&u, &emu, "2s")).await;
     let connected = |n: usize| {
         let emu = &emu;
         async move {
@@ -597,45 +657,12 @@ fn xaa_like(user: &str, tweet: &str) -> Value {
 async fn xaa_webhook_gap_is_reread_from_the_stream_without_aaa() {
     let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(EmulatorConfig {
-        time_scale: 0.001,
-        // X's own 3 s answer timeout runs on the real clock while these tests scale
-        // X's retries down: a machine stall past it would be a retry the test did not
-        // plan. X's timeout is held against the relay in e2e_hostile.
-        delivery_timeout_ms: 30_000,
-        recrc_interval_secs: 0.0,
-        aaa_retired: true,
-        stream: x_emulator::StreamConfig {
-            heartbeat_ms: Some(200),
-            faults: x_emulator::StreamFaults {
-                fail_503: 1,
-                ..Default::default()
-            },
-            ..x_emulator::StreamConfig::default()
-        },
-        ..EmulatorConfig::default()
+    let emu = xaa_only_x(x_emulator::StreamFaults {
+        fail_503: 1,
+        ..Default::default()
     })
-    .await
-    .unwrap();
-    let base = config(&u).replace(
-        "consumer_secrets = [\"emulator-consumer-secret\"]",
-        "consumer_secrets = [\"emulator-consumer-secret\"]\nformats = [\"xaa\"]",
-    );
-    let recovery = format!(
-        r#"
-[recovery]
-enabled = true
-base_url = "{}"
-bearer_token = "emulator-bearer"
-min_gap = "30s"
-max_attempts = 3
-retry_delay = "1s"
-safety_margin = "2m"
-liveness_interval = "1s"
-"#,
-        emu.base_url()
-    );
-    let mut relay = Relay::start(tmp.path(), &format!("{base}{recovery}")).await;
+    .await;
+    let mut relay = Relay::start(tmp.path(), &xaa_recovery_config(&u, &emu)).await;
     let (hook, users) = register_with_users(&emu, &relay).await;
     let stamp = Utc::now().timestamp_micros();
     let body = |i: usize| xaa_like(&users[i % users.len()], &format!("{stamp}{i:03}"));
@@ -712,16 +739,7 @@ liveness_interval = "1s"
         }
     }
     assert_eq!(expected.len(), 10, "{:?}", expected.keys());
-    let got = nats_read_all(
-        &format!("GAP_{u}"),
-        expected.len(),
-        Duration::from_secs(3),
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_exactly_once("nats", &expected, &got, |e| {
-        format!("gap{u}.{}.{}", e.subject, e.event_type)
-    });
+    assert_once_at_nats(&u, &expected, Duration::from_secs(60)).await;
 
     // Two reads of the window (the first refused), asking for the gap with the margin.
     let reads: Vec<_> = emu
@@ -802,46 +820,13 @@ async fn a_recovery_read_x_closes_early_is_read_on_until_its_end() {
     const GAP_EVENTS: usize = 1001;
     let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(EmulatorConfig {
-        time_scale: 0.001,
-        // X's own 3 s answer timeout runs on the real clock while these tests scale
-        // X's retries down: a machine stall past it would be a retry the test did not
-        // plan. X's timeout is held against the relay in e2e_hostile.
-        delivery_timeout_ms: 30_000,
-        recrc_interval_secs: 0.0,
-        aaa_retired: true,
-        stream: x_emulator::StreamConfig {
-            heartbeat_ms: Some(200),
-            faults: x_emulator::StreamFaults {
-                disconnect_after_lines: Some(500),
-                rules_for_connections: Some(1),
-                ..Default::default()
-            },
-            ..x_emulator::StreamConfig::default()
-        },
-        ..EmulatorConfig::default()
+    let emu = xaa_only_x(x_emulator::StreamFaults {
+        disconnect_after_lines: Some(500),
+        rules_for_connections: Some(1),
+        ..Default::default()
     })
-    .await
-    .unwrap();
-    let base = config(&u).replace(
-        "consumer_secrets = [\"emulator-consumer-secret\"]",
-        "consumer_secrets = [\"emulator-consumer-secret\"]\nformats = [\"xaa\"]",
-    );
-    let recovery = format!(
-        r#"
-[recovery]
-enabled = true
-base_url = "{}"
-bearer_token = "emulator-bearer"
-min_gap = "30s"
-max_attempts = 3
-retry_delay = "1s"
-safety_margin = "2m"
-liveness_interval = "1s"
-"#,
-        emu.base_url()
-    );
-    let mut relay = Relay::start(tmp.path(), &format!("{base}{recovery}")).await;
+    .await;
+    let mut relay = Relay::start(tmp.path(), &xaa_recovery_config(&u, &emu)).await;
     let (hook, users) = register_with_users(&emu, &relay).await;
     assert_eq!(relay.terminate(), Some(0), "{}", relay.log());
 
@@ -852,22 +837,20 @@ liveness_interval = "1s"
     write_liveness(&liveness_path, "webhook", last_alive);
     let stamp = Utc::now().timestamp_micros();
     let step_ms = 25 * 60 * 1000 / GAP_EVENTS as i64;
+    let at = |i: usize| {
+        last_alive
+            + chrono::Duration::minutes(1)
+            + chrono::Duration::milliseconds(step_ms * i as i64)
+    };
     let bodies: Vec<Value> = (0..GAP_EVENTS)
-        .map(|i| {
-            let at = last_alive
-                + chrono::Duration::minutes(1)
-                + chrono::Duration::milliseconds(step_ms * i as i64);
-            xaa_like_at(&users[i % users.len()], &format!("{stamp}{i:04}"), at)
-        })
+        .map(|i| xaa_like_at(&users[i % users.len()], &format!("{stamp}{i:04}"), at(i)))
         .collect();
     subscribe_for(&emu, &hook.id, &bodies[..users.len()]).await;
-    let mut missed: Vec<Emitted> = Vec::new();
-    for (i, b) in bodies.iter().enumerate() {
-        let at = last_alive
-            + chrono::Duration::minutes(1)
-            + chrono::Duration::milliseconds(step_ms * i as i64);
-        missed.push(emu.emit_at(b.clone(), at));
-    }
+    let missed: Vec<Emitted> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, b)| emu.emit_at(b.clone(), at(i)))
+        .collect();
     wait_deliveries_settled(&emu, &missed, Duration::from_secs(120)).await;
 
     relay.spawn().await;
@@ -878,16 +861,7 @@ liveness_interval = "1s"
         }
     }
     assert_eq!(expected.len(), GAP_EVENTS);
-    let got = nats_read_all(
-        &format!("GAP_{u}"),
-        expected.len(),
-        Duration::from_secs(3),
-        Duration::from_secs(120),
-    )
-    .await;
-    assert_exactly_once("nats", &expected, &got, |e| {
-        format!("gap{u}.{}.{}", e.subject, e.event_type)
-    });
+    assert_once_at_nats(&u, &expected, Duration::from_secs(120)).await;
 
     // The first read ended by X after 500 lines; the next one started past what it had
     // accepted (less the 2-minute margin), not from the start of the gap again.
@@ -899,8 +873,7 @@ liveness_interval = "1s"
     assert_eq!(reads.len(), 2, "{reads:?}");
     let first = parse_time(reads[0].params.get("start_time").expect("start_time"));
     let second = parse_time(reads[1].params.get("start_time").expect("start_time"));
-    let newest_first =
-        last_alive + chrono::Duration::minutes(1) + chrono::Duration::milliseconds(step_ms * 499);
+    let newest_first = at(499);
     assert!(
         second > first && second <= newest_first,
         "second read from {second}: first from {first}, its newest event {newest_first}"
@@ -947,20 +920,7 @@ async fn a_stream_catch_up_cut_short_resumes_where_it_was_cut() {
     })
     .await
     .unwrap();
-    let base = config(&u);
-    let (head, sinks) = base.split_once("[webhook]").expect("webhook section");
-    let sinks = &sinks[sinks.find("[[sinks]]").expect("sinks")..];
-    let stream = format!(
-        r#"
-[[stream]]
-name = "main"
-url = "{}/2/activity/stream"
-bearer_token = "emulator-bearer"
-idle_timeout = "10s"
-"#,
-        emu.base_url()
-    );
-    let mut relay = Relay::start(tmp.path(), &format!("{head}{stream}{sinks}")).await;
+    let mut relay = Relay::start(tmp.path(), &stream_config(&u, &emu, "10s")).await;
     let guard = tokio::time::Instant::now() + Duration::from_secs(60);
     while !emu
         .connections()
@@ -1012,16 +972,7 @@ idle_timeout = "10s"
     ));
 
     relay.spawn().await;
-    let got = nats_read_all(
-        &format!("GAP_{u}"),
-        expected.len(),
-        Duration::from_secs(3),
-        Duration::from_secs(180),
-    )
-    .await;
-    assert_exactly_once("nats", &expected, &got, |e| {
-        format!("gap{u}.{}.{}", e.subject, e.event_type)
-    });
+    assert_once_at_nats(&u, &expected, Duration::from_secs(180)).await;
     // The catch-up was cut, and the next connection asked for the gap from where it was
     // cut in X's time (the 1,500th event), not for the minute before it reconnected.
     let conns: Vec<_> = emu.connections().into_iter().skip(before).collect();
@@ -1057,22 +1008,7 @@ async fn deliveries_x_gave_up_on_while_the_spool_was_full_are_recovered_in_run()
     let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
     // Retries after 3 ms, 27 ms, 242 ms: X gives up quickly on a relay that refuses.
-    let emu = Emulator::start(EmulatorConfig {
-        time_scale: 0.001,
-        // X's own 3 s answer timeout runs on the real clock while these tests scale
-        // X's retries down: a machine stall past it would be a retry the test did not
-        // plan. X's timeout is held against the relay in e2e_hostile.
-        delivery_timeout_ms: 30_000,
-        recrc_interval_secs: 0.0,
-        aaa_retired: true,
-        stream: x_emulator::StreamConfig {
-            heartbeat_ms: Some(200),
-            ..x_emulator::StreamConfig::default()
-        },
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
+    let emu = xaa_only_x(x_emulator::StreamFaults::default()).await;
     let proxy = relay_testkit::TcpProxy::start(relay_testkit::nats_addr()).await;
     let config = format!(
         r#"
@@ -1215,16 +1151,7 @@ liveness_interval = "1s"
         }
     }
     assert_eq!(expected.len(), bodies.len());
-    let got = nats_read_all(
-        &format!("GAP_{u}"),
-        expected.len(),
-        Duration::from_secs(3),
-        Duration::from_secs(180),
-    )
-    .await;
-    assert_exactly_once("nats", &expected, &got, |e| {
-        format!("gap{u}.{}.{}", e.subject, e.event_type)
-    });
+    assert_once_at_nats(&u, &expected, Duration::from_secs(180)).await;
     relay
         .wait_metric(
             "activity_relay_recovery_windows_total",
