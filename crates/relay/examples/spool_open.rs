@@ -5,8 +5,12 @@
 //! (docs/benchmarks.md).
 //!
 //! ```sh
-//! cargo run --release -p activity-relay --example spool_open -- [GiB] [dir]
+//! cargo run --release -p activity-relay --example spool_open -- [GiB] [dir] [both|fill|open]
 //! ```
+//!
+//! `fill` leaves the spool in `dir`; `open` opens the one there (and removes it): with the
+//! page cache dropped in between (`sync; echo 3 > /proc/sys/vm/drop_caches`), that is the
+//! open of a pod whose volume was just attached.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -34,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(d) => PathBuf::from(d),
         None => std::env::temp_dir().join(format!("spool-open-{}", std::process::id())),
     };
+    let mode = args.next().unwrap_or_else(|| "both".to_string());
     let target = (gib * f64::from(1u32 << 30)) as u64;
     std::fs::create_dir_all(&dir)?;
     let ctx = Context {
@@ -43,8 +48,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         formats: Formats::ALL,
     };
 
-    // Fill.
-    let spool = Spool::open(config(&dir, target + (1 << 30))).await?;
+    if mode != "open" {
+        fill(&dir, target, &ctx).await?;
+    }
+    if mode == "fill" {
+        return Ok(());
+    }
+    open(&dir, target).await?;
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Fills a spool in `dir` with `target` bytes of envelopes.
+async fn fill(
+    dir: &std::path::Path,
+    target: u64,
+    ctx: &Context,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let spool = Spool::open(config(dir, target + (1 << 30))).await?;
     let started = Instant::now();
     let (mut n, mut bytes) = (0u64, 0u64);
     while bytes < target {
@@ -54,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 r#"{{"data":{{"event_uuid":"open-{n}","filter":{{"user_id":"2244994945"}},"event_type":"post.create","payload":{{"id":"{n}","text":"a post of some length, as people write them: {n} {}","author_id":"2244994945","created_at":"2026-12-04T14:01:46.000Z"}}}}}}"#,
                 "x".repeat(200)
             );
-            for env in normalize(body.as_bytes(), &ctx)? {
+            for env in normalize(body.as_bytes(), ctx)? {
                 let json = Bytes::from(env.to_json());
                 bytes += json.len() as u64;
                 batch.push(NewRecord {
@@ -68,30 +89,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         spool.append(batch).await?;
     }
     spool.close().await;
-    let fill = started.elapsed();
+    println!(
+        "filled {:.2} GiB, {n} records, in {:.1} s",
+        bytes as f64 / f64::from(1u32 << 30),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
-    // Open, as the relay does at start.
+/// Opens the spool in `dir` as the relay does at start, and says how long each step took.
+async fn open(dir: &std::path::Path, target: u64) -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
-    let spool = Spool::open(config(&dir, target + (1 << 30))).await?;
+    let spool = Spool::open(config(dir, target + (1 << 30))).await?;
     let opened = started.elapsed();
     let now = i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis(),
     )?;
-    let dedup = Dedup::open(&dir, Duration::from_secs(24 * 3600), 10_000_000, now)?;
+    let dedup = Dedup::open(dir, Duration::from_secs(24 * 3600), 10_000_000, now)?;
     let started = Instant::now();
     let rebuilt = rebuild_from_spool(&dedup, &spool).await?;
     let rebuild = started.elapsed();
     spool.close().await;
     println!(
-        "spool of {:.2} GiB, {n} records (filled in {:.1} s): Spool::open {:.2} s, dedup rebuilt from {rebuilt} records in {:.2} s, total {:.2} s",
-        bytes as f64 / f64::from(1u32 << 30),
-        fill.as_secs_f64(),
+        "opened: Spool::open {:.2} s, dedup rebuilt from {rebuilt} records in {:.2} s, total {:.2} s",
         opened.as_secs_f64(),
         rebuild.as_secs_f64(),
         (opened + rebuild).as_secs_f64()
     );
-    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
