@@ -147,11 +147,18 @@ pub fn to_message(record: StoredRecord) -> Message {
 /// that cannot be parsed).
 fn decode(record: StoredRecord) -> (Message, bool) {
     let parsed = match record.kind {
-        RecordKind::Envelope => {
-            serde_json::from_slice::<Envelope>(&record.payload).map(|e| Payload::Event(Arc::new(e)))
-        }
+        RecordKind::Envelope => serde_json::from_slice::<Envelope>(&record.payload)
+            .map(|e| Payload::Event(Arc::new(e)))
+            .map_err(|e| format!("cannot be parsed: {e}")),
         RecordKind::DeadLetter => serde_json::from_slice::<DeadLetter>(&record.payload)
-            .map(|d| Payload::DeadLetter(Arc::new(d))),
+            .map(|d| Payload::DeadLetter(Arc::new(d)))
+            .map_err(|e| format!("cannot be parsed: {e}")),
+        // Never published as it is, even if its bytes still parse: they may be mangled.
+        RecordKind::Damaged => Err(
+            "was damaged on disk after it was verified (its bytes, as far as they could be \
+             told apart, are kept here)"
+                .to_string(),
+        ),
     };
     match parsed {
         Ok(payload) => (
@@ -164,7 +171,7 @@ fn decode(record: StoredRecord) -> (Message, bool) {
             true,
         ),
         Err(e) => {
-            tracing::error!(offset = record.offset, error = %e, "spooled record cannot be parsed; publishing it as a dead letter");
+            tracing::error!(offset = record.offset, error = %e, "spooled record is not a message; publishing it as a dead letter");
             let ctx = Context {
                 ingress: IngressKind::Webhook,
                 source: SPOOL_SOURCE.to_string(),
@@ -173,7 +180,7 @@ fn decode(record: StoredRecord) -> (Message, bool) {
             };
             let dl = DeadLetter::new(
                 &record.payload,
-                format!("spooled record {} cannot be parsed: {e}", record.offset),
+                format!("spooled record {} {e}", record.offset),
                 &ctx,
             );
             (
@@ -252,5 +259,20 @@ mod tests {
             ..record(10, &junk)
         });
         assert_eq!(d.parsed(), 4);
+    }
+
+    #[test]
+    fn a_damaged_record_is_a_dead_letter_even_when_its_bytes_parse() {
+        let (json, _) = dead_letter(5);
+        let m = to_message(StoredRecord {
+            kind: RecordKind::Damaged,
+            ..record(11, &json)
+        });
+        let Payload::DeadLetter(dl) = &m.payload else {
+            panic!("published as it was: {m:?}");
+        };
+        assert!(dl.reason.contains("damaged on disk"), "{}", dl.reason);
+        assert_eq!(dl.raw, json.to_vec(), "its bytes are kept");
+        assert_eq!(m.offset, 11);
     }
 }

@@ -83,6 +83,12 @@
 //!   for inspection; the valid prefix is served and the records after the damage in that
 //!   segment are skipped (readers continue with the next segment). Stopping the whole relay
 //!   for one damaged old segment would block every newer event.
+//! - A record damaged after `open` verified it (found by a read that misses the tail cache):
+//!   `error!`, and the read hands it over as [`RecordKind::Damaged`] (its own bytes where
+//!   they can be told apart), then goes on at the next frame (found through the damaged
+//!   record's length, else by the next record's checksum), else at the segment's next
+//!   index entry (the records in between handed over as damaged too). The relay
+//!   dead-letters what is damaged; a read never fails for it again and again.
 //! - Cursor file damaged: `error!`, and every sink restarts at the oldest retained record
 //!   (duplicates, never loss).
 //! - A cursor beyond the recovered end (only possible if acknowledged data was lost to disk
@@ -126,6 +132,11 @@ pub enum RecordKind {
     Envelope = 1,
     /// A serialized `relay_envelope::DeadLetter` (JSON).
     DeadLetter = 2,
+    /// Never written: a record [`Spool::read`] found damaged on disk after it had been
+    /// verified (bit rot, a bad sector). Its payload is the bytes that could be told apart
+    /// as its own (possibly none); the reader dead-letters it and moves on, rather than
+    /// failing every read of the sink, or publishing bytes that may be mangled.
+    Damaged = 3,
 }
 
 /// A record to append.
@@ -658,7 +669,8 @@ fn read_blocking(shared: &Shared, from: u64, max: usize) -> Result<Vec<StoredRec
         let mut reader = FrameReader::new(&*file, entry.pos, valid_len);
         let mut offset = base + entry.rel;
         while offset < end && out.len() < max {
-            match reader.next(offset).map_err(|e| io_err(&path, e))? {
+            let at = reader.pos();
+            let reason = match reader.next(offset).map_err(|e| io_err(&path, e))? {
                 segment::Frame::Record { record, .. } => {
                     if offset >= start {
                         out.push(StoredRecord {
@@ -669,24 +681,80 @@ fn read_blocking(shared: &Shared, from: u64, max: usize) -> Result<Vec<StoredRec
                         });
                     }
                     offset += 1;
+                    continue;
                 }
-                segment::Frame::End | segment::Frame::Torn => {
-                    return Err(corrupt_at_read(&path, offset, "segment ends early"))
-                }
-                segment::Frame::Corrupt(reason) => {
-                    return Err(corrupt_at_read(&path, offset, reason))
+                segment::Frame::End | segment::Frame::Torn => "segment ends early",
+                segment::Frame::Corrupt(reason) => reason,
+            };
+            // Damaged after it was verified: handed over as damaged, and reading goes on at
+            // the next frame when this one's length leads to a valid record, else at the
+            // segment's next index entry, else at its end.
+            let next_entry = {
+                let st = shared.state.lock();
+                st.segment_from(offset)
+                    .and_then(|i| st.segments.get(i))
+                    .and_then(|s| s.entry_after(offset).map(|e| (s.base + e.rel, e.pos)))
+                    .filter(|(next, _)| *next <= end)
+            };
+            let resume = segment::valid_frame_after(&*file, at, valid_len, offset)
+                .or_else(|| {
+                    // The length field is damaged too: look for the next record's frame
+                    // (its checksum covers its offset, so nothing else matches) up to the
+                    // next index entry.
+                    let limit = next_entry.map_or(valid_len, |(_, pos)| pos);
+                    segment::find_frame(&*file, at + 1, limit, offset + 1)
+                })
+                .map(|pos| (offset + 1, pos))
+                .filter(|(next, _)| *next < end)
+                .or(next_entry)
+                .unwrap_or((end, valid_len));
+            tracing::error!(
+                path = %path.display(),
+                offset,
+                skipped = resume.0 - offset,
+                reason,
+                "spool record damaged on disk after it was verified; handed over as damaged (dead-lettered), reading goes on behind it"
+            );
+            let raw = read_raw(&*file, at, resume.1.min(at + MAX_DAMAGED_BYTES));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            for o in offset..resume.0 {
+                if o >= start && out.len() < max {
+                    out.push(StoredRecord {
+                        offset: o,
+                        kind: RecordKind::Damaged,
+                        accepted_at_ms: now,
+                        payload: if o == offset {
+                            raw.clone()
+                        } else {
+                            Bytes::new()
+                        },
+                    });
                 }
             }
+            offset = resume.0;
+            reader = FrameReader::new(&*file, resume.1, valid_len);
         }
         from = end;
     }
     Ok(out)
 }
 
-fn corrupt_at_read(path: &Path, offset: u64, reason: &str) -> SpoolError {
-    tracing::error!(path = %path.display(), offset, reason, "spool record damaged on disk after it was verified");
-    SpoolError::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!("record {offset}: {reason}"),
+/// At most this many bytes of a damaged record are handed over with it.
+const MAX_DAMAGED_BYTES: u64 = 1 << 20;
+
+/// The bytes of `file` in `from..to` (as many as can be read).
+fn read_raw(file: &dyn fs::FsFile, from: u64, to: u64) -> Bytes {
+    let len = usize::try_from(to.saturating_sub(from)).unwrap_or(0);
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[filled..], from + filled as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
     }
+    buf.truncate(filled);
+    Bytes::from(buf)
 }

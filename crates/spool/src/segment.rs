@@ -46,6 +46,13 @@ impl Segment {
         self.base + self.count
     }
 
+    /// The first index entry after record `offset`, if the segment has one.
+    pub fn entry_after(&self, offset: u64) -> Option<IndexEntry> {
+        let rel = offset.saturating_sub(self.base);
+        let i = self.index.partition_point(|e| e.rel <= rel);
+        self.index.get(i).copied()
+    }
+
     /// The index entry at or before record `offset` (which must be within the segment).
     pub fn entry_for(&self, offset: u64) -> IndexEntry {
         let rel = offset.saturating_sub(self.base);
@@ -191,7 +198,12 @@ impl<'a> FrameReader<'a> {
 
 /// Where the frame after the damaged one at `at` starts (from its length field), when a
 /// valid record for `offset + 1` is there.
-fn valid_frame_after(file: &dyn FsFile, at: u64, file_len: u64, offset: u64) -> Option<u64> {
+pub(crate) fn valid_frame_after(
+    file: &dyn FsFile,
+    at: u64,
+    file_len: u64,
+    offset: u64,
+) -> Option<u64> {
     let mut len = [0u8; 4];
     file.read_exact_at(&mut len, at).ok()?;
     let next = at + FRAME_HEADER_LEN as u64 + u64::from(u32::from_le_bytes(len));
@@ -203,6 +215,31 @@ fn valid_frame_after(file: &dyn FsFile, at: u64, file_len: u64, offset: u64) -> 
         Ok(Frame::Record { .. })
     )
     .then_some(next)
+}
+
+/// The position of the frame of the record at `offset` between `from` and `to`, searched
+/// byte by byte (after a damaged length field, where it starts is unknown): the checksum
+/// covers the offset, so no other bytes pass for it. At most 4 MiB are searched.
+pub(crate) fn find_frame(file: &dyn FsFile, from: u64, to: u64, offset: u64) -> Option<u64> {
+    let to = to.min(from.saturating_add(4 << 20));
+    let len = usize::try_from(to.checked_sub(from)?).ok()?;
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[filled..], from + filled as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => filled += n,
+        }
+    }
+    buf.truncate(filled);
+    (0..buf.len())
+        .find(|p| {
+            matches!(
+                decode_record(&buf[*p..], offset, MAX_BODY_ON_DISK),
+                Decoded::Record { .. }
+            )
+        })
+        .map(|p| from + p as u64)
 }
 
 /// Intact records behind a damaged one in the last segment (bit rot in acknowledged data,

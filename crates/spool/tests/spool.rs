@@ -270,6 +270,59 @@ async fn torn_tail_garbage_appended_is_cut() {
     .await;
 }
 
+/// Damaged on disk after the spool verified it (open passed): the read hands the record
+/// over as `Damaged` and goes on behind it, instead of failing every read from then on.
+/// A flipped payload byte costs that record only (its length leads to the next frame); a
+/// damaged length field too (the next frame is found by its checksum).
+#[tokio::test]
+async fn a_record_damaged_after_open_is_handed_over_as_damaged_and_reading_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), 1 << 30, 1 << 20, &["a"]);
+    let spool = Spool::open(cfg.clone()).await.unwrap();
+    let tags = fill(&spool, 10, 10, 300).await;
+    spool.close().await;
+    drop(spool);
+    // Opened (and verified) first: the damage comes after.
+    let spool = Spool::open(cfg).await.unwrap();
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 1);
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&files[0])
+        .unwrap();
+    // Frames of 318 bytes after the 20-byte header: a payload byte of record 40, and the
+    // length field of record 70.
+    f.write_all_at(b"Z", 20 + 40 * 318 + 100).unwrap();
+    f.write_all_at(&[0xff, 0xff, 0x00, 0x10], 20 + 70 * 318)
+        .unwrap();
+
+    let all = read_all(&spool, 0).await;
+    assert_eq!(all.len(), 100, "every offset handed over once");
+    for (i, r) in all.iter().enumerate() {
+        assert_eq!(r.offset, i as u64);
+        if i == 40 || i == 70 {
+            assert_eq!(r.kind, RecordKind::Damaged, "record {i}");
+        } else {
+            assert_eq!(r.kind, RecordKind::Envelope, "record {i}");
+            assert_eq!(r.payload, payload(&tags[i], 300), "record {i}");
+        }
+    }
+    // The damaged record's own bytes, as far as they can be told apart, come with it.
+    assert_eq!(all[40].payload.len(), 318);
+    assert!(
+        all[40].payload.windows(5).any(|w| w == b"b4-0\""),
+        "{:?}",
+        all[40].payload
+    );
+    // Reading from the damaged record itself works too.
+    let again = spool.read(70, 3).await.unwrap();
+    assert_eq!(again.len(), 3);
+    assert_eq!(again[0].kind, RecordKind::Damaged);
+    assert_eq!(again[1].payload, payload(&tags[71], 300));
+    spool.close().await;
+}
+
 #[tokio::test]
 async fn corrupt_record_in_older_segment_skips_rest_of_that_segment_only() {
     let dir = tempfile::tempdir().unwrap();
