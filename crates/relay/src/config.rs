@@ -60,6 +60,9 @@ pub struct Config {
     pub sinks: Vec<SinkConfig>,
     /// `[recovery]`: gap recovery and X API credentials (`docs/gap-recovery.md`).
     pub recovery: crate::recovery::RecoveryConfig,
+    /// `[cluster]`: the fleet this relay is a member of (`docs/cluster.md`); none: one
+    /// process, as ever.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 pub type WebhookSection = relay_ingress::webhook::WebhookConfig;
@@ -269,6 +272,7 @@ const TOP_LEVEL: &[&str] = &[
     "stream",
     "sinks",
     "recovery",
+    "cluster",
 ];
 
 impl Config {
@@ -401,6 +405,13 @@ impl Config {
         recovery
             .validate(webhook.as_ref())
             .map_err(|m| invalid("[recovery]", m))?;
+        let cluster: Option<crate::cluster::ClusterConfig> = table
+            .remove("cluster")
+            .map(|v| section("[cluster]", v))
+            .transpose()?;
+        if let Some(c) = &cluster {
+            c.validate().map_err(|m| invalid("[cluster]", m))?;
+        }
         let mut stream_names = BTreeSet::new();
         for s in &streams {
             if !stream_names.insert(s.name.as_str()) {
@@ -450,6 +461,7 @@ impl Config {
             streams,
             sinks,
             recovery,
+            cluster,
         })
     }
 

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod cli;
 pub mod cli_normalize;
+pub mod cluster;
 pub mod config;
 pub mod decoded;
 pub mod dedup;

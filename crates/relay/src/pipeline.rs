@@ -91,6 +91,8 @@ pub struct RelayPipeline {
     retry_after: Duration,
     /// Who watches what is accepted (gap recovery, for its replay jobs' status events).
     hooks: Vec<Arc<dyn AcceptHook>>,
+    /// The fleet's dedup (`[cluster]`), asked about what this member's window has not seen.
+    fleet: Option<Arc<crate::cluster::FleetDedup>>,
 }
 
 /// What runs once a delivery is accepted: durable, or found to be a duplicate of one that
@@ -121,7 +123,48 @@ impl RelayPipeline {
             health,
             retry_after,
             hooks: Vec::new(),
+            fleet: None,
         }
+    }
+
+    /// Asks `fleet` about every id this member's own window has not seen (`[cluster]`).
+    pub fn with_fleet(mut self, fleet: Arc<crate::cluster::FleetDedup>) -> Self {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    /// The fleet's verdict on the ids `seen` does not know (`None` there): those another
+    /// member accepted become duplicates (their format unknown). Returns the ids claimed for
+    /// this member (to commit or release).
+    async fn fleet_verdicts(
+        &self,
+        ids: &[String],
+        seen: &mut [Option<Option<XFormat>>],
+    ) -> Result<Vec<String>, AcceptError> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(Vec::new());
+        };
+        let ask: Vec<usize> = (0..ids.len()).filter(|&i| seen[i].is_none()).collect();
+        if ask.is_empty() {
+            return Ok(Vec::new());
+        }
+        let asked: Vec<String> = ask.iter().map(|&i| ids[i].clone()).collect();
+        let verdicts = fleet.claim(&asked).await.map_err(|e| {
+            self.metrics
+                .accept_failures
+                .with_label_values(&["cluster_store"])
+                .inc();
+            AcceptError::Unavailable(e.to_string())
+        })?;
+        let mut ours = Vec::new();
+        for (&i, v) in ask.iter().zip(verdicts) {
+            match v {
+                crate::cluster::Verdict::Duplicate => seen[i] = Some(None),
+                crate::cluster::Verdict::Ours => ours.push(ids[i].clone()),
+                crate::cluster::Verdict::Unverified => {}
+            }
+        }
+        Ok(ours)
     }
 
     /// Adds a hook that watches what is accepted (see [`AcceptHook`]).
@@ -163,6 +206,8 @@ impl Pipeline for RelayPipeline {
         let mut after_accept: Vec<AfterAccept> = Vec::new();
         // Held until the append's outcome is settled: committed, or dropped (released).
         let claim: Option<Claim>;
+        // The ids claimed for this member in the fleet's store (`[cluster]`).
+        let fleet_ours: Vec<String>;
 
         // Envelopes, or why the delivery is kept whole as a dead letter (and the label).
         let verdict = match normalize(&body, &ctx) {
@@ -220,8 +265,9 @@ impl Pipeline for RelayPipeline {
                 }
                 let fresh_ids: Vec<String> = fresh.iter().map(|e| e.id.clone()).collect();
                 let c = self.dedup.claim(&fresh_ids, now_i).await;
-                let dup = c.seen().to_vec();
+                let mut dup = c.seen().to_vec();
                 claim = Some(c);
+                fleet_ours = self.fleet_verdicts(&fresh_ids, &mut dup).await?;
                 for (env, seen) in fresh.into_iter().zip(dup) {
                     let t = env.time.timestamp_millis();
                     report.newest_event_ms = Some(report.newest_event_ms.map_or(t, |n| n.max(t)));
@@ -261,8 +307,12 @@ impl Pipeline for RelayPipeline {
                 dead_letter_reason = label;
                 let dl = DeadLetter::new(&body, reason.clone(), &ctx);
                 let c = self.dedup.claim(std::slice::from_ref(&dl.id), now_i).await;
-                let duplicate = c.seen().first().is_some_and(Option::is_some);
+                let mut seen = c.seen().to_vec();
                 claim = Some(c);
+                fleet_ours = self
+                    .fleet_verdicts(std::slice::from_ref(&dl.id), &mut seen)
+                    .await?;
+                let duplicate = seen.first().is_some_and(Option::is_some);
                 if duplicate {
                     self.metrics
                         .duplicates
@@ -296,6 +346,10 @@ impl Pipeline for RelayPipeline {
             }
         }
         if records.is_empty() {
+            if let Some(fleet) = self.fleet.clone().filter(|_| !fleet_ours.is_empty()) {
+                // Nothing spooled (cannot happen with claims taken, but never leave one).
+                tokio::spawn(async move { fleet.release(&fleet_ours).await });
+            }
             after_accept.into_iter().for_each(|f| f());
             return Ok(report);
         }
@@ -308,6 +362,7 @@ impl Pipeline for RelayPipeline {
         // delivery cancelled once its append is queued (X's timeout, the client gone) still
         // remembers what it made durable, so X's retry or a concurrent twin is a duplicate.
         let spool = self.spool.clone();
+        let fleet = self.fleet.clone();
         let task = tokio::spawn(async move {
             let r = spool.append(records).await;
             if let (Ok(_), Some(c)) = (&r, claim) {
@@ -315,6 +370,18 @@ impl Pipeline for RelayPipeline {
                     ids.iter().map(String::as_str).zip(formats.iter().copied()),
                     now_i,
                 );
+            }
+            // The fleet learns of it after the answer (not awaited by the delivery): a
+            // twin on another member meanwhile waits for the pending claim.
+            if let Some(fleet) = fleet {
+                let ok = r.is_ok();
+                tokio::spawn(async move {
+                    if ok {
+                        fleet.commit(&ids).await;
+                    } else {
+                        fleet.release(&fleet_ours).await;
+                    }
+                });
             }
             r
         });

@@ -77,6 +77,9 @@ pub fn check(cfg: &Config) -> Result<String, RunError> {
         lines.push(format!("stream {}: {}", s.name, s.url));
     }
     lines.push(cfg.recovery.summary(cfg.webhook.as_ref()));
+    if let Some(c) = &cfg.cluster {
+        lines.push(c.summary());
+    }
     for s in &cfg.sinks {
         let detail = sinks::check(s)?;
         lines.push(format!("sink {}: {detail}", s.name));
@@ -275,17 +278,28 @@ pub async fn run_with(
     )?;
     registry.register(Box::new(parsed_total.clone()))?;
     let decoded = Arc::new(crate::decoded::Decoded::default().counting(parsed_total));
-    let pipeline: Arc<dyn Pipeline> = Arc::new(
-        RelayPipeline::new(
-            spool.clone(),
-            dedup.clone(),
-            pipeline_metrics,
-            health.clone(),
-            cfg.spool.full_retry_after,
-        )
-        .with_hook(Arc::new(crate::recovery::JobStatusHook(status_tx.clone())))
-        .with_decoded(decoded.clone()),
-    );
+    let pipeline = RelayPipeline::new(
+        spool.clone(),
+        dedup.clone(),
+        pipeline_metrics,
+        health.clone(),
+        cfg.spool.full_retry_after,
+    )
+    .with_hook(Arc::new(crate::recovery::JobStatusHook(status_tx.clone())))
+    .with_decoded(decoded.clone());
+    let pipeline: Arc<dyn Pipeline> = match &cfg.cluster {
+        None => Arc::new(pipeline),
+        Some(c) => {
+            let store = crate::cluster::connect(c)
+                .await
+                .map_err(|e| RunError::Other(format!("[cluster]: {e}")))?;
+            let metrics = crate::cluster::ClusterMetrics::register(&registry)?;
+            let fleet =
+                crate::cluster::FleetDedup::new(store, c.clone(), cfg.dedup.window, metrics);
+            tracing::info!(member = %c.member, namespace = %c.namespace, "member of a fleet: deduplicating with the shared store");
+            Arc::new(pipeline.with_fleet(Arc::new(fleet)))
+        }
+    };
 
     // Dispatchers.
     let drain = CancellationToken::new();
