@@ -1,0 +1,302 @@
+//! A fleet, as the Kubernetes deployment runs it: the real relay binary as 2 and 3 members
+//! behind a round-robin HTTP proxy (per request, what an Ingress in front of the Service
+//! does), sharing a Redis as `[cluster]` store; x-emulator plays X's AAA-to-XAA overlap (every
+//! event once per format) with X's plain duplicates. Every envelope id must reach Kafka
+//! (tansu), NATS and RabbitMQ exactly once, whichever member got which copy.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use relay_envelope::{Envelope, IngressKind};
+use support::*;
+use x_emulator::config::Cutover;
+use x_emulator::{AttemptOutcome, Emulator, EmulatorConfig, Format, GeneratorConfig, SentEvent};
+
+/// A round-robin HTTP proxy: each request to the next member, whole (method, path and
+/// query, headers, body), and its answer back.
+struct Proxy {
+    addr: SocketAddr,
+    /// Requests each member got through the proxy.
+    served: Arc<Vec<AtomicUsize>>,
+}
+
+#[derive(Clone)]
+struct Members {
+    addrs: Arc<Vec<SocketAddr>>,
+    next: Arc<AtomicUsize>,
+    served: Arc<Vec<AtomicUsize>>,
+    client: reqwest::Client,
+}
+
+async fn forward(State(m): State<Members>, req: Request) -> Response {
+    let i = m.next.fetch_add(1, Ordering::Relaxed) % m.addrs.len();
+    m.served[i].fetch_add(1, Ordering::Relaxed);
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let body = axum::body::to_bytes(body, 16 << 20)
+        .await
+        .unwrap_or_default();
+    let mut out = m
+        .client
+        .request(parts.method, format!("http://{}{path}", m.addrs[i]))
+        .body(body);
+    for (k, v) in &parts.headers {
+        if k != "host" && k != "content-length" {
+            out = out.header(k, v);
+        }
+    }
+    match out.send().await {
+        Ok(r) => {
+            let mut b = Response::builder().status(r.status());
+            for (k, v) in r.headers() {
+                if k != "content-length" && k != "transfer-encoding" {
+                    b = b.header(k, v);
+                }
+            }
+            b.body(Body::from(r.bytes().await.unwrap_or_default()))
+                .expect("response")
+        }
+        // A member that is gone answers like a closed upstream: 502, X retries.
+        Err(_) => Response::builder()
+            .status(502)
+            .body(Body::empty())
+            .expect("response"),
+    }
+}
+
+impl Proxy {
+    async fn start(addrs: Vec<SocketAddr>) -> Proxy {
+        let served: Arc<Vec<AtomicUsize>> =
+            Arc::new(addrs.iter().map(|_| AtomicUsize::new(0)).collect());
+        let members = Members {
+            addrs: Arc::new(addrs),
+            next: Arc::default(),
+            served: served.clone(),
+            client: reqwest::Client::new(),
+        };
+        let app = axum::Router::new().fallback(forward).with_state(members);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Proxy { addr, served }
+    }
+}
+
+fn config(u: &str, kafka: &str, member: usize) -> String {
+    format!(
+        r#"
+shutdown_timeout = "10s"
+
+[spool]
+dir = "{{dir}}/spool"
+
+[admin]
+listen = "{{admin}}"
+
+[log]
+format = "json"
+level = "info"
+
+[dispatch]
+batch_size = 128
+initial_backoff = "50ms"
+max_backoff = "2s"
+
+[webhook]
+listen = "{{webhook}}"
+
+[[webhook.apps]]
+name = "demo"
+consumer_secrets = ["emulator-consumer-secret"]
+formats = ["aaa", "xaa"]
+
+[cluster]
+store = "{redis}"
+member = "m{member}"
+namespace = "e2e-{u}"
+"#,
+        redis = std::env::var("RELAY_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+    ) + &broker_sinks("fleet", u, kafka, None)
+}
+
+fn delivered(e: &SentEvent) -> bool {
+    e.deliveries
+        .iter()
+        .any(|d| d.outcome == AttemptOutcome::Delivered)
+}
+
+/// Envelopes of the bodies X delivered with a 2xx, by id.
+fn expected(sent: &[SentEvent]) -> BTreeMap<String, Envelope> {
+    let mut out = BTreeMap::new();
+    for e in sent.iter().filter(|e| delivered(e)) {
+        let body = e.body.as_ref().expect("sent_with_bodies");
+        for env in normalize_value(body, IngressKind::Webhook) {
+            out.entry(env.id.clone()).or_insert(env);
+        }
+    }
+    out
+}
+
+/// Every expected id exactly once, nothing else.
+fn assert_once(broker: &str, expected: &BTreeMap<String, Envelope>, got: &[Received]) {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in got {
+        *counts.entry(r.id()).or_default() += 1;
+    }
+    let ids: BTreeSet<&str> = expected.keys().map(String::as_str).collect();
+    let got_ids: BTreeSet<&str> = counts.keys().copied().collect();
+    let missing: Vec<_> = ids.difference(&got_ids).take(5).collect();
+    let extra: Vec<_> = got_ids.difference(&ids).take(5).collect();
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(missing.is_empty(), "{broker}: missing {missing:?}");
+    assert!(extra.is_empty(), "{broker}: unexpected {extra:?}");
+    assert!(
+        twice.is_empty(),
+        "{broker}: {} ids more than once, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(5)]
+    );
+}
+
+async fn fleet_delivers_every_id_once(members: usize) {
+    let kafka = relay_testkit::kafka_bootstrap()
+        .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
+    let u = relay_testkit::unique();
+    let queue = AmqpQueue::bind(&format!("fleet.{u}")).await;
+    let dirs: Vec<tempfile::TempDir> = (0..members).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut relays = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        relays.push(Relay::start(dir.path(), &config(&u, &kafka, i)).await);
+    }
+    let proxy = Proxy::start(relays.iter().map(|r| r.webhook).collect()).await;
+    let emu = Emulator::start(EmulatorConfig {
+        time_scale: 0.01,
+        // X's own 3 s answer timeout runs on the real clock while these tests scale
+        // X's retries down: a machine stall past it would be a retry the test did not
+        // plan. X's timeout is held against the relay in e2e_hostile.
+        delivery_timeout_ms: 30_000,
+        recrc_interval_secs: 0.0,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let webhook = emu
+        .register_webhook("demo", &format!("http://{}/webhooks/demo", proxy.addr))
+        .await
+        .expect("CRC through the proxy");
+    let xaa_kinds: Vec<&str> = x_emulator::generator::all_kinds()
+        .into_iter()
+        .filter(|(f, _)| *f == Format::Xaa)
+        .map(|(_, k)| k)
+        .collect();
+    let client = reqwest::Client::new();
+    for user in &emu.config().users {
+        emu.subscribe("demo", &webhook.id, &user.user_id).unwrap();
+        let r = client
+            .post(format!("{}/2/activity/subscriptions", emu.base_url()))
+            .bearer_auth("emulator-bearer")
+            .json(&serde_json::json!({
+                "user_id": user.user_id, "event_types": xaa_kinds, "webhook_id": webhook.id
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+
+    // X's overlap: every event once per format, and X's plain re-sends.
+    let gen = GeneratorConfig {
+        cycle: true,
+        cutover: Cutover::Both,
+        duplicate_rate: 0.15,
+        batch_rate: 0.2,
+        seed: Some(7 + members as u64),
+        ..GeneratorConfig::default()
+    };
+    let emitted = emu.generate(&gen, 300);
+    let sent = wait_deliveries_settled(&emu, &emitted, Duration::from_secs(180)).await;
+    let never: Vec<u64> = sent
+        .iter()
+        .filter(|e| !e.deliveries.is_empty() && !delivered(e))
+        .map(|e| e.seq)
+        .collect();
+    assert!(never.is_empty(), "never accepted: {never:?}");
+    for (i, n) in proxy.served.iter().enumerate() {
+        assert!(
+            n.load(Ordering::Relaxed) > 10,
+            "member {i} got {} requests: the proxy spreads them",
+            n.load(Ordering::Relaxed)
+        );
+    }
+
+    let expected = expected(&sent);
+    for r in &relays {
+        assert!(
+            r.wait_drained(&["kafka", "nats", "rabbitmq"], Duration::from_secs(120))
+                .await,
+            "sinks did not drain:\n{}",
+            r.log()
+        );
+    }
+    let quiet = Duration::from_secs(2);
+    let max = Duration::from_secs(60);
+    let got = nats_read_all(&format!("FLEET_{u}"), expected.len(), quiet, max).await;
+    assert_once("nats", &expected, &got);
+    let got = queue.read_all(expected.len(), quiet, max).await;
+    assert_once("rabbitmq", &expected, &got);
+    let prefix = format!("fleet{u}.");
+    let got = tokio::task::spawn_blocking({
+        let (kafka, prefix, n) = (kafka.clone(), prefix.clone(), expected.len());
+        move || kafka_read_all(&kafka, &prefix, n, quiet, max)
+    })
+    .await
+    .unwrap();
+    assert_once("kafka", &expected, &got);
+
+    // The members found each other's copies: duplicates told by the store.
+    let mut fleet_duplicates = 0.0;
+    for r in &relays {
+        fleet_duplicates += r
+            .metric(
+                "activity_relay_cluster_claims_total",
+                &[("outcome", "duplicate")],
+            )
+            .await;
+        assert_eq!(
+            r.metric("activity_relay_cluster_unverified_total", &[])
+                .await,
+            0.0,
+            "{}",
+            r.log()
+        );
+    }
+    assert!(fleet_duplicates > 0.0, "no duplicate crossed members");
+    eprintln!(
+        "fleet of {members}: {} envelope ids, each once at Kafka, NATS and RabbitMQ; {fleet_duplicates} copies dropped by the fleet's store",
+        expected.len()
+    );
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_behind_a_round_robin_proxy_deliver_every_id_once() {
+    fleet_delivers_every_id_once(2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_behind_a_round_robin_proxy_deliver_every_id_once() {
+    fleet_delivers_every_id_once(3).await;
+}
