@@ -43,6 +43,7 @@ fn every_config_under_deploy_passes_check() {
             .env("X_CONSUMER_SECRET", "s")
             .env("X_BEARER_TOKEN", "s")
             .env("BROKER_PASSWORD", "s")
+            .env("ACTIVITY_RELAY_CLUSTER_STORE", "redis://redis:6379/0")
             .output()
             .unwrap();
         assert!(
@@ -60,6 +61,7 @@ fn every_config_under_deploy_passes_check() {
         .env_remove("X_CONSUMER_SECRET")
         .env("X_BEARER_TOKEN", "s")
         .env("BROKER_PASSWORD", "hunter2-secret")
+        .env("ACTIVITY_RELAY_CLUSTER_STORE", "redis://:hunter2-secret@redis:6379/0")
         .output()
         .unwrap();
     let text =
