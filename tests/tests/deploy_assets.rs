@@ -61,7 +61,10 @@ fn every_config_under_deploy_passes_check() {
         .env_remove("X_CONSUMER_SECRET")
         .env("X_BEARER_TOKEN", "s")
         .env("BROKER_PASSWORD", "hunter2-secret")
-        .env("ACTIVITY_RELAY_CLUSTER_STORE", "redis://:hunter2-secret@redis:6379/0")
+        .env(
+            "ACTIVITY_RELAY_CLUSTER_STORE",
+            "redis://:hunter2-secret@redis:6379/0",
+        )
         .output()
         .unwrap();
     let text =

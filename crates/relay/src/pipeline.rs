@@ -81,6 +81,9 @@ impl SpoolHealth {
 }
 
 /// The relay's [`Pipeline`].
+/// How long a delivery's answer waits for the fleet's store to hear of its commit.
+const FLEET_COMMIT_WAIT: Duration = Duration::from_millis(500);
+
 pub struct RelayPipeline {
     spool: Spool,
     dedup: Arc<Dedup>,
@@ -371,17 +374,19 @@ impl Pipeline for RelayPipeline {
                     now_i,
                 );
             }
-            // The fleet learns of it after the answer (not awaited by the delivery): a
-            // twin on another member meanwhile waits for the pending claim.
+            // The fleet learns of it before the answer, within a short bound (then it goes
+            // on in the background): a member killed after X's 200 leaves committed claims,
+            // not pending ones that expire and let X's next re-send through elsewhere.
             if let Some(fleet) = fleet {
                 let ok = r.is_ok();
-                tokio::spawn(async move {
+                let told = tokio::spawn(async move {
                     if ok {
                         fleet.commit(&ids).await;
                     } else {
                         fleet.release(&fleet_ours).await;
                     }
                 });
+                let _ = tokio::time::timeout(FLEET_COMMIT_WAIT, told).await;
             }
             r
         });

@@ -193,7 +193,9 @@ pub struct Refused(pub StoreError);
 pub struct ClusterMetrics {
     /// `activity_relay_cluster_claims_total{outcome}`: `ours`, `duplicate`, `unverified`.
     pub claims: IntCounterVec,
-    /// `activity_relay_cluster_unverified_total{reason}`: `store_error`, `pending_elsewhere`.
+    /// `activity_relay_cluster_unverified_total{reason}`: `store_error`, `pending_elsewhere`,
+    /// `taken_over` (claimed once another member's pending claim expired: that member may
+    /// have made it durable before it died).
     pub unverified: IntCounterVec,
     /// `activity_relay_cluster_store_up`: 1 while the last store call succeeded.
     pub store_up: IntGauge,
@@ -220,7 +222,7 @@ impl ClusterMetrics {
         for o in ["ours", "duplicate", "unverified"] {
             claims.with_label_values(&[o]);
         }
-        for o in ["store_error", "pending_elsewhere"] {
+        for o in ["store_error", "pending_elsewhere", "taken_over"] {
             unverified.with_label_values(&[o]);
         }
         let store_up = IntGauge::new(
@@ -274,6 +276,8 @@ impl FleetDedup {
         let mut ask: Vec<usize> = (0..ids.len()).collect();
         let give_up = tokio::time::Instant::now() + self.cfg.claim_wait;
         let mut pause = Duration::from_millis(20);
+        // Ids seen pending on another member: if this member gets them later, it took over.
+        let mut waited = vec![false; ids.len()];
         loop {
             let keys: Vec<String> = ask.iter().map(|&i| self.key(&ids[i])).collect();
             let held = match self.store.claim(&keys, self.cfg.pending_ttl).await {
@@ -297,6 +301,12 @@ impl FleetDedup {
                     Held::Taken => {
                         out[i] = Verdict::Ours;
                         self.metrics.claims.with_label_values(&["ours"]).inc();
+                        if waited[i] {
+                            self.metrics
+                                .unverified
+                                .with_label_values(&["taken_over"])
+                                .inc();
+                        }
                     }
                     Held::Committed => {
                         out[i] = Verdict::Duplicate;
@@ -307,7 +317,10 @@ impl FleetDedup {
                         out[i] = Verdict::Ours;
                         self.metrics.claims.with_label_values(&["ours"]).inc();
                     }
-                    Held::Pending(_) => waiting.push(i),
+                    Held::Pending(_) => {
+                        waited[i] = true;
+                        waiting.push(i);
+                    }
                 }
             }
             if waiting.is_empty() {
