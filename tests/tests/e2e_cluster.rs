@@ -441,3 +441,188 @@ async fn a_member_killed_midway_loses_nothing() {
     );
     emu.shutdown().await;
 }
+
+/// An XAA like, with its own ids and its event time now (the stream's position moves).
+fn xaa_like(user: &str, tweet: &str) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures_dir().join("xaa/like.create.json")).expect("xaa fixture"),
+    )
+    .expect("json");
+    let now = chrono::Utc::now();
+    let d = &mut v["data"];
+    d["event_uuid"] = serde_json::Value::String(format!("uuid-{tweet}"));
+    d["filter"]["user_id"] = serde_json::Value::String(user.to_string());
+    d["payload"]["id"] = serde_json::Value::String(format!("like-{tweet}"));
+    d["payload"]["liked_tweet_id"] = serde_json::Value::String(tweet.to_string());
+    d["payload"]["created_at"] =
+        serde_json::Value::String(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    d["payload"]["timestamp_ms"] = serde_json::Value::String(now.timestamp_millis().to_string());
+    v
+}
+
+/// The stream on two members of a fleet: one leads (the only connection to X), the other
+/// stands by. The leader SIGKILLed: the standby takes the stream over within the lease,
+/// from the fleet's position, and every event X emitted on the stream arrives, once at NATS;
+/// at Kafka and RabbitMQ nothing repeats beyond the killed member's one unconfirmed batch,
+/// re-sent when it comes back on its volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_leader_killed_the_standby_takes_over() {
+    const BATCH: usize = 16;
+    let kafka = relay_testkit::kafka_bootstrap()
+        .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
+    let u = relay_testkit::unique();
+    let queue = AmqpQueue::bind(&format!("fleet.{u}")).await;
+    let emu = Emulator::start(EmulatorConfig {
+        recrc_interval_secs: 0.0,
+        stream: x_emulator::StreamConfig {
+            heartbeat_ms: Some(200),
+            ..x_emulator::StreamConfig::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut relays = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let cfg = config(&u, &kafka, i)
+            .replace("[cluster]\n", "[cluster]\nlease = \"2s\"\n")
+            .replace("batch_size = 128", &format!("batch_size = {BATCH}"))
+            .replace(
+                "[[webhook.apps]]",
+                &format!(
+                    "[[stream]]\nname = \"main\"\nurl = \"{}/2/activity/stream\"\nbearer_token = \"emulator-bearer\"\nidle_timeout = \"5s\"\n\n[[webhook.apps]]",
+                    emu.base_url()
+                ),
+            );
+        // ([[stream]] must come after the [webhook] table's keys: moved below its apps.)
+        let cfg = reorder_stream(&cfg);
+        relays.push(Relay::start(dir.path(), &cfg).await);
+    }
+    // One leader, one live connection to X.
+    let guard = tokio::time::Instant::now() + Duration::from_secs(60);
+    let leader = loop {
+        let (a, b) = (leading(&relays[0]).await, leading(&relays[1]).await);
+        let live = emu
+            .connections()
+            .iter()
+            .filter(|c| c.outcome == "connected" && c.ended_at.is_none())
+            .count();
+        if a + b == 1.0 && live == 1 {
+            break if a == 1.0 { 0 } else { 1 };
+        }
+        assert!(
+            tokio::time::Instant::now() < guard,
+            "no single leader: {a} {b}, {live} connections"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let users: Vec<String> = emu
+        .config()
+        .users
+        .iter()
+        .take(3)
+        .map(|u| u.user_id.clone())
+        .collect();
+    let stamp = chrono::Utc::now().timestamp_micros();
+    let mut bodies = Vec::new();
+    let emit = |n: usize, bodies: &mut Vec<serde_json::Value>| {
+        for _ in 0..n {
+            let i = bodies.len();
+            let b = xaa_like(&users[i % users.len()], &format!("{stamp}{i:05}"));
+            emu.emit(b.clone());
+            bodies.push(b);
+        }
+    };
+    emit(100, &mut bodies);
+    tokio::time::sleep(Duration::from_millis(500)).await; // traffic before the kill, not an assertion
+    relays[leader].kill9();
+    emit(100, &mut bodies);
+    // The standby leads within the lease (bounded: a guard only) and reads on.
+    let standby = 1 - leader;
+    let guard = tokio::time::Instant::now() + Duration::from_secs(30);
+    while leading(&relays[standby]).await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < guard,
+            "the standby never took over:\n{}",
+            relays[standby].log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    emit(100, &mut bodies);
+    // The killed member comes back on its own volume (and stands by).
+    relays[leader].spawn().await;
+
+    let mut expected = BTreeMap::new();
+    for b in &bodies {
+        for env in normalize_value(b, IngressKind::Stream) {
+            expected.insert(env.id.clone(), env);
+        }
+    }
+    assert_eq!(expected.len(), bodies.len());
+    for r in &relays {
+        assert!(
+            r.wait_drained(&["kafka", "nats", "rabbitmq"], Duration::from_secs(120))
+                .await,
+            "sinks did not drain:\n{}",
+            r.log()
+        );
+    }
+    let quiet = Duration::from_secs(3);
+    let max = Duration::from_secs(90);
+    let got = nats_read_all(&format!("FLEET_{u}"), expected.len(), quiet, max).await;
+    assert_once("nats", &expected, &got);
+    let got = queue.read_all(expected.len(), quiet, max).await;
+    let rabbit_twice = assert_all("rabbitmq", &expected, &got);
+    let prefix = format!("fleet{u}.");
+    let got = tokio::task::spawn_blocking({
+        let (kafka, prefix, n) = (kafka.clone(), prefix.clone(), expected.len());
+        move || kafka_read_all(&kafka, &prefix, n, quiet, max)
+    })
+    .await
+    .unwrap();
+    let kafka_twice = assert_all("kafka", &expected, &got);
+    assert!(
+        rabbit_twice <= BATCH && kafka_twice <= BATCH,
+        "{rabbit_twice} {kafka_twice}"
+    );
+    // Never two live connections for the stream at once.
+    let conns = emu.connections();
+    for a in conns.iter().filter(|c| c.outcome == "connected") {
+        let overlapping = conns
+            .iter()
+            .filter(|b| b.outcome == "connected" && b.id != a.id)
+            .filter(|b| {
+                b.at < a.ended_at.unwrap_or(chrono::Utc::now())
+                    && a.at < b.ended_at.unwrap_or(chrono::Utc::now())
+            })
+            .count();
+        // The killed leader's connection ends when X notices (its socket closed by the
+        // kernel): it may overlap the standby's by that moment only.
+        assert!(overlapping <= 1, "{conns:?}");
+    }
+    eprintln!(
+        "stream leader killed: {} events, all delivered; more than once: rabbitmq {rabbit_twice}, kafka {kafka_twice}",
+        expected.len()
+    );
+    emu.shutdown().await;
+}
+
+/// Whether the member leads the stream `main` (its `cluster_leader` gauge).
+async fn leading(r: &Relay) -> f64 {
+    r.metric("activity_relay_cluster_leader", &[("job", "stream:main")])
+        .await
+}
+
+/// Moves the `[[stream]]` table (inserted before the webhook's apps) to the end of the
+/// file's tables before `[[sinks]]`, where TOML sees it as its own table.
+fn reorder_stream(cfg: &str) -> String {
+    let start = cfg.find("[[stream]]").expect("stream");
+    let end = cfg[start..]
+        .find("\n\n")
+        .map_or(cfg.len(), |e| start + e + 2);
+    let stream = &cfg[start..end];
+    let rest = format!("{}{}", &cfg[..start], &cfg[end..]);
+    let at = rest.find("[[sinks]]").expect("sinks");
+    format!("{}{}\n{}", &rest[..at], stream, &rest[at..])
+}

@@ -320,6 +320,19 @@ struct Runner {
     caught_up_at: Option<Instant>,
 }
 
+/// Resolves once the gate (if any) closes: this member no longer leads the stream.
+async fn lost(gate: &mut Option<tokio::sync::watch::Receiver<bool>>) {
+    match gate {
+        Some(g) => {
+            if g.wait_for(|lead| !*lead).await.is_err() {
+                // The relay dropped the gate (it is stopping): shutdown ends the read.
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the stream until `shutdown` is cancelled, reconnecting forever by X's rules.
 /// Returns an error only for an invalid configuration or metrics registration.
 /// What a stream connection shares with the relay while it runs (not configuration).
@@ -332,6 +345,10 @@ pub struct StreamRuntime {
     /// Where this stream stands in X's time, moved forward as events are accepted; the
     /// relay reads it for its liveness record.
     pub position: crate::Position,
+    /// When set, the stream connects only while it holds `true` (this member leads the
+    /// stream in a fleet: `[cluster]`), and drops its connection as soon as it turns
+    /// `false` (another member may take the stream over).
+    pub gate: Option<tokio::sync::watch::Receiver<bool>>,
     /// Up to when this stream took everything X sent (see [`crate::Acceptance`]); the
     /// relay reads it for its liveness record.
     pub acceptance: crate::Acceptance,
@@ -397,6 +414,17 @@ impl Runner {
             if shutdown.is_cancelled() {
                 break;
             }
+            if let Some(mut gate) = self.runtime.gate.clone() {
+                if !*gate.borrow() {
+                    tracing::info!(stream = %name, "standby: another member leads this stream");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        r = gate.wait_for(|lead| *lead) => if r.is_err() { break },
+                    }
+                    tracing::info!(stream = %name, "leading this stream: connecting");
+                    self.backoff.reset();
+                }
+            }
             let outcome = self.connect_once(&shutdown).await;
             self.metrics.connected.set(0);
             // Disconnected: what X sent since the last data handed over is not taken.
@@ -406,6 +434,13 @@ impl Runner {
             self.runtime.acceptance.stopped(caught_up);
             let (reason, failure) = match outcome {
                 Outcome::Shutdown => break,
+                Outcome::Ended {
+                    reason: "not_leader",
+                    ..
+                } => {
+                    tracing::info!(stream = %name, "no longer leading this stream: disconnected");
+                    continue;
+                }
                 Outcome::Ended { reason, failure } => (reason, failure),
             };
             self.metrics.reconnects.with_label_values(&[reason]).inc();
@@ -514,10 +549,17 @@ impl Runner {
         let idle = self.cfg.idle_timeout;
         let mut body = resp.bytes_stream();
         let mut reader = LineReader::new(self.cfg.max_line_bytes);
+        let mut gate = self.runtime.gate.clone();
         loop {
             let next = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Outcome::Shutdown,
+                _ = lost(&mut gate) => {
+                    return Outcome::Ended {
+                        reason: "not_leader",
+                        failure: Failure::Network,
+                    }
+                }
                 r = tokio::time::timeout(idle, body.next()) => r,
             };
             let chunk = match next {

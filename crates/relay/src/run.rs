@@ -287,19 +287,56 @@ pub async fn run_with(
     )
     .with_hook(Arc::new(crate::recovery::JobStatusHook(status_tx.clone())))
     .with_decoded(decoded.clone());
-    let pipeline: Arc<dyn Pipeline> = match &cfg.cluster {
-        None => Arc::new(pipeline),
-        Some(c) => {
-            let store = crate::cluster::connect(c)
+    // A fleet member: dedup through the shared store, and each stream run by one member
+    // at a time (crate::cluster).
+    let cluster_store = match &cfg.cluster {
+        None => None,
+        Some(c) => Some(
+            crate::cluster::connect(c)
                 .await
-                .map_err(|e| RunError::Other(format!("[cluster]: {e}")))?;
+                .map_err(|e| RunError::Other(format!("[cluster]: {e}")))?,
+        ),
+    };
+    let pipeline: Arc<dyn Pipeline> = match (&cfg.cluster, &cluster_store) {
+        (Some(c), Some(store)) => {
             let metrics = crate::cluster::ClusterMetrics::register(&registry)?;
-            let fleet =
-                crate::cluster::FleetDedup::new(store, c.clone(), cfg.dedup.window, metrics);
+            let fleet = crate::cluster::FleetDedup::new(
+                store.clone(),
+                c.clone(),
+                cfg.dedup.window,
+                metrics,
+            );
             tracing::info!(member = %c.member, namespace = %c.namespace, "member of a fleet: deduplicating with the shared store");
             Arc::new(pipeline.with_fleet(Arc::new(fleet)))
         }
+        _ => Arc::new(pipeline),
     };
+    let mut runtimes = runtimes;
+    let mut leads = Vec::new();
+    if let (Some(c), Some(store)) = (&cfg.cluster, &cluster_store) {
+        let leader = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "activity_relay_cluster_leader",
+                "1 while this member leads the job (a [[stream]] of the fleet)",
+            ),
+            &["job"],
+        )?;
+        registry.register(Box::new(leader.clone()))?;
+        for (s, r) in cfg.streams.iter().zip(runtimes.streams.iter_mut()) {
+            let job = crate::recovery::stream_key(&s.name);
+            let (gate, rx) = tokio::sync::watch::channel(false);
+            r.gate = Some(rx);
+            leads.push(crate::cluster::leader::Lead {
+                store: store.clone(),
+                leader: leader.with_label_values(&[&job]),
+                job,
+                namespace: c.namespace.clone(),
+                lease: c.lease,
+                gate,
+                position: r.position.clone(),
+            });
+        }
+    }
 
     // Dispatchers.
     let drain = CancellationToken::new();
@@ -330,8 +367,12 @@ pub async fn run_with(
         ready_requires_sinks: cfg.admin.ready_requires_sinks,
     });
 
-    // Ingresses.
+    // Ingresses (a fleet's streams once this member leads them).
     let ingress_stop = CancellationToken::new();
+    let lead_tasks: Vec<_> = leads
+        .into_iter()
+        .map(|l| tokio::spawn(l.run(ingress_stop.clone())))
+        .collect();
     let mut ingresses: JoinSet<Result<(), RunError>> = JoinSet::new();
     let webhook_addr = start_ingresses(
         &cfg,
@@ -468,6 +509,10 @@ pub async fn run_with(
         if let Ok(Err(e)) = res {
             tracing::warn!(error = %e, "ingress stopped with an error");
         }
+    }
+    // The streams' leases handed over (the standby takes them at once).
+    for t in lead_tasks {
+        let _ = t.await;
     }
     if let Some(t) = recovery_task {
         if let Err(e) = t.await {

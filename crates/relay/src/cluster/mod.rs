@@ -17,6 +17,7 @@
 //! `activity_relay_cluster_unverified_total`, duplicates possible) or refused with a 503
 //! (`"refuse"`, X retries). Never a hang, never an unbounded queue.
 
+pub mod leader;
 pub mod redis_store;
 
 use std::sync::Arc;
@@ -170,6 +171,26 @@ pub trait ClaimStore: Send + Sync {
     async fn commit(&self, keys: &[String], window: Duration) -> Result<(), StoreError>;
     /// Releases the keys still pending for this member.
     async fn release(&self, keys: &[String]) -> Result<(), StoreError>;
+}
+
+/// Leases (one job, one member at a time) and positions kept for the fleet.
+#[async_trait::async_trait]
+pub trait LeaseStore: Send + Sync {
+    /// Takes the lease if nobody holds it: its new epoch, or `None` (someone else leads).
+    async fn acquire(
+        &self,
+        lease_key: &str,
+        epoch_key: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, StoreError>;
+    /// Extends the lease while it is still this member's at `epoch`: false once it is not.
+    async fn renew(&self, lease_key: &str, epoch: u64, ttl: Duration) -> Result<bool, StoreError>;
+    /// Gives the lease up (if still held at `epoch`).
+    async fn resign(&self, lease_key: &str, epoch: u64) -> Result<(), StoreError>;
+    /// A position (ms since the epoch) kept for the fleet.
+    async fn position(&self, key: &str) -> Result<Option<u64>, StoreError>;
+    /// Moves a position forward (never back).
+    async fn advance(&self, key: &str, ms: u64) -> Result<(), StoreError>;
 }
 
 /// The verdict on one id of a delivery.
@@ -378,8 +399,8 @@ impl FleetDedup {
     }
 }
 
-/// Connects the store named by `cfg.store`.
-pub async fn connect(cfg: &ClusterConfig) -> Result<Arc<dyn ClaimStore>, StoreError> {
+/// Connects the store named by `cfg.store` (claims and leases).
+pub async fn connect(cfg: &ClusterConfig) -> Result<Arc<redis_store::RedisStore>, StoreError> {
     Ok(Arc::new(
         redis_store::RedisStore::connect(&cfg.store, &cfg.member, cfg.timeout).await?,
     ))

@@ -126,3 +126,105 @@ impl ClaimStore for RedisStore {
         self.query::<()>(&pipe).await
     }
 }
+
+/// Takes the lease `KEYS[1]` if nobody holds it: a new epoch from the counter `KEYS[2]`,
+/// the lease value `<member>:<epoch>` for `ARGV[2]` ms. Returns the epoch, or -1.
+const ACQUIRE: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+local e = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ':' .. e, 'PX', ARGV[2])
+return e";
+
+/// Extends the lease while it is still ours (`ARGV[1]` = `<member>:<epoch>`): 1, else 0.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0";
+
+/// Moves a position (ms) forward only.
+const ADVANCE: &str = r"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
+return 0";
+
+impl RedisStore {
+    async fn eval<T: redis::FromRedisValue>(
+        &self,
+        script: &str,
+        keys: &[&str],
+        args: &[String],
+    ) -> Result<T, StoreError> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(script).arg(keys.len());
+        for k in keys {
+            cmd.arg(*k);
+        }
+        for a in args {
+            cmd.arg(a);
+        }
+        let mut conn = self.conn().await?;
+        tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn))
+            .await
+            .map_err(|_| StoreError::Timeout(self.timeout))?
+            .map_err(|e| StoreError::Failed(e.to_string()))
+    }
+
+    fn member(&self) -> &str {
+        self.pending.strip_prefix("p:").unwrap_or(&self.pending)
+    }
+}
+
+#[async_trait::async_trait]
+impl super::LeaseStore for RedisStore {
+    async fn acquire(
+        &self,
+        lease_key: &str,
+        epoch_key: &str,
+        ttl: Duration,
+    ) -> Result<Option<u64>, StoreError> {
+        let e: i64 = self
+            .eval(
+                ACQUIRE,
+                &[lease_key, epoch_key],
+                &[self.member().to_string(), millis(ttl).to_string()],
+            )
+            .await?;
+        Ok(u64::try_from(e).ok())
+    }
+
+    async fn renew(&self, lease_key: &str, epoch: u64, ttl: Duration) -> Result<bool, StoreError> {
+        let n: i64 = self
+            .eval(
+                RENEW,
+                &[lease_key],
+                &[
+                    format!("{}:{epoch}", self.member()),
+                    millis(ttl).to_string(),
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn resign(&self, lease_key: &str, epoch: u64) -> Result<(), StoreError> {
+        let _: i64 = self
+            .eval(
+                RELEASE,
+                &[lease_key],
+                &[format!("{}:{epoch}", self.member())],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn position(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(key);
+        let (v,): (Option<u64>,) = self.query(&pipe).await?;
+        Ok(v)
+    }
+
+    async fn advance(&self, key: &str, ms: u64) -> Result<(), StoreError> {
+        let _: i64 = self.eval(ADVANCE, &[key], &[ms.to_string()]).await?;
+        Ok(())
+    }
+}
