@@ -34,7 +34,7 @@ pub struct ClusterConfig {
     pub store: String,
     /// This member's name (default: the host name, a pod's name on Kubernetes).
     pub member: String,
-    /// How long a leader holds a job without renewing it (reserved for leadership).
+    /// How long a stream's leader holds it without renewing (`leader`).
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
     /// What a delivery gets while the store cannot be reached.
