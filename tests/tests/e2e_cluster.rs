@@ -626,3 +626,153 @@ fn reorder_stream(cfg: &str) -> String {
     let at = rest.find("[[sinks]]").expect("sinks");
     format!("{}{}\n{}", &rest[..at], stream, &rest[at..])
 }
+
+/// The stream's leader cut off from the store (a cuttable proxy between it and Redis): it
+/// cannot renew its lease, so it drops the stream before the lease can expire, and the
+/// standby takes it over once it has: the two members never both hold the stream for longer
+/// than the lease, and nothing X emitted is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_store_hands_the_stream_over_in_time() {
+    let kafka = relay_testkit::kafka_bootstrap()
+        .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
+    let u = relay_testkit::unique();
+    // The queue must exist before the relays publish (mandatory publishes).
+    let _queue = AmqpQueue::bind(&format!("fleet.{u}")).await;
+    let emu = Emulator::start(EmulatorConfig {
+        recrc_interval_secs: 0.0,
+        stream: x_emulator::StreamConfig {
+            heartbeat_ms: Some(200),
+            ..x_emulator::StreamConfig::default()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let redis_url =
+        std::env::var("RELAY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let redis_addr: SocketAddr = redis_url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("RELAY_TEST_REDIS_URL as redis://host:port/db");
+    let lease = Duration::from_secs(2);
+    // Each member reaches the store through its own proxy.
+    let mut proxies = Vec::new();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut relays = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let proxy = relay_testkit::TcpProxy::start(redis_addr).await;
+        let cfg = config(&u, &kafka, i)
+            .replace(&redis_url, &format!("redis://{}/0", proxy.addr()))
+            .replace(
+                "[cluster]\n",
+                "[cluster]\nlease = \"2s\"\ntimeout = \"300ms\"\npending_ttl = \"5s\"\n",
+            )
+            .replace(
+                "[[webhook.apps]]",
+                &format!(
+                    "[[stream]]\nname = \"main\"\nurl = \"{}/2/activity/stream\"\nbearer_token = \"emulator-bearer\"\nidle_timeout = \"5s\"\n\n[[webhook.apps]]",
+                    emu.base_url()
+                ),
+            );
+        relays.push(Relay::start(dir.path(), &reorder_stream(&cfg)).await);
+        proxies.push(proxy);
+    }
+    let guard = tokio::time::Instant::now() + Duration::from_secs(60);
+    let leader = loop {
+        let (a, b) = (leading(&relays[0]).await, leading(&relays[1]).await);
+        if a + b == 1.0 {
+            break if a == 1.0 { 0 } else { 1 };
+        }
+        assert!(tokio::time::Instant::now() < guard, "no single leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let users: Vec<String> = emu
+        .config()
+        .users
+        .iter()
+        .take(3)
+        .map(|u| u.user_id.clone())
+        .collect();
+    let stamp = chrono::Utc::now().timestamp_micros();
+    let mut bodies = Vec::new();
+    let emit = |n: usize, bodies: &mut Vec<serde_json::Value>| {
+        for _ in 0..n {
+            let i = bodies.len();
+            let b = xaa_like(&users[i % users.len()], &format!("{stamp}{i:05}"));
+            emu.emit(b.clone());
+            bodies.push(b);
+        }
+    };
+    emit(50, &mut bodies);
+    // The leader loses the store.
+    proxies[leader].cut().await;
+    let standby = 1 - leader;
+    let guard = tokio::time::Instant::now() + Duration::from_secs(30);
+    while leading(&relays[standby]).await < 1.0 {
+        emit(1, &mut bodies);
+        assert!(
+            tokio::time::Instant::now() < guard,
+            "the standby never took over:\n{}",
+            relays[standby].log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        leading(&relays[leader]).await,
+        0.0,
+        "the cut-off leader stepped down"
+    );
+    emit(50, &mut bodies);
+    proxies[leader].restore().await;
+
+    // Never both on the stream for longer than the lease.
+    let conns: Vec<_> = emu
+        .connections()
+        .into_iter()
+        .filter(|c| c.outcome == "connected")
+        .collect();
+    for a in &conns {
+        for b in conns.iter().filter(|b| b.id > a.id) {
+            let a_end = a.ended_at.unwrap_or_else(chrono::Utc::now);
+            let overlap = (a_end - b.at).num_milliseconds();
+            assert!(
+                overlap < lease.as_millis() as i64,
+                "connections {} and {} overlapped for {overlap} ms: {conns:?}",
+                a.id,
+                b.id
+            );
+        }
+    }
+
+    let mut expected = BTreeMap::new();
+    for b in &bodies {
+        for env in normalize_value(b, IngressKind::Stream) {
+            expected.insert(env.id.clone(), env);
+        }
+    }
+    for r in &relays {
+        assert!(
+            r.wait_drained(&["kafka", "nats", "rabbitmq"], Duration::from_secs(120))
+                .await,
+            "sinks did not drain:\n{}",
+            r.log()
+        );
+    }
+    let got = nats_read_all(
+        &format!("FLEET_{u}"),
+        expected.len(),
+        Duration::from_secs(3),
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_once("nats", &expected, &got);
+    eprintln!(
+        "leader cut off from the store: {} events, all once at NATS; {} stream connections, none overlapping for a lease",
+        expected.len(),
+        conns.len()
+    );
+    emu.shutdown().await;
+}
