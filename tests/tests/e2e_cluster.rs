@@ -776,3 +776,115 @@ async fn a_leader_cut_off_from_the_store_hands_the_stream_over_in_time() {
     );
     emu.shutdown().await;
 }
+
+/// The store unreachable under load (a cuttable proxy between both members and Redis), with
+/// `on_store_error = "accept"`: deliveries go on, each member spools what the store could
+/// not vouch for and counts it; nothing is lost, and an id repeats only among those
+/// counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_down_under_load_loses_nothing_and_counts_what_it_could_not_verify() {
+    let kafka = relay_testkit::kafka_bootstrap()
+        .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
+    let u = relay_testkit::unique();
+    let queue = AmqpQueue::bind(&format!("fleet.{u}")).await;
+    let redis_url =
+        std::env::var("RELAY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
+    let redis_addr: SocketAddr = redis_url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("RELAY_TEST_REDIS_URL as redis://host:port/db");
+    let store = relay_testkit::TcpProxy::start(redis_addr).await;
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut relays = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let cfg = config(&u, &kafka, i)
+            .replace(&redis_url, &format!("redis://{}/0", store.addr()))
+            .replace("[cluster]\n", "[cluster]\ntimeout = \"300ms\"\n");
+        relays.push(Relay::start(dir.path(), &cfg).await);
+    }
+    let proxy = Proxy::start(relays.iter().map(|r| r.webhook).collect()).await;
+    let emu = Emulator::start(EmulatorConfig {
+        time_scale: 0.01,
+        // X's own 3 s answer timeout runs on the real clock while these tests scale
+        // X's retries down: a machine stall past it would be a retry the test did not
+        // plan. X's timeout is held against the relay in e2e_hostile.
+        delivery_timeout_ms: 30_000,
+        recrc_interval_secs: 0.0,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let webhook = emu
+        .register_webhook("demo", &format!("http://{}/webhooks/demo", proxy.addr))
+        .await
+        .expect("CRC through the proxy");
+    for user in &emu.config().users {
+        emu.subscribe("demo", &webhook.id, &user.user_id).unwrap();
+    }
+    let gen = |seed: u64| GeneratorConfig {
+        cycle: true,
+        duplicate_rate: 0.15,
+        batch_rate: 0.2,
+        seed: Some(seed),
+        ..GeneratorConfig::default()
+    };
+    let mut emitted = emu.generate(&gen(11), 150);
+    store.cut().await;
+    emitted.extend(emu.generate(&gen(12), 150));
+    let _ = wait_deliveries_settled(&emu, &emitted, Duration::from_secs(180)).await;
+    store.restore().await;
+    emitted.extend(emu.generate(&gen(13), 150));
+    let sent = wait_deliveries_settled(&emu, &emitted, Duration::from_secs(180)).await;
+    let given_up: Vec<u64> = sent
+        .iter()
+        .filter(|e| !e.deliveries.is_empty() && !delivered(e))
+        .map(|e| e.seq)
+        .collect();
+    assert!(given_up.is_empty(), "X gave up on {given_up:?}");
+
+    let expected = expected(&sent);
+    let mut unverified = 0.0;
+    for r in &relays {
+        assert!(
+            r.wait_drained(&["kafka", "nats", "rabbitmq"], Duration::from_secs(120))
+                .await,
+            "sinks did not drain:\n{}",
+            r.log()
+        );
+        unverified += r
+            .metric(
+                "activity_relay_cluster_unverified_total",
+                &[("reason", "store_error")],
+            )
+            .await;
+    }
+    assert!(unverified > 0.0, "the outage was not counted");
+    let quiet = Duration::from_secs(2);
+    let max = Duration::from_secs(60);
+    let got = nats_read_all(&format!("FLEET_{u}"), expected.len(), quiet, max).await;
+    assert_once("nats", &expected, &got);
+    let got = queue.read_all(expected.len(), quiet, max).await;
+    let rabbit_twice = assert_all("rabbitmq", &expected, &got);
+    let prefix = format!("fleet{u}.");
+    let got = tokio::task::spawn_blocking({
+        let (kafka, prefix, n) = (kafka.clone(), prefix.clone(), expected.len());
+        move || kafka_read_all(&kafka, &prefix, n, quiet, max)
+    })
+    .await
+    .unwrap();
+    let kafka_twice = assert_all("kafka", &expected, &got);
+    for (broker, twice) in [("rabbitmq", rabbit_twice), ("kafka", kafka_twice)] {
+        assert!(
+            twice as f64 <= unverified,
+            "{broker}: {twice} ids more than once, beyond the {unverified} spooled unverified"
+        );
+    }
+    eprintln!(
+        "store down under load: {} ids, none lost; {unverified} spooled unverified; more than once: rabbitmq {rabbit_twice}, kafka {kafka_twice}",
+        expected.len()
+    );
+    emu.shutdown().await;
+}
