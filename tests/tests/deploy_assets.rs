@@ -128,6 +128,14 @@ listen = "{{admin}}"
 initial_backoff = "50ms"
 max_backoff = "500ms"
 
+[recovery]
+liveness_interval = "1s"
+
+[cluster]
+store = "{}"
+member = "deploy"
+namespace = "deploy{u}"
+
 [webhook]
 listen = "{{webhook}}"
 body_limit = 4194304
@@ -157,10 +165,22 @@ deadletter_subject = "e2e{u}.deadletter"
 name = "E2E_{u}"
 subjects = ["e2e{u}.>"]
 "#,
+        relay_testkit::nats_url(),
         emu.base_url(),
         nats
     );
     let relay = Relay::start(tmp.path(), &config).await;
+    // A member of the fleet that went away with records left: its last report, as a
+    // departed member leaves it in the store (one line per member in the jobs bucket).
+    let js = async_nats::jetstream::new(
+        async_nats::connect(relay_testkit::nats_url())
+            .await
+            .unwrap(),
+    );
+    let jobs = js.get_key_value(format!("deploy{u}-jobs")).await.unwrap();
+    jobs.put(format!("deploy{u}=3Aspools"), "ghost 5:1000\n".into())
+        .await
+        .unwrap();
     let url = relay.webhook_url("demo");
     let http = reqwest::Client::new();
     let post = |body: Vec<u8>, signature: Option<String>| {
@@ -282,6 +302,14 @@ subjects = ["e2e{u}.>"]
             Duration::from_secs(30),
         )
         .await;
+    relay
+        .wait_metric(
+            "activity_relay_cluster_spool_left_records",
+            &[("member", "ghost")],
+            5.0,
+            Duration::from_secs(30),
+        )
+        .await;
     let text = relay.metrics().await;
     let exported: BTreeSet<String> = text
         .lines()
@@ -317,4 +345,6 @@ subjects = ["e2e{u}.>"]
         "dashboard/alerts use metrics the relay does not export: {missing:?}\nexported: {exported:?}"
     );
     emu.shutdown().await;
+    let _ = js.delete_key_value(format!("deploy{u}-claims")).await;
+    let _ = js.delete_key_value(format!("deploy{u}-jobs")).await;
 }

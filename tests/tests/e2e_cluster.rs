@@ -1,6 +1,6 @@
 //! A fleet, as the Kubernetes deployment runs it: the real relay binary as 2 and 3 members
 //! behind a round-robin HTTP proxy (per request, what an Ingress in front of the Service
-//! does), sharing a Redis as `[cluster]` store; x-emulator plays X's AAA-to-XAA overlap (every
+//! does), sharing a `[cluster]` store (Redis, and NATS JetStream key-value); x-emulator plays X's AAA-to-XAA overlap (every
 //! event once per format) with X's plain duplicates. Every envelope id must reach Kafka
 //! (tansu), NATS and RabbitMQ exactly once, whichever member got which copy.
 
@@ -102,7 +102,29 @@ impl Proxy {
     }
 }
 
+fn redis_store() -> String {
+    std::env::var("RELAY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+fn nats_store() -> String {
+    std::env::var("RELAY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// Deletes the key-value buckets a fleet made in NATS (Redis keys expire on their own).
+async fn cleanup_store(store: &str, u: &str) {
+    if store.starts_with("nats://") {
+        let js = async_nats::jetstream::new(async_nats::connect(store).await.unwrap());
+        for what in ["claims", "jobs"] {
+            let _ = js.delete_key_value(format!("e2e-{u}-{what}")).await;
+        }
+    }
+}
+
 fn config(u: &str, kafka: &str, member: usize) -> String {
+    config_on(&redis_store(), u, kafka, member)
+}
+
+fn config_on(store: &str, u: &str, kafka: &str, member: usize) -> String {
     format!(
         r#"
 shutdown_timeout = "10s"
@@ -131,12 +153,10 @@ consumer_secrets = ["emulator-consumer-secret"]
 formats = ["aaa", "xaa"]
 
 [cluster]
-store = "{redis}"
+store = "{store}"
 member = "m{member}"
 namespace = "e2e-{u}"
-"#,
-        redis = std::env::var("RELAY_TEST_REDIS_URL")
-            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+"#
     ) + &broker_sinks("fleet", u, kafka, None)
 }
 
@@ -194,7 +214,7 @@ fn assert_once(broker: &str, expected: &BTreeMap<String, Envelope>, got: &[Recei
     );
 }
 
-async fn fleet_delivers_every_id_once(members: usize) {
+async fn fleet_delivers_every_id_once(members: usize, store: &str) {
     let kafka = relay_testkit::kafka_bootstrap()
         .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
     let u = relay_testkit::unique();
@@ -202,7 +222,7 @@ async fn fleet_delivers_every_id_once(members: usize) {
     let dirs: Vec<tempfile::TempDir> = (0..members).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut relays = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
-        relays.push(Relay::start(dir.path(), &config(&u, &kafka, i)).await);
+        relays.push(Relay::start(dir.path(), &config_on(store, &u, &kafka, i)).await);
     }
     let proxy = Proxy::start(relays.iter().map(|r| r.webhook).collect()).await;
     let emu = Emulator::start(EmulatorConfig {
@@ -308,20 +328,26 @@ async fn fleet_delivers_every_id_once(members: usize) {
     }
     assert!(fleet_duplicates > 0.0, "no duplicate crossed members");
     eprintln!(
-        "fleet of {members}: {} envelope ids, each once at Kafka, NATS and RabbitMQ; {fleet_duplicates} copies dropped by the fleet's store",
+        "fleet of {members} on {store}: {} envelope ids, each once at Kafka, NATS and RabbitMQ; {fleet_duplicates} copies dropped by the fleet's store",
         expected.len()
     );
     emu.shutdown().await;
+    cleanup_store(store, &u).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_members_behind_a_round_robin_proxy_deliver_every_id_once() {
-    fleet_delivers_every_id_once(2).await;
+    fleet_delivers_every_id_once(2, &redis_store()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_behind_a_round_robin_proxy_deliver_every_id_once() {
-    fleet_delivers_every_id_once(3).await;
+    fleet_delivers_every_id_once(3, &redis_store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_sharing_nats_key_value_deliver_every_id_once() {
+    fleet_delivers_every_id_once(3, &nats_store()).await;
 }
 
 /// One of three members SIGKILLed while X delivers, restarted later on its own volume (as
@@ -332,6 +358,15 @@ async fn three_members_behind_a_round_robin_proxy_deliver_every_id_once() {
 /// killed mid-publish): no more duplicates than that, none at all at NATS (`Nats-Msg-Id`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_killed_midway_loses_nothing() {
+    member_killed_midway(&redis_store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_killed_midway_loses_nothing_on_nats_key_value() {
+    member_killed_midway(&nats_store()).await;
+}
+
+async fn member_killed_midway(store: &str) {
     const BATCH: usize = 16;
     let kafka = relay_testkit::kafka_bootstrap()
         .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
@@ -343,7 +378,7 @@ async fn a_member_killed_midway_loses_nothing() {
         // A short pending_ttl: the dead member's claims free up quickly for X's retries.
         // Batches of 16: the killed member re-sends at most its one unconfirmed batch per
         // sink after its restart (at-least-once, as any single relay killed mid-publish).
-        let cfg = config(&u, &kafka, i)
+        let cfg = config_on(store, &u, &kafka, i)
             .replace(
                 "[cluster]\n",
                 "[cluster]\npending_ttl = \"3s\"\nclaim_wait = \"5s\"\n",
@@ -435,11 +470,12 @@ async fn a_member_killed_midway_loses_nothing() {
         );
     }
     eprintln!(
-        "member killed midway: {} deliveries, {} envelope ids, none lost; {taken_over} taken over from its claims; more than once: rabbitmq {rabbit_twice}, kafka {kafka_twice}",
+        "member killed midway on {store}: {} deliveries, {} envelope ids, none lost; {taken_over} taken over from its claims; more than once: rabbitmq {rabbit_twice}, kafka {kafka_twice}",
         sent.len(),
         expected.len()
     );
     emu.shutdown().await;
+    cleanup_store(store, &u).await;
 }
 
 /// An XAA like, with its own ids and its event time now (the stream's position moves).
@@ -467,6 +503,15 @@ fn xaa_like(user: &str, tweet: &str) -> serde_json::Value {
 /// re-sent when it comes back on its volume.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_leader_killed_the_standby_takes_over() {
+    stream_leader_killed(&redis_store()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_leader_killed_the_standby_takes_over_on_nats_key_value() {
+    stream_leader_killed(&nats_store()).await;
+}
+
+async fn stream_leader_killed(store: &str) {
     const BATCH: usize = 16;
     let kafka = relay_testkit::kafka_bootstrap()
         .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
@@ -485,7 +530,7 @@ async fn the_stream_leader_killed_the_standby_takes_over() {
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut relays = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
-        let cfg = config(&u, &kafka, i)
+        let cfg = config_on(store, &u, &kafka, i)
             .replace("[cluster]\n", "[cluster]\nlease = \"2s\"\n")
             .replace("batch_size = 128", &format!("batch_size = {BATCH}"))
             .replace(
@@ -606,6 +651,7 @@ async fn the_stream_leader_killed_the_standby_takes_over() {
         expected.len()
     );
     emu.shutdown().await;
+    cleanup_store(store, &u).await;
 }
 
 /// Whether the member leads the stream `main` (its `cluster_leader` gauge).
@@ -884,6 +930,145 @@ async fn the_store_down_under_load_loses_nothing_and_counts_what_it_could_not_ve
     }
     eprintln!(
         "store down under load: {} ids, none lost; {unverified} spooled unverified; more than once: rabbitmq {rabbit_twice}, kafka {kafka_twice}",
+        expected.len()
+    );
+    emu.shutdown().await;
+}
+
+/// A member that leaves the fleet for good (scaled in) while its NATS is unreachable: it
+/// stops with records on its volume. The other member sees them in
+/// `activity_relay_cluster_spool_left_records{member}` (the alert's metric), and
+/// `activity-relay drain`, run on the departed volume as the Kubernetes Job does, delivers
+/// every one of them once NATS is back, exits 0 and clears the report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_departed_members_spool_is_seen_by_the_fleet_and_drained() {
+    let kafka = relay_testkit::kafka_bootstrap()
+        .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
+    let u = relay_testkit::unique();
+    // RabbitMQ routes to a queue (an exchange without one returns every message).
+    let _queue = AmqpQueue::bind(&format!("fleet.{u}")).await;
+    let nats = relay_testkit::TcpProxy::start(relay_testkit::nats_addr()).await;
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut relays = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let mut cfg = config(&u, &kafka, i)
+            .replace("shutdown_timeout = \"10s\"", "shutdown_timeout = \"2s\"")
+            .replace(
+                "[dispatch]",
+                "[recovery]\nenabled = false\nliveness_interval = \"500ms\"\n\n[dispatch]",
+            );
+        if i == 1 {
+            // The leaving member reaches NATS through a proxy this test cuts.
+            cfg = cfg.replace(
+                &relay_testkit::nats_url(),
+                &format!("nats://{}", nats.addr()),
+            );
+        }
+        relays.push(Relay::start(dir.path(), &cfg).await);
+    }
+    let emu = Emulator::start(EmulatorConfig {
+        time_scale: 0.01,
+        delivery_timeout_ms: 30_000,
+        recrc_interval_secs: 0.0,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    // X delivers to the member that will leave.
+    let webhook = emu
+        .register_webhook("demo", &relays[1].webhook_url("demo"))
+        .await
+        .expect("CRC");
+    for user in &emu.config().users {
+        emu.subscribe("demo", &webhook.id, &user.user_id).unwrap();
+    }
+    nats.cut().await;
+    let gen = GeneratorConfig {
+        cycle: true,
+        seed: Some(21),
+        ..GeneratorConfig::default()
+    };
+    let emitted = emu.generate(&gen, 60);
+    let sent = wait_deliveries_settled(&emu, &emitted, Duration::from_secs(120)).await;
+    let given_up: Vec<u64> = sent
+        .iter()
+        .filter(|e| !e.deliveries.is_empty() && !delivered(e))
+        .map(|e| e.seq)
+        .collect();
+    assert!(given_up.is_empty(), "X gave up on {given_up:?}");
+    let expected = expected(&sent);
+    assert!(
+        relays[1]
+            .wait_drained(&["kafka", "rabbitmq"], Duration::from_secs(60))
+            .await,
+        "{}",
+        relays[1].log()
+    );
+    // Scaled in: SIGTERM, its 2 s of shutdown cannot reach NATS.
+    relays[1].terminate();
+    let left = relays[0]
+        .wait_metric(
+            "activity_relay_cluster_spool_left_records",
+            &[("member", "m1")],
+            1.0,
+            Duration::from_secs(30),
+        )
+        .await;
+    assert_eq!(left as usize, expected.len(), "{}", relays[0].log());
+
+    // The drain Job on the departed volume, NATS back.
+    nats.restore().await;
+    let log = dirs[1].path().join("drain.log");
+    let status = tokio::task::spawn_blocking({
+        let (config, spool, log) = (
+            relays[1].config.clone(),
+            dirs[1].path().join("spool"),
+            log.clone(),
+        );
+        move || {
+            let out = std::fs::File::create(&log).unwrap();
+            std::process::Command::new(relay_bin())
+                .args(["drain", "--timeout", "60s", "--config"])
+                .arg(&config)
+                .arg("--spool-dir")
+                .arg(&spool)
+                .stdout(out.try_clone().unwrap())
+                .stderr(out)
+                .status()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let drain_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "drain failed ({status}):\n{drain_log}");
+    let got = nats_read_all(
+        &format!("FLEET_{u}"),
+        expected.len(),
+        Duration::from_secs(2),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_once("nats", &expected, &got);
+    // The report is gone: the fleet no longer shows the member.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while relays[0]
+        .metric(
+            "activity_relay_cluster_spool_left_records",
+            &[("member", "m1")],
+        )
+        .await
+        > 0.0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still reported after the drain:\n{}",
+            relays[0].log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "departed member: {} records left, seen by the fleet, drained: each once at NATS",
         expected.len()
     );
     emu.shutdown().await;

@@ -1,11 +1,13 @@
 //! What `[cluster]` costs a delivery: the relay's real pipeline (normalize, dedup, durable
 //! append with fsync) driven by concurrent deliveries of unique events, without and with
 //! the fleet's claims in a real Redis, in alternating rounds on the same spool disk; and
-//! the claim's round trip beside the append it sits next to. Needs Redis
-//! (`RELAY_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`).
+//! the claim's round trip beside the append it sits next to. Needs the store:
+//! `RELAY_BENCH_CLUSTER_STORE` (default `RELAY_TEST_REDIS_URL`, else
+//! `redis://127.0.0.1:6379/0`; `nats://127.0.0.1:4222` for NATS key-value).
 //!
 //! ```sh
 //! cargo run --release -p activity-relay --example cluster_claims -- [deliveries] [concurrency] [rounds]
+//! RELAY_BENCH_CLUSTER_STORE=nats://127.0.0.1:4222 cargo run --release -p activity-relay --example cluster_claims
 //! ```
 
 use std::sync::Arc;
@@ -101,13 +103,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
     let run = format!("bench{}", std::process::id());
     let cfg = ClusterConfig {
-        store: std::env::var("RELAY_TEST_REDIS_URL")
+        // RELAY_BENCH_CLUSTER_STORE=nats://127.0.0.1:4222 for the NATS key-value store.
+        store: std::env::var("RELAY_BENCH_CLUSTER_STORE")
+            .or_else(|_| std::env::var("RELAY_TEST_REDIS_URL"))
             .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into()),
         member: "bench".into(),
         namespace: run.clone(),
         ..ClusterConfig::default()
     };
-    let store = connect(&cfg).await?;
+    let store = connect(&cfg, Duration::from_secs(600)).await?;
     let fleet = Arc::new(FleetDedup::new(
         store,
         cfg,

@@ -44,6 +44,76 @@ pub fn run(args: &RunArgs) -> ExitCode {
             }
         };
     }
+    serve(
+        cfg,
+        crate::run::RunOptions {
+            listen_file: args.listen_file.clone(),
+            drain: None,
+        },
+    )
+}
+
+/// `activity-relay drain`: a spool left by a member that is gone (scaled in), delivered
+/// by a process of its own, with no ingress: exits 0 once every sink confirmed every
+/// record, 1 if some are still unconfirmed after `--timeout` (they stay in the spool).
+#[derive(Debug, clap::Args)]
+pub struct DrainArgs {
+    /// The configuration the departed member ran with (its sinks, dispatch and spool
+    /// settings; its ingresses are not started).
+    #[arg(long, short = 'c', value_name = "FILE", env = "ACTIVITY_RELAY_CONFIG")]
+    pub config: PathBuf,
+    /// The spool directory to drain (default: the configuration's `[spool] dir`).
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// The departed member's name, whose spool report in the fleet's store is cleared once
+    /// drained (default: the configuration's `[cluster] member`).
+    #[arg(long, value_name = "NAME")]
+    pub member: Option<String>,
+    /// Give up after this long (exit 1; what is left stays in the spool).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// As `run --listen-file`: the bound admin address, as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub listen_file: Option<PathBuf>,
+}
+
+/// Runs `activity-relay drain`; returns the process exit code.
+pub fn drain(args: &DrainArgs) -> ExitCode {
+    let mut cfg = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("activity-relay: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(dir) = &args.spool_dir {
+        cfg.spool.dir = dir.clone();
+    }
+    // An empty spool would be made and "drained": a wrong path must say so instead.
+    if !cfg.spool.dir.is_dir() {
+        eprintln!(
+            "activity-relay: no spool directory at {}",
+            cfg.spool.dir.display()
+        );
+        return ExitCode::from(2);
+    }
+    cfg.webhook = None;
+    cfg.streams.clear();
+    cfg.recovery.enabled = false;
+    if let (Some(member), Some(c)) = (&args.member, cfg.cluster.as_mut()) {
+        c.member = member.clone();
+    }
+    serve(
+        cfg,
+        crate::run::RunOptions {
+            listen_file: args.listen_file.clone(),
+            drain: Some(args.timeout),
+        },
+    )
+}
+
+/// Logging, the runtime and signals around `run::run_with`.
+fn serve(cfg: Config, opts: crate::run::RunOptions) -> ExitCode {
     if let Err(e) = crate::logging::init(&cfg.log) {
         eprintln!("activity-relay: {e}");
         return ExitCode::from(2);
@@ -70,9 +140,6 @@ pub fn run(args: &RunArgs) -> ExitCode {
             tracing::warn!("second signal: exiting without waiting for the dispatchers");
             std::process::exit(130);
         });
-        let opts = crate::run::RunOptions {
-            listen_file: args.listen_file.clone(),
-        };
         crate::run::run_with(cfg, shutdown, opts).await
     });
     match result {

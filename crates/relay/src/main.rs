@@ -28,6 +28,9 @@ enum Command {
     /// Put the events of dead letters back into the spool, once their cause is fixed (the
     /// relay must be stopped).
     DeadLetters(activity_relay::cli::DeadLettersArgs),
+    /// Deliver the records left in a spool directory by a member that is gone (scaled in),
+    /// then exit: 0 once every sink confirmed them, 1 if some are left after --timeout.
+    Drain(activity_relay::cli::DrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,5 +42,6 @@ fn main() -> ExitCode {
         Command::Probe(args) => activity_relay::cli::probe(&args),
         Command::Schema(args) => activity_relay::cli::schema(&args),
         Command::DeadLetters(args) => activity_relay::cli::dead_letters(&args),
+        Command::Drain(args) => activity_relay::cli::drain(&args),
     }
 }

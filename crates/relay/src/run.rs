@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus::Registry;
 use relay_ingress::webhook::WebhookServer;
@@ -128,6 +129,9 @@ pub struct RunOptions {
     /// one): how a supervisor or a test learns the ports of `listen = "…:0"`. Written to a
     /// temporary name and renamed, so a reader never sees half of it.
     pub listen_file: Option<PathBuf>,
+    /// `activity-relay drain`: no ingress; stop once every sink has confirmed every record
+    /// of the spool, or fail after this long (what is left stays in the spool).
+    pub drain: Option<Duration>,
 }
 
 /// Runs the relay until `shutdown` is cancelled, then shuts down gracefully.
@@ -292,7 +296,7 @@ pub async fn run_with(
     let cluster_store = match &cfg.cluster {
         None => None,
         Some(c) => Some(
-            crate::cluster::connect(c)
+            crate::cluster::connect(c, cfg.dedup.window)
                 .await
                 .map_err(|e| RunError::Other(format!("[cluster]: {e}")))?,
         ),
@@ -337,6 +341,23 @@ pub async fn run_with(
             });
         }
     }
+
+    // Spools left behind by departed members (crate::cluster::spools).
+    let spool_watch_stop = CancellationToken::new();
+    let spool_watch = match (&cfg.cluster, &cluster_store) {
+        (Some(c), Some(store)) => {
+            let watch = crate::cluster::spools::SpoolWatch {
+                store: store.clone(),
+                namespace: c.namespace.clone(),
+                member: c.member.clone(),
+                interval: cfg.recovery.liveness_interval,
+                spool: spool.clone(),
+                left: crate::cluster::spools::SpoolWatch::gauge(&registry)?,
+            };
+            Some(tokio::spawn(watch.run(spool_watch_stop.clone())))
+        }
+        _ => None,
+    };
 
     // Dispatchers.
     let drain = CancellationToken::new();
@@ -464,10 +485,47 @@ pub async fn run_with(
         write_listen_file(path, admin_addr, webhook_addr)?;
     }
 
+    // `activity-relay drain`: done once every sink confirmed every record.
+    let emptied = match opts.drain {
+        None => None,
+        Some(limit) => {
+            let spool = spool.clone();
+            Some(tokio::spawn(async move {
+                let give_up = tokio::time::Instant::now() + limit;
+                loop {
+                    let left = crate::cluster::spools::pending(&spool);
+                    if left == 0 {
+                        tracing::info!("spool drained: every sink confirmed every record");
+                        return None;
+                    }
+                    if tokio::time::Instant::now() >= give_up {
+                        return Some(left);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }))
+        }
+    };
+    let emptied = async move {
+        match emptied {
+            Some(t) => t.await.ok().flatten(),
+            None => std::future::pending().await,
+        }
+    };
+
     // Wait for a shutdown request, or for an ingress to fail.
     let mut failure: Option<RunError> = None;
     tokio::select! {
         _ = shutdown.cancelled() => tracing::info!("shutdown requested"),
+        left = emptied => {
+            if let Some(left) = left {
+                failure = Some(RunError::Other(format!(
+                    "drain: {left} records still unconfirmed after {}; they stay in {}",
+                    humantime::format_duration(opts.drain.unwrap_or_default()),
+                    cfg.spool.dir.display()
+                )));
+            }
+        }
         reason = spool.failed() => {
             // Crash-only: after a failed fsync the page cache can no longer be trusted
             // (fsyncgate), so no append is retried in this process. /healthz already says
@@ -546,6 +604,14 @@ pub async fn run_with(
         if let Err(e) = sink.close().await {
             tracing::warn!(sink = sink.name(), error = %e, "closing sink failed");
         }
+    }
+    spool_watch_stop.cancel();
+    if let Some(t) = spool_watch {
+        let _ = t.await;
+    }
+    if let (Some(c), Some(store)) = (&cfg.cluster, &cluster_store) {
+        let left = crate::cluster::spools::pending(&spool);
+        crate::cluster::spools::last_word(store.as_ref(), &c.namespace, &c.member, left).await;
     }
     spool.close().await;
     admin_stop.cancel();

@@ -1,6 +1,8 @@
-//! The fleet's dedup (`[cluster]`) against a real Redis (`RELAY_TEST_REDIS_URL`, default
-//! `redis://127.0.0.1:6379/0`): two members' claims on the same ids, a member that dies
-//! between its two steps, a failed append's release, and a store that cannot be reached.
+//! The fleet's dedup and leases (`[cluster]`) against both real stores: Redis
+//! (`RELAY_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/0`) and NATS JetStream
+//! key-value (`RELAY_TEST_NATS_URL`, default `nats://127.0.0.1:4222`): two members' claims
+//! on the same ids, a member that dies between its two steps, a failed append's release, a
+//! store that cannot be reached, and a lease taken, lost and taken over.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +16,33 @@ fn redis_url() -> String {
     std::env::var("RELAY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
 }
 
+fn nats_url() -> String {
+    std::env::var("RELAY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// Both stores, each test run on each.
+fn stores() -> [String; 2] {
+    [redis_url(), nats_url()]
+}
+
+/// Deletes the key-value buckets a test made in NATS (nothing to do in Redis: keys expire).
+async fn cleanup(store: &str, namespace: &str) {
+    if store.starts_with("nats://") {
+        let js = async_nats::jetstream::new(async_nats::connect(store).await.unwrap());
+        for what in ["claims", "jobs"] {
+            let _ = js.delete_key_value(format!("{namespace}-{what}")).await;
+        }
+    }
+}
+
 async fn member(
+    store: &str,
     name: &str,
     namespace: &str,
     f: impl FnOnce(&mut ClusterConfig),
 ) -> (FleetDedup, Registry) {
     let mut cfg = ClusterConfig {
-        store: redis_url(),
+        store: store.to_string(),
         member: name.to_string(),
         namespace: namespace.to_string(),
         ..ClusterConfig::default()
@@ -29,7 +51,7 @@ async fn member(
     cfg.validate().unwrap();
     let registry = Registry::new();
     let metrics = ClusterMetrics::register(&registry).unwrap();
-    let store = connect(&cfg).await.unwrap();
+    let store = connect(&cfg, Duration::from_secs(3600)).await.unwrap();
     (
         FleetDedup::new(store, cfg, Duration::from_secs(3600), metrics),
         registry,
@@ -52,9 +74,16 @@ fn metric(r: &Registry, name: &str, label: &str) -> u64 {
 
 #[tokio::test]
 async fn one_member_takes_an_id_the_other_waits_and_finds_it_committed() {
-    let ns = format!("test-{}", relay_testkit::unique());
-    let (a, _) = member("a", &ns, |_| {}).await;
-    let (b, rb) = member("b", &ns, |_| {}).await;
+    for store in stores() {
+        let ns = format!("test-{}", relay_testkit::unique());
+        one_member_takes_an_id_the_other_waits_and_finds_it_committed_on(&store, &ns).await;
+        cleanup(&store, &ns).await;
+    }
+}
+
+async fn one_member_takes_an_id_the_other_waits_and_finds_it_committed_on(store: &str, ns: &str) {
+    let (a, _) = member(store, "a", ns, |_| {}).await;
+    let (b, rb) = member(store, "b", ns, |_| {}).await;
     let ids = ids(5, "ev");
     assert_eq!(a.claim(&ids).await.unwrap(), vec![Verdict::Ours; 5]);
     // b asks while a holds them pending: it waits; a commits meanwhile.
@@ -79,13 +108,20 @@ async fn one_member_takes_an_id_the_other_waits_and_finds_it_committed() {
 
 #[tokio::test]
 async fn a_released_or_expired_claim_lets_the_next_delivery_through() {
-    let ns = format!("test-{}", relay_testkit::unique());
+    for store in stores() {
+        let ns = format!("test-{}", relay_testkit::unique());
+        a_released_or_expired_claim_lets_the_next_delivery_through_on(&store, &ns).await;
+        cleanup(&store, &ns).await;
+    }
+}
+
+async fn a_released_or_expired_claim_lets_the_next_delivery_through_on(store: &str, ns: &str) {
     let short = |c: &mut ClusterConfig| {
         c.pending_ttl = Duration::from_millis(600);
         c.timeout = Duration::from_millis(500);
     };
-    let (a, _) = member("a", &ns, short).await;
-    let (b, _) = member("b", &ns, |_| {}).await;
+    let (a, _) = member(store, "a", ns, short).await;
+    let (b, _) = member(store, "b", ns, |_| {}).await;
     // A failed append releases: the other member takes the id at once.
     let one = ids(1, "released");
     assert_eq!(a.claim(&one).await.unwrap(), vec![Verdict::Ours]);
@@ -106,23 +142,90 @@ async fn an_unreachable_store_is_accepted_unverified_or_refused_as_configured() 
         .unwrap()
         .local_addr()
         .unwrap();
-    let down = |c: &mut ClusterConfig| {
-        c.store = format!("redis://{dead}/0");
-        c.timeout = Duration::from_millis(300);
-    };
-    let ns = format!("test-{}", relay_testkit::unique());
-    let (accept, r) = member("a", &ns, down).await;
-    let got = accept.claim(&ids(3, "x")).await.unwrap();
-    assert_eq!(got, vec![Verdict::Unverified; 3]);
-    assert_eq!(
-        metric(&r, "activity_relay_cluster_unverified_total", "store_error"),
-        3
-    );
-    let (refuse, _) = member("b", &ns, |c| {
-        down(c);
-        c.on_store_error = OnStoreError::Refuse;
-    })
-    .await;
-    let err = refuse.claim(&ids(1, "y")).await.unwrap_err();
-    assert!(err.to_string().contains("unreachable"), "{err}");
+    for scheme in ["redis", "nats"] {
+        let url = match scheme {
+            "redis" => format!("redis://{dead}/0"),
+            _ => format!("nats://{dead}"),
+        };
+        let down = |c: &mut ClusterConfig| {
+            c.store = url.clone();
+            c.timeout = Duration::from_millis(300);
+        };
+        let ns = format!("test-{}", relay_testkit::unique());
+        let (accept, r) = member(&url, "a", &ns, down).await;
+        let got = accept.claim(&ids(3, "x")).await.unwrap();
+        assert_eq!(got, vec![Verdict::Unverified; 3], "{scheme}");
+        assert_eq!(
+            metric(&r, "activity_relay_cluster_unverified_total", "store_error"),
+            3,
+            "{scheme}"
+        );
+        let (refuse, _) = member(&url, "b", &ns, |c| {
+            down(c);
+            c.on_store_error = OnStoreError::Refuse;
+        })
+        .await;
+        let err = refuse.claim(&ids(1, "y")).await.unwrap_err();
+        assert!(err.to_string().contains("unreachable"), "{scheme}: {err}");
+    }
+}
+
+/// One lease, two members: taken by one, refused to the other; renewed while held; once
+/// its holder stops renewing, it expires and the other takes it with a higher epoch, and
+/// the first can no longer renew (it must stop the job); resigned, it is free at once. A
+/// position moves forward only.
+#[tokio::test]
+async fn a_lease_is_held_by_one_member_and_taken_over_with_a_higher_epoch() {
+    for store in stores() {
+        let ns = format!("test-{}", relay_testkit::unique());
+        let cfg = |member: &str| ClusterConfig {
+            store: store.clone(),
+            member: member.to_string(),
+            namespace: ns.clone(),
+            ..ClusterConfig::default()
+        };
+        let window = Duration::from_secs(60);
+        let a = connect(&cfg("a"), window).await.unwrap();
+        let b = connect(&cfg("b"), window).await.unwrap();
+        let (lease, epoch) = (format!("{{{ns}:job}}:lease"), format!("{{{ns}:job}}:epoch"));
+        let ttl = Duration::from_millis(800);
+        let first = a.acquire(&lease, &epoch, ttl).await.unwrap();
+        let Some(first) = first else {
+            panic!("{store}: a could not take a free lease")
+        };
+        assert_eq!(
+            b.acquire(&lease, &epoch, ttl).await.unwrap(),
+            None,
+            "{store}"
+        );
+        assert!(a.renew(&lease, first, ttl).await.unwrap(), "{store}");
+        assert!(!b.renew(&lease, first, ttl).await.unwrap(), "{store}");
+        // a stops renewing: the lease runs out, b takes it.
+        tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+        let second = b.acquire(&lease, &epoch, ttl).await.unwrap();
+        assert!(
+            matches!(second, Some(e) if e > first),
+            "{store}: {second:?} after {first}"
+        );
+        assert!(!a.renew(&lease, first, ttl).await.unwrap(), "{store}");
+        // a's stale resignation leaves b's lease alone; b's own frees it.
+        a.resign(&lease, first).await.unwrap();
+        assert_eq!(
+            a.acquire(&lease, &epoch, ttl).await.unwrap(),
+            None,
+            "{store}"
+        );
+        b.resign(&lease, second.unwrap()).await.unwrap();
+        assert!(
+            a.acquire(&lease, &epoch, ttl).await.unwrap().is_some(),
+            "{store}"
+        );
+
+        let pos = format!("{ns}:position:job");
+        assert_eq!(a.position(&pos).await.unwrap(), None, "{store}");
+        a.advance(&pos, 2_000).await.unwrap();
+        b.advance(&pos, 1_000).await.unwrap();
+        assert_eq!(b.position(&pos).await.unwrap(), Some(2_000), "{store}");
+        cleanup(&store, &ns).await;
+    }
 }

@@ -18,7 +18,9 @@
 //! (`"refuse"`, X retries). Never a hang, never an unbounded queue.
 
 pub mod leader;
+pub mod nats_store;
 pub mod redis_store;
+pub mod spools;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +32,8 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// The shared store: `redis://host:6379/0` or `rediss://…` (Redis or Valkey). Required.
+    /// The shared store: `redis://host:6379/0` or `rediss://…` (Redis or Valkey), or
+    /// `nats://host:4222` or `tls://…` (NATS JetStream key-value). Required.
     pub store: String,
     /// This member's name (default: the host name, a pod's name on Kubernetes).
     pub member: String,
@@ -99,9 +102,9 @@ impl ClusterConfig {
             return Err("store is required (e.g. \"redis://redis:6379/0\")".into());
         }
         let scheme = self.store.split("://").next().unwrap_or_default();
-        if !matches!(scheme, "redis" | "rediss") || !self.store.contains("://") {
+        if !matches!(scheme, "redis" | "rediss" | "nats" | "tls") || !self.store.contains("://") {
             return Err(format!(
-                "store {:?}: expected redis:// or rediss:// (Redis or Valkey)",
+                "store {:?}: expected redis:// or rediss:// (Redis or Valkey), or nats:// or tls:// (NATS JetStream key-value)",
                 relay_sink::redact_url(&self.store)
             ));
         }
@@ -191,6 +194,43 @@ pub trait LeaseStore: Send + Sync {
     async fn position(&self, key: &str) -> Result<Option<u64>, StoreError>;
     /// Moves a position forward (never back).
     async fn advance(&self, key: &str, ms: u64) -> Result<(), StoreError>;
+}
+
+/// What a member last said of its spool: records not yet confirmed by every sink, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpoolReport {
+    pub pending: u64,
+    /// Ms since the epoch.
+    pub at_ms: u64,
+}
+
+impl SpoolReport {
+    fn encode(&self) -> String {
+        format!("{}:{}", self.pending, self.at_ms)
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        let (p, at) = s.split_once(':')?;
+        Some(SpoolReport {
+            pending: p.parse().ok()?,
+            at_ms: at.parse().ok()?,
+        })
+    }
+}
+
+/// Each member's spool as it last reported it, so that the fleet can tell when a member
+/// left records on a volume nobody serves (`activity_relay_cluster_spool_left_records`).
+#[async_trait::async_trait]
+pub trait SpoolReports: Send + Sync {
+    /// Records `member`'s report under `key`, or removes it (`None`: nothing left).
+    async fn report_spool(
+        &self,
+        key: &str,
+        member: &str,
+        report: Option<SpoolReport>,
+    ) -> Result<(), StoreError>;
+    /// Every member's last report under `key`.
+    async fn spool_reports(&self, key: &str) -> Result<Vec<(String, SpoolReport)>, StoreError>;
 }
 
 /// The verdict on one id of a delivery.
@@ -399,11 +439,32 @@ impl FleetDedup {
     }
 }
 
-/// Connects the store named by `cfg.store` (claims and leases).
-pub async fn connect(cfg: &ClusterConfig) -> Result<Arc<redis_store::RedisStore>, StoreError> {
-    Ok(Arc::new(
-        redis_store::RedisStore::connect(&cfg.store, &cfg.member, cfg.timeout).await?,
-    ))
+/// A store of the fleet: claims and leases.
+pub trait Store: ClaimStore + LeaseStore + SpoolReports {}
+impl<T: ClaimStore + LeaseStore + SpoolReports> Store for T {}
+
+/// Which store `cfg.store` names.
+pub fn is_nats(cfg: &ClusterConfig) -> bool {
+    cfg.store.starts_with("nats://") || cfg.store.starts_with("tls://")
+}
+
+/// Connects the store named by `cfg.store` (claims and leases); `window` is how long a
+/// committed claim is kept (the dedup window).
+pub async fn connect(cfg: &ClusterConfig, window: Duration) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(if is_nats(cfg) {
+        Arc::new(
+            nats_store::NatsStore::connect(
+                &cfg.store,
+                &cfg.namespace,
+                &cfg.member,
+                cfg.timeout,
+                window,
+            )
+            .await?,
+        )
+    } else {
+        Arc::new(redis_store::RedisStore::connect(&cfg.store, &cfg.member, cfg.timeout).await?)
+    })
 }
 
 #[cfg(test)]
@@ -426,6 +487,12 @@ mod tests {
             ..ok.clone()
         };
         assert!(bad.validate().unwrap_err().contains("redis://"));
+        let nats = ClusterConfig {
+            store: "nats://127.0.0.1:4222".into(),
+            ..ok.clone()
+        };
+        assert!(nats.validate().is_ok());
+        assert!(is_nats(&nats) && !is_nats(&ok));
         let short = ClusterConfig {
             pending_ttl: Duration::from_secs(1),
             timeout: Duration::from_secs(2),

@@ -228,3 +228,38 @@ impl super::LeaseStore for RedisStore {
         Ok(())
     }
 }
+
+#[async_trait::async_trait]
+impl super::SpoolReports for RedisStore {
+    async fn report_spool(
+        &self,
+        key: &str,
+        member: &str,
+        report: Option<super::SpoolReport>,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        match report {
+            Some(r) => pipe
+                .cmd("HSET")
+                .arg(key)
+                .arg(member)
+                .arg(r.encode())
+                .ignore(),
+            None => pipe.cmd("HDEL").arg(key).arg(member).ignore(),
+        };
+        self.query::<()>(&pipe).await
+    }
+
+    async fn spool_reports(
+        &self,
+        key: &str,
+    ) -> Result<Vec<(String, super::SpoolReport)>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL").arg(key);
+        let (all,): (Vec<(String, String)>,) = self.query(&pipe).await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(m, v)| Some((m, super::SpoolReport::decode(&v)?)))
+            .collect())
+    }
+}
