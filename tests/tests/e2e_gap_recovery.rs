@@ -1179,3 +1179,225 @@ liveness_interval = "1s"
     drop(relay);
     emu.shutdown().await;
 }
+
+/// A fleet: two members behind a round-robin proxy (as an Ingress in front of the
+/// Service), sharing NATS key-value as `[cluster]` store, with `[recovery]` on both.
+///
+/// A rolling restart is no gap: a member restarted with its own liveness record 3 h old
+/// finds the fleet's webhook clock current (the other member kept accepting) and asks X for
+/// nothing. A fleet-wide outage is one gap: both stopped, the fleet's clock and both records
+/// put 3 h back, events X gave up on meanwhile; both members start at once, one of them
+/// recovers the gap, each window is asked of X once (never two jobs at a time), the asker
+/// learns each job's end whichever member X delivered its status to, and every event lands
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_recovers_a_gap_once_and_a_rolling_restart_is_no_gap() {
+    let u = relay_testkit::unique();
+    let emu = Emulator::start(EmulatorConfig {
+        time_scale: 0.001,
+        delivery_timeout_ms: 30_000,
+        recrc_interval_secs: 0.0,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let ns = format!("gapfleet-{u}");
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut relays = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let cfg = format!(
+            "{}\n[cluster]\nstore = \"{}\"\nmember = \"m{i}\"\nnamespace = \"{ns}\"\n",
+            config(&u),
+            relay_testkit::nats_url()
+        );
+        relays.push(Relay::start(dir.path(), &cfg).await);
+    }
+    let proxy = Proxy::start(relays.iter().map(|r| r.webhook).collect()).await;
+    let hook = emu
+        .register_webhook("demo", &format!("http://{}/webhooks/demo", proxy.addr))
+        .await
+        .expect("CRC through the proxy");
+    let users: Vec<String> = emu
+        .config()
+        .users
+        .iter()
+        .take(3)
+        .map(|u| u.user_id.clone())
+        .collect();
+    for user in &users {
+        emu.subscribe("demo", &hook.id, user).expect("subscribe");
+    }
+    for r in &relays {
+        let mut text = std::fs::read_to_string(&r.config).unwrap();
+        text.push_str(&recovery(&emu.base_url(), &hook.id));
+        std::fs::write(&r.config, text).unwrap();
+    }
+    let mut emitted: Vec<Emitted> = Vec::new();
+    for i in 0..6 {
+        emitted.push(emu.emit(like(&users[i % users.len()], &format!("live-{u}-{i}"))));
+    }
+    wait_deliveries_settled(&emu, &emitted, Duration::from_secs(30)).await;
+
+    // A rolling restart: member 0 goes, its own record says 3 h ago, member 1 serves.
+    assert_eq!(relays[0].terminate(), Some(0), "{}", relays[0].log());
+    let record = |i: usize| dirs[i].path().join("spool/liveness.json");
+    write_liveness(
+        &record(0),
+        "webhook",
+        Utc::now() - chrono::Duration::hours(3),
+    );
+    relays[0].spawn().await;
+    let guard = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !relays[0].log().contains("shorter than [recovery] min_gap") {
+        assert!(
+            tokio::time::Instant::now() < guard,
+            "the restarted member took its own record for the fleet's:\n{}",
+            relays[0].log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        emu.jobs().is_empty(),
+        "a replay for a rolling restart: {:?}",
+        emu.jobs()
+    );
+
+    // The whole fleet down; its clock, like both records, 3 h back; X gives up on events.
+    for r in &mut relays {
+        assert_eq!(r.terminate(), Some(0), "{}", r.log());
+    }
+    let last_alive = Utc::now() - chrono::Duration::hours(3);
+    for i in 0..2 {
+        write_liveness(&record(i), "webhook", last_alive);
+    }
+    let js = async_nats::jetstream::new(
+        async_nats::connect(relay_testkit::nats_url())
+            .await
+            .unwrap(),
+    );
+    let jobs_bucket = js.get_key_value(format!("{ns}-jobs")).await.unwrap();
+    jobs_bucket
+        .put(
+            format!("{ns}=3Aposition=3Awebhook"),
+            last_alive.timestamp_millis().to_string().into(),
+        )
+        .await
+        .unwrap();
+    let mut missed: Vec<Emitted> = Vec::new();
+    for (i, m) in [1, 40, 100, 130, 160].iter().enumerate() {
+        let at = last_alive + chrono::Duration::minutes(*m);
+        missed.push(emu.emit_at(
+            like(&users[i % users.len()], &format!("missed-{u}-{i}")),
+            at,
+        ));
+    }
+    let sent = wait_deliveries_settled(&emu, &missed, Duration::from_secs(30)).await;
+    for m in &missed {
+        let e = sent.iter().find(|e| e.seq == m.seq).expect("recorded");
+        assert!(
+            e.deliveries
+                .iter()
+                .all(|d| d.outcome == AttemptOutcome::Failed),
+            "a live delivery reached a stopped member: {e:?}"
+        );
+    }
+    {
+        let (a, b) = relays.split_at_mut(1);
+        tokio::join!(a[0].spawn(), b[0].spawn());
+    }
+
+    // Only a guard against hanging forever.
+    let guard = tokio::time::Instant::now() + Duration::from_secs(300);
+    let jobs = loop {
+        let jobs = emu.jobs();
+        if jobs.iter().filter(|j| j.state == "Complete").count() >= 2 {
+            break jobs;
+        }
+        assert!(
+            tokio::time::Instant::now() < guard,
+            "recovery did not complete: {jobs:?}\n{}\n{}",
+            relays[0].log(),
+            relays[1].log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut windows: Vec<_> = jobs.iter().map(|j| (j.from, j.to)).collect();
+    windows.sort();
+    windows.dedup();
+    assert_eq!(windows.len(), jobs.len(), "a window asked twice: {jobs:?}");
+    let mut ordered: Vec<&x_emulator::ReplayJob> = jobs.iter().collect();
+    ordered.sort_by_key(|j| j.created_at);
+    for pair in ordered.windows(2) {
+        assert!(
+            pair[1].created_at >= pair[0].finished_at.expect("finished"),
+            "two jobs at a time: {ordered:?}"
+        );
+    }
+    // One member asked, and learnt of both ends.
+    let mut started = Vec::new();
+    for r in &relays {
+        started.push(jobs_metric(r, "started").await);
+    }
+    assert_eq!(
+        started.iter().sum::<f64>(),
+        jobs.len() as f64,
+        "{started:?}"
+    );
+    let asker = started.iter().position(|n| *n > 0.0).expect("an asker");
+    assert_eq!(started[1 - asker], 0.0, "both members asked X: {started:?}");
+    relays[asker]
+        .wait_metric(
+            "activity_relay_replay_jobs_total",
+            &[("outcome", "complete")],
+            2.0,
+            Duration::from_secs(60),
+        )
+        .await;
+
+    let sent = loop {
+        let sent = emu.sent_with_bodies();
+        let statuses = sent
+            .iter()
+            .filter(|e| e.key == "replay_job_status")
+            .filter(|e| {
+                e.deliveries
+                    .iter()
+                    .any(|d| d.outcome == AttemptOutcome::Delivered)
+            })
+            .count();
+        if statuses >= jobs.len() {
+            break sent;
+        }
+        assert!(
+            tokio::time::Instant::now() < guard,
+            "statuses not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for m in &missed {
+        let e = sent.iter().find(|e| e.seq == m.seq).unwrap();
+        assert!(
+            e.deliveries
+                .iter()
+                .any(|d| d.outcome == AttemptOutcome::Delivered && d.replay_job_id.is_some()),
+            "missed event {} not re-delivered by a replay: {e:?}",
+            m.seq
+        );
+    }
+    let expected = expected_from_deliveries(&sent);
+    assert_once_at_nats(&u, &expected, Duration::from_secs(60)).await;
+    let via_fleet = relays[asker]
+        .log()
+        .matches("received by another member of the fleet")
+        .count();
+    eprintln!(
+        "fleet gap: member m{asker} asked X for {} windows, the other none; {via_fleet} of the job statuses reached the asker through the store",
+        jobs.len()
+    );
+    for r in &mut relays {
+        r.terminate();
+    }
+    emu.shutdown().await;
+    let _ = js.delete_key_value(format!("{ns}-claims")).await;
+    let _ = js.delete_key_value(format!("{ns}-jobs")).await;
+}

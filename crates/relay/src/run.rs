@@ -227,6 +227,25 @@ pub async fn run_with(
     );
     let dedup = Arc::new(dedup);
 
+    // A fleet member: dedup through the shared store, each stream run by one member at a
+    // time, gaps found and recovered for the fleet (crate::cluster).
+    let cluster_store = match &cfg.cluster {
+        None => None,
+        Some(c) => Some(
+            crate::cluster::connect(c, cfg.dedup.window)
+                .await
+                .map_err(|e| RunError::Other(format!("[cluster]: {e}")))?,
+        ),
+    };
+    let fleet_recovery = match (&cfg.cluster, &cluster_store) {
+        (Some(c), Some(store)) => Some(crate::cluster::recovery::FleetRecovery {
+            store: store.clone(),
+            namespace: c.namespace.clone(),
+            member: c.member.clone(),
+        }),
+        _ => None,
+    };
+
     // Gap recovery: what was missed while the relay was down (docs/gap-recovery.md).
     let recovery_metrics = crate::recovery::RecoveryMetrics::register(&registry)?;
     let liveness = {
@@ -261,13 +280,26 @@ pub async fn run_with(
         webhook: relay_ingress::Acceptance::default(),
     };
     let (status_tx, status_rx) = tokio::sync::broadcast::channel(64);
-    let webhook_recovery = prepare_recovery(
+    // In a fleet, the webhook's gap is a time when no member accepted, and only one member
+    // recovers it (crate::cluster::recovery).
+    let fleet_clock = match (&fleet_recovery, &cfg.webhook) {
+        (Some(f), Some(_)) => f.webhook_clock().await,
+        _ => None,
+    };
+    let mut webhook_recovery = prepare_recovery(
         &cfg,
         &liveness,
+        fleet_clock,
         chrono::Utc::now(),
         status_rx,
         recovery_metrics.clone(),
+        fleet_recovery.clone(),
     )?;
+    if let (Some((_, from, _)), Some(f)) = (&webhook_recovery, &fleet_recovery) {
+        if !f.claim_gap(*from).await {
+            webhook_recovery = None;
+        }
+    }
     // What is left to recover of the webhook's gaps, for the liveness record: the gap found
     // at start (kept until it is read), then each interval of refusals queued in-run.
     let recovery_pending: crate::recovery::Pending = std::sync::Arc::new(parking_lot::Mutex::new(
@@ -289,18 +321,11 @@ pub async fn run_with(
         health.clone(),
         cfg.spool.full_retry_after,
     )
-    .with_hook(Arc::new(crate::recovery::JobStatusHook(status_tx.clone())))
+    .with_hook(Arc::new(crate::recovery::JobStatusHook(
+        status_tx.clone(),
+        fleet_recovery.clone(),
+    )))
     .with_decoded(decoded.clone());
-    // A fleet member: dedup through the shared store, and each stream run by one member
-    // at a time (crate::cluster).
-    let cluster_store = match &cfg.cluster {
-        None => None,
-        Some(c) => Some(
-            crate::cluster::connect(c, cfg.dedup.window)
-                .await
-                .map_err(|e| RunError::Other(format!("[cluster]: {e}")))?,
-        ),
-    };
     let pipeline: Arc<dyn Pipeline> = match (&cfg.cluster, &cluster_store) {
         (Some(c), Some(store)) => {
             let metrics = crate::cluster::ClusterMetrics::register(&registry)?;
@@ -437,6 +462,15 @@ pub async fn run_with(
             liveness_stop.clone(),
         ))
     };
+    // The fleet's webhook clock, moved by every member while it accepts.
+    let fleet_clock_task = match (&fleet_recovery, &cfg.webhook) {
+        (Some(f), Some(_)) => Some(tokio::spawn(f.clone().keep_webhook_clock(
+            runtimes.webhook.clone(),
+            cfg.recovery.liveness_interval,
+            liveness_stop.clone(),
+        ))),
+        _ => None,
+    };
     // Gap recovery, one at a time: the gap found at start, then the webhook's intervals of
     // refusals while running (crate::recovery::inrun).
     let recovery_stop = CancellationToken::new();
@@ -445,13 +479,20 @@ pub async fn run_with(
             let cfg = cfg.clone();
             let status_tx = status_tx.clone();
             let metrics = recovery_metrics.clone();
+            let fleet = fleet_recovery.clone();
             Box::new(move |from| {
                 if !cfg.recovery.enabled {
                     return None;
                 }
-                build_recovery(&cfg, from, status_tx.subscribe(), metrics.clone())
-                    .map_err(|e| tracing::error!(error = %e, "cannot start a gap recovery"))
-                    .ok()
+                build_recovery(
+                    &cfg,
+                    from,
+                    status_tx.subscribe(),
+                    metrics.clone(),
+                    fleet.clone(),
+                )
+                .map_err(|e| tracing::error!(error = %e, "cannot start a gap recovery"))
+                .ok()
             })
         };
         let inrun = crate::recovery::inrun::InRun {
@@ -581,6 +622,9 @@ pub async fn run_with(
     if let Err(e) = liveness_task.await {
         tracing::warn!(error = %e, "liveness task panicked");
     }
+    if let Some(t) = fleet_clock_task {
+        let _ = t.await;
+    }
     // 2. Let the dispatchers deliver what is spooled, within the deadline.
     drain.cancel();
     let deadline = cfg.shutdown_timeout;
@@ -640,15 +684,27 @@ type PreparedRecovery = (
 fn prepare_recovery(
     cfg: &Config,
     liveness: &crate::recovery::Liveness,
+    fleet_clock: Option<chrono::DateTime<chrono::Utc>>,
     now: chrono::DateTime<chrono::Utc>,
     statuses: tokio::sync::broadcast::Receiver<crate::recovery::JobStatus>,
     metrics: crate::recovery::RecoveryMetrics,
+    fleet: Option<crate::cluster::recovery::FleetRecovery>,
 ) -> Result<Option<PreparedRecovery>, RunError> {
     use crate::recovery::{webhook_gap, WebhookGap, WEBHOOK_KEY};
     if cfg.webhook.is_none() {
         return Ok(None);
     }
-    let last = liveness.alive_until.get(WEBHOOK_KEY).copied();
+    let own = liveness.alive_until.get(WEBHOOK_KEY).copied();
+    // In a fleet: up to when any member accepted (the later of the two).
+    let last = match (own, fleet_clock) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    if let (Some(own), Some(fleet)) = (own, fleet_clock) {
+        if fleet > own {
+            tracing::info!(own = %own.to_rfc3339(), fleet = %fleet.to_rfc3339(), "the fleet accepted after this member stopped: its gap runs from the fleet's clock");
+        }
+    }
     let pending_from = liveness.replay_pending_from.get(WEBHOOK_KEY).copied();
     match webhook_gap(&cfg.recovery, last, pending_from, now) {
         WebhookGap::FirstStart => Ok(None),
@@ -675,7 +731,7 @@ fn prepare_recovery(
                 pending_from = %pending_from.map(|t| t.to_rfc3339()).unwrap_or_default(),
                 "webhook was down: recovering the gap"
             );
-            let r = build_recovery(cfg, from, statuses, metrics)?;
+            let r = build_recovery(cfg, from, statuses, metrics, fleet)?;
             Ok(Some((r, from, to)))
         }
     }
@@ -687,6 +743,7 @@ fn build_recovery(
     from: chrono::DateTime<chrono::Utc>,
     statuses: tokio::sync::broadcast::Receiver<crate::recovery::JobStatus>,
     metrics: crate::recovery::RecoveryMetrics,
+    fleet: Option<crate::cluster::recovery::FleetRecovery>,
 ) -> Result<Recovery, RunError> {
     use crate::recovery::{RecoveryMethod, WebhookRecovery};
     let webhook = cfg
@@ -714,6 +771,7 @@ fn build_recovery(
         metrics,
         rules: relay_xapi::ReplayRules::default(),
         pending: std::sync::Arc::new(parking_lot::Mutex::new(Some(from))),
+        fleet,
     }))
 }
 

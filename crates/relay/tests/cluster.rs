@@ -173,7 +173,7 @@ async fn an_unreachable_store_is_accepted_unverified_or_refused_as_configured() 
 /// One lease, two members: taken by one, refused to the other; renewed while held; once
 /// its holder stops renewing, it expires and the other takes it with a higher epoch, and
 /// the first can no longer renew (it must stop the job); resigned, it is free at once. A
-/// position moves forward only.
+/// position moves forward only. A note is read by the other member until it expires.
 #[tokio::test]
 async fn a_lease_is_held_by_one_member_and_taken_over_with_a_higher_epoch() {
     for store in stores() {
@@ -220,6 +220,21 @@ async fn a_lease_is_held_by_one_member_and_taken_over_with_a_higher_epoch() {
             a.acquire(&lease, &epoch, ttl).await.unwrap().is_some(),
             "{store}"
         );
+
+        // A note one member leaves (a replay job's end) is read by the other, until it
+        // expires.
+        let note = format!("{ns}:replay-job:42");
+        assert_eq!(b.get_note(&note).await.unwrap(), None, "{store}");
+        a.put_note(&note, "Complete", Duration::from_millis(600))
+            .await
+            .unwrap();
+        assert_eq!(
+            b.get_note(&note).await.unwrap().as_deref(),
+            Some("Complete"),
+            "{store}"
+        );
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert_eq!(b.get_note(&note).await.unwrap(), None, "{store}");
 
         let pos = format!("{ns}:position:job");
         assert_eq!(a.position(&pos).await.unwrap(), None, "{store}");

@@ -825,3 +825,91 @@ deadletter_routing_key = "deadletter"
 {wire}"#
     )
 }
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+/// A round-robin HTTP proxy: each request to the next member, whole (method, path and
+/// query, headers, body), and its answer back; a member that refuses connections is skipped.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    /// Requests each member got through the proxy.
+    pub served: Arc<Vec<AtomicUsize>>,
+}
+
+#[derive(Clone)]
+struct Members {
+    addrs: Arc<Vec<SocketAddr>>,
+    next: Arc<AtomicUsize>,
+    served: Arc<Vec<AtomicUsize>>,
+    client: reqwest::Client,
+}
+
+async fn forward(State(m): State<Members>, req: Request) -> Response {
+    let first = m.next.fetch_add(1, Ordering::Relaxed);
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let body = axum::body::to_bytes(body, 16 << 20)
+        .await
+        .unwrap_or_default();
+    // Like an ingress's `proxy_next_upstream error`: a member that refuses the connection
+    // (it is gone) is skipped for the next one; an answer, whatever it is, is returned.
+    for k in 0..m.addrs.len() {
+        let i = (first + k) % m.addrs.len();
+        let mut out = m
+            .client
+            .request(parts.method.clone(), format!("http://{}{path}", m.addrs[i]))
+            .body(body.clone());
+        for (name, v) in &parts.headers {
+            if name != "host" && name != "content-length" {
+                out = out.header(name, v);
+            }
+        }
+        match out.send().await {
+            Ok(r) => {
+                m.served[i].fetch_add(1, Ordering::Relaxed);
+                let mut b = Response::builder().status(r.status());
+                for (name, v) in r.headers() {
+                    if name != "content-length" && name != "transfer-encoding" {
+                        b = b.header(name, v);
+                    }
+                }
+                return b
+                    .body(Body::from(r.bytes().await.unwrap_or_default()))
+                    .expect("response");
+            }
+            Err(e) if e.is_connect() => continue,
+            // Cut mid-request (the member was killed while it answered): X retries.
+            Err(_) => break,
+        }
+    }
+    Response::builder()
+        .status(502)
+        .body(Body::empty())
+        .expect("response")
+}
+
+impl Proxy {
+    pub async fn start(addrs: Vec<SocketAddr>) -> Proxy {
+        let served: Arc<Vec<AtomicUsize>> =
+            Arc::new(addrs.iter().map(|_| AtomicUsize::new(0)).collect());
+        let members = Members {
+            addrs: Arc::new(addrs),
+            next: Arc::default(),
+            served: served.clone(),
+            client: reqwest::Client::new(),
+        };
+        let app = axum::Router::new().fallback(forward).with_state(members);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Proxy { addr, served }
+    }
+}

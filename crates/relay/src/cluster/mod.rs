@@ -19,6 +19,7 @@
 
 pub mod leader;
 pub mod nats_store;
+pub mod recovery;
 pub mod redis_store;
 pub mod spools;
 
@@ -233,6 +234,14 @@ pub trait SpoolReports: Send + Sync {
     async fn spool_reports(&self, key: &str) -> Result<Vec<(String, SpoolReport)>, StoreError>;
 }
 
+/// Short notes the members leave each other (a replay job's end, seen by whichever member
+/// X delivered its status to), each kept for a while.
+#[async_trait::async_trait]
+pub trait Notes: Send + Sync {
+    async fn put_note(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError>;
+    async fn get_note(&self, key: &str) -> Result<Option<String>, StoreError>;
+}
+
 /// The verdict on one id of a delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -440,8 +449,8 @@ impl FleetDedup {
 }
 
 /// A store of the fleet: claims and leases.
-pub trait Store: ClaimStore + LeaseStore + SpoolReports {}
-impl<T: ClaimStore + LeaseStore + SpoolReports> Store for T {}
+pub trait Store: ClaimStore + LeaseStore + SpoolReports + Notes {}
+impl<T: ClaimStore + LeaseStore + SpoolReports + Notes> Store for T {}
 
 /// Which store `cfg.store` names.
 pub fn is_nats(cfg: &ClusterConfig) -> bool {

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use futures::future::try_join_all;
 use tokio::sync::OnceCell;
 
-use super::{ClaimStore, Held, LeaseStore, SpoolReport, SpoolReports, StoreError};
+use super::{ClaimStore, Held, LeaseStore, Notes, SpoolReport, SpoolReports, StoreError};
 
 /// How many times a compare-and-set is retried when other members keep winning it.
 const CAS_TRIES: usize = 8;
@@ -454,6 +454,34 @@ impl SpoolReports for NatsStore {
             let kv = &self.buckets().await?.jobs;
             let slot = Self::read(kv, &kv_key(key)).await?;
             Ok(parse_reports(slot.value.as_deref().unwrap_or_default()))
+        })
+        .await
+    }
+}
+
+/// Notes live in the claims bucket (collected after its `max_age`), as
+/// `<value>:<deadline>`.
+#[async_trait::async_trait]
+impl Notes for NatsStore {
+    async fn put_note(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        self.bounded(async {
+            let kv = &self.buckets().await?.claims;
+            kv.put(
+                kv_key(key),
+                Bytes::from(format!("{value}:{}", deadline(ttl))),
+            )
+            .await
+            .map_err(failed)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_note(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.bounded(async {
+            let kv = &self.buckets().await?.claims;
+            let slot = Self::read(kv, &kv_key(key)).await?;
+            Ok(slot.value.as_deref().and_then(live).map(str::to_string))
         })
         .await
     }

@@ -263,3 +263,24 @@ impl super::SpoolReports for RedisStore {
             .collect())
     }
 }
+
+#[async_trait::async_trait]
+impl super::Notes for RedisStore {
+    async fn put_note(&self, key: &str, value: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("PX")
+            .arg(millis(ttl))
+            .ignore();
+        self.query::<()>(&pipe).await
+    }
+
+    async fn get_note(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(key);
+        let (v,): (Option<String>,) = self.query(&pipe).await?;
+        Ok(v)
+    }
+}

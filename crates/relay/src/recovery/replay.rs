@@ -20,15 +20,23 @@ pub struct JobStatus {
 }
 
 /// The pipeline hook through which recovery learns of accepted `replay_job_status`
-/// events: each one is sent to the recovery task once its delivery is accepted.
-pub struct JobStatusHook(pub tokio::sync::broadcast::Sender<JobStatus>);
+/// events: each one is sent to the recovery task once its delivery is accepted, and, in a
+/// fleet, noted in the store for the member that asked for the job.
+pub struct JobStatusHook(
+    pub tokio::sync::broadcast::Sender<JobStatus>,
+    pub Option<crate::cluster::recovery::FleetRecovery>,
+);
 
 impl crate::pipeline::AcceptHook for JobStatusHook {
     fn observe(&self, env: &relay_envelope::Envelope) -> Option<crate::pipeline::AfterAccept> {
         let status = job_status_of(env)?;
         let tx = self.0.clone();
+        let fleet = self.1.clone();
         Some(Box::new(move || {
             tracing::info!(job_id = %status.job_id, job_state = %status.job_state, "replay_job_status received");
+            if let Some(f) = &fleet {
+                f.note_job_state(&status.job_id, &status.job_state);
+            }
             // No receiver (no recovery running) is fine.
             let _ = tx.send(status);
         }))
@@ -156,6 +164,8 @@ pub struct WebhookRecovery {
     pub rules: ReplayRules,
     /// Kept at the start of what is left to replay, for the liveness record.
     pub pending: Pending,
+    /// In a fleet: job statuses other members received, read from the store.
+    pub fleet: Option<crate::cluster::recovery::FleetRecovery>,
 }
 
 impl WebhookRecovery {
@@ -318,10 +328,22 @@ impl WebhookRecovery {
 
     async fn wait_status(&mut self, job_id: &str, stop: &CancellationToken) -> Waited {
         let deadline = tokio::time::Instant::now() + self.cfg.job_timeout;
+        // In a fleet, X may deliver the status to another member: it notes it in the store.
+        let mut poll = tokio::time::interval(Duration::from_secs(1));
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => return Waited::Stopped,
                 r = tokio::time::timeout_at(deadline, self.statuses.recv()) => r,
+                _ = poll.tick(), if self.fleet.is_some() => {
+                    if let Some(f) = &self.fleet {
+                        if let Some(state) = f.job_state(job_id).await {
+                            tracing::info!(job_id, job_state = %state, "replay_job_status received by another member of the fleet");
+                            return Waited::State(state);
+                        }
+                    }
+                    continue;
+                }
             };
             match next {
                 Err(_) => return Waited::TimedOut,
@@ -549,6 +571,7 @@ mod tests {
             statuses: rx,
             metrics: RecoveryMetrics::register(&registry).unwrap(),
             rules: ReplayRules::default(),
+            fleet: None,
             pending: Pending::default(),
         };
         (r, registry)
