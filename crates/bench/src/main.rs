@@ -73,6 +73,25 @@ struct Args {
     /// Kafka bootstrap servers (`source scripts/brokers` sets the variable).
     #[arg(long, env = "RELAY_TEST_KAFKA_BOOTSTRAP")]
     kafka_bootstrap: Option<String>,
+    /// Run the relay as a member of a fleet (`[cluster]` with this store, e.g.
+    /// `redis://127.0.0.1:6379/0` or `nats://127.0.0.1:4222`): what the fleet's claims cost
+    /// through the webhook. Its report section is `<sink> with [cluster] on <scheme>`.
+    #[arg(long, value_name = "URL")]
+    cluster_store: Option<String>,
+}
+
+impl Args {
+    /// The report's section: the sink, and whether the relay ran with `[cluster]`.
+    fn section(&self) -> String {
+        match &self.cluster_store {
+            None => self.sink.name().to_string(),
+            Some(store) => format!(
+                "{} with [cluster] on {}",
+                self.sink.name(),
+                store.split("://").next().unwrap_or("?")
+            ),
+        }
+    }
 }
 
 fn main() {
@@ -162,10 +181,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
 }
 
 fn write_results(args: &Args, report: &Report) -> Result<(), BoxError> {
-    report::write_section(&args.out, args.sink.name(), &report.markdown())?;
+    report::write_section(&args.out, &args.section(), &report.markdown())?;
     eprintln!(
         "wrote the {} section of {}",
-        args.sink.name(),
+        args.section(),
         args.out.display()
     );
     if let Some(path) = &args.json {
@@ -180,7 +199,14 @@ fn write_results(args: &Args, report: &Report) -> Result<(), BoxError> {
 
 async fn bench(args: &Args, bin: &std::path::Path, setup: &Setup) -> Result<Report, BoxError> {
     let consumer = setup.consumer(false).await?;
-    let mut relay = Relay::start(bin, &setup.dir, &setup.sink_toml()).await?;
+    let mut toml = setup.sink_toml();
+    if let Some(store) = &args.cluster_store {
+        toml.push_str(&format!(
+            "\n[cluster]\nstore = \"{store}\"\nmember = \"bench\"\nnamespace = \"bench-{}\"\n",
+            unique()
+        ));
+    }
+    let mut relay = Relay::start(bin, &setup.dir, &toml).await?;
     let rss_reset = relay.reset_peak_rss();
     let mut report = Report::new(args.sink, command_line(), args.note.clone(), rss_reset);
     // The envelopes of the last step that kept up (or of the first step): the baseline's.
