@@ -128,17 +128,13 @@ fn assert_once(broker: &str, expected: &BTreeMap<String, Envelope>, got: &[Recei
     );
 }
 
-async fn fleet_delivers_every_id_once(members: usize, store: &str) {
+/// The overlap through `members` members; with `with_stream`, every member also has the
+/// activity stream configured (one leads it), which carries the XAA events a second time.
+async fn fleet_delivers_every_id_once(members: usize, store: &str, with_stream: bool) {
     let kafka = relay_testkit::kafka_bootstrap()
         .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
     let u = relay_testkit::unique();
     let queue = AmqpQueue::bind(&format!("fleet.{u}")).await;
-    let dirs: Vec<tempfile::TempDir> = (0..members).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut relays = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        relays.push(Relay::start(dir.path(), &config_on(store, &u, &kafka, i)).await);
-    }
-    let proxy = Proxy::start(relays.iter().map(|r| r.webhook).collect()).await;
     let emu = Emulator::start(EmulatorConfig {
         time_scale: 0.01,
         // X's own 3 s answer timeout runs on the real clock while these tests scale
@@ -146,10 +142,53 @@ async fn fleet_delivers_every_id_once(members: usize, store: &str) {
         // plan. X's timeout is held against the relay in e2e_hostile.
         delivery_timeout_ms: 30_000,
         recrc_interval_secs: 0.0,
+        stream: x_emulator::StreamConfig {
+            heartbeat_ms: Some(200),
+            ..x_emulator::StreamConfig::default()
+        },
         ..EmulatorConfig::default()
     })
     .await
     .unwrap();
+    let dirs: Vec<tempfile::TempDir> = (0..members).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut relays = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let mut cfg = config_on(store, &u, &kafka, i);
+        if with_stream {
+            cfg = reorder_stream(&cfg.replace(
+                "[[webhook.apps]]",
+                &format!(
+                    "[[stream]]\nname = \"main\"\nurl = \"{}/2/activity/stream\"\nbearer_token = \"emulator-bearer\"\nidle_timeout = \"5s\"\n\n[[webhook.apps]]",
+                    emu.base_url()
+                ),
+            ));
+        }
+        relays.push(Relay::start(dir.path(), &cfg).await);
+    }
+    if with_stream {
+        // One member leads the stream: one live connection to X before any event.
+        let guard = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut leaders = 0.0;
+            for r in &relays {
+                leaders += leading(r).await;
+            }
+            let live = emu
+                .connections()
+                .iter()
+                .filter(|c| c.outcome == "connected" && c.ended_at.is_none())
+                .count();
+            if leaders == 1.0 && live == 1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < guard,
+                "no single stream leader: {leaders} leading, {live} connections"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let proxy = Proxy::start(relays.iter().map(|r| r.webhook).collect()).await;
     let webhook = emu
         .register_webhook("demo", &format!("http://{}/webhooks/demo", proxy.addr))
         .await
@@ -199,7 +238,19 @@ async fn fleet_delivers_every_id_once(members: usize, store: &str) {
         );
     }
 
-    let expected = expected(&sent);
+    let mut expected = expected(&sent);
+    let mut streamed = 0;
+    if with_stream {
+        // What X put on the stream too (the XAA events, once more).
+        for e in sent.iter().filter(|e| e.streamed > 0) {
+            let body = e.body.as_ref().expect("sent_with_bodies");
+            for env in normalize_value(body, IngressKind::Stream) {
+                streamed += 1;
+                expected.entry(env.id.clone()).or_insert(env);
+            }
+        }
+        assert!(streamed > 0, "nothing went out on the stream");
+    }
     for r in &relays {
         assert!(
             r.wait_drained(&["kafka", "nats", "rabbitmq"], Duration::from_secs(120))
@@ -242,7 +293,7 @@ async fn fleet_delivers_every_id_once(members: usize, store: &str) {
     }
     assert!(fleet_duplicates > 0.0, "no duplicate crossed members");
     eprintln!(
-        "fleet of {members} on {store}: {} envelope ids, each once at Kafka, NATS and RabbitMQ; {fleet_duplicates} copies dropped by the fleet's store",
+        "fleet of {members} on {store}, stream on each: {with_stream}: {} envelope ids ({streamed} envelopes also on the stream), each once at Kafka, NATS and RabbitMQ; {fleet_duplicates} copies dropped by the fleet's store",
         expected.len()
     );
     emu.shutdown().await;
@@ -251,17 +302,27 @@ async fn fleet_delivers_every_id_once(members: usize, store: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_members_behind_a_round_robin_proxy_deliver_every_id_once() {
-    fleet_delivers_every_id_once(2, &redis_store()).await;
+    fleet_delivers_every_id_once(2, &redis_store(), false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_with_the_stream_on_each_deliver_every_id_once() {
+    fleet_delivers_every_id_once(2, &redis_store(), true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_members_with_the_stream_on_each_sharing_nats_key_value_deliver_every_id_once() {
+    fleet_delivers_every_id_once(2, &nats_store(), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_behind_a_round_robin_proxy_deliver_every_id_once() {
-    fleet_delivers_every_id_once(3, &redis_store()).await;
+    fleet_delivers_every_id_once(3, &redis_store(), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_sharing_nats_key_value_deliver_every_id_once() {
-    fleet_delivers_every_id_once(3, &nats_store()).await;
+    fleet_delivers_every_id_once(3, &nats_store(), false).await;
 }
 
 /// One of three members SIGKILLed while X delivers, restarted later on its own volume (as
