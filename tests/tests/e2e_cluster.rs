@@ -136,17 +136,12 @@ async fn fleet_delivers_every_id_once(members: usize, store: &str, with_stream: 
     let u = relay_testkit::unique();
     let queue = AmqpQueue::bind(&format!("fleet.{u}")).await;
     let emu = Emulator::start(EmulatorConfig {
-        time_scale: 0.01,
-        // X's own 3 s answer timeout runs on the real clock while these tests scale
-        // X's retries down: a machine stall past it would be a retry the test did not
-        // plan. X's timeout is held against the relay in e2e_hostile.
-        delivery_timeout_ms: 30_000,
         recrc_interval_secs: 0.0,
         stream: x_emulator::StreamConfig {
             heartbeat_ms: Some(200),
             ..x_emulator::StreamConfig::default()
         },
-        ..EmulatorConfig::default()
+        ..scaled_x(0.01)
     })
     .await
     .unwrap();
@@ -363,13 +358,8 @@ async fn member_killed_midway(store: &str) {
     }
     let proxy = Proxy::start(relays.iter().map(|r| r.webhook).collect()).await;
     let emu = Emulator::start(EmulatorConfig {
-        time_scale: 0.01,
-        // X's own 3 s answer timeout runs on the real clock while these tests scale
-        // X's retries down: a machine stall past it would be a retry the test did not
-        // plan. X's timeout is held against the relay in e2e_hostile.
-        delivery_timeout_ms: 30_000,
         recrc_interval_secs: 0.0,
-        ..EmulatorConfig::default()
+        ..scaled_x(0.01)
     })
     .await
     .unwrap();
@@ -828,13 +818,8 @@ async fn the_store_down_under_load_loses_nothing_and_counts_what_it_could_not_ve
     }
     let proxy = Proxy::start(relays.iter().map(|r| r.webhook).collect()).await;
     let emu = Emulator::start(EmulatorConfig {
-        time_scale: 0.01,
-        // X's own 3 s answer timeout runs on the real clock while these tests scale
-        // X's retries down: a machine stall past it would be a retry the test did not
-        // plan. X's timeout is held against the relay in e2e_hostile.
-        delivery_timeout_ms: 30_000,
         recrc_interval_secs: 0.0,
-        ..EmulatorConfig::default()
+        ..scaled_x(0.01)
     })
     .await
     .unwrap();
@@ -942,10 +927,8 @@ async fn a_departed_members_spool_is_seen_by_the_fleet_and_drained() {
         relays.push(Relay::start(dir.path(), &cfg).await);
     }
     let emu = Emulator::start(EmulatorConfig {
-        time_scale: 0.01,
-        delivery_timeout_ms: 30_000,
         recrc_interval_secs: 0.0,
-        ..EmulatorConfig::default()
+        ..scaled_x(0.01)
     })
     .await
     .unwrap();

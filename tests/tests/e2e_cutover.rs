@@ -17,7 +17,7 @@ use std::time::Duration;
 use relay_envelope::{Envelope, IngressKind};
 use support::*;
 use x_emulator::config::Cutover;
-use x_emulator::{AttemptOutcome, Emulator, EmulatorConfig, Format, GeneratorConfig, SentEvent};
+use x_emulator::{AttemptOutcome, Emulator, Format, GeneratorConfig, SentEvent};
 
 fn config(u: &str, kafka: &str, formats: &str) -> String {
     r#"
@@ -115,16 +115,7 @@ async fn a_cutover_played_through_delivers_every_shared_id_event_once() {
     let tmp = tempfile::tempdir().unwrap();
     let queue = AmqpQueue::bind(&format!("cut.{u}")).await;
     let mut relay = Relay::start(tmp.path(), &config(&u, &kafka, r#"["aaa", "xaa"]"#)).await;
-    let emu = Emulator::start(EmulatorConfig {
-        time_scale: 0.01,
-        // X's own 3 s answer timeout runs on the real clock while these tests scale
-        // X's retries down: a machine stall past it would be a retry the test did not
-        // plan. X's timeout is held against the relay in e2e_hostile.
-        delivery_timeout_ms: 30_000,
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
+    let emu = Emulator::start(scaled_x(0.01)).await.unwrap();
     let webhook = emu
         .register_webhook("demo", &relay.webhook_url("demo"))
         .await

@@ -123,11 +123,6 @@ idle_timeout = "{idle_timeout}"
 /// milliseconds, with `faults` on its stream.
 async fn xaa_only_x(faults: x_emulator::StreamFaults) -> x_emulator::EmulatorHandle {
     Emulator::start(EmulatorConfig {
-        time_scale: 0.001,
-        // X's own 3 s answer timeout runs on the real clock while these tests scale
-        // X's retries down: a machine stall past it would be a retry the test did not
-        // plan. X's timeout is held against the relay in e2e_hostile.
-        delivery_timeout_ms: 30_000,
         recrc_interval_secs: 0.0,
         aaa_retired: true,
         stream: x_emulator::StreamConfig {
@@ -135,7 +130,7 @@ async fn xaa_only_x(faults: x_emulator::StreamFaults) -> x_emulator::EmulatorHan
             faults,
             ..x_emulator::StreamConfig::default()
         },
-        ..EmulatorConfig::default()
+        ..scaled_x(0.001)
     })
     .await
     .unwrap()
@@ -214,6 +209,49 @@ fn write_liveness(path: &std::path::Path, key: &str, at: DateTime<Utc>) {
     .unwrap();
 }
 
+/// X's record, once the status of each of `jobs` replay jobs was delivered (a job is
+/// recorded finished just before its status event is sent); panics at `guard`.
+async fn sent_once_statuses_delivered(
+    emu: &x_emulator::EmulatorHandle,
+    jobs: usize,
+    guard: tokio::time::Instant,
+) -> Vec<x_emulator::SentEvent> {
+    loop {
+        let sent = emu.sent_with_bodies();
+        let delivered_statuses = sent
+            .iter()
+            .filter(|e| e.key == "replay_job_status")
+            .filter(|e| {
+                e.deliveries
+                    .iter()
+                    .any(|d| d.outcome == AttemptOutcome::Delivered)
+            })
+            .count();
+        if delivered_statuses >= jobs {
+            return sent;
+        }
+        assert!(
+            tokio::time::Instant::now() < guard,
+            "statuses not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every missed event was delivered again by a replay job.
+fn assert_replayed(missed: &[Emitted], sent: &[x_emulator::SentEvent]) {
+    for m in missed {
+        let e = sent.iter().find(|e| e.seq == m.seq).expect("recorded");
+        assert!(
+            e.deliveries
+                .iter()
+                .any(|d| d.outcome == AttemptOutcome::Delivered && d.replay_job_id.is_some()),
+            "missed event {} not re-delivered by a replay: {e:?}",
+            m.seq
+        );
+    }
+}
+
 fn parse_time(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
         .expect("rfc3339")
@@ -227,13 +265,8 @@ async fn webhook_gap_is_replayed_one_job_at_a_time_and_lands_exactly_once() {
     // Retries after 3 ms, 27 ms, 242 ms: X gives up quickly on a relay that is down. No
     // periodic re-CRC (a CRC failing while the relay is down would disable the webhook).
     let emu = Emulator::start(EmulatorConfig {
-        time_scale: 0.001,
-        // X's own 3 s answer timeout runs on the real clock while these tests scale
-        // X's retries down: a machine stall past it would be a retry the test did not
-        // plan. X's timeout is held against the relay in e2e_hostile.
-        delivery_timeout_ms: 30_000,
         recrc_interval_secs: 0.0,
-        ..EmulatorConfig::default()
+        ..scaled_x(0.001)
     })
     .await
     .unwrap();
@@ -348,36 +381,8 @@ async fn webhook_gap_is_replayed_one_job_at_a_time_and_lands_exactly_once() {
     // events like any other).
     // A job is recorded finished just before its status event is sent: wait until every
     // job's status has been delivered to the relay before taking the emulator's record.
-    let sent = loop {
-        let sent = emu.sent_with_bodies();
-        let delivered_statuses = sent
-            .iter()
-            .filter(|e| e.key == "replay_job_status")
-            .filter(|e| {
-                e.deliveries
-                    .iter()
-                    .any(|d| d.outcome == AttemptOutcome::Delivered)
-            })
-            .count();
-        if delivered_statuses >= jobs.len() {
-            break sent;
-        }
-        assert!(
-            tokio::time::Instant::now() < guard,
-            "statuses not delivered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    for m in &missed {
-        let e = sent.iter().find(|e| e.seq == m.seq).unwrap();
-        assert!(
-            e.deliveries
-                .iter()
-                .any(|d| d.outcome == AttemptOutcome::Delivered && d.replay_job_id.is_some()),
-            "missed event {} not re-delivered by a replay: {e:?}",
-            m.seq
-        );
-    }
+    let sent = sent_once_statuses_delivered(&emu, jobs.len(), guard).await;
+    assert_replayed(&missed, &sent);
     let expected = expected_from_deliveries(&sent);
     for m in missed.iter().chain(&emitted) {
         assert!(
@@ -1194,10 +1199,8 @@ liveness_interval = "1s"
 async fn a_fleet_recovers_a_gap_once_and_a_rolling_restart_is_no_gap() {
     let u = relay_testkit::unique();
     let emu = Emulator::start(EmulatorConfig {
-        time_scale: 0.001,
-        delivery_timeout_ms: 30_000,
         recrc_interval_secs: 0.0,
-        ..EmulatorConfig::default()
+        ..scaled_x(0.001)
     })
     .await
     .unwrap();
@@ -1354,36 +1357,8 @@ async fn a_fleet_recovers_a_gap_once_and_a_rolling_restart_is_no_gap() {
         )
         .await;
 
-    let sent = loop {
-        let sent = emu.sent_with_bodies();
-        let statuses = sent
-            .iter()
-            .filter(|e| e.key == "replay_job_status")
-            .filter(|e| {
-                e.deliveries
-                    .iter()
-                    .any(|d| d.outcome == AttemptOutcome::Delivered)
-            })
-            .count();
-        if statuses >= jobs.len() {
-            break sent;
-        }
-        assert!(
-            tokio::time::Instant::now() < guard,
-            "statuses not delivered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    for m in &missed {
-        let e = sent.iter().find(|e| e.seq == m.seq).unwrap();
-        assert!(
-            e.deliveries
-                .iter()
-                .any(|d| d.outcome == AttemptOutcome::Delivered && d.replay_job_id.is_some()),
-            "missed event {} not re-delivered by a replay: {e:?}",
-            m.seq
-        );
-    }
+    let sent = sent_once_statuses_delivered(&emu, jobs.len(), guard).await;
+    assert_replayed(&missed, &sent);
     let expected = expected_from_deliveries(&sent);
     assert_once_at_nats(&u, &expected, Duration::from_secs(60)).await;
     let via_fleet = relays[asker]

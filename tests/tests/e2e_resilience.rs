@@ -90,16 +90,11 @@ async fn stream_drops_stalls_and_disconnects_lose_nothing() {
     let u = relay_testkit::unique();
     let tmp = tempfile::tempdir().unwrap();
     let emu = Emulator::start(EmulatorConfig {
-        time_scale: 0.01,
-        // X's own 3 s answer timeout runs on the real clock while these tests scale
-        // X's retries down: a machine stall past it would be a retry the test did not
-        // plan. X's timeout is held against the relay in e2e_hostile.
-        delivery_timeout_ms: 30_000,
         stream: x_emulator::StreamConfig {
             heartbeat_ms: Some(200),
             ..x_emulator::StreamConfig::default()
         },
-        ..EmulatorConfig::default()
+        ..scaled_x(0.01)
     })
     .await
     .unwrap();
@@ -233,16 +228,7 @@ async fn sigkill_mid_run_loses_no_event_x_was_told_2xx_about() {
     );
     let mut relay = Relay::start(tmp.path(), &config).await;
     // Retries after 150 ms, 1.35 s and 12.1 s: X keeps trying across the restart.
-    let emu = Emulator::start(EmulatorConfig {
-        time_scale: 0.05,
-        // X's own 3 s answer timeout runs on the real clock while these tests scale
-        // X's retries down: a machine stall past it would be a retry the test did not
-        // plan. X's timeout is held against the relay in e2e_hostile.
-        delivery_timeout_ms: 30_000,
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
+    let emu = Emulator::start(scaled_x(0.05)).await.unwrap();
     register_and_subscribe(&emu, &relay).await;
 
     let mut emitted = Vec::new();
@@ -311,16 +297,7 @@ async fn broker_outage_keeps_accepting_and_delivers_everything_after() {
         nats_sink(&u, &format!("nats://{}", proxy.addr()))
     );
     let relay = Relay::start(tmp.path(), &config).await;
-    let emu = Emulator::start(EmulatorConfig {
-        time_scale: 0.01,
-        // X's own 3 s answer timeout runs on the real clock while these tests scale
-        // X's retries down: a machine stall past it would be a retry the test did not
-        // plan. X's timeout is held against the relay in e2e_hostile.
-        delivery_timeout_ms: 30_000,
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
+    let emu = Emulator::start(scaled_x(0.01)).await.unwrap();
     register_and_subscribe(&emu, &relay).await;
 
     proxy.cut().await;

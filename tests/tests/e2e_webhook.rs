@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use x_emulator::{Emulator, EmulatorConfig, Format, GeneratorConfig};
+use x_emulator::{Emulator, Format, GeneratorConfig};
 
 fn config(u: &str, kafka: &str) -> String {
     r#"
@@ -55,16 +55,7 @@ async fn every_type_and_format_reaches_every_broker_exactly_once() {
     let queue = AmqpQueue::bind(&format!("e2e.{u}")).await;
     let relay = Relay::start(tmp.path(), &config(&u, &kafka)).await;
 
-    let emu = Emulator::start(EmulatorConfig {
-        time_scale: 0.01,
-        // X's own 3 s answer timeout runs on the real clock while these tests scale
-        // X's retries down: a machine stall past it would be a retry the test did not
-        // plan. X's timeout is held against the relay in e2e_hostile.
-        delivery_timeout_ms: 30_000,
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
+    let emu = Emulator::start(scaled_x(0.01)).await.unwrap();
     let webhook = emu
         .register_webhook("demo", &relay.webhook_url("demo"))
         .await

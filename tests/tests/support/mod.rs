@@ -13,6 +13,18 @@ use relay_envelope::{Context, Envelope, IngressKind};
 use serde_json::Value;
 use x_emulator::{AttemptOutcome, EmulatorHandle, SentEvent};
 
+/// X with its retries scaled down by `time_scale` (`0.01`: a 1 minute wait takes 0.6 s).
+/// X's own 3 s answer timeout runs on the real clock while the retries are scaled: a
+/// machine stall past it would be a retry the test did not plan, so it is 30 s here (X's
+/// timeout is held against the relay in e2e_hostile).
+pub fn scaled_x(time_scale: f64) -> x_emulator::EmulatorConfig {
+    x_emulator::EmulatorConfig {
+        time_scale,
+        delivery_timeout_ms: 30_000,
+        ..x_emulator::EmulatorConfig::default()
+    }
+}
+
 /// The `activity-relay` binary that `cargo test` built next to this test executable.
 pub fn relay_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
