@@ -74,6 +74,82 @@ namespace = "e2e-{u}"
     ) + &broker_sinks("fleet", u, kafka, None)
 }
 
+/// `cfg` with the activity stream `main` of `emu` (every member has it; one leads it).
+fn stream_on(cfg: &str, emu: &x_emulator::EmulatorHandle) -> String {
+    reorder_stream(&cfg.replace(
+        "[[webhook.apps]]",
+        &format!(
+            "[[stream]]\nname = \"main\"\nurl = \"{}/2/activity/stream\"\nbearer_token = \"emulator-bearer\"\nidle_timeout = \"5s\"\n\n[[webhook.apps]]",
+            emu.base_url()
+        ),
+    ))
+}
+
+/// Waits until one member leads the stream with one live connection to X; returns it.
+async fn one_stream_leader(relays: &[Relay], emu: &x_emulator::EmulatorHandle) -> usize {
+    let guard = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut leaders = Vec::new();
+        for r in relays {
+            leaders.push(leading(r).await);
+        }
+        let live = emu
+            .connections()
+            .iter()
+            .filter(|c| c.outcome == "connected" && c.ended_at.is_none())
+            .count();
+        if leaders.iter().sum::<f64>() == 1.0 && live == 1 {
+            return leaders.iter().position(|l| *l == 1.0).unwrap_or(0);
+        }
+        assert!(
+            tokio::time::Instant::now() < guard,
+            "no single stream leader: {leaders:?} leading, {live} connections"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// X's webhook at the proxy, every user subscribed in AAA and in XAA (the overlap).
+async fn subscribe_both_formats(emu: &x_emulator::EmulatorHandle, proxy: &Proxy) {
+    let webhook = emu
+        .register_webhook("demo", &format!("http://{}/webhooks/demo", proxy.addr))
+        .await
+        .expect("CRC through the proxy");
+    let xaa_kinds: Vec<&str> = x_emulator::generator::all_kinds()
+        .into_iter()
+        .filter(|(f, _)| *f == Format::Xaa)
+        .map(|(_, k)| k)
+        .collect();
+    let client = reqwest::Client::new();
+    for user in &emu.config().users {
+        emu.subscribe("demo", &webhook.id, &user.user_id).unwrap();
+        let r = client
+            .post(format!("{}/2/activity/subscriptions", emu.base_url()))
+            .bearer_auth("emulator-bearer")
+            .json(&serde_json::json!({
+                "user_id": user.user_id, "event_types": xaa_kinds, "webhook_id": webhook.id
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+}
+
+/// Adds the envelopes X also put on the stream (its XAA events, once more); returns how
+/// many.
+fn add_streamed(expected: &mut BTreeMap<String, Envelope>, sent: &[SentEvent]) -> usize {
+    let mut n = 0;
+    for e in sent.iter().filter(|e| e.streamed > 0) {
+        let body = e.body.as_ref().expect("sent_with_bodies");
+        for env in normalize_value(body, IngressKind::Stream) {
+            n += 1;
+            expected.entry(env.id.clone()).or_insert(env);
+        }
+    }
+    n
+}
+
 fn delivered(e: &SentEvent) -> bool {
     e.deliveries
         .iter()
@@ -150,63 +226,15 @@ async fn fleet_delivers_every_id_once(members: usize, store: &str, with_stream: 
     for (i, dir) in dirs.iter().enumerate() {
         let mut cfg = config_on(store, &u, &kafka, i);
         if with_stream {
-            cfg = reorder_stream(&cfg.replace(
-                "[[webhook.apps]]",
-                &format!(
-                    "[[stream]]\nname = \"main\"\nurl = \"{}/2/activity/stream\"\nbearer_token = \"emulator-bearer\"\nidle_timeout = \"5s\"\n\n[[webhook.apps]]",
-                    emu.base_url()
-                ),
-            ));
+            cfg = stream_on(&cfg, &emu);
         }
         relays.push(Relay::start(dir.path(), &cfg).await);
     }
     if with_stream {
-        // One member leads the stream: one live connection to X before any event.
-        let guard = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let mut leaders = 0.0;
-            for r in &relays {
-                leaders += leading(r).await;
-            }
-            let live = emu
-                .connections()
-                .iter()
-                .filter(|c| c.outcome == "connected" && c.ended_at.is_none())
-                .count();
-            if leaders == 1.0 && live == 1 {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < guard,
-                "no single stream leader: {leaders} leading, {live} connections"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        one_stream_leader(&relays, &emu).await;
     }
     let proxy = Proxy::start(relays.iter().map(|r| r.webhook).collect()).await;
-    let webhook = emu
-        .register_webhook("demo", &format!("http://{}/webhooks/demo", proxy.addr))
-        .await
-        .expect("CRC through the proxy");
-    let xaa_kinds: Vec<&str> = x_emulator::generator::all_kinds()
-        .into_iter()
-        .filter(|(f, _)| *f == Format::Xaa)
-        .map(|(_, k)| k)
-        .collect();
-    let client = reqwest::Client::new();
-    for user in &emu.config().users {
-        emu.subscribe("demo", &webhook.id, &user.user_id).unwrap();
-        let r = client
-            .post(format!("{}/2/activity/subscriptions", emu.base_url()))
-            .bearer_auth("emulator-bearer")
-            .json(&serde_json::json!({
-                "user_id": user.user_id, "event_types": xaa_kinds, "webhook_id": webhook.id
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-    }
+    subscribe_both_formats(&emu, &proxy).await;
 
     // X's overlap: every event once per format, and X's plain re-sends.
     let gen = GeneratorConfig {
@@ -236,14 +264,7 @@ async fn fleet_delivers_every_id_once(members: usize, store: &str, with_stream: 
     let mut expected = expected(&sent);
     let mut streamed = 0;
     if with_stream {
-        // What X put on the stream too (the XAA events, once more).
-        for e in sent.iter().filter(|e| e.streamed > 0) {
-            let body = e.body.as_ref().expect("sent_with_bodies");
-            for env in normalize_value(body, IngressKind::Stream) {
-                streamed += 1;
-                expected.entry(env.id.clone()).or_insert(env);
-            }
-        }
+        streamed = add_streamed(&mut expected, &sent);
         assert!(streamed > 0, "nothing went out on the stream");
     }
     for r in &relays {
@@ -320,8 +341,10 @@ async fn three_members_sharing_nats_key_value_deliver_every_id_once() {
     fleet_delivers_every_id_once(3, &nats_store(), false).await;
 }
 
-/// One of three members SIGKILLed while X delivers, restarted later on its own volume (as
-/// a pod is): nothing X was told 2xx about is lost at any broker. A copy may repeat only
+/// One of three members SIGKILLed while X delivers (the AAA-to-XAA overlap, X's retries
+/// and re-sends, the stream on every member: one leads it, a standby is killed), restarted
+/// later on its own volume (as a pod is): nothing X was told 2xx about is lost at any
+/// broker. A copy may repeat only
 /// where a survivor took over a delivery the dead member had claimed and may have made
 /// durable (counted as `unverified{reason="pending_elsewhere"|"taken_over"}`), and the
 /// dead member's one unconfirmed batch per sink (re-sent after its restart, as by any relay
@@ -342,36 +365,39 @@ async fn member_killed_midway(store: &str) {
         .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
     let u = relay_testkit::unique();
     let queue = AmqpQueue::bind(&format!("fleet.{u}")).await;
+    let emu = Emulator::start(EmulatorConfig {
+        recrc_interval_secs: 0.0,
+        stream: x_emulator::StreamConfig {
+            heartbeat_ms: Some(200),
+            ..x_emulator::StreamConfig::default()
+        },
+        ..scaled_x(0.01)
+    })
+    .await
+    .unwrap();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut relays = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
         // A short pending_ttl: the dead member's claims free up quickly for X's retries.
         // Batches of 16: the killed member re-sends at most its one unconfirmed batch per
         // sink after its restart (at-least-once, as any single relay killed mid-publish).
+        // The stream on every member, one leading it.
         let cfg = config_on(store, &u, &kafka, i)
             .replace(
                 "[cluster]\n",
                 "[cluster]\npending_ttl = \"3s\"\nclaim_wait = \"5s\"\n",
             )
             .replace("batch_size = 128", &format!("batch_size = {BATCH}"));
-        relays.push(Relay::start(dir.path(), &cfg).await);
+        relays.push(Relay::start(dir.path(), &stream_on(&cfg, &emu)).await);
     }
+    // The member killed is one of the standbys (the leader's death is the next test's).
+    let victim = (one_stream_leader(&relays, &emu).await + 1) % relays.len();
     let proxy = Proxy::start(relays.iter().map(|r| r.webhook).collect()).await;
-    let emu = Emulator::start(EmulatorConfig {
-        recrc_interval_secs: 0.0,
-        ..scaled_x(0.01)
-    })
-    .await
-    .unwrap();
-    let webhook = emu
-        .register_webhook("demo", &format!("http://{}/webhooks/demo", proxy.addr))
-        .await
-        .expect("CRC through the proxy");
-    for user in &emu.config().users {
-        emu.subscribe("demo", &webhook.id, &user.user_id).unwrap();
-    }
+    subscribe_both_formats(&emu, &proxy).await;
+    // X's overlap (every event once per format) and X's plain re-sends.
     let gen = |seed: u64| GeneratorConfig {
         cycle: true,
+        cutover: Cutover::Both,
         duplicate_rate: 0.15,
         batch_rate: 0.2,
         seed: Some(seed),
@@ -379,7 +405,7 @@ async fn member_killed_midway(store: &str) {
     };
     // Traffic, the kill in the middle of it, more traffic while the member is gone.
     let mut emitted = emu.generate(&gen(1), 200);
-    relays[1].kill9();
+    relays[victim].kill9();
     emitted.extend(emu.generate(&gen(2), 200));
     let sent = wait_deliveries_settled(&emu, &emitted, Duration::from_secs(180)).await;
     // X got each delivery through on a live member (its retries round-robin past the dead
@@ -391,9 +417,10 @@ async fn member_killed_midway(store: &str) {
         .collect();
     assert!(given_up.is_empty(), "X gave up on {given_up:?}");
     // The pod comes back on its own volume and delivers what it had made durable.
-    relays[1].spawn().await;
+    relays[victim].spawn().await;
 
-    let expected = expected(&sent);
+    let mut expected = expected(&sent);
+    let streamed = add_streamed(&mut expected, &sent);
     for r in &relays {
         assert!(
             r.wait_drained(&["kafka", "nats", "rabbitmq"], Duration::from_secs(120))
@@ -404,7 +431,12 @@ async fn member_killed_midway(store: &str) {
     }
     // Survivors' ids claimed from the dead member: waited out or taken over once expired.
     let mut taken_over = 0.0;
-    for r in [&relays[0], &relays[2]] {
+    for r in relays
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != victim)
+        .map(|(_, r)| r)
+    {
         for reason in ["pending_elsewhere", "taken_over"] {
             taken_over += r
                 .metric(
@@ -435,7 +467,7 @@ async fn member_killed_midway(store: &str) {
         );
     }
     eprintln!(
-        "member killed midway on {store}: {} deliveries, {} envelope ids, none lost; {taken_over} taken over from its claims; more than once: rabbitmq {rabbit_twice}, kafka {kafka_twice}",
+        "member killed midway on {store} (overlap, stream on each): {} deliveries, {} envelope ids ({streamed} also on the stream), none lost; {taken_over} taken over from its claims; more than once: rabbitmq {rabbit_twice}, kafka {kafka_twice}",
         sent.len(),
         expected.len()
     );
