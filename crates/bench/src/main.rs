@@ -172,12 +172,32 @@ async fn run(args: Args) -> Result<(), BoxError> {
         Err(_) => Ok(()),
     };
     setup.cleanup().await;
+    if let Some(store) = args
+        .cluster_store
+        .as_deref()
+        .filter(|s| s.starts_with("nats://"))
+    {
+        // The fleet's key-value buckets (Redis keys expire on their own).
+        if let Ok(client) = async_nats::connect(store).await {
+            let js = async_nats::jetstream::new(client);
+            for what in ["claims", "jobs"] {
+                let _ = js
+                    .delete_key_value(format!("{}-{what}", cluster_namespace(&setup)))
+                    .await;
+            }
+        }
+    }
     let report = result?;
     written?;
     use std::io::Write;
     // stdout may be a closed pipe (`| head`): the files are what matters.
     let _ = writeln!(std::io::stdout().lock(), "{}", report.markdown());
     Ok(())
+}
+
+/// The `[cluster]` namespace of this run (its keys, or its NATS buckets).
+fn cluster_namespace(setup: &Setup) -> String {
+    format!("bench-{}", setup.unique)
 }
 
 fn write_results(args: &Args, report: &Report) -> Result<(), BoxError> {
@@ -202,8 +222,8 @@ async fn bench(args: &Args, bin: &std::path::Path, setup: &Setup) -> Result<Repo
     let mut toml = setup.sink_toml();
     if let Some(store) = &args.cluster_store {
         toml.push_str(&format!(
-            "\n[cluster]\nstore = \"{store}\"\nmember = \"bench\"\nnamespace = \"bench-{}\"\n",
-            unique()
+            "\n[cluster]\nstore = \"{store}\"\nmember = \"bench\"\nnamespace = \"{}\"\n",
+            cluster_namespace(setup)
         ));
     }
     let mut relay = Relay::start(bin, &setup.dir, &toml).await?;
