@@ -120,6 +120,9 @@ impl SpoolSection {
     }
 }
 
+/// The smallest `[spool] max_bytes` and `segment_bytes` accepted.
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+
 /// Room for a record's framing and envelope attributes (see the `segment_bytes` check).
 const RECORD_SLACK: u64 = 16 << 10;
 
@@ -318,10 +321,11 @@ impl Config {
         if spool.dir.as_os_str().is_empty() {
             return Err(invalid("[spool]", "`dir` is required"));
         }
-        if spool.max_bytes == 0 || spool.segment_bytes == 0 {
+        // One bound, checked here only (`run --check` and `run` both load through this).
+        if spool.max_bytes < MIN_SEGMENT_BYTES || spool.segment_bytes < MIN_SEGMENT_BYTES {
             return Err(invalid(
                 "[spool]",
-                "max_bytes and segment_bytes must be positive",
+                format!("max_bytes and segment_bytes must be at least {MIN_SEGMENT_BYTES}"),
             ));
         }
         let dedup: DedupConfig = optional_section("[dedup]", table.remove("dedup"))?;

@@ -51,11 +51,6 @@ pub fn check(cfg: &Config) -> Result<String, RunError> {
             cfg.spool.dir.display()
         )));
     }
-    if cfg.spool.effective_segment_bytes() < 4096 {
-        return Err(RunError::Other(
-            "[spool] max_bytes and segment_bytes must be at least 4096".to_string(),
-        ));
-    }
     lines.push(format!(
         "spool: {} (max {} bytes, segments of {} bytes)",
         cfg.spool.dir.display(),

@@ -322,3 +322,17 @@ fn check_refuses_what_the_stream_client_would_refuse() {
         "{stdout}"
     );
 }
+
+/// One bound for the spool's sizes, said by the loader that `run` and `run --check` share.
+#[test]
+fn spool_sizes_below_4096_are_refused() {
+    for (key, value) in [("max_bytes", 1024), ("segment_bytes", 0)] {
+        let text = MINIMAL.replace(
+            "dir = \"./spool\"",
+            &format!("dir = \"./spool\"\n{key} = {value}"),
+        );
+        let (ok, stdout, stderr) = check_text(&text, &[]);
+        assert!(!ok, "{key}: {stdout}");
+        assert!(stderr.contains("at least 4096"), "{key}: {stderr}");
+    }
+}

@@ -178,7 +178,7 @@ impl RecoveryConfig {
         }
         if let (Some(app), Some(w)) = (non_empty(&self.app), webhook) {
             if !w.apps.iter().any(|a| a.name == app) {
-                return Err(format!("app {app:?} is not a [[webhook.app]] name"));
+                return Err(format!("app {app:?} is not a [[webhook.apps]] name"));
             }
         }
         if self.enabled {
