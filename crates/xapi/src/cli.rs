@@ -17,7 +17,7 @@ use crate::error::XapiError;
 use crate::replay::{self, ReplayRules};
 
 mod output;
-pub(crate) use output::write_json;
+use crate::json_out::write_json;
 use output::{activity_table, table, webhook_table};
 
 /// `activity-relay x`: manage X webhooks, subscriptions and replays.

@@ -26,6 +26,7 @@
 pub mod cli;
 pub mod client;
 pub mod error;
+mod json_out;
 pub mod migrate;
 pub mod oauth;
 pub mod replay;

@@ -386,7 +386,7 @@ pub async fn run(
             ..Outcome::default()
         };
         if json_out {
-            return crate::cli::write_json(out, &outcome);
+            return crate::json_out::write_json(out, &outcome);
         }
         writeln!(
             out,
@@ -513,7 +513,7 @@ pub async fn run(
     };
     if args.dry_run {
         if json_out {
-            return crate::cli::write_json(
+            return crate::json_out::write_json(
                 out,
                 &json!({"plan": plan, "users": reports.values().collect::<Vec<_>>()}),
             );
@@ -620,7 +620,7 @@ pub async fn run(
             .map_err(|e| XapiError::InvalidArgument(format!("report file {}: {e}", p.display())))?;
     }
     if json_out {
-        return crate::cli::write_json(out, &outcome);
+        return crate::json_out::write_json(out, &outcome);
     }
     print_plan(out, &outcome.plan)?;
     writeln!(

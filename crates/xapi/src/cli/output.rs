@@ -2,20 +2,8 @@
 
 use std::io::Write;
 
-use serde::Serialize;
-
 use crate::client::{ActivitySubscription, Webhook};
 use crate::error::XapiError;
-
-pub(crate) fn write_json<T: Serialize + ?Sized>(
-    out: &mut (dyn Write + Send),
-    value: &T,
-) -> Result<(), XapiError> {
-    serde_json::to_writer_pretty(&mut *out, value)
-        .map_err(|e| XapiError::Output(std::io::Error::other(e)))?;
-    writeln!(out)?;
-    Ok(())
-}
 
 pub(super) fn webhook_table(
     out: &mut (dyn Write + Send),
