@@ -32,11 +32,65 @@ pub enum RunError {
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
     #[error("ingress: {0}")]
-    Ingress(String),
+    Ingress(#[from] relay_ingress::IngressError),
+    #[error("webhook TLS file {0} does not exist")]
+    TlsFileMissing(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    #[error("{0}")]
-    Other(String),
+    #[error("[spool] dir {} exists and is not a directory", .0.display())]
+    SpoolDirNotADirectory(PathBuf),
+    #[error("[log] level {level:?}: {problem}")]
+    LogLevel { level: String, problem: String },
+    #[error(
+        "[[sinks]] {first:?} and {second:?} both name the JetStream stream {stream:?} on {url}: \
+         JetStream would drop the second sink's copy of every event as a duplicate \
+         (same Nats-Msg-Id); give each sink its own stream"
+    )]
+    SharedNatsStream {
+        first: String,
+        second: String,
+        stream: String,
+        url: String,
+    },
+    #[error("cannot write --listen-file {}: {source}", path.display())]
+    ListenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sink {sink:?}: cannot create directory {path}: {source}")]
+    SinkDir {
+        sink: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} task failed: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("[cluster]: {0}")]
+    Cluster(#[from] crate::cluster::StoreError),
+    #[error("[recovery] needs a [webhook] section")]
+    RecoveryWithoutWebhook,
+    #[error("[recovery] webhook_id is required")]
+    RecoveryWithoutWebhookId,
+    #[error("[recovery]: {0}")]
+    RecoveryClient(#[source] relay_xapi::XapiError),
+    #[error("drain: {left} records still unconfirmed after {}; they stay in {}", humantime::format_duration(*after), dir.display())]
+    DrainIncomplete {
+        left: u64,
+        after: Duration,
+        dir: PathBuf,
+    },
+    #[error("spool failed: {0}")]
+    SpoolFailed(String),
+    #[error("a dispatcher stopped unexpectedly")]
+    DispatcherStopped,
+    #[error(transparent)]
+    Dispatch(#[from] crate::dispatch::DispatchError),
 }
 
 /// Validates everything that can be checked without the network and without creating
@@ -46,10 +100,7 @@ pub enum RunError {
 pub fn check(cfg: &Config) -> Result<String, RunError> {
     let mut lines = Vec::new();
     if cfg.spool.dir.exists() && !cfg.spool.dir.is_dir() {
-        return Err(RunError::Other(format!(
-            "[spool] dir {} exists and is not a directory",
-            cfg.spool.dir.display()
-        )));
+        return Err(RunError::SpoolDirNotADirectory(cfg.spool.dir.clone()));
     }
     lines.push(format!(
         "spool: {} (max {} bytes, segments of {} bytes)",
@@ -63,13 +114,15 @@ pub fn check(cfg: &Config) -> Result<String, RunError> {
         cfg.dedup.max_entries
     ));
     lines.push(format!("admin: http://{}", cfg.admin.listen));
-    tracing_subscriber::EnvFilter::try_new(&cfg.log.level)
-        .map_err(|e| RunError::Other(format!("[log] level {:?}: {e}", cfg.log.level)))?;
+    tracing_subscriber::EnvFilter::try_new(&cfg.log.level).map_err(|e| RunError::LogLevel {
+        level: cfg.log.level.clone(),
+        problem: e.to_string(),
+    })?;
     if let Some(w) = &cfg.webhook {
         lines.push(check_webhook(w)?);
     }
     for s in &cfg.streams {
-        s.validate().map_err(|e| RunError::Ingress(e.to_string()))?;
+        s.validate()?;
         lines.push(format!("stream {}: {}", s.name, s.url));
     }
     lines.push(cfg.recovery.summary(cfg.webhook.as_ref()));
@@ -102,14 +155,12 @@ fn check_shared_streams(cfg: &Config) -> Result<(), RunError> {
             .iter()
             .find(|(_, url, name)| *url == n.url && *name == stream.name)
         {
-            return Err(RunError::Other(format!(
-                "[[sinks]] {other:?} and {:?} both name the JetStream stream {:?} on {}: \
-                 JetStream would drop the second sink's copy of every event as a duplicate \
-                 (same Nats-Msg-Id); give each sink its own stream",
-                s.name,
-                stream.name,
-                relay_sink::redact_url(&n.url)
-            )));
+            return Err(RunError::SharedNatsStream {
+                first: (*other).to_string(),
+                second: s.name.clone(),
+                stream: stream.name.clone(),
+                url: relay_sink::redact_url(&n.url),
+            });
         }
         seen.push((&s.name, &n.url, &stream.name));
     }
@@ -150,11 +201,9 @@ fn write_listen_file(
     let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            RunError::Other(format!(
-                "cannot write --listen-file {}: {e}",
-                path.display()
-            ))
+        .map_err(|source| RunError::ListenFile {
+            path: path.to_path_buf(),
+            source,
         })
 }
 
@@ -176,11 +225,10 @@ pub async fn run_with(
     for s in &cfg.sinks {
         if let SinkKind::File(f) = &s.kind {
             if f.path != "-" {
-                std::fs::create_dir_all(&f.path).map_err(|e| {
-                    RunError::Other(format!(
-                        "sink {:?}: cannot create directory {}: {e}",
-                        s.name, f.path
-                    ))
+                std::fs::create_dir_all(&f.path).map_err(|source| RunError::SinkDir {
+                    sink: s.name.clone(),
+                    path: f.path.clone(),
+                    source,
                 })?;
             }
         }
@@ -212,7 +260,10 @@ pub async fn run_with(
         let now = i64::try_from(now_ms()).unwrap_or(i64::MAX);
         tokio::task::spawn_blocking(move || Dedup::open(&dir, window, max, now))
             .await
-            .map_err(|e| RunError::Other(format!("dedup load task failed: {e}")))??
+            .map_err(|source| RunError::Task {
+                what: "dedup load",
+                source,
+            })??
     };
     let rebuilt = dedup::rebuild_from_spool(&dedup, &spool).await?;
     tracing::info!(
@@ -226,11 +277,7 @@ pub async fn run_with(
     // time, gaps found and recovered for the fleet (crate::cluster).
     let cluster_store = match &cfg.cluster {
         None => None,
-        Some(c) => Some(
-            crate::cluster::connect(c, cfg.dedup.window)
-                .await
-                .map_err(|e| RunError::Other(format!("[cluster]: {e}")))?,
-        ),
+        Some(c) => Some(crate::cluster::connect(c, cfg.dedup.window).await?),
     };
     let fleet_recovery = match (&cfg.cluster, &cluster_store) {
         (Some(c), Some(store)) => Some(crate::cluster::recovery::FleetRecovery {
@@ -247,7 +294,10 @@ pub async fn run_with(
         let dir = cfg.spool.dir.clone();
         tokio::task::spawn_blocking(move || crate::recovery::Liveness::load(&dir))
             .await
-            .map_err(|e| RunError::Other(format!("liveness load task failed: {e}")))?
+            .map_err(|source| RunError::Task {
+                what: "liveness load",
+                source,
+            })?
     };
     // What the ingresses share with the relay while they run: where each stream resumes
     // from, and up to when each ingress took everything (for the liveness record).
@@ -555,11 +605,11 @@ pub async fn run_with(
         _ = shutdown.cancelled() => tracing::info!("shutdown requested"),
         left = emptied => {
             if let Some(left) = left {
-                failure = Some(RunError::Other(format!(
-                    "drain: {left} records still unconfirmed after {}; they stay in {}",
-                    humantime::format_duration(opts.drain.unwrap_or_default()),
-                    cfg.spool.dir.display()
-                )));
+                failure = Some(RunError::DrainIncomplete {
+                    left,
+                    after: opts.drain.unwrap_or_default(),
+                    dir: cfg.spool.dir.clone(),
+                });
             }
         }
         reason = spool.failed() => {
@@ -568,15 +618,15 @@ pub async fn run_with(
             // 503; the relay delivers what it can, exits non-zero, and its restart recovers
             // from what is on disk.
             tracing::error!(%reason, "spool failed for good; exiting so that a restart recovers from disk");
-            failure = Some(RunError::Other(format!("spool failed: {reason}")));
+            failure = Some(RunError::SpoolFailed(reason));
         }
         Some(res) = dispatchers.join_next() => {
             // A dispatcher only returns on its own after a spool error or a panic: stop with
             // an error so the orchestrator restarts the relay (the spool keeps everything).
             let e = match res {
-                Ok(Ok(())) => RunError::Other("a dispatcher stopped unexpectedly".to_string()),
-                Ok(Err(e)) => RunError::Other(e.to_string()),
-                Err(e) => RunError::Other(format!("a dispatcher task failed: {e}")),
+                Ok(Ok(())) => RunError::DispatcherStopped,
+                Ok(Err(e)) => RunError::Dispatch(e),
+                Err(source) => RunError::Task { what: "a dispatcher", source },
             };
             tracing::error!(error = %e, "dispatcher stopped; shutting down");
             failure = Some(e);
@@ -590,7 +640,7 @@ pub async fn run_with(
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "an ingress task panicked; shutting down");
-                    failure = Some(RunError::Ingress(e.to_string()));
+                    failure = Some(RunError::Task { what: "an ingress", source: e });
                 }
             }
         }
@@ -744,20 +794,17 @@ fn build_recovery(
     let webhook = cfg
         .webhook
         .as_ref()
-        .ok_or_else(|| RunError::Other("[recovery] needs a [webhook] section".into()))?;
+        .ok_or(RunError::RecoveryWithoutWebhook)?;
     if cfg.recovery.method_for(Some(webhook)) == RecoveryMethod::Stream {
         let r = crate::recovery::stream::StreamRecovery::new(&cfg.recovery, webhook, metrics, from);
         return Ok(Recovery::Stream(r));
     }
-    let client = cfg
-        .recovery
-        .client()
-        .map_err(|e| RunError::Other(format!("[recovery]: {e}")))?;
+    let client = cfg.recovery.client().map_err(RunError::RecoveryClient)?;
     let webhook_id = cfg
         .recovery
         .webhook_id
         .clone()
-        .ok_or_else(|| RunError::Other("[recovery] webhook_id is required".into()))?;
+        .ok_or(RunError::RecoveryWithoutWebhookId)?;
     Ok(Recovery::Replay(WebhookRecovery {
         client,
         webhook_id,
@@ -796,7 +843,7 @@ async fn start_ingresses(
         set.spawn(async move {
             relay_ingress::stream::run_with(stream, runtime, pipeline, &registry, stop)
                 .await
-                .map_err(|e| RunError::Ingress(e.to_string()))
+                .map_err(RunError::from)
         });
     }
     if let Some(w) = &cfg.webhook {
@@ -807,28 +854,21 @@ async fn start_ingresses(
             registry,
         )
         .await
-        .map_err(|e| RunError::Ingress(e.to_string()))?;
+        .map_err(RunError::from)?;
         addr = Some(server.local_addr());
         let stop = stop.clone();
-        set.spawn(async move {
-            server
-                .run(stop)
-                .await
-                .map_err(|e| RunError::Ingress(e.to_string()))
-        });
+        set.spawn(async move { server.run(stop).await.map_err(RunError::from) });
     }
     Ok(addr)
 }
 
 /// Checks the webhook configuration the way the server will (no socket is bound).
 fn check_webhook(w: &relay_ingress::webhook::WebhookConfig) -> Result<String, RunError> {
-    w.validate().map_err(|e| RunError::Ingress(e.to_string()))?;
+    w.validate().map_err(RunError::from)?;
     if let Some(tls) = &w.tls {
         for p in [&tls.cert_path, &tls.key_path] {
             if !std::path::Path::new(p).is_file() {
-                return Err(RunError::Ingress(format!(
-                    "webhook TLS file {p} does not exist"
-                )));
+                return Err(RunError::TlsFileMissing(p.clone()));
             }
         }
     }
