@@ -56,7 +56,7 @@ async fn start_prometheus(dir: &Path, target: std::net::SocketAddr) -> Prometheu
         ),
     )
     .unwrap();
-    let port = free_port();
+    let port = relay_testkit::free_port();
     let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
     let child = Command::new("prometheus")
         .arg(format!(

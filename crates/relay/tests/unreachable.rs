@@ -2,7 +2,6 @@
 //! accepts deliveries into the spool, `/readyz` says which sink is not ready, the other
 //! sink still gets every event, and SIGTERM ends it within `shutdown_timeout` with exit 0.
 
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,19 +9,11 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_broker_does_not_stop_accepting() {
     let dir = tempfile::tempdir().unwrap();
     // A port nothing listens on (bound for a moment, then closed): the broker is down.
-    let dead = free_port();
+    let dead = relay_testkit::free_port();
     let config = dir.path().join("relay.toml");
     std::fs::write(
         &config,

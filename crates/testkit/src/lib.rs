@@ -67,6 +67,17 @@ pub fn require_kafka() -> String {
     }
 }
 
+/// A port that was free a moment ago (bound, then released): for an address nothing
+/// listens on, or for a process that binds it next (which something else could take in
+/// between: prefer binding port 0 and reporting the address, as the relay's
+/// `--listen-file` does).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding 127.0.0.1:0")
+}
+
 /// A lowercase alphanumeric suffix unique within this process and very likely across
 /// processes (time, pid and a counter mixed), e.g. `k3f9q0c1z8`.
 pub fn unique() -> String {
