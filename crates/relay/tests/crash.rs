@@ -3,6 +3,7 @@
 //! every delivery that got a 2xx must be in the file sink's output (each line valid JSON,
 //! duplicates bounded by one dispatcher batch).
 
+use base64::Engine as _;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,20 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 const SECRET: &str = "crash-test-consumer-secret";
 const BATCH: usize = 16;
 
 fn sign(body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    format!(
-        "sha256={}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
+    relay_testkit::x_signature(SECRET, body)
 }
 
 fn body(n: usize) -> Vec<u8> {

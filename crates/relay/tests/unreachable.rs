@@ -5,10 +5,6 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_broker_does_not_stop_accepting() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,12 +77,7 @@ connect_timeout = "500ms"
     }
 
     let body = br#"{"data":{"event_uuid":"u-1","filter":{"user_id":"1"},"event_type":"post.create","payload":{"id":"9","text":"unreachable-marker"}}}"#;
-    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
-    mac.update(body);
-    let sig = format!(
-        "sha256={}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    );
+    let sig = relay_testkit::x_signature("s3cret", body);
     let r = client
         .post(format!("http://{webhook}/webhooks/t"))
         .header("x-twitter-webhooks-signature", sig)

@@ -67,6 +67,20 @@ pub fn require_kafka() -> String {
     }
 }
 
+/// base64(HMAC-SHA256(`key`, `msg`)): X's signature and CRC response without the prefix.
+pub fn hmac_b64(key: &str, msg: &[u8]) -> String {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
+    mac.update(msg);
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// X's signature of a webhook body: `sha256=` + base64(HMAC-SHA256(consumer secret, body)).
+pub fn x_signature(secret: &str, body: &[u8]) -> String {
+    format!("sha256={}", hmac_b64(secret, body))
+}
+
 /// A port that was free a moment ago (bound, then released): for an address nothing
 /// listens on, or for a process that binds it next (which something else could take in
 /// between: prefer binding port 0 and reporting the address, as the relay's

@@ -42,17 +42,8 @@ pub fn relay_bin() -> PathBuf {
     bin
 }
 
-/// X's signature of a webhook body: `sha256=` + base64(HMAC-SHA256(consumer secret, body)).
-pub fn x_signature(secret: &str, body: &[u8]) -> String {
-    use base64::Engine as _;
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(body);
-    format!(
-        "sha256={}",
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-    )
-}
+#[allow(unused_imports)] // not every test file signs
+pub use relay_testkit::x_signature;
 
 /// The shared fixtures folder.
 pub fn fixtures_dir() -> PathBuf {

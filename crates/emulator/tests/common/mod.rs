@@ -13,15 +13,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
-pub fn hmac_b64(key: &str, msg: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).unwrap();
-    mac.update(msg);
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
+pub use relay_testkit::hmac_b64;
 
 #[derive(Clone, Debug)]
 pub enum Crc {

@@ -5,14 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
 use relay_envelope::Context;
 use relay_ingress::webhook::{AppConfig, WebhookConfig, WebhookServer};
 use relay_ingress::{AcceptError, AcceptReport, Pipeline};
-use sha2::Sha256;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -59,11 +56,7 @@ impl Pipeline for Recorder {
     }
 }
 
-pub fn hmac_b64(secret: &str, msg: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(msg);
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-}
+pub use relay_testkit::hmac_b64;
 
 pub fn app(name: &str, secrets: &[&str]) -> AppConfig {
     AppConfig {
