@@ -931,7 +931,8 @@ async fn the_store_down_under_load_loses_nothing_and_counts_what_it_could_not_ve
 /// stops with records on its volume. The other member sees them in
 /// `activity_relay_cluster_spool_left_records{member}` (the alert's metric), and
 /// `activity-relay drain`, run on the departed volume as the Kubernetes Job does, delivers
-/// every one of them once NATS is back, exits 0 and clears the report.
+/// every one of them once NATS is back, exits 0 and clears the report; before that, it
+/// refuses a directory that holds no spool (exit 2) and gives up with records left (exit 1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_departed_members_spool_is_seen_by_the_fleet_and_drained() {
     let kafka = relay_testkit::kafka_bootstrap()
@@ -1006,31 +1007,38 @@ async fn a_departed_members_spool_is_seen_by_the_fleet_and_drained() {
         .await;
     assert_eq!(left as usize, expected.len(), "{}", relays[0].log());
 
-    // The drain Job on the departed volume, NATS back.
-    nats.restore().await;
-    let log = dirs[1].path().join("drain.log");
-    let status = tokio::task::spawn_blocking({
-        let (config, spool, log) = (
-            relays[1].config.clone(),
-            dirs[1].path().join("spool"),
-            log.clone(),
-        );
-        move || {
-            let out = std::fs::File::create(&log).unwrap();
-            std::process::Command::new(relay_bin())
-                .args(["drain", "--timeout", "60s", "--config"])
-                .arg(&config)
-                .arg("--spool-dir")
-                .arg(&spool)
-                .stdout(out.try_clone().unwrap())
-                .stderr(out)
-                .status()
-                .unwrap()
+    // `activity-relay drain` on the departed volume, as the Job runs it.
+    let drain = |spool: std::path::PathBuf, timeout: &'static str| {
+        let (config, log) = (relays[1].config.clone(), dirs[1].path().join("drain.log"));
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let out = std::fs::File::create(&log).unwrap();
+                let status = std::process::Command::new(relay_bin())
+                    .args(["drain", "--timeout", timeout, "--config"])
+                    .arg(&config)
+                    .arg("--spool-dir")
+                    .arg(&spool)
+                    .stdout(out.try_clone().unwrap())
+                    .stderr(out)
+                    .status()
+                    .unwrap();
+                (status, std::fs::read_to_string(&log).unwrap_or_default())
+            })
+            .await
+            .unwrap()
         }
-    })
-    .await
-    .unwrap();
-    let drain_log = std::fs::read_to_string(&log).unwrap_or_default();
+    };
+    // A directory one level off holds no spool: refused, the report stays.
+    let (status, log) = drain(dirs[1].path().to_path_buf(), "5s").await;
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("no spool at"), "{log}");
+    // NATS still cut: the drain gives up with the records left, and says so.
+    let (status, log) = drain(dirs[1].path().join("spool"), "2s").await;
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("still unconfirmed"), "{log}");
+    // NATS back: every record delivered, exit 0.
+    nats.restore().await;
+    let (status, drain_log) = drain(dirs[1].path().join("spool"), "60s").await;
     assert!(status.success(), "drain failed ({status}):\n{drain_log}");
     let got = nats_read_all(
         &format!("FLEET_{u}"),

@@ -89,27 +89,40 @@ pub fn drain(args: &DrainArgs) -> ExitCode {
     if let Some(dir) = &args.spool_dir {
         cfg.spool.dir = dir.clone();
     }
-    // An empty spool would be made and "drained": a wrong path must say so instead.
-    if !cfg.spool.dir.is_dir() {
+    // An empty spool would be made and "drained", and the member's report cleared: a
+    // wrong path (a mount one level off) must say so instead. A spool that was ever
+    // opened has its cursor file.
+    if !cfg.spool.dir.join("cursors").is_file() {
         eprintln!(
-            "activity-relay: no spool directory at {}",
+            "activity-relay: no spool at {} (no cursors file): is --spool-dir the spool directory of the departed member's volume?",
             cfg.spool.dir.display()
         );
         return ExitCode::from(2);
     }
+    let dead_letters = cfg.spool.dir.join("dead-letters");
     cfg.webhook = None;
     cfg.streams.clear();
     cfg.recovery.enabled = false;
     if let (Some(member), Some(c)) = (&args.member, cfg.cluster.as_mut()) {
         c.member = member.clone();
     }
-    serve(
+    let code = serve(
         cfg,
         crate::run::RunOptions {
             listen_file: args.listen_file.clone(),
             drain: Some(args.timeout),
         },
-    )
+    );
+    // Dead letters are not records of the spool: say they are there before anyone deletes
+    // the volume.
+    let kept = std::fs::read_dir(&dead_letters).map_or(0, |d| d.count());
+    if kept > 0 {
+        eprintln!(
+            "activity-relay: {kept} dead-letter file(s) remain in {}: keep or replay them (`activity-relay dead-letters`) before deleting the volume",
+            dead_letters.display()
+        );
+    }
+    code
 }
 
 /// Logging, the runtime and signals around `run::run_with`.

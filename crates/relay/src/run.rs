@@ -341,7 +341,7 @@ pub async fn run_with(
         fleet_recovery.clone(),
     )?;
     if let (Some((_, from, _)), Some(f)) = (&webhook_recovery, &fleet_recovery) {
-        if !f.claim_gap(*from).await {
+        if !f.claim_gap(fleet_clock, *from).await {
             webhook_recovery = None;
         }
     }
@@ -478,7 +478,11 @@ pub async fn run_with(
     // Liveness record (while accepting, and once more after the ingresses stopped), and
     // the webhook's gap replay.
     let liveness_stop = CancellationToken::new();
-    let liveness_task = {
+    // Not in `drain`: the departed member's record (and any replay it left unfinished)
+    // stays as it is on its volume.
+    let liveness_task = if opts.drain.is_some() {
+        None
+    } else {
         use crate::recovery::Clock;
         // Streams: their position in X's time; the webhook: up to when it took everything.
         let mut keys: Vec<(String, Clock)> = cfg
@@ -499,21 +503,23 @@ pub async fn run_with(
             ));
         }
         let pending = recovery_pending.clone();
-        tokio::spawn(crate::recovery::keep_alive(
+        Some(tokio::spawn(crate::recovery::keep_alive(
             cfg.spool.dir.clone(),
             keys,
             cfg.recovery.liveness_interval,
             pending,
             liveness_stop.clone(),
-        ))
+        )))
     };
     // The fleet's webhook clock, moved by every member while it accepts.
     let fleet_clock_task = match (&fleet_recovery, &cfg.webhook) {
-        (Some(f), Some(_)) => Some(tokio::spawn(f.clone().keep_webhook_clock(
-            runtimes.webhook.clone(),
-            cfg.recovery.liveness_interval,
-            liveness_stop.clone(),
-        ))),
+        (Some(f), Some(_)) if opts.drain.is_none() => {
+            Some(tokio::spawn(f.clone().keep_webhook_clock(
+                runtimes.webhook.clone(),
+                cfg.recovery.liveness_interval,
+                liveness_stop.clone(),
+            )))
+        }
         _ => None,
     };
     // Gap recovery, one at a time: the gap found at start, then the webhook's intervals of
@@ -664,7 +670,10 @@ pub async fn run_with(
         }
     }
     liveness_stop.cancel();
-    if let Err(e) = liveness_task.await {
+    if let Some(Err(e)) = match liveness_task {
+        Some(t) => Some(t.await),
+        None => None,
+    } {
         tracing::warn!(error = %e, "liveness task panicked");
     }
     if let Some(t) = fleet_clock_task {
@@ -698,9 +707,17 @@ pub async fn run_with(
     if let Some(t) = spool_watch {
         let _ = t.await;
     }
+    let left = crate::cluster::spools::pending(&spool);
     if let (Some(c), Some(store)) = (&cfg.cluster, &cluster_store) {
-        let left = crate::cluster::spools::pending(&spool);
         crate::cluster::spools::last_word(store.as_ref(), &c.namespace, &c.member, left).await;
+    }
+    // `drain` succeeds only with nothing left, whatever stopped it (a signal too).
+    if let (Some(after), None, true) = (opts.drain, &failure, left > 0) {
+        failure = Some(RunError::DrainIncomplete {
+            left,
+            after,
+            dir: cfg.spool.dir.clone(),
+        });
     }
     spool.close().await;
     admin_stop.cancel();

@@ -7,8 +7,10 @@
 //! deadline is free, and is taken by a compare-and-set on the key's revision (the
 //! `Nats-Expected-Last-Subject-Sequence` of a KV update), exactly one taker winning. The
 //! claims bucket's `max_age` (the dedup window) only collects old keys. Members' clocks
-//! are assumed synchronised (NTP, as every Kubernetes node is) to well within
-//! `pending_ttl` and `lease`: a clock that is off makes a duplicate possible, never a loss.
+//! must agree (NTP, as on every Kubernetes node) to well within `pending_ttl` and a third
+//! of `lease`: a leader stops its job a third of the lease before its deadline, so a
+//! standby whose clock runs ahead by more than that could take a stream its leader still
+//! reads, and a claim could be taken over early (a duplicate, never a loss).
 //!
 //! The ids of one delivery are asked concurrently on the one connection (pipelined by the
 //! client), so a delivery costs one round trip for ids nobody holds, two for the others.
@@ -402,7 +404,9 @@ impl LeaseStore for NatsStore {
                     return Ok(());
                 }
             }
-            Ok(()) // others moved it meanwhile: forward only, so nothing to undo
+            // Others kept moving it, perhaps to less than `ms`: said, and tried again at the
+            // next beat (a position behind only means more is read again).
+            Err(StoreError::Failed(format!("{key}: too much contention")))
         })
         .await
     }

@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Held, Store};
 
-/// How long a replay job's status and a gap's claim are kept.
+/// How long a replay job's status and a gap's claim are kept (with NATS key-value, for the
+/// claims bucket's `max_age`, the dedup window, if that is shorter).
 const KEPT: Duration = Duration::from_secs(24 * 3600);
 
 fn ms(t: SystemTime) -> u64 {
@@ -90,12 +91,19 @@ impl FleetRecovery {
             .await;
     }
 
-    /// Whether this member recovers the fleet's webhook gap from `from`: the first member
-    /// to claim it does (or this one again, after a restart). A store that cannot answer
-    /// lets it recover: at worst a window is asked of X twice, and its events are
-    /// deduplicated by the fleet.
-    pub async fn claim_gap(&self, from: DateTime<Utc>) -> bool {
-        let key = format!("{}:gap:webhook:{}", self.namespace, from.timestamp_millis());
+    /// Whether this member recovers the fleet's webhook gap: the first member to claim it
+    /// does (or this one again, after a restart). The gap is named by the fleet's clock
+    /// when there is one (every member starting after the outage read the same value, even
+    /// where their own records differ), else by `from`. Each member's `from` is at or
+    /// before the fleet's real gap (the later of its own record and the fleet's clock, less
+    /// the margin), so whoever wins covers it. A store that cannot answer lets it recover:
+    /// at worst a window is asked of X twice, and its events are deduplicated by the fleet.
+    pub async fn claim_gap(&self, fleet_clock: Option<DateTime<Utc>>, from: DateTime<Utc>) -> bool {
+        let key = format!(
+            "{}:gap:webhook:{}",
+            self.namespace,
+            fleet_clock.unwrap_or(from).timestamp_millis()
+        );
         match self.store.claim(&[key], KEPT).await {
             Ok(held) => match held.first() {
                 Some(Held::Taken) | None => true,
