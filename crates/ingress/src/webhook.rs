@@ -182,7 +182,8 @@ fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressErr
                 a.name
             )));
         }
-        if a.consumer_secrets.is_empty() || a.consumer_secrets.iter().any(|s| s.is_empty()) {
+        if a.consumer_secrets.is_empty() || a.consumer_secrets.iter().any(|s| s.expose().is_empty())
+        {
             return Err(IngressError::Config(format!(
                 "webhook: app {:?} needs at least one non-empty consumer secret",
                 a.name
@@ -194,7 +195,7 @@ fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressErr
                 .consumer_secrets
                 .iter()
                 .map(|s| {
-                    HmacSha256::new_from_slice(s.as_bytes()).map_err(|_| {
+                    HmacSha256::new_from_slice(s.expose().as_bytes()).map_err(|_| {
                         IngressError::Config(format!(
                             "webhook: app {:?} has an unusable consumer secret",
                             a.name

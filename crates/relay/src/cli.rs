@@ -363,10 +363,11 @@ pub fn apply_x_config(
         }
     };
     fill(&mut args.base_url, &Some(r.base_url.clone()));
-    fill(&mut args.bearer_token, &r.bearer_token);
+    let exposed = |s: &Option<relay_sink::Secret>| s.as_ref().map(|s| s.expose().to_string());
+    fill(&mut args.bearer_token, &exposed(&r.bearer_token));
     if non_empty(&args.consumer_key).is_none() && non_empty(&args.consumer_secret).is_none() {
         fill(&mut args.consumer_key, &r.consumer_key);
-        fill(&mut args.consumer_secret, &r.consumer_secret);
+        fill(&mut args.consumer_secret, &exposed(&r.consumer_secret));
     }
     Ok(())
 }

@@ -26,12 +26,11 @@ use relay_envelope::{DeadLetter, Envelope};
 pub mod driver;
 mod error;
 pub mod file;
-mod secret;
 mod template;
 mod wire;
 
 pub use error::{PublishError, Reason};
-pub use secret::{redact_url, Secret, REDACTED};
+pub use relay_secret::{redact_url, Secret, REDACTED};
 
 pub use template::{Attr, Template, TemplateError, MISSING};
 pub use wire::{

@@ -132,7 +132,7 @@ pub struct TlsConfig {
 pub struct AppConfig {
     pub name: String,
     /// The first is current (answers CRC); every one is accepted for signatures (rotation).
-    pub consumer_secrets: Vec<String>,
+    pub consumer_secrets: Vec<relay_secret::Secret>,
     /// CloudEvents `source`; default `/x/account-activity/webhook/<name>`.
     #[serde(default)]
     pub source: Option<String>,

@@ -61,7 +61,7 @@ pub use relay_testkit::hmac_b64;
 pub fn app(name: &str, secrets: &[&str]) -> AppConfig {
     AppConfig {
         name: name.into(),
-        consumer_secrets: secrets.iter().map(|s| s.to_string()).collect(),
+        consumer_secrets: secrets.iter().map(|s| (*s).into()).collect(),
         source: None,
         formats: relay_envelope::Formats::ALL,
     }

@@ -17,11 +17,11 @@ pub struct RecoveryConfig {
     /// X API base URL. Default `https://api.x.com`.
     pub base_url: String,
     /// App-only Bearer token (secret: use `${ENV}`; never logged).
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<relay_sink::Secret>,
     /// App consumer key (for `activity-relay x` user-context calls only).
     pub consumer_key: Option<String>,
     /// App consumer secret (secret; `activity-relay x` only).
-    pub consumer_secret: Option<String>,
+    pub consumer_secret: Option<relay_sink::Secret>,
     /// The X webhook whose deliveries this relay receives (required when enabled).
     pub webhook_id: Option<String>,
     /// Shorter gaps need nothing: X retries a failed delivery for about 5 minutes. Default
@@ -128,13 +128,12 @@ impl RecoveryConfig {
 
 impl fmt::Debug for RecoveryConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hidden = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
         f.debug_struct("RecoveryConfig")
             .field("enabled", &self.enabled)
             .field("base_url", &self.base_url)
-            .field("bearer_token", &hidden(&self.bearer_token))
+            .field("bearer_token", &self.bearer_token)
             .field("consumer_key", &self.consumer_key)
-            .field("consumer_secret", &hidden(&self.consumer_secret))
+            .field("consumer_secret", &self.consumer_secret)
             .field("webhook_id", &self.webhook_id)
             .field("min_gap", &self.min_gap)
             .field("max_attempts", &self.max_attempts)
@@ -151,6 +150,13 @@ impl fmt::Debug for RecoveryConfig {
 
 pub(crate) fn non_empty(o: &Option<String>) -> Option<&str> {
     o.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A secret that is set to something other than blanks, trimmed.
+pub(crate) fn non_empty_secret(o: &Option<relay_sink::Secret>) -> Option<&str> {
+    o.as_ref()
+        .map(|s| s.expose().trim())
+        .filter(|s| !s.is_empty())
 }
 
 impl RecoveryConfig {
@@ -188,7 +194,7 @@ impl RecoveryConfig {
                         .into(),
                 );
             };
-            if non_empty(&self.bearer_token).is_none() {
+            if non_empty_secret(&self.bearer_token).is_none() {
                 return Err("enabled = true needs bearer_token (the app's Bearer token)".into());
             }
             let replay = self.method_for(Some(webhook)) == RecoveryMethod::Replay;
@@ -212,12 +218,12 @@ impl RecoveryConfig {
     /// The X client for this section (Bearer, and consumer key/secret when set).
     pub fn client(&self) -> Result<XClient, XapiError> {
         let mut c = XClient::new(self.base_url.trim())?;
-        if let Some(t) = non_empty(&self.bearer_token) {
+        if let Some(t) = non_empty_secret(&self.bearer_token) {
             c = c.bearer_token(t);
         }
         if let (Some(k), Some(s)) = (
             non_empty(&self.consumer_key),
-            non_empty(&self.consumer_secret),
+            non_empty_secret(&self.consumer_secret),
         ) {
             c = c.consumer(k, s);
         }

@@ -1,6 +1,7 @@
-//! Secrets in sink configuration: [`Secret`] (never printed) and [`redact_url`] (the
-//! credentials inside a broker URL). Every sink's `Debug` and every log line goes through
-//! these, so a secret is hidden the same way everywhere: as [`REDACTED`].
+//! `relay-secret`: secrets in configuration, [`Secret`] (never printed) and [`redact_url`]
+//! (the credentials inside a broker or store URL). The webhook's consumer secrets, X's
+//! tokens, the sinks' passwords, every `Debug` and every log line go through these, so a
+//! secret is hidden the same way everywhere: as [`REDACTED`].
 
 use std::fmt;
 
@@ -21,6 +22,26 @@ impl Secret {
     /// The secret itself (hand it to the client; never log it).
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Secret {
+        Secret(s)
+    }
+}
+
+/// For command-line options (`clap` parses through `FromStr`).
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Secret, Self::Err> {
+        Ok(Secret(s.to_owned()))
     }
 }
 
