@@ -715,7 +715,11 @@ fn read_blocking(shared: &Shared, from: u64, max: usize) -> Result<Vec<StoredRec
                 reason,
                 "spool record damaged on disk after it was verified; handed over as damaged (dead-lettered), reading goes on behind it"
             );
-            let raw = read_raw(&*file, at, resume.1.min(at + MAX_DAMAGED_BYTES));
+            let raw = Bytes::from(segment::read_range(
+                &*file,
+                at,
+                resume.1.min(at + MAX_DAMAGED_BYTES),
+            ));
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -743,18 +747,3 @@ fn read_blocking(shared: &Shared, from: u64, max: usize) -> Result<Vec<StoredRec
 
 /// At most this many bytes of a damaged record are handed over with it.
 const MAX_DAMAGED_BYTES: u64 = 1 << 20;
-
-/// The bytes of `file` in `from..to` (as many as can be read).
-fn read_raw(file: &dyn fs::FsFile, from: u64, to: u64) -> Bytes {
-    let len = usize::try_from(to.saturating_sub(from)).unwrap_or(0);
-    let mut buf = vec![0u8; len];
-    let mut filled = 0;
-    while filled < len {
-        match file.read_at(&mut buf[filled..], from + filled as u64) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => filled += n,
-        }
-    }
-    buf.truncate(filled);
-    Bytes::from(buf)
-}

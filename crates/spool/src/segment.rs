@@ -221,8 +221,21 @@ pub(crate) fn valid_frame_after(
 /// byte by byte (after a damaged length field, where it starts is unknown): the checksum
 /// covers the offset, so no other bytes pass for it. At most 4 MiB are searched.
 pub(crate) fn find_frame(file: &dyn FsFile, from: u64, to: u64, offset: u64) -> Option<u64> {
-    let to = to.min(from.saturating_add(4 << 20));
-    let len = usize::try_from(to.checked_sub(from)?).ok()?;
+    let buf = read_range(file, from, to.min(from.saturating_add(4 << 20)));
+    (0..buf.len())
+        .find(|p| {
+            matches!(
+                decode_record(&buf[*p..], offset, MAX_BODY_ON_DISK),
+                Decoded::Record { .. }
+            )
+        })
+        .map(|p| from + p as u64)
+}
+
+/// The bytes of `file` in `from..to`, as many as can be read (a short or failed read ends
+/// them early).
+pub(crate) fn read_range(file: &dyn FsFile, from: u64, to: u64) -> Vec<u8> {
+    let len = usize::try_from(to.saturating_sub(from)).unwrap_or(0);
     let mut buf = vec![0u8; len];
     let mut filled = 0;
     while filled < len {
@@ -232,14 +245,7 @@ pub(crate) fn find_frame(file: &dyn FsFile, from: u64, to: u64, offset: u64) -> 
         }
     }
     buf.truncate(filled);
-    (0..buf.len())
-        .find(|p| {
-            matches!(
-                decode_record(&buf[*p..], offset, MAX_BODY_ON_DISK),
-                Decoded::Record { .. }
-            )
-        })
-        .map(|p| from + p as u64)
+    buf
 }
 
 /// Intact records behind a damaged one in the last segment (bit rot in acknowledged data,

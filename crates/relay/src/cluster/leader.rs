@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::LeaseStore;
+use crate::metrics::ms_since_epoch as ms;
 
 /// What a leadership needs to know and tell.
 pub struct Lead {
@@ -30,11 +31,6 @@ pub struct Lead {
     pub position: Position,
     /// `activity_relay_cluster_leader{job}`.
     pub leader: IntGauge,
-}
-
-fn ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Lead {

@@ -17,7 +17,7 @@
 //! The connection is made in the background and remade by async-nats on its own; every
 //! call is bounded by the `[cluster] timeout`.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
@@ -25,6 +25,7 @@ use futures::future::try_join_all;
 use tokio::sync::OnceCell;
 
 use super::{ClaimStore, Held, LeaseStore, Notes, SpoolReport, SpoolReports, StoreError};
+use crate::metrics::now_ms;
 
 /// How many times a compare-and-set is retried when other members keep winning it.
 const CAS_TRIES: usize = 8;
@@ -49,12 +50,6 @@ struct Buckets {
 struct Slot {
     value: Option<String>,
     rev: u64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn deadline(ttl: Duration) -> u64 {

@@ -15,21 +15,17 @@
 //!   well as from its own pipeline.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::{Held, Store};
+use crate::metrics::ms_since_epoch as ms;
 
 /// How long a replay job's status and a gap's claim are kept (with NATS key-value, for the
 /// claims bucket's `max_age`, the dedup window, if that is shorter).
 const KEPT: Duration = Duration::from_secs(24 * 3600);
-
-fn ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// A fleet member's part in gap recovery.
 #[derive(Clone)]

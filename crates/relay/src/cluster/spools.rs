@@ -10,19 +10,14 @@
 //! clears the report.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use prometheus::{IntGaugeVec, Opts, Registry};
 use relay_spool::Spool;
 use tokio_util::sync::CancellationToken;
 
 use super::{SpoolReport, SpoolReports};
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use crate::metrics::now_ms;
 
 /// Records of `spool` not yet confirmed by every sink (the sink furthest behind).
 pub fn pending(spool: &Spool) -> u64 {
