@@ -345,6 +345,5 @@ subjects = ["e2e{u}.>"]
         "dashboard/alerts use metrics the relay does not export: {missing:?}\nexported: {exported:?}"
     );
     emu.shutdown().await;
-    let _ = js.delete_key_value(format!("deploy{u}-claims")).await;
-    let _ = js.delete_key_value(format!("deploy{u}-jobs")).await;
+    relay_testkit::delete_fleet_buckets(&relay_testkit::nats_url(), &format!("deploy{u}")).await;
 }

@@ -14,24 +14,38 @@ use std::time::Duration;
 use relay_envelope::{Envelope, IngressKind};
 use support::*;
 use x_emulator::config::Cutover;
-use x_emulator::{AttemptOutcome, Emulator, EmulatorConfig, Format, GeneratorConfig, SentEvent};
+use x_emulator::{AttemptOutcome, Emulator, EmulatorConfig, GeneratorConfig, SentEvent};
 
 fn redis_store() -> String {
     std::env::var("RELAY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
 }
 
-fn nats_store() -> String {
-    std::env::var("RELAY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+/// The Redis of [`redis_store`] as an address (for a cuttable proxy in front of it).
+fn redis_store_addr() -> SocketAddr {
+    redis_store()
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .expect("RELAY_TEST_REDIS_URL as redis://host:port/db")
 }
 
-/// Deletes the key-value buckets a fleet made in NATS (Redis keys expire on their own).
-async fn cleanup_store(store: &str, u: &str) {
-    if store.starts_with("nats://") {
-        let js = async_nats::jetstream::new(async_nats::connect(store).await.unwrap());
-        for what in ["claims", "jobs"] {
-            let _ = js.delete_key_value(format!("e2e-{u}-{what}")).await;
-        }
-    }
+/// X for a fleet: no periodic re-CRC, a heartbeat on the stream every 200 ms.
+async fn fleet_x(base: EmulatorConfig) -> x_emulator::EmulatorHandle {
+    Emulator::start(EmulatorConfig {
+        recrc_interval_secs: 0.0,
+        stream: x_emulator::StreamConfig {
+            heartbeat_ms: Some(200),
+            ..x_emulator::StreamConfig::default()
+        },
+        ..base
+    })
+    .await
+    .unwrap()
+}
+
+fn nats_store() -> String {
+    std::env::var("RELAY_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
 fn config(u: &str, kafka: &str, member: usize) -> String {
@@ -115,25 +129,7 @@ async fn subscribe_both_formats(emu: &x_emulator::EmulatorHandle, proxy: &Proxy)
         .register_webhook("demo", &format!("http://{}/webhooks/demo", proxy.addr))
         .await
         .expect("CRC through the proxy");
-    let xaa_kinds: Vec<&str> = x_emulator::generator::all_kinds()
-        .into_iter()
-        .filter(|(f, _)| *f == Format::Xaa)
-        .map(|(_, k)| k)
-        .collect();
-    let client = reqwest::Client::new();
-    for user in &emu.config().users {
-        emu.subscribe("demo", &webhook.id, &user.user_id).unwrap();
-        let r = client
-            .post(format!("{}/2/activity/subscriptions", emu.base_url()))
-            .bearer_auth("emulator-bearer")
-            .json(&serde_json::json!({
-                "user_id": user.user_id, "event_types": xaa_kinds, "webhook_id": webhook.id
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-    }
+    subscribe_users_in_both_formats(emu, &webhook.id).await;
 }
 
 /// Adds the envelopes X also put on the stream (its XAA events, once more); returns how
@@ -169,7 +165,11 @@ fn expected(sent: &[SentEvent]) -> BTreeMap<String, Envelope> {
 }
 
 /// Every expected id at least once, nothing else; returns the ids that came more than once.
-fn assert_all(broker: &str, expected: &BTreeMap<String, Envelope>, got: &[Received]) -> usize {
+fn assert_all<'a>(
+    broker: &str,
+    expected: &BTreeMap<String, Envelope>,
+    got: &'a [Received],
+) -> Vec<&'a str> {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for r in got {
         *counts.entry(r.id()).or_default() += 1;
@@ -180,28 +180,60 @@ fn assert_all(broker: &str, expected: &BTreeMap<String, Envelope>, got: &[Receiv
     let extra: Vec<_> = got_ids.difference(&ids).take(5).collect();
     assert!(missing.is_empty(), "{broker}: missing {missing:?}");
     assert!(extra.is_empty(), "{broker}: unexpected {extra:?}");
-    counts.values().filter(|n| **n > 1).count()
+    counts
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(id, _)| id)
+        .collect()
 }
 
 /// Every expected id exactly once, nothing else.
 fn assert_once(broker: &str, expected: &BTreeMap<String, Envelope>, got: &[Received]) {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for r in got {
-        *counts.entry(r.id()).or_default() += 1;
-    }
-    let ids: BTreeSet<&str> = expected.keys().map(String::as_str).collect();
-    let got_ids: BTreeSet<&str> = counts.keys().copied().collect();
-    let missing: Vec<_> = ids.difference(&got_ids).take(5).collect();
-    let extra: Vec<_> = got_ids.difference(&ids).take(5).collect();
-    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(missing.is_empty(), "{broker}: missing {missing:?}");
-    assert!(extra.is_empty(), "{broker}: unexpected {extra:?}");
+    let twice = assert_all(broker, expected, got);
     assert!(
         twice.is_empty(),
         "{broker}: {} ids more than once, e.g. {:?}",
         twice.len(),
         &twice[..twice.len().min(5)]
     );
+}
+
+/// Waits (bounded) until every member's sinks confirmed everything it spooled.
+async fn wait_fleet_drained(relays: &[Relay]) {
+    for r in relays {
+        assert!(
+            r.wait_drained(&["kafka", "nats", "rabbitmq"], Duration::from_secs(120))
+                .await,
+            "sinks did not drain:\n{}",
+            r.log()
+        );
+    }
+}
+
+/// Reads every broker back (each until it has `expected.len()` ids and `quiet` passed
+/// without more, or `max`): every expected id exactly once at NATS (its `Nats-Msg-Id`
+/// window), at least once at RabbitMQ and Kafka, nothing else anywhere. Returns how many
+/// ids came more than once at RabbitMQ and at Kafka.
+async fn read_back(
+    u: &str,
+    kafka: &str,
+    queue: &AmqpQueue,
+    expected: &BTreeMap<String, Envelope>,
+    quiet: Duration,
+    max: Duration,
+) -> (usize, usize) {
+    let got = nats_read_all(&format!("FLEET_{u}"), expected.len(), quiet, max).await;
+    assert_once("nats", expected, &got);
+    let got = queue.read_all(expected.len(), quiet, max).await;
+    let rabbit_twice = assert_all("rabbitmq", expected, &got).len();
+    let got = tokio::task::spawn_blocking({
+        let (kafka, prefix, n) = (kafka.to_string(), format!("fleet{u}."), expected.len());
+        move || kafka_read_all(&kafka, &prefix, n, quiet, max)
+    })
+    .await
+    .unwrap();
+    let kafka_twice = assert_all("kafka", expected, &got).len();
+    (rabbit_twice, kafka_twice)
 }
 
 /// The overlap through `members` members; with `with_stream`, every member also has the
@@ -211,16 +243,7 @@ async fn fleet_delivers_every_id_once(members: usize, store: &str, with_stream: 
         .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
     let u = relay_testkit::unique();
     let queue = AmqpQueue::bind(&format!("fleet.{u}")).await;
-    let emu = Emulator::start(EmulatorConfig {
-        recrc_interval_secs: 0.0,
-        stream: x_emulator::StreamConfig {
-            heartbeat_ms: Some(200),
-            ..x_emulator::StreamConfig::default()
-        },
-        ..scaled_x(0.01)
-    })
-    .await
-    .unwrap();
+    let emu = fleet_x(scaled_x(0.01)).await;
     let dirs: Vec<tempfile::TempDir> = (0..members).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut relays = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
@@ -267,28 +290,10 @@ async fn fleet_delivers_every_id_once(members: usize, store: &str, with_stream: 
         streamed = add_streamed(&mut expected, &sent);
         assert!(streamed > 0, "nothing went out on the stream");
     }
-    for r in &relays {
-        assert!(
-            r.wait_drained(&["kafka", "nats", "rabbitmq"], Duration::from_secs(120))
-                .await,
-            "sinks did not drain:\n{}",
-            r.log()
-        );
-    }
-    let quiet = Duration::from_secs(2);
-    let max = Duration::from_secs(60);
-    let got = nats_read_all(&format!("FLEET_{u}"), expected.len(), quiet, max).await;
-    assert_once("nats", &expected, &got);
-    let got = queue.read_all(expected.len(), quiet, max).await;
-    assert_once("rabbitmq", &expected, &got);
-    let prefix = format!("fleet{u}.");
-    let got = tokio::task::spawn_blocking({
-        let (kafka, prefix, n) = (kafka.clone(), prefix.clone(), expected.len());
-        move || kafka_read_all(&kafka, &prefix, n, quiet, max)
-    })
-    .await
-    .unwrap();
-    assert_once("kafka", &expected, &got);
+    wait_fleet_drained(&relays).await;
+    let (quiet, max) = (Duration::from_secs(2), Duration::from_secs(60));
+    let twice = read_back(&u, &kafka, &queue, &expected, quiet, max).await;
+    assert_eq!(twice, (0, 0), "ids more than once at (RabbitMQ, Kafka)");
 
     // The members found each other's copies: duplicates told by the store.
     let mut fleet_duplicates = 0.0;
@@ -313,7 +318,7 @@ async fn fleet_delivers_every_id_once(members: usize, store: &str, with_stream: 
         expected.len()
     );
     emu.shutdown().await;
-    cleanup_store(store, &u).await;
+    relay_testkit::delete_fleet_buckets(store, &format!("e2e-{u}")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,16 +370,7 @@ async fn member_killed_midway(store: &str) {
         .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
     let u = relay_testkit::unique();
     let queue = AmqpQueue::bind(&format!("fleet.{u}")).await;
-    let emu = Emulator::start(EmulatorConfig {
-        recrc_interval_secs: 0.0,
-        stream: x_emulator::StreamConfig {
-            heartbeat_ms: Some(200),
-            ..x_emulator::StreamConfig::default()
-        },
-        ..scaled_x(0.01)
-    })
-    .await
-    .unwrap();
+    let emu = fleet_x(scaled_x(0.01)).await;
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut relays = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
@@ -421,14 +417,7 @@ async fn member_killed_midway(store: &str) {
 
     let mut expected = expected(&sent);
     let streamed = add_streamed(&mut expected, &sent);
-    for r in &relays {
-        assert!(
-            r.wait_drained(&["kafka", "nats", "rabbitmq"], Duration::from_secs(120))
-                .await,
-            "sinks did not drain:\n{}",
-            r.log()
-        );
-    }
+    wait_fleet_drained(&relays).await;
     // Survivors' ids claimed from the dead member: waited out or taken over once expired.
     let mut taken_over = 0.0;
     for r in relays
@@ -448,18 +437,7 @@ async fn member_killed_midway(store: &str) {
     }
     let quiet = Duration::from_secs(2);
     let max = Duration::from_secs(60);
-    let got = nats_read_all(&format!("FLEET_{u}"), expected.len(), quiet, max).await;
-    assert_once("nats", &expected, &got);
-    let got = queue.read_all(expected.len(), quiet, max).await;
-    let rabbit_twice = assert_all("rabbitmq", &expected, &got);
-    let prefix = format!("fleet{u}.");
-    let got = tokio::task::spawn_blocking({
-        let (kafka, prefix, n) = (kafka.clone(), prefix.clone(), expected.len());
-        move || kafka_read_all(&kafka, &prefix, n, quiet, max)
-    })
-    .await
-    .unwrap();
-    let kafka_twice = assert_all("kafka", &expected, &got);
+    let (rabbit_twice, kafka_twice) = read_back(&u, &kafka, &queue, &expected, quiet, max).await;
     for (broker, twice) in [("rabbitmq", rabbit_twice), ("kafka", kafka_twice)] {
         assert!(
             twice as f64 <= taken_over + BATCH as f64,
@@ -472,25 +450,7 @@ async fn member_killed_midway(store: &str) {
         expected.len()
     );
     emu.shutdown().await;
-    cleanup_store(store, &u).await;
-}
-
-/// An XAA like, with its own ids and its event time now (the stream's position moves).
-fn xaa_like(user: &str, tweet: &str) -> serde_json::Value {
-    let mut v: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(fixtures_dir().join("xaa/like.create.json")).expect("xaa fixture"),
-    )
-    .expect("json");
-    let now = chrono::Utc::now();
-    let d = &mut v["data"];
-    d["event_uuid"] = serde_json::Value::String(format!("uuid-{tweet}"));
-    d["filter"]["user_id"] = serde_json::Value::String(user.to_string());
-    d["payload"]["id"] = serde_json::Value::String(format!("like-{tweet}"));
-    d["payload"]["liked_tweet_id"] = serde_json::Value::String(tweet.to_string());
-    d["payload"]["created_at"] =
-        serde_json::Value::String(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    d["payload"]["timestamp_ms"] = serde_json::Value::String(now.timestamp_millis().to_string());
-    v
+    relay_testkit::delete_fleet_buckets(store, &format!("e2e-{u}")).await;
 }
 
 /// The stream on two members of a fleet: one leads (the only connection to X), the other
@@ -514,16 +474,7 @@ async fn stream_leader_killed(store: &str) {
         .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
     let u = relay_testkit::unique();
     let queue = AmqpQueue::bind(&format!("fleet.{u}")).await;
-    let emu = Emulator::start(EmulatorConfig {
-        recrc_interval_secs: 0.0,
-        stream: x_emulator::StreamConfig {
-            heartbeat_ms: Some(200),
-            ..x_emulator::StreamConfig::default()
-        },
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
+    let emu = fleet_x(EmulatorConfig::default()).await;
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut relays = Vec::new();
     for (i, dir) in dirs.iter().enumerate() {
@@ -571,7 +522,11 @@ async fn stream_leader_killed(store: &str) {
     let emit = |n: usize, bodies: &mut Vec<serde_json::Value>| {
         for _ in 0..n {
             let i = bodies.len();
-            let b = xaa_like(&users[i % users.len()], &format!("{stamp}{i:05}"));
+            let b = xaa_like_at(
+                &users[i % users.len()],
+                &format!("{stamp}{i:05}"),
+                chrono::Utc::now(),
+            );
             emu.emit(b.clone());
             bodies.push(b);
         }
@@ -602,28 +557,10 @@ async fn stream_leader_killed(store: &str) {
         }
     }
     assert_eq!(expected.len(), bodies.len());
-    for r in &relays {
-        assert!(
-            r.wait_drained(&["kafka", "nats", "rabbitmq"], Duration::from_secs(120))
-                .await,
-            "sinks did not drain:\n{}",
-            r.log()
-        );
-    }
+    wait_fleet_drained(&relays).await;
     let quiet = Duration::from_secs(3);
     let max = Duration::from_secs(90);
-    let got = nats_read_all(&format!("FLEET_{u}"), expected.len(), quiet, max).await;
-    assert_once("nats", &expected, &got);
-    let got = queue.read_all(expected.len(), quiet, max).await;
-    let rabbit_twice = assert_all("rabbitmq", &expected, &got);
-    let prefix = format!("fleet{u}.");
-    let got = tokio::task::spawn_blocking({
-        let (kafka, prefix, n) = (kafka.clone(), prefix.clone(), expected.len());
-        move || kafka_read_all(&kafka, &prefix, n, quiet, max)
-    })
-    .await
-    .unwrap();
-    let kafka_twice = assert_all("kafka", &expected, &got);
+    let (rabbit_twice, kafka_twice) = read_back(&u, &kafka, &queue, &expected, quiet, max).await;
     assert!(
         rabbit_twice <= BATCH && kafka_twice <= BATCH,
         "{rabbit_twice} {kafka_twice}"
@@ -648,7 +585,7 @@ async fn stream_leader_killed(store: &str) {
         expected.len()
     );
     emu.shutdown().await;
-    cleanup_store(store, &u).await;
+    relay_testkit::delete_fleet_buckets(store, &format!("e2e-{u}")).await;
 }
 
 /// Whether the member leads the stream `main` (its `cluster_leader` gauge).
@@ -681,25 +618,8 @@ async fn a_leader_cut_off_from_the_store_hands_the_stream_over_in_time() {
     let u = relay_testkit::unique();
     // The queue must exist before the relays publish (mandatory publishes).
     let _queue = AmqpQueue::bind(&format!("fleet.{u}")).await;
-    let emu = Emulator::start(EmulatorConfig {
-        recrc_interval_secs: 0.0,
-        stream: x_emulator::StreamConfig {
-            heartbeat_ms: Some(200),
-            ..x_emulator::StreamConfig::default()
-        },
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
-    let redis_url =
-        std::env::var("RELAY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-    let redis_addr: SocketAddr = redis_url
-        .trim_start_matches("redis://")
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .expect("RELAY_TEST_REDIS_URL as redis://host:port/db");
+    let emu = fleet_x(EmulatorConfig::default()).await;
+    let (redis_url, redis_addr) = (redis_store(), redis_store_addr());
     let lease = Duration::from_secs(2);
     // Each member reaches the store through its own proxy.
     let mut proxies = Vec::new();
@@ -744,7 +664,11 @@ async fn a_leader_cut_off_from_the_store_hands_the_stream_over_in_time() {
     let emit = |n: usize, bodies: &mut Vec<serde_json::Value>| {
         for _ in 0..n {
             let i = bodies.len();
-            let b = xaa_like(&users[i % users.len()], &format!("{stamp}{i:05}"));
+            let b = xaa_like_at(
+                &users[i % users.len()],
+                &format!("{stamp}{i:05}"),
+                chrono::Utc::now(),
+            );
             emu.emit(b.clone());
             bodies.push(b);
         }
@@ -796,14 +720,7 @@ async fn a_leader_cut_off_from_the_store_hands_the_stream_over_in_time() {
             expected.insert(env.id.clone(), env);
         }
     }
-    for r in &relays {
-        assert!(
-            r.wait_drained(&["kafka", "nats", "rabbitmq"], Duration::from_secs(120))
-                .await,
-            "sinks did not drain:\n{}",
-            r.log()
-        );
-    }
+    wait_fleet_drained(&relays).await;
     let got = nats_read_all(
         &format!("FLEET_{u}"),
         expected.len(),
@@ -830,15 +747,7 @@ async fn the_store_down_under_load_loses_nothing_and_counts_what_it_could_not_ve
         .expect("RELAY_TEST_KAFKA_BOOTSTRAP is not set: `source scripts/brokers` first");
     let u = relay_testkit::unique();
     let queue = AmqpQueue::bind(&format!("fleet.{u}")).await;
-    let redis_url =
-        std::env::var("RELAY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into());
-    let redis_addr: SocketAddr = redis_url
-        .trim_start_matches("redis://")
-        .split('/')
-        .next()
-        .unwrap()
-        .parse()
-        .expect("RELAY_TEST_REDIS_URL as redis://host:port/db");
+    let (redis_url, redis_addr) = (redis_store(), redis_store_addr());
     let store = relay_testkit::TcpProxy::start(redis_addr).await;
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut relays = Vec::new();
@@ -849,12 +758,7 @@ async fn the_store_down_under_load_loses_nothing_and_counts_what_it_could_not_ve
         relays.push(Relay::start(dir.path(), &cfg).await);
     }
     let proxy = Proxy::start(relays.iter().map(|r| r.webhook).collect()).await;
-    let emu = Emulator::start(EmulatorConfig {
-        recrc_interval_secs: 0.0,
-        ..scaled_x(0.01)
-    })
-    .await
-    .unwrap();
+    let emu = fleet_x(scaled_x(0.01)).await;
     let webhook = emu
         .register_webhook("demo", &format!("http://{}/webhooks/demo", proxy.addr))
         .await
@@ -884,14 +788,9 @@ async fn the_store_down_under_load_loses_nothing_and_counts_what_it_could_not_ve
     assert!(given_up.is_empty(), "X gave up on {given_up:?}");
 
     let expected = expected(&sent);
+    wait_fleet_drained(&relays).await;
     let mut unverified = 0.0;
     for r in &relays {
-        assert!(
-            r.wait_drained(&["kafka", "nats", "rabbitmq"], Duration::from_secs(120))
-                .await,
-            "sinks did not drain:\n{}",
-            r.log()
-        );
         unverified += r
             .metric(
                 "activity_relay_cluster_unverified_total",
@@ -902,18 +801,7 @@ async fn the_store_down_under_load_loses_nothing_and_counts_what_it_could_not_ve
     assert!(unverified > 0.0, "the outage was not counted");
     let quiet = Duration::from_secs(2);
     let max = Duration::from_secs(60);
-    let got = nats_read_all(&format!("FLEET_{u}"), expected.len(), quiet, max).await;
-    assert_once("nats", &expected, &got);
-    let got = queue.read_all(expected.len(), quiet, max).await;
-    let rabbit_twice = assert_all("rabbitmq", &expected, &got);
-    let prefix = format!("fleet{u}.");
-    let got = tokio::task::spawn_blocking({
-        let (kafka, prefix, n) = (kafka.clone(), prefix.clone(), expected.len());
-        move || kafka_read_all(&kafka, &prefix, n, quiet, max)
-    })
-    .await
-    .unwrap();
-    let kafka_twice = assert_all("kafka", &expected, &got);
+    let (rabbit_twice, kafka_twice) = read_back(&u, &kafka, &queue, &expected, quiet, max).await;
     for (broker, twice) in [("rabbitmq", rabbit_twice), ("kafka", kafka_twice)] {
         assert!(
             twice as f64 <= unverified,
@@ -959,12 +847,7 @@ async fn a_departed_members_spool_is_seen_by_the_fleet_and_drained() {
         }
         relays.push(Relay::start(dir.path(), &cfg).await);
     }
-    let emu = Emulator::start(EmulatorConfig {
-        recrc_interval_secs: 0.0,
-        ..scaled_x(0.01)
-    })
-    .await
-    .unwrap();
+    let emu = fleet_x(scaled_x(0.01)).await;
     // X delivers to the member that will leave.
     let webhook = emu
         .register_webhook("demo", &relays[1].webhook_url("demo"))

@@ -121,25 +121,7 @@ async fn a_cutover_played_through_delivers_every_shared_id_event_once() {
         .await
         .expect("CRC");
     // Every configured user subscribed in both products, to this webhook.
-    let xaa_kinds: Vec<&str> = x_emulator::generator::all_kinds()
-        .into_iter()
-        .filter(|(f, _)| *f == Format::Xaa)
-        .map(|(_, k)| k)
-        .collect();
-    let client = reqwest::Client::new();
-    for user in &emu.config().users {
-        emu.subscribe("demo", &webhook.id, &user.user_id).unwrap();
-        let r = client
-            .post(format!("{}/2/activity/subscriptions", emu.base_url()))
-            .bearer_auth("emulator-bearer")
-            .json(&serde_json::json!({
-                "user_id": user.user_id, "event_types": xaa_kinds, "webhook_id": webhook.id
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-    }
+    subscribe_users_in_both_formats(&emu, &webhook.id).await;
 
     // The three phases, 250 logical events each, all in flight at once.
     let mut emitted = Vec::new();

@@ -639,20 +639,6 @@ async fn stream_resumes_from_the_recorded_time_after_a_restart() {
     emu.shutdown().await;
 }
 
-/// An XAA like by `user` of its own post `tweet` (the envelope id comes from both).
-fn xaa_like(user: &str, tweet: &str) -> Value {
-    let mut v: Value = serde_json::from_slice(
-        &std::fs::read(fixtures_dir().join("xaa/like.create.json")).expect("xaa fixture"),
-    )
-    .expect("json");
-    let d = &mut v["data"];
-    d["event_uuid"] = Value::String(format!("uuid-{tweet}"));
-    d["filter"]["user_id"] = Value::String(user.to_string());
-    d["payload"]["id"] = Value::String(format!("like-{tweet}"));
-    d["payload"]["liked_tweet_id"] = Value::String(tweet.to_string());
-    v
-}
-
 /// X after the cutover: the webhook takes only XAA, and AAA's replay is never called. A
 /// 30-minute outage (its liveness record moved into the past) is recovered by re-reading
 /// the gap from the activity stream with `start_time`/`end_time` (the first read is refused
@@ -805,15 +791,6 @@ async fn xaa_webhook_gap_is_reread_from_the_stream_without_aaa() {
         "nothing left pending: {after}"
     );
     emu.shutdown().await;
-}
-
-/// [`xaa_like`], with its event time (`created_at`, `timestamp_ms`) at `at`.
-fn xaa_like_at(user: &str, tweet: &str, at: DateTime<Utc>) -> Value {
-    let mut v = xaa_like(user, tweet);
-    let p = &mut v["data"]["payload"];
-    p["created_at"] = Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    p["timestamp_ms"] = Value::String(at.timestamp_millis().to_string());
-    v
 }
 
 /// X closes the recovery read early: an `operational-disconnect` object after 500 lines
@@ -1373,6 +1350,5 @@ async fn a_fleet_recovers_a_gap_once_and_a_rolling_restart_is_no_gap() {
         r.terminate();
     }
     emu.shutdown().await;
-    let _ = js.delete_key_value(format!("{ns}-claims")).await;
-    let _ = js.delete_key_value(format!("{ns}-jobs")).await;
+    relay_testkit::delete_fleet_buckets(&relay_testkit::nats_url(), &ns).await;
 }

@@ -66,29 +66,7 @@ async fn every_type_and_format_reaches_every_broker_exactly_once() {
     let mut bodies = fixture_bodies("aaa");
     bodies.extend(fixture_bodies("xaa"));
     subscribe_for(&emu, &webhook.id, &bodies).await;
-    let xaa_kinds: Vec<&str> = x_emulator::generator::all_kinds()
-        .into_iter()
-        .filter(|(f, _)| *f == Format::Xaa)
-        .map(|(_, k)| k)
-        .collect();
-    let client = reqwest::Client::new();
-    for user in &emu.config().users {
-        let _ = emu.subscribe("demo", &webhook.id, &user.user_id);
-        let r = client
-            .post(format!("{}/2/activity/subscriptions", emu.base_url()))
-            .bearer_auth("emulator-bearer")
-            .json(&serde_json::json!({
-                "user_id": user.user_id, "event_types": xaa_kinds, "webhook_id": webhook.id
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            r.status().is_success(),
-            "{}",
-            r.text().await.unwrap_or_default()
-        );
-    }
+    subscribe_users_in_both_formats(&emu, &webhook.id).await;
 
     // The fixtures as they are, then a generated mix of every kind in the webhook formats.
     let mut emitted: Vec<x_emulator::Emitted> =

@@ -25,16 +25,6 @@ fn stores() -> [String; 2] {
     [redis_url(), nats_url()]
 }
 
-/// Deletes the key-value buckets a test made in NATS (nothing to do in Redis: keys expire).
-async fn cleanup(store: &str, namespace: &str) {
-    if store.starts_with("nats://") {
-        let js = async_nats::jetstream::new(async_nats::connect(store).await.unwrap());
-        for what in ["claims", "jobs"] {
-            let _ = js.delete_key_value(format!("{namespace}-{what}")).await;
-        }
-    }
-}
-
 async fn member(
     store: &str,
     name: &str,
@@ -77,7 +67,7 @@ async fn one_member_takes_an_id_the_other_waits_and_finds_it_committed() {
     for store in stores() {
         let ns = format!("test-{}", relay_testkit::unique());
         one_member_takes_an_id_the_other_waits_and_finds_it_committed_on(&store, &ns).await;
-        cleanup(&store, &ns).await;
+        relay_testkit::delete_fleet_buckets(&store, &ns).await;
     }
 }
 
@@ -111,7 +101,7 @@ async fn a_released_or_expired_claim_lets_the_next_delivery_through() {
     for store in stores() {
         let ns = format!("test-{}", relay_testkit::unique());
         a_released_or_expired_claim_lets_the_next_delivery_through_on(&store, &ns).await;
-        cleanup(&store, &ns).await;
+        relay_testkit::delete_fleet_buckets(&store, &ns).await;
     }
 }
 
@@ -188,7 +178,9 @@ async fn a_lease_is_held_by_one_member_and_taken_over_with_a_higher_epoch() {
         let a = connect(&cfg("a"), window).await.unwrap();
         let b = connect(&cfg("b"), window).await.unwrap();
         let (lease, epoch) = (format!("{{{ns}:job}}:lease"), format!("{{{ns}:job}}:epoch"));
-        let ttl = Duration::from_millis(800);
+        // Long enough that no machine stall lets it lapse between two steps that expect
+        // it held.
+        let ttl = Duration::from_secs(2);
         let first = a.acquire(&lease, &epoch, ttl).await.unwrap();
         let Some(first) = first else {
             panic!("{store}: a could not take a free lease")
@@ -201,7 +193,7 @@ async fn a_lease_is_held_by_one_member_and_taken_over_with_a_higher_epoch() {
         assert!(a.renew(&lease, first, ttl).await.unwrap(), "{store}");
         assert!(!b.renew(&lease, first, ttl).await.unwrap(), "{store}");
         // a stops renewing: the lease runs out, b takes it.
-        tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+        tokio::time::sleep(ttl + Duration::from_millis(300)).await;
         let second = b.acquire(&lease, &epoch, ttl).await.unwrap();
         assert!(
             matches!(second, Some(e) if e > first),
@@ -225,15 +217,13 @@ async fn a_lease_is_held_by_one_member_and_taken_over_with_a_higher_epoch() {
         // expires.
         let note = format!("{ns}:replay-job:42");
         assert_eq!(b.get_note(&note).await.unwrap(), None, "{store}");
-        a.put_note(&note, "Complete", Duration::from_millis(600))
-            .await
-            .unwrap();
+        a.put_note(&note, "Complete", ttl).await.unwrap();
         assert_eq!(
             b.get_note(&note).await.unwrap().as_deref(),
             Some("Complete"),
             "{store}"
         );
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        tokio::time::sleep(ttl + Duration::from_millis(300)).await;
         assert_eq!(b.get_note(&note).await.unwrap(), None, "{store}");
 
         let pos = format!("{ns}:position:job");
@@ -241,6 +231,6 @@ async fn a_lease_is_held_by_one_member_and_taken_over_with_a_higher_epoch() {
         a.advance(&pos, 2_000).await.unwrap();
         b.advance(&pos, 1_000).await.unwrap();
         assert_eq!(b.position(&pos).await.unwrap(), Some(2_000), "{store}");
-        cleanup(&store, &ns).await;
+        relay_testkit::delete_fleet_buckets(&store, &ns).await;
     }
 }

@@ -67,6 +67,21 @@ pub fn require_kafka() -> String {
     }
 }
 
+/// Deletes the key-value buckets a fleet (`[cluster]`, `namespace`) made in the NATS of
+/// `store`; nothing to do for a Redis store, whose keys expire on their own.
+pub async fn delete_fleet_buckets(store: &str, namespace: &str) {
+    if !store.starts_with("nats://") {
+        return;
+    }
+    let Ok(client) = async_nats::connect(store).await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    for what in ["claims", "jobs"] {
+        let _ = js.delete_key_value(format!("{namespace}-{what}")).await;
+    }
+}
+
 /// base64(HMAC-SHA256(`key`, `msg`)): X's signature and CRC response without the prefix.
 pub fn hmac_b64(key: &str, msg: &[u8]) -> String {
     use base64::Engine as _;

@@ -907,3 +907,62 @@ impl Proxy {
         Proxy { addr, served }
     }
 }
+
+/// Every configured user of `emu` subscribed to `webhook_id` in both products, as during
+/// X's AAA-to-XAA overlap: AAA (a user already subscribed is fine) and XAA for every XAA
+/// event type.
+pub async fn subscribe_users_in_both_formats(emu: &EmulatorHandle, webhook_id: &str) {
+    let xaa_kinds: Vec<&str> = x_emulator::generator::all_kinds()
+        .into_iter()
+        .filter(|(f, _)| *f == x_emulator::Format::Xaa)
+        .map(|(_, k)| k)
+        .collect();
+    let client = reqwest::Client::new();
+    for user in &emu.config().users {
+        if let Err(e) = emu.subscribe("demo", webhook_id, &user.user_id) {
+            assert!(e.to_string().contains("already subscribed"), "{e}");
+        }
+        let r = client
+            .post(format!("{}/2/activity/subscriptions", emu.base_url()))
+            .bearer_auth("emulator-bearer")
+            .json(&serde_json::json!({
+                "user_id": user.user_id, "event_types": xaa_kinds, "webhook_id": webhook_id
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_success(),
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+}
+
+/// An XAA like by `user` of its own post `tweet` (the envelope id comes from both).
+pub fn xaa_like(user: &str, tweet: &str) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(fixtures_dir().join("xaa/like.create.json")).expect("xaa fixture"),
+    )
+    .expect("json");
+    let d = &mut v["data"];
+    d["event_uuid"] = serde_json::Value::String(format!("uuid-{tweet}"));
+    d["filter"]["user_id"] = serde_json::Value::String(user.to_string());
+    d["payload"]["id"] = serde_json::Value::String(format!("like-{tweet}"));
+    d["payload"]["liked_tweet_id"] = serde_json::Value::String(tweet.to_string());
+    v
+}
+
+/// [`xaa_like`], with its event time (`created_at`, `timestamp_ms`) at `at`.
+pub fn xaa_like_at(
+    user: &str,
+    tweet: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> serde_json::Value {
+    let mut v = xaa_like(user, tweet);
+    let p = &mut v["data"]["payload"];
+    p["created_at"] =
+        serde_json::Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    p["timestamp_ms"] = serde_json::Value::String(at.timestamp_millis().to_string());
+    v
+}
