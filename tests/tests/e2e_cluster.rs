@@ -480,57 +480,14 @@ async fn stream_leader_killed(store: &str) {
     for (i, dir) in dirs.iter().enumerate() {
         let cfg = config_on(store, &u, &kafka, i)
             .replace("[cluster]\n", "[cluster]\nlease = \"2s\"\n")
-            .replace("batch_size = 128", &format!("batch_size = {BATCH}"))
-            .replace(
-                "[[webhook.apps]]",
-                &format!(
-                    "[[stream]]\nname = \"main\"\nurl = \"{}/2/activity/stream\"\nbearer_token = \"emulator-bearer\"\nidle_timeout = \"5s\"\n\n[[webhook.apps]]",
-                    emu.base_url()
-                ),
-            );
-        // ([[stream]] must come after the [webhook] table's keys: moved below its apps.)
-        let cfg = reorder_stream(&cfg);
-        relays.push(Relay::start(dir.path(), &cfg).await);
+            .replace("batch_size = 128", &format!("batch_size = {BATCH}"));
+        relays.push(Relay::start(dir.path(), &stream_on(&cfg, &emu)).await);
     }
-    // One leader, one live connection to X.
-    let guard = tokio::time::Instant::now() + Duration::from_secs(60);
-    let leader = loop {
-        let (a, b) = (leading(&relays[0]).await, leading(&relays[1]).await);
-        let live = emu
-            .connections()
-            .iter()
-            .filter(|c| c.outcome == "connected" && c.ended_at.is_none())
-            .count();
-        if a + b == 1.0 && live == 1 {
-            break if a == 1.0 { 0 } else { 1 };
-        }
-        assert!(
-            tokio::time::Instant::now() < guard,
-            "no single leader: {a} {b}, {live} connections"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let users: Vec<String> = emu
-        .config()
-        .users
-        .iter()
-        .take(3)
-        .map(|u| u.user_id.clone())
-        .collect();
+    let leader = one_stream_leader(&relays, &emu).await;
     let stamp = chrono::Utc::now().timestamp_micros();
     let mut bodies = Vec::new();
-    let emit = |n: usize, bodies: &mut Vec<serde_json::Value>| {
-        for _ in 0..n {
-            let i = bodies.len();
-            let b = xaa_like_at(
-                &users[i % users.len()],
-                &format!("{stamp}{i:05}"),
-                chrono::Utc::now(),
-            );
-            emu.emit(b.clone());
-            bodies.push(b);
-        }
-    };
+    let emit =
+        |n: usize, bodies: &mut Vec<serde_json::Value>| emit_likes_now(&emu, stamp, n, bodies);
     emit(100, &mut bodies);
     tokio::time::sleep(Duration::from_millis(500)).await; // traffic before the kill, not an assertion
     relays[leader].kill9();
@@ -588,6 +545,31 @@ async fn stream_leader_killed(store: &str) {
     relay_testkit::delete_fleet_buckets(store, &format!("e2e-{u}")).await;
 }
 
+/// Emits `n` XAA likes of the first three users, each with its own ids and its event time
+/// now (the stream's position moves), and keeps their bodies in `bodies`;
+/// `stamp` makes the ids the test's own.
+fn emit_likes_now(
+    emu: &x_emulator::EmulatorHandle,
+    stamp: i64,
+    n: usize,
+    bodies: &mut Vec<serde_json::Value>,
+) {
+    let users: Vec<String> = emu
+        .config()
+        .users
+        .iter()
+        .take(3)
+        .map(|u| u.user_id.clone())
+        .collect();
+    for _ in 0..n {
+        let i = bodies.len();
+        let tweet = format!("{stamp}{i:05}");
+        let b = xaa_like_at(&users[i % users.len()], &tweet, chrono::Utc::now());
+        emu.emit(b.clone());
+        bodies.push(b);
+    }
+}
+
 /// Whether the member leads the stream `main` (its `cluster_leader` gauge).
 async fn leading(r: &Relay) -> f64 {
     r.metric("activity_relay_cluster_leader", &[("job", "stream:main")])
@@ -632,47 +614,15 @@ async fn a_leader_cut_off_from_the_store_hands_the_stream_over_in_time() {
             .replace(
                 "[cluster]\n",
                 "[cluster]\nlease = \"2s\"\ntimeout = \"300ms\"\npending_ttl = \"5s\"\n",
-            )
-            .replace(
-                "[[webhook.apps]]",
-                &format!(
-                    "[[stream]]\nname = \"main\"\nurl = \"{}/2/activity/stream\"\nbearer_token = \"emulator-bearer\"\nidle_timeout = \"5s\"\n\n[[webhook.apps]]",
-                    emu.base_url()
-                ),
             );
-        relays.push(Relay::start(dir.path(), &reorder_stream(&cfg)).await);
+        relays.push(Relay::start(dir.path(), &stream_on(&cfg, &emu)).await);
         proxies.push(proxy);
     }
-    let guard = tokio::time::Instant::now() + Duration::from_secs(60);
-    let leader = loop {
-        let (a, b) = (leading(&relays[0]).await, leading(&relays[1]).await);
-        if a + b == 1.0 {
-            break if a == 1.0 { 0 } else { 1 };
-        }
-        assert!(tokio::time::Instant::now() < guard, "no single leader");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let users: Vec<String> = emu
-        .config()
-        .users
-        .iter()
-        .take(3)
-        .map(|u| u.user_id.clone())
-        .collect();
+    let leader = one_stream_leader(&relays, &emu).await;
     let stamp = chrono::Utc::now().timestamp_micros();
     let mut bodies = Vec::new();
-    let emit = |n: usize, bodies: &mut Vec<serde_json::Value>| {
-        for _ in 0..n {
-            let i = bodies.len();
-            let b = xaa_like_at(
-                &users[i % users.len()],
-                &format!("{stamp}{i:05}"),
-                chrono::Utc::now(),
-            );
-            emu.emit(b.clone());
-            bodies.push(b);
-        }
-    };
+    let emit =
+        |n: usize, bodies: &mut Vec<serde_json::Value>| emit_likes_now(&emu, stamp, n, bodies);
     emit(50, &mut bodies);
     // The leader loses the store.
     proxies[leader].cut().await;
