@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use relay_sink::file::FileSinkConfig;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use toml::{Table, Value};
@@ -239,29 +238,10 @@ impl Default for DispatchConfig {
 pub struct SinkConfig {
     /// Unique; the spool cursor name and the `sink` metric label.
     pub name: String,
-    pub kind: SinkKind,
+    /// Its `type`'s own settings, read by the sink type of [`crate::sinks::SINK_TYPES`].
+    pub spec: std::sync::Arc<dyn relay_sink::registry::SinkSpec>,
     /// `types` / `exclude_types`: which event types go to this sink.
     pub filter: crate::filter::TypeFilter,
-}
-
-/// A sink's own settings, by `type`.
-#[derive(Clone, Debug)]
-pub enum SinkKind {
-    File(FileSinkConfig),
-    Kafka(relay_sink_kafka::KafkaSinkConfig),
-    Nats(relay_sink_nats::NatsSinkConfig),
-    RabbitMq(relay_sink_rabbitmq::RabbitMqSinkConfig),
-}
-
-impl SinkKind {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            SinkKind::File(_) => "file",
-            SinkKind::Kafka(_) => "kafka",
-            SinkKind::Nats(_) => "nats",
-            SinkKind::RabbitMq(_) => "rabbitmq",
-        }
-    }
 }
 
 const TOP_LEVEL: &[&str] = &[
@@ -533,7 +513,7 @@ fn parse_sink(index: usize, item: Value) -> Result<SinkConfig, ConfigError> {
         None => {
             return Err(invalid(
                 here,
-                "missing `type` (file, kafka, nats or rabbitmq)",
+                format!("missing `type` ({})", crate::sinks::type_names()),
             ))
         }
     };
@@ -561,20 +541,19 @@ fn parse_sink(index: usize, item: Value) -> Result<SinkConfig, ConfigError> {
         types: patterns("types")?,
         exclude_types: patterns("exclude_types")?,
     };
-    let rest = Value::Table(table);
-    let kind = match kind.as_str() {
-        "file" => SinkKind::File(section(&here, rest)?),
-        "kafka" => SinkKind::Kafka(section(&here, rest)?),
-        "nats" => SinkKind::Nats(section(&here, rest)?),
-        "rabbitmq" => SinkKind::RabbitMq(section(&here, rest)?),
-        other => {
-            return Err(invalid(
-                here,
-                format!("unknown sink type {other:?} (expected file, kafka, nats or rabbitmq)"),
-            ))
-        }
+    let Some(factory) = crate::sinks::sink_type(&kind) else {
+        return Err(invalid(
+            here,
+            format!(
+                "unknown sink type {kind:?} (expected {})",
+                crate::sinks::type_names()
+            ),
+        ));
     };
-    Ok(SinkConfig { name, kind, filter })
+    let spec = factory
+        .parse(&name, Value::Table(table))
+        .map_err(|e| invalid(&here, e.message().trim().to_string()))?;
+    Ok(SinkConfig { name, spec, filter })
 }
 
 fn valid_sink_name(s: &str) -> bool {
@@ -703,7 +682,7 @@ path = "-"
         assert_eq!(c.log.format, LogFormat::Json);
         assert!(c.webhook.is_none() && c.streams.is_empty());
         assert_eq!(c.sinks.len(), 1);
-        assert_eq!(c.sinks[0].kind.type_name(), "file");
+        assert_eq!(c.sinks[0].spec.type_name(), "file");
 
         let bad = text.replace("[[sinks]]", "[dispatch]\nmax_attempts = 0\n[[sinks]]");
         let e = Config::parse_with(&bad, Path::new("t.toml"), &env).unwrap_err();

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminServer, AdminState};
-use crate::config::{Config, SinkKind};
+use crate::config::Config;
 use crate::dedup::{self, Dedup};
 use crate::dispatch::Dispatcher;
 use crate::metrics::{self, now_ms, PipelineMetrics, SinkMetrics, SpoolMetrics};
@@ -41,27 +41,9 @@ pub enum RunError {
     SpoolDirNotADirectory(PathBuf),
     #[error("[log] level {level:?}: {problem}")]
     LogLevel { level: String, problem: String },
-    #[error(
-        "[[sinks]] {first:?} and {second:?} both name the JetStream stream {stream:?} on {url}: \
-         JetStream would drop the second sink's copy of every event as a duplicate \
-         (same Nats-Msg-Id); give each sink its own stream"
-    )]
-    SharedNatsStream {
-        first: String,
-        second: String,
-        stream: String,
-        url: String,
-    },
     #[error("cannot write --listen-file {}: {source}", path.display())]
     ListenFile {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("sink {sink:?}: cannot create directory {path}: {source}")]
-    SinkDir {
-        sink: String,
-        path: String,
         #[source]
         source: std::io::Error,
     },
@@ -139,32 +121,8 @@ pub fn check(cfg: &Config) -> Result<String, RunError> {
             lines.push(format!("  warning: {w}"));
         }
     }
-    check_shared_streams(cfg)?;
+    sinks::check_exclusive(cfg)?;
     Ok(lines.join("\n"))
-}
-
-/// Two NATS sinks may not name one JetStream stream: both publish each envelope with its
-/// id as `Nats-Msg-Id`, so the stream would store the first sink's copy and acknowledge
-/// the second's as a duplicate without storing it, silently.
-fn check_shared_streams(cfg: &Config) -> Result<(), RunError> {
-    let mut seen: Vec<(&str, &str, &str)> = Vec::new();
-    for s in &cfg.sinks {
-        let SinkKind::Nats(n) = &s.kind else { continue };
-        let Some(stream) = &n.stream else { continue };
-        if let Some((other, _, _)) = seen
-            .iter()
-            .find(|(_, url, name)| *url == n.url && *name == stream.name)
-        {
-            return Err(RunError::SharedNatsStream {
-                first: (*other).to_string(),
-                second: s.name.clone(),
-                stream: stream.name.clone(),
-                url: relay_sink::redact_url(&n.url),
-            });
-        }
-        seen.push((&s.name, &n.url, &stream.name));
-    }
-    Ok(())
 }
 
 /// What `run` is told besides the configuration (command-line options).
@@ -223,15 +181,7 @@ pub async fn run_with(
     // anything. A broker that cannot be reached does not: its records wait in the spool.
     check(&cfg)?;
     for s in &cfg.sinks {
-        if let SinkKind::File(f) = &s.kind {
-            if f.path != "-" {
-                std::fs::create_dir_all(&f.path).map_err(|source| RunError::SinkDir {
-                    sink: s.name.clone(),
-                    path: f.path.clone(),
-                    source,
-                })?;
-            }
-        }
+        sinks::prepare(s)?;
     }
     let mut sink_list: Vec<Arc<dyn Sink>> = Vec::new();
     for s in &cfg.sinks {
@@ -569,7 +519,7 @@ pub async fn run_with(
         admin = %admin_addr.map(|a| a.to_string()).unwrap_or_default(),
         webhook = %webhook_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".to_string()),
         streams = cfg.streams.len(),
-        sinks = ?cfg.sinks.iter().map(|s| format!("{}:{}", s.name, s.kind.type_name())).collect::<Vec<_>>(),
+        sinks = ?cfg.sinks.iter().map(|s| format!("{}:{}", s.name, s.spec.type_name())).collect::<Vec<_>>(),
         spool = %cfg.spool.dir.display(),
         "activity-relay started"
     );

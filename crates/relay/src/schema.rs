@@ -12,7 +12,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{Config, SinkConfig, SinkKind};
+use crate::config::Config;
 use relay_envelope::taxonomy;
 
 /// The JSON Schema of one envelope.
@@ -85,71 +85,6 @@ fn key(s: &str) -> String {
         .collect()
 }
 
-/// Host and protocol of a broker sink, and its template, wire mode and channel bindings.
-struct Broker {
-    host: String,
-    protocol: &'static str,
-    template: String,
-    binary: bool,
-    channel_binding: Option<(&'static str, Value)>,
-    message_binding: Option<(&'static str, Value)>,
-}
-
-fn host_of(url: &str) -> String {
-    let no_scheme = url.split_once("://").map_or(url, |(_, r)| r);
-    let no_creds = no_scheme.rsplit_once('@').map_or(no_scheme, |(_, h)| h);
-    no_creds
-        .split(['/', ','])
-        .next()
-        .unwrap_or(no_creds)
-        .to_owned()
-}
-
-fn broker(s: &SinkConfig) -> Option<Broker> {
-    use relay_sink::WireMode;
-    match &s.kind {
-        SinkKind::Kafka(k) => Some(Broker {
-            host: k
-                .bootstrap_servers
-                .split(',')
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-            protocol: "kafka",
-            template: k.topic.clone(),
-            binary: k.wire_mode == WireMode::Binary,
-            channel_binding: None,
-            message_binding: Some((
-                "kafka",
-                json!({"key": {"type": "string", "description": format!("rendered from `{}`", k.key)}, "bindingVersion": "0.5.0"}),
-            )),
-        }),
-        SinkKind::Nats(n) => Some(Broker {
-            host: host_of(&n.url),
-            protocol: "nats",
-            template: n.subject.clone(),
-            binary: n.wire_mode == WireMode::Binary,
-            channel_binding: None,
-            message_binding: None,
-        }),
-        SinkKind::RabbitMq(r) => Some(Broker {
-            host: host_of(&r.url),
-            protocol: "amqp",
-            template: r.routing_key.clone(),
-            binary: r.wire_mode == WireMode::Binary,
-            channel_binding: Some((
-                "amqp",
-                json!({"is": "routingKey", "exchange": {"name": r.exchange, "type": "topic", "durable": true, "autoDelete": false}, "bindingVersion": "0.3.0"}),
-            )),
-            message_binding: Some((
-                "amqp",
-                json!({"contentEncoding": "utf-8", "messageType": "cloudevent", "bindingVersion": "0.3.0"}),
-            )),
-        }),
-        SinkKind::File(_) => None,
-    }
-}
-
 /// The AsyncAPI 3.0 document of what `cfg` publishes.
 pub fn asyncapi(cfg: &Config) -> Value {
     let mut servers = Map::new();
@@ -162,7 +97,7 @@ pub fn asyncapi(cfg: &Config) -> Value {
         .copied()
         .collect();
     for s in &cfg.sinks {
-        let Some(b) = broker(s) else { continue };
+        let Some(b) = s.spec.asyncapi() else { continue };
         let sink = key(&s.name);
         servers.insert(
             sink.clone(),
@@ -268,7 +203,5 @@ mod tests {
             address("x.activity.{type}", "like.create").1,
             Vec::<String>::new()
         );
-        assert_eq!(host_of("amqp://u:p@rabbit:5672/%2f"), "rabbit:5672");
-        assert_eq!(host_of("nats://a:4222,nats://b:4222"), "a:4222");
     }
 }

@@ -1,116 +1,81 @@
-//! Builds the configured sinks.
+//! The sink types the relay knows, and the sinks of a configuration.
+//!
+//! Each sink type lives in its own crate and implements
+//! [`relay_sink::registry::SinkType`]; [`SINK_TYPES`] is the only place the relay names
+//! them. Adding a broker is its crate and one line here (ARCHITECTURE.md, "A new broker").
 
 use std::sync::Arc;
 
-use relay_sink::file::{FileSink, FileSinkConfig};
+use relay_sink::registry::{BoxError, Registered, SinkFactory};
 use relay_sink::Sink;
 
-use crate::config::{SinkConfig, SinkKind};
+use crate::config::{Config, SinkConfig};
 
-#[derive(Debug, thiserror::Error)]
-pub enum SinkBuildError {
-    #[error(transparent)]
-    File(#[from] relay_sink::file::FileSinkError),
-    #[error(transparent)]
-    Kafka(#[from] relay_sink_kafka::KafkaSinkError),
-    #[error(transparent)]
-    Nats(#[from] relay_sink_nats::NatsSinkError),
-    #[error(transparent)]
-    RabbitMq(#[from] relay_sink_rabbitmq::RabbitMqSinkError),
-    #[error("sink {name:?}: {detail}")]
-    Invalid { name: String, detail: String },
+/// Every sink type, by its `type` name: one line per broker.
+pub static SINK_TYPES: &[&dyn SinkFactory] = &[
+    &Registered::<relay_sink::file::FileSinkType>::new(),
+    &Registered::<relay_sink_kafka::KafkaSinkType>::new(),
+    &Registered::<relay_sink_nats::NatsSinkType>::new(),
+    &Registered::<relay_sink_rabbitmq::RabbitMqSinkType>::new(),
+];
+
+/// The sink type whose `type` is `name`.
+pub fn sink_type(name: &str) -> Option<&'static dyn SinkFactory> {
+    SINK_TYPES.iter().copied().find(|t| t.type_name() == name)
 }
 
-/// Checks a sink's configuration without connecting anywhere or creating files.
-pub fn check(cfg: &SinkConfig) -> Result<String, SinkBuildError> {
-    match &cfg.kind {
-        SinkKind::File(f) => check_file(&cfg.name, f),
-        SinkKind::Kafka(k) => {
-            k.validate(&cfg.name)?;
-            Ok(format!(
-                "kafka: {} topic {:?}",
-                k.bootstrap_servers, k.topic
-            ))
-        }
-        SinkKind::Nats(n) => {
-            check_templates(
-                &cfg.name,
-                &[
-                    ("subject", &n.subject),
-                    ("deadletter_subject", &n.deadletter_subject),
-                ],
-            )?;
-            // Everything the sink itself checks before connecting (urls, limits, auth, TLS).
-            n.validate(&cfg.name)?;
-            Ok(format!("nats: subject {:?}", n.subject))
-        }
-        SinkKind::RabbitMq(r) => {
-            check_templates(
-                &cfg.name,
-                &[
-                    ("routing_key", &r.routing_key),
-                    ("deadletter_routing_key", &r.deadletter_routing_key),
-                ],
-            )?;
-            r.validate(&cfg.name)?;
-            if r.exchange.is_empty() {
-                return Err(SinkBuildError::Invalid {
-                    name: cfg.name.clone(),
-                    detail: "exchange is empty".to_string(),
-                });
-            }
-            Ok(format!(
-                "rabbitmq: {} exchange {:?} routing key {:?}",
-                relay_sink_rabbitmq::redact_url(&r.url),
-                r.exchange,
-                r.routing_key
-            ))
-        }
+/// `file, kafka, nats or rabbitmq`: the known types, for messages.
+pub fn type_names() -> String {
+    let names: Vec<&str> = SINK_TYPES.iter().map(|t| t.type_name()).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
     }
 }
 
-/// Parses routing templates (the sinks check the rest when they connect).
-fn check_templates(name: &str, templates: &[(&str, &String)]) -> Result<(), SinkBuildError> {
-    for (field, text) in templates {
-        let t = relay_sink::Template::parse(text).map_err(|e| SinkBuildError::Invalid {
-            name: name.to_string(),
-            detail: format!("{field}: {e}"),
-        })?;
-        if t.is_empty() {
-            return Err(SinkBuildError::Invalid {
-                name: name.to_string(),
-                detail: format!("{field} is empty"),
+#[derive(Debug, thiserror::Error)]
+pub enum SinkBuildError {
+    /// The sink type's own error (its message names the sink).
+    #[error(transparent)]
+    Sink(BoxError),
+    #[error("[[sinks]] {first:?} and {second:?} both name {what}: {why}")]
+    Shared {
+        first: String,
+        second: String,
+        what: String,
+        why: &'static str,
+    },
+}
+
+/// Checks a sink's configuration without connecting anywhere or creating files; the line
+/// `run --check` prints for it.
+pub fn check(cfg: &SinkConfig) -> Result<String, SinkBuildError> {
+    cfg.spec.check().map_err(SinkBuildError::Sink)
+}
+
+/// What no two sinks may share (a JetStream stream, say), across the configuration.
+pub fn check_exclusive(cfg: &Config) -> Result<(), SinkBuildError> {
+    let mut seen: Vec<(&str, relay_sink::registry::Exclusive)> = Vec::new();
+    for s in &cfg.sinks {
+        let Some(mine) = s.spec.exclusive() else {
+            continue;
+        };
+        if let Some((first, _)) = seen.iter().find(|(_, x)| x.key == mine.key) {
+            return Err(SinkBuildError::Shared {
+                first: (*first).to_string(),
+                second: s.name.clone(),
+                what: mine.what,
+                why: mine.why,
             });
         }
+        seen.push((&s.name, mine));
     }
     Ok(())
 }
 
-fn check_file(name: &str, f: &FileSinkConfig) -> Result<String, SinkBuildError> {
-    use relay_sink::file::FileSinkError;
-    f.validate(name)?;
-    if f.path == "-" {
-        return Ok("file: stdout".to_string());
-    }
-    let path = std::path::PathBuf::from(&f.path);
-    match std::fs::metadata(&path) {
-        Ok(m) if m.is_dir() => Ok(format!("file: {}", f.path)),
-        Ok(_) => Err(FileSinkError::NotADirectory {
-            sink: name.to_string(),
-            path,
-        }
-        .into()),
-        // `run` creates a missing directory.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Ok(format!("file: {} (will be created)", f.path))
-        }
-        Err(source) => Err(FileSinkError::Io {
-            sink: name.to_string(),
-            path,
-            source,
-        }
-        .into()),
-    }
+/// What `run` does before the sinks start (the file sink creates its directory).
+pub fn prepare(cfg: &SinkConfig) -> Result<(), SinkBuildError> {
+    cfg.spec.prepare().map_err(SinkBuildError::Sink)
 }
 
 /// The sink of `cfg`, connecting lazily: while its broker cannot be reached, `publish`
@@ -119,29 +84,29 @@ fn check_file(name: &str, f: &FileSinkConfig) -> Result<String, SinkBuildError> 
 /// false. So a broker that is down when the relay starts does not stop it from accepting
 /// events.
 pub fn start(cfg: SinkConfig) -> Arc<dyn Sink> {
-    let name = cfg.name.clone();
-    let cfg = Arc::new(cfg);
+    let spec = Arc::clone(&cfg.spec);
     relay_sink::driver::LazySink::start(
-        &name,
+        &cfg.name,
         Box::new(move || {
-            let cfg = Arc::clone(&cfg);
-            Box::pin(async move { build(&cfg).await.map_err(|e| e.to_string()) })
+            let spec = Arc::clone(&spec);
+            Box::pin(async move { spec.connect().await.map_err(|e| e.to_string()) })
         }),
     )
 }
 
-/// Opens or connects the sink.
-pub async fn build(cfg: &SinkConfig) -> Result<Arc<dyn Sink>, SinkBuildError> {
-    match &cfg.kind {
-        SinkKind::File(f) => Ok(Arc::new(FileSink::open(&cfg.name, f)?)),
-        SinkKind::Kafka(k) => Ok(Arc::new(
-            relay_sink_kafka::KafkaSink::connect(&cfg.name, k).await?,
-        )),
-        SinkKind::Nats(n) => Ok(Arc::new(
-            relay_sink_nats::NatsSink::connect(&cfg.name, n).await?,
-        )),
-        SinkKind::RabbitMq(r) => Ok(Arc::new(
-            relay_sink_rabbitmq::RabbitMqSink::connect(&cfg.name, r).await?,
-        )),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type_name_is_listed_once() {
+        assert_eq!(type_names(), "file, kafka, nats or rabbitmq");
+        for t in SINK_TYPES {
+            assert!(std::ptr::eq(
+                sink_type(t.type_name()).map_or(std::ptr::null(), |f| f as *const _ as *const u8),
+                *t as *const _ as *const u8
+            ));
+        }
+        assert!(sink_type("kinesis").is_none());
     }
 }

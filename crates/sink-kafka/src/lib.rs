@@ -76,6 +76,45 @@ pub use encode::sanitize_topic;
 use encode::Routing;
 pub use service::KafkaSink;
 
+/// `type = "kafka"`: how the relay reads, checks, describes and connects this sink.
+pub struct KafkaSinkType;
+
+impl relay_sink::registry::SinkType for KafkaSinkType {
+    const TYPE: &'static str = "kafka";
+    type Config = KafkaSinkConfig;
+    type Error = KafkaSinkError;
+    type Sink = KafkaSink;
+
+    fn check(name: &str, cfg: &KafkaSinkConfig) -> Result<String, KafkaSinkError> {
+        cfg.validate(name)?;
+        Ok(format!(
+            "kafka: {} topic {:?}",
+            cfg.bootstrap_servers, cfg.topic
+        ))
+    }
+
+    fn asyncapi(cfg: &KafkaSinkConfig) -> Option<relay_sink::registry::AsyncApiServer> {
+        Some(relay_sink::registry::AsyncApiServer {
+            host: relay_sink::registry::first_host(&cfg.bootstrap_servers),
+            protocol: "kafka",
+            template: cfg.topic.clone(),
+            binary: cfg.wire_mode == relay_sink::WireMode::Binary,
+            channel_binding: None,
+            message_binding: Some((
+                "kafka",
+                serde_json::json!({
+                    "key": {"type": "string", "description": format!("rendered from `{}`", cfg.key)},
+                    "bindingVersion": "0.5.0"
+                }),
+            )),
+        })
+    }
+
+    async fn connect(name: &str, cfg: &KafkaSinkConfig) -> Result<KafkaSink, KafkaSinkError> {
+        KafkaSink::connect(name, cfg).await
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------

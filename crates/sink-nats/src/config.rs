@@ -86,6 +86,9 @@ impl NatsSinkConfig {
         check_template_literals(&subject).map_err(config_err)?;
         check_publish_subject(&self.deadletter_subject)
             .map_err(|e| config_err(format!("deadletter_subject: {e}")))?;
+        // A constant subject, but written in template syntax: a stray brace is a mistake.
+        Template::parse(&self.deadletter_subject)
+            .map_err(|e| config_err(format!("deadletter_subject: {e}")))?;
         if self.max_in_flight == 0 {
             return Err(config_err("max_in_flight must be at least 1".into()));
         }

@@ -58,33 +58,80 @@ use encode::*;
 pub use relay_sink::{redact_url, Secret};
 pub use service::NatsSink;
 
+/// `type = "nats"`: how the relay reads, checks, describes and connects this sink.
+pub struct NatsSinkType;
+
+impl relay_sink::registry::SinkType for NatsSinkType {
+    const TYPE: &'static str = "nats";
+    type Config = NatsSinkConfig;
+    type Error = NatsSinkError;
+    type Sink = NatsSink;
+
+    fn check(name: &str, cfg: &NatsSinkConfig) -> Result<String, NatsSinkError> {
+        cfg.validate(name)?;
+        Ok(format!("nats: subject {:?}", cfg.subject))
+    }
+
+    fn asyncapi(cfg: &NatsSinkConfig) -> Option<relay_sink::registry::AsyncApiServer> {
+        Some(relay_sink::registry::AsyncApiServer {
+            host: relay_sink::registry::first_host(&cfg.url),
+            protocol: "nats",
+            template: cfg.subject.clone(),
+            binary: cfg.wire_mode == WireMode::Binary,
+            channel_binding: None,
+            message_binding: None,
+        })
+    }
+
+    /// Two sinks may not name one JetStream stream: both publish each envelope with its
+    /// id as `Nats-Msg-Id`, so the stream would store the first sink's copy and
+    /// acknowledge the second's as a duplicate without storing it, silently.
+    fn exclusive(cfg: &NatsSinkConfig) -> Option<relay_sink::registry::Exclusive> {
+        let stream = cfg.stream.as_ref()?;
+        Some(relay_sink::registry::Exclusive {
+            key: format!("nats {} {}", redact_url(&cfg.url), stream.name),
+            what: format!(
+                "the JetStream stream {:?} on {}",
+                stream.name,
+                redact_url(&cfg.url)
+            ),
+            why: "JetStream would drop the second sink's copy of every event as a duplicate \
+                  (same Nats-Msg-Id); give each sink its own stream",
+        })
+    }
+
+    async fn connect(name: &str, cfg: &NatsSinkConfig) -> Result<NatsSink, NatsSinkError> {
+        NatsSink::connect(name, cfg).await
+    }
+}
+
 /// Why the sink could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NatsSinkError {
-    #[error("nats sink {sink}: invalid configuration: {detail}")]
+    #[error("nats sink {sink:?}: invalid configuration: {detail}")]
     Config { sink: String, detail: String },
-    #[error("nats sink {sink}: subject template: {source}")]
+    #[error("nats sink {sink:?}: subject template: {source}")]
     Template {
         sink: String,
         #[source]
         source: TemplateError,
     },
-    #[error("nats sink {sink}: reading credentials file {path}: {source}")]
+    #[error("nats sink {sink:?}: reading credentials file {path}: {source}")]
     Credentials {
         sink: String,
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("nats sink {sink}: cannot connect: {source}")]
+    #[error("nats sink {sink:?}: cannot connect: {source}")]
     Connect {
         sink: String,
         #[source]
         source: async_nats::ConnectError,
     },
-    #[error("nats sink {sink}: cannot connect: no server answered within {after:?}")]
+    #[error("nats sink {sink:?}: cannot connect: no server answered within {after:?}")]
     ConnectTimeout { sink: String, after: Duration },
-    #[error("nats sink {sink}: stream {stream}: {detail}")]
+    #[error("nats sink {sink:?}: stream {stream}: {detail}")]
     Stream {
         sink: String,
         stream: String,

@@ -104,6 +104,15 @@ impl RabbitMqSinkConfig {
         if routing_key.is_empty() {
             return Err(config_err("routing_key is empty".into()));
         }
+        // A constant key, but written in template syntax: a stray brace is a mistake.
+        let deadletter = Template::parse(&self.deadletter_routing_key)
+            .map_err(|e| config_err(format!("deadletter_routing_key: {e}")))?;
+        if deadletter.is_empty() {
+            return Err(config_err("deadletter_routing_key is empty".into()));
+        }
+        if self.exchange.is_empty() {
+            return Err(config_err("exchange is empty".into()));
+        }
         if self.deadletter_routing_key.len() > 255 {
             return Err(config_err(
                 "deadletter_routing_key is longer than 255 bytes".into(),

@@ -55,18 +55,66 @@ use encode::Routing;
 pub use relay_sink::redact_url;
 pub use service::RabbitMqSink;
 
+/// `type = "rabbitmq"`: how the relay reads, checks, describes and connects this sink.
+pub struct RabbitMqSinkType;
+
+impl relay_sink::registry::SinkType for RabbitMqSinkType {
+    const TYPE: &'static str = "rabbitmq";
+    type Config = RabbitMqSinkConfig;
+    type Error = RabbitMqSinkError;
+    type Sink = RabbitMqSink;
+
+    fn check(name: &str, cfg: &RabbitMqSinkConfig) -> Result<String, RabbitMqSinkError> {
+        cfg.validate(name)?;
+        Ok(format!(
+            "rabbitmq: {} exchange {:?} routing key {:?}",
+            redact_url(&cfg.url),
+            cfg.exchange,
+            cfg.routing_key
+        ))
+    }
+
+    fn asyncapi(cfg: &RabbitMqSinkConfig) -> Option<relay_sink::registry::AsyncApiServer> {
+        Some(relay_sink::registry::AsyncApiServer {
+            host: relay_sink::registry::first_host(&cfg.url),
+            protocol: "amqp",
+            template: cfg.routing_key.clone(),
+            binary: cfg.wire_mode == WireMode::Binary,
+            channel_binding: Some((
+                "amqp",
+                serde_json::json!({
+                    "is": "routingKey",
+                    "exchange": {"name": cfg.exchange, "type": "topic", "durable": true, "autoDelete": false},
+                    "bindingVersion": "0.3.0"
+                }),
+            )),
+            message_binding: Some((
+                "amqp",
+                serde_json::json!({"contentEncoding": "utf-8", "messageType": "cloudevent", "bindingVersion": "0.3.0"}),
+            )),
+        })
+    }
+
+    async fn connect(
+        name: &str,
+        cfg: &RabbitMqSinkConfig,
+    ) -> Result<RabbitMqSink, RabbitMqSinkError> {
+        RabbitMqSink::connect(name, cfg).await
+    }
+}
+
 /// Why the sink could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RabbitMqSinkError {
-    #[error("rabbitmq sink {sink}: invalid configuration: {detail}")]
+    #[error("rabbitmq sink {sink:?}: invalid configuration: {detail}")]
     Config { sink: String, detail: String },
-    #[error("rabbitmq sink {sink}: routing key template: {source}")]
+    #[error("rabbitmq sink {sink:?}: routing key template: {source}")]
     Template {
         sink: String,
         #[source]
         source: TemplateError,
     },
-    #[error("rabbitmq sink {sink}: cannot connect to {url}: {detail}")]
+    #[error("rabbitmq sink {sink:?}: cannot connect to {url}: {detail}")]
     Connect {
         sink: String,
         /// Password redacted.

@@ -104,6 +104,63 @@ pub enum FileSinkError {
     },
     #[error("file sink {sink:?}: invalid configuration: {detail}")]
     Config { sink: String, detail: String },
+    #[error("sink {sink:?}: cannot create directory {}: {source}", path.display())]
+    CreateDir {
+        sink: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `type = "file"`: the [`SinkType`](crate::registry::SinkType) of the file sink.
+pub struct FileSinkType;
+
+impl crate::registry::SinkType for FileSinkType {
+    const TYPE: &'static str = "file";
+    type Config = FileSinkConfig;
+    type Error = FileSinkError;
+    type Sink = FileSink;
+
+    /// The settings, and the directory if it exists (`run` creates a missing one).
+    fn check(name: &str, cfg: &FileSinkConfig) -> Result<String, FileSinkError> {
+        cfg.validate(name)?;
+        if cfg.path == "-" {
+            return Ok("file: stdout".to_string());
+        }
+        let path = PathBuf::from(&cfg.path);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => Ok(format!("file: {}", cfg.path)),
+            Ok(_) => Err(FileSinkError::NotADirectory {
+                sink: name.to_string(),
+                path,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(format!("file: {} (will be created)", cfg.path))
+            }
+            Err(source) => Err(FileSinkError::Io {
+                sink: name.to_string(),
+                path,
+                source,
+            }),
+        }
+    }
+
+    /// Creates the directory if it is missing.
+    fn prepare(name: &str, cfg: &FileSinkConfig) -> Result<(), FileSinkError> {
+        if cfg.path == "-" {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&cfg.path).map_err(|source| FileSinkError::CreateDir {
+            sink: name.to_string(),
+            path: PathBuf::from(&cfg.path),
+            source,
+        })
+    }
+
+    async fn connect(name: &str, cfg: &FileSinkConfig) -> Result<FileSink, FileSinkError> {
+        FileSink::open(name, cfg)
+    }
 }
 
 /// The file (or stdout) sink. See the module docs.

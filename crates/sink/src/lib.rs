@@ -12,11 +12,14 @@
 //!   batch order, the reconnect backoff, the lazily connecting wrapper.
 //! * [`Secret`] and [`redact_url`]: secrets in configuration, hidden one way everywhere.
 //! * [`file::FileSink`]: the embedded default sink (NDJSON files, or stdout).
+//! * [`registry`]: [`registry::SinkType`], which each sink type implements once so that
+//!   the relay can read, check, describe and connect it without knowing its name.
 //!
 //! A broker sink crate has three files: `config.rs` (the typed `[[sinks]]` section and its
 //! one check, `validate()`), `encode.rs` (pure: a message to the broker's destination,
 //! headers and body) and `service.rs` (connect, send, await the confirmations through
-//! [`driver::Confirmations`]); its `lib.rs` holds the documentation and the errors.
+//! [`driver::Confirmations`]); its `lib.rs` holds the documentation, the errors and its
+//! [`registry::SinkType`], the one place the relay learns of it.
 
 use std::sync::Arc;
 
@@ -26,6 +29,7 @@ use relay_envelope::{DeadLetter, Envelope};
 pub mod driver;
 mod error;
 pub mod file;
+pub mod registry;
 mod template;
 mod wire;
 
