@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull, stream};
 use futures::StreamExt;
-use relay_sink::{Message, Payload, PublishError, Sink, WireMode};
+use relay_sink::{Message, PublishError, Sink};
 use relay_sink_nats::{NatsSink, NatsSinkConfig, Retention, Storage, StreamSetup};
 use relay_testkit::{fixtures, nats_url, unique, TcpProxy};
 
@@ -105,107 +105,6 @@ fn all_ok(results: &[Result<(), PublishError>]) {
     for (i, r) in results.iter().enumerate() {
         assert!(r.is_ok(), "message {i}: {r:?}");
     }
-}
-
-/// Every record arrives once, on its subject, with its headers; structured mode.
-#[tokio::test]
-async fn structured_every_type_arrives_once() {
-    let f = fixture().await;
-    let sink = NatsSink::connect("nats-test", &f.config(&nats_url()))
-        .await
-        .unwrap();
-    assert!(sink.ready().await);
-    let msgs = test_messages();
-    let types: std::collections::HashSet<_> = msgs
-        .iter()
-        .filter_map(|m| match &m.payload {
-            Payload::Event(e) => Some(e.event_type.clone()),
-            Payload::DeadLetter(_) => None,
-        })
-        .collect();
-    assert!(types.len() >= 20, "too few types: {types:?}");
-
-    all_ok(&sink.publish(&msgs).await);
-
-    let got = f.consume(msgs.len()).await;
-    assert_eq!(got.len(), msgs.len());
-    assert_eq!(f.stored().await, msgs.len() as u64);
-    let by_id: HashMap<String, &async_nats::jetstream::Message> = got
-        .iter()
-        .map(|m| (header(m, "Nats-Msg-Id").unwrap().to_owned(), m))
-        .collect();
-    assert_eq!(by_id.len(), msgs.len(), "a record arrived twice");
-    for m in &msgs {
-        let r = by_id
-            .get(m.id())
-            .unwrap_or_else(|| panic!("{} missing", m.id()));
-        assert_eq!(r.payload, m.json, "body of {}", m.id());
-        match &m.payload {
-            Payload::Event(e) => {
-                assert_eq!(
-                    r.subject.as_str(),
-                    format!("{}.{}.{}", f.prefix, e.subject, e.event_type)
-                );
-                assert_eq!(
-                    header(r, "Content-Type"),
-                    Some("application/cloudevents+json")
-                );
-                // Structured: no `ce-` header; the dedup id is JetStream's own.
-                assert_eq!(header(r, "ce-id"), None);
-                assert_eq!(header(r, "Nats-Msg-Id"), Some(e.id.as_str()));
-            }
-            Payload::DeadLetter(dl) => {
-                assert_eq!(r.subject.as_str(), format!("{}.deadletter", f.prefix));
-                assert_eq!(header(r, "Content-Type"), Some("application/json"));
-                // Percent-encoded as the NATS binding requires (the space).
-                assert_eq!(
-                    header(r, "ce-deadletterreason"),
-                    Some(dl.reason.replace(' ', "%20").as_str())
-                );
-            }
-        }
-    }
-    sink.close().await.unwrap();
-    f.delete().await;
-}
-
-/// Binary mode: body is `data`, every attribute is a `ce-` header.
-#[tokio::test]
-async fn binary_mode_headers_and_body() {
-    let f = fixture().await;
-    let mut cfg = f.config(&nats_url());
-    cfg.wire_mode = WireMode::Binary;
-    let sink = NatsSink::connect("nats-test", &cfg).await.unwrap();
-    let msgs = fixtures::messages();
-    all_ok(&sink.publish(&msgs).await);
-
-    let got = f.consume(msgs.len()).await;
-    assert_eq!(got.len(), msgs.len());
-    let by_id: HashMap<String, &async_nats::jetstream::Message> = got
-        .iter()
-        .map(|m| (header(m, "Nats-Msg-Id").unwrap().to_owned(), m))
-        .collect();
-    for m in &msgs {
-        let Payload::Event(e) = &m.payload else {
-            unreachable!()
-        };
-        let r = by_id[m.id()];
-        let json: serde_json::Value = serde_json::from_slice(&m.json).unwrap();
-        let body: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
-        assert_eq!(body, json["data"], "body of {}", e.id);
-        assert_eq!(header(r, "Content-Type"), Some("application/json"));
-        assert_eq!(header(r, "ce-specversion"), Some("1.0"));
-        assert_eq!(header(r, "ce-id"), Some(e.id.as_str()));
-        assert_eq!(header(r, "ce-type"), Some(e.event_type.as_str()));
-        assert_eq!(header(r, "ce-source"), Some(e.source.as_str()));
-        assert_eq!(header(r, "ce-subject"), Some(e.subject.as_str()));
-        assert_eq!(header(r, "ce-ingress"), Some(e.ingress.as_str()));
-        assert_eq!(header(r, "ce-time"), json["time"].as_str());
-        assert_eq!(header(r, "ce-actorid"), e.actorid.as_deref());
-        assert_eq!(header(r, "ce-objectid"), e.objectid.as_deref());
-        assert_eq!(header(r, "ce-targetid"), e.targetid.as_deref());
-    }
-    f.delete().await;
 }
 
 /// The same envelope published twice (in two calls and twice in one batch) is stored once.
@@ -628,27 +527,6 @@ async fn too_large_is_permanent() {
     let mut s = js.get_stream(&name).await.unwrap();
     assert_eq!(s.info().await.unwrap().state.messages, 1);
     js.delete_stream(&name).await.unwrap();
-}
-
-/// With a pipelining bound below the batch size every record is still acked, and the
-/// stream holds them in batch order (sends are issued in order).
-#[tokio::test]
-async fn bounded_pipelining_keeps_batch_order() {
-    let f = fixture().await;
-    let mut cfg = f.config(&nats_url());
-    cfg.max_in_flight = 2;
-    let sink = NatsSink::connect("nats-test", &cfg).await.unwrap();
-    let msgs = fixtures::messages();
-    assert!(msgs.len() > 10);
-    all_ok(&sink.publish(&msgs).await);
-    let got = f.consume(msgs.len()).await;
-    let order: Vec<&str> = got
-        .iter()
-        .map(|m| header(m, "Nats-Msg-Id").unwrap())
-        .collect();
-    let expected: Vec<&str> = msgs.iter().map(|m| m.id()).collect();
-    assert_eq!(order, expected);
-    f.delete().await;
 }
 
 /// A server that accepts TCP but never answers: connect gives up with an error (bounded by

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub mod bench;
+pub mod conformance;
 pub mod fixtures;
 
 /// `RELAY_TEST_NATS_URL`, default `nats://127.0.0.1:4222`.
