@@ -13,7 +13,7 @@ fn creds(user_id: &str, consumer_secret: &str) -> Credentials {
         consumer_key: "emulator-consumer-key".into(),
         consumer_secret: consumer_secret.into(),
         token: format!("{user_id}-emulator-token"),
-        token_secret: format!("emulator-secret-{user_id}"),
+        token_secret: format!("emulator-secret-{user_id}").into(),
     }
 }
 

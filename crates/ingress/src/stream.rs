@@ -10,13 +10,13 @@
 //! ([`initial_resume`]); the pipeline deduplicates what was already seen. A catch-up that X
 //! cuts short therefore resumes where it was cut, not from the time it was last read.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use relay_envelope::{Context, IngressKind};
+use relay_secret::Secret;
 use reqwest::header::{ACCEPT, USER_AGENT};
 use reqwest::StatusCode;
 use serde::Deserialize;
@@ -37,14 +37,14 @@ pub const MAX_BACKFILL: Duration = Duration::from_secs(5 * 60);
 pub const RESUME_MARGIN: Duration = Duration::from_secs(120);
 
 /// Activity stream client configuration.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StreamConfig {
     /// Names this stream in logs, metrics (`stream` label) and the default source.
     pub name: String,
     pub url: String,
-    /// App-only bearer token (redacted in Debug, never logged).
-    pub bearer_token: String,
+    /// App-only bearer token (never printed).
+    pub bearer_token: Secret,
     pub user_agent: String,
     /// No byte (not even a heartbeat) for this long: the connection is dead; reconnect.
     #[serde(with = "humantime_serde")]
@@ -79,7 +79,7 @@ impl Default for StreamConfig {
         StreamConfig {
             name: "default".into(),
             url: "https://api.x.com/2/activity/stream".into(),
-            bearer_token: String::new(),
+            bearer_token: Secret::default(),
             user_agent: concat!("activity-relay/", env!("CARGO_PKG_VERSION")).into(),
             idle_timeout: Duration::from_secs(30),
             backfill: true,
@@ -96,30 +96,11 @@ impl Default for StreamConfig {
 
 impl StreamConfig {
     /// Defaults for everything but the token.
-    pub fn new(bearer_token: impl Into<String>) -> Self {
+    pub fn new(bearer_token: impl Into<Secret>) -> Self {
         StreamConfig {
             bearer_token: bearer_token.into(),
             ..StreamConfig::default()
         }
-    }
-}
-
-impl fmt::Debug for StreamConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StreamConfig")
-            .field("name", &self.name)
-            .field("url", &self.url)
-            .field("bearer_token", &"<redacted>")
-            .field("user_agent", &self.user_agent)
-            .field("idle_timeout", &self.idle_timeout)
-            .field("backfill", &self.backfill)
-            .field("source", &self.source)
-            .field("max_line_bytes", &self.max_line_bytes)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("healthy_after", &self.healthy_after)
-            .field("unavailable_retry", &self.unavailable_retry)
-            .field("backoff", &self.backoff)
-            .finish()
     }
 }
 
@@ -140,7 +121,7 @@ fn validate(cfg: &StreamConfig) -> Result<(), IngressError> {
             cfg.name
         )));
     }
-    if cfg.bearer_token.trim().is_empty() {
+    if cfg.bearer_token.expose().trim().is_empty() {
         return Err(IngressError::Config(format!(
             "stream {:?}: bearer_token is required (an app-only bearer token; use ${{VAR}})",
             cfg.name
@@ -468,7 +449,7 @@ impl Runner {
         let mut req = self
             .client
             .get(&cfg.url)
-            .bearer_auth(&cfg.bearer_token)
+            .bearer_auth(cfg.bearer_token.expose())
             .header(USER_AGENT, &cfg.user_agent)
             .header(ACCEPT, "application/json");
         // The gap to recover: since the stream's position in X's time (the newest event
@@ -930,7 +911,7 @@ pub async fn read_window(
         .map_err(|e| WindowError::Network(e.to_string()))?;
     let resp = client
         .get(&cfg.url)
-        .bearer_auth(&cfg.bearer_token)
+        .bearer_auth(cfg.bearer_token.expose())
         .header(USER_AGENT, &cfg.user_agent)
         .header(ACCEPT, "application/json")
         // Whole seconds: the start rounded down, the end up, so nothing at either edge is

@@ -353,7 +353,7 @@ pub fn apply_x_config(
     args: &mut relay_xapi::cli::XArgs,
     path: &std::path::Path,
 ) -> Result<(), crate::config::ConfigError> {
-    use crate::recovery::config::non_empty;
+    use crate::recovery::config::{non_empty, non_empty_secret};
     let r = crate::config::Config::load_recovery(path)?;
     let fill = |slot: &mut Option<String>, v: &Option<String>| {
         if non_empty(slot).is_none() {
@@ -363,11 +363,16 @@ pub fn apply_x_config(
         }
     };
     fill(&mut args.base_url, &Some(r.base_url.clone()));
-    let exposed = |s: &Option<relay_sink::Secret>| s.as_ref().map(|s| s.expose().to_string());
-    fill(&mut args.bearer_token, &exposed(&r.bearer_token));
-    if non_empty(&args.consumer_key).is_none() && non_empty(&args.consumer_secret).is_none() {
+    let fill_secret = |slot: &mut Option<relay_sink::Secret>, v: &Option<relay_sink::Secret>| {
+        if non_empty_secret(slot).is_none() && non_empty_secret(v).is_some() {
+            slot.clone_from(v);
+        }
+    };
+    fill_secret(&mut args.bearer_token, &r.bearer_token);
+    if non_empty(&args.consumer_key).is_none() && non_empty_secret(&args.consumer_secret).is_none()
+    {
         fill(&mut args.consumer_key, &r.consumer_key);
-        fill(&mut args.consumer_secret, &exposed(&r.consumer_secret));
+        fill_secret(&mut args.consumer_secret, &r.consumer_secret);
     }
     Ok(())
 }

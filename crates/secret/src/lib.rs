@@ -11,7 +11,7 @@ use serde::Deserialize;
 pub const REDACTED: &str = "<redacted>";
 
 /// A secret string from the configuration: `Debug` and `Display` print [`REDACTED`].
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
 pub struct Secret(String);
 

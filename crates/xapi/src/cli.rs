@@ -1,12 +1,12 @@
 //! The `activity-relay x …` commands: manage X's webhooks, subscriptions and replays with
 //! the credentials the relay already has. Tables by default, `--json` for scripts.
 
-use std::fmt;
 use std::io::Write;
 use std::time::Duration;
 
 use chrono::Utc;
 use clap::{Args, Subcommand, ValueEnum};
+use relay_secret::Secret;
 use serde_json::{json, Value};
 
 use crate::client::{
@@ -20,8 +20,9 @@ mod output;
 use crate::json_out::write_json;
 use output::{activity_table, table, webhook_table};
 
-/// `activity-relay x`: manage X webhooks, subscriptions and replays.
-#[derive(Args, Clone)]
+/// `activity-relay x`: manage X webhooks, subscriptions and replays. `Debug` hides the
+/// secrets (they are [`Secret`]s).
+#[derive(Args, Clone, Debug)]
 pub struct XArgs {
     #[command(subcommand)]
     pub command: XCommand,
@@ -42,7 +43,7 @@ pub struct XArgs {
 
     /// App-only Bearer token.
     #[arg(long, env = "X_BEARER_TOKEN", hide_env_values = true, global = true)]
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<Secret>,
 
     /// App consumer key (API key), for OAuth 1.0a user-context calls.
     #[arg(long, env = "X_CONSUMER_KEY", hide_env_values = true, global = true)]
@@ -50,7 +51,7 @@ pub struct XArgs {
 
     /// App consumer secret (API key secret).
     #[arg(long, env = "X_CONSUMER_SECRET", hide_env_values = true, global = true)]
-    pub consumer_secret: Option<String>,
+    pub consumer_secret: Option<Secret>,
 
     /// The user's access token (`subscriptions add` / `check`).
     #[arg(long, env = "X_ACCESS_TOKEN", hide_env_values = true, global = true)]
@@ -63,7 +64,7 @@ pub struct XArgs {
         hide_env_values = true,
         global = true
     )]
-    pub access_token_secret: Option<String>,
+    pub access_token_secret: Option<Secret>,
 
     /// On HTTP 429, wait for `x-rate-limit-reset` and retry (at most --max-rate-limit-wait).
     #[arg(long, global = true)]
@@ -72,25 +73,6 @@ pub struct XArgs {
     /// Longest wait for a rate-limit reset, in seconds.
     #[arg(long, default_value_t = 900, global = true)]
     pub max_rate_limit_wait: u64,
-}
-
-impl fmt::Debug for XArgs {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hidden = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
-        f.debug_struct("XArgs")
-            .field("command", &self.command)
-            .field("json", &self.json)
-            .field("config", &self.config)
-            .field("base_url", &self.base_url)
-            .field("bearer_token", &hidden(&self.bearer_token))
-            .field("consumer_key", &self.consumer_key)
-            .field("consumer_secret", &hidden(&self.consumer_secret))
-            .field("access_token", &self.access_token)
-            .field("access_token_secret", &hidden(&self.access_token_secret))
-            .field("retry_rate_limited", &self.retry_rate_limited)
-            .field("max_rate_limit_wait", &self.max_rate_limit_wait)
-            .finish()
-    }
 }
 
 /// The `x` subcommands.
@@ -196,7 +178,7 @@ pub enum ActivityCommand {
         /// OAuth 2.0 access token of the filtered user: private types (mentions, replies,
         /// quotes, reposts, likes, DMs, XChat, mutes, blocks, broadcast chat) need it.
         #[arg(long, env = "X_USER_ACCESS_TOKEN", hide_env_values = true)]
-        user_token: Option<String>,
+        user_token: Option<Secret>,
         /// The scopes granted to --user-token (comma-separated), checked before calling.
         #[arg(long, value_delimiter = ',')]
         scopes: Vec<String>,
@@ -278,18 +260,22 @@ pub async fn run(args: XArgs, out: &mut (dyn Write + Send)) -> Result<(), XapiEr
         Some(b) => b,
     };
     let mut client = XClient::with_options(base_url, options)?;
-    if let Some(t) = args.bearer_token.as_deref().filter(|t| !t.is_empty()) {
-        client = client.bearer_token(t);
+    if let Some(t) = args
+        .bearer_token
+        .as_ref()
+        .filter(|t| !t.expose().is_empty())
+    {
+        client = client.bearer_token(t.clone());
     }
     if let (Some(k), Some(s)) = (&args.consumer_key, &args.consumer_secret) {
-        if !k.is_empty() && !s.is_empty() {
-            client = client.consumer(k, s);
+        if !k.is_empty() && !s.expose().is_empty() {
+            client = client.consumer(k, s.clone());
         }
     }
     let json = args.json;
     let user = || -> Result<AccessToken, XapiError> {
         match (&args.access_token, &args.access_token_secret) {
-            (Some(token), Some(secret)) if !token.is_empty() && !secret.is_empty() => {
+            (Some(token), Some(secret)) if !token.is_empty() && !secret.expose().is_empty() => {
                 Ok(AccessToken {
                     token: token.clone(),
                     secret: secret.clone(),
@@ -518,9 +504,9 @@ async fn activity(
             let new = new_subscription(cmd)?;
             let token = user_token
                 .as_ref()
-                .filter(|t| !t.trim().is_empty())
+                .filter(|t| !t.expose().trim().is_empty())
                 .map(|t| crate::scopes::UserToken {
-                    access_token: t.trim().to_string(),
+                    access_token: Secret::new(t.expose().trim()),
                     scopes: (!scopes.is_empty()).then(|| scopes.clone()),
                 });
             let sub = client
@@ -727,7 +713,10 @@ mod tests {
         assert!(help.contains("X_API_BASE_URL"), "{help}");
         assert!(!help.contains("HELP-SECRET"), "{help}");
         let args = parse(&["webhooks", "list"]).expect("parses");
-        assert_eq!(args.consumer_secret.as_deref(), Some("HELP-SECRET-1"));
+        assert_eq!(
+            args.consumer_secret.as_ref().map(Secret::expose),
+            Some("HELP-SECRET-1")
+        );
         assert!(!format!("{args:?}").contains("HELP-SECRET"));
     }
 

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use relay_secret::Secret;
 use reqwest::header::{AUTHORIZATION, USER_AGENT};
 use reqwest::Method;
 use serde::Serialize;
@@ -62,21 +63,12 @@ impl Default for ClientOptions {
 
 /// A user's access token and secret, for OAuth 1.0a user-context calls. `Debug` hides the
 /// secret.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct AccessToken {
     /// The access token (it names the user).
     pub token: String,
     /// The access token secret.
-    pub secret: String,
-}
-
-impl fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccessToken")
-            .field("token", &self.token)
-            .field("secret", &"<redacted>")
-            .finish()
-    }
+    pub secret: Secret,
 }
 
 /// A registered webhook.
@@ -143,8 +135,8 @@ enum Auth<'a> {
 pub struct XClient {
     http: reqwest::Client,
     base: String,
-    bearer: Option<String>,
-    consumer: Option<(String, String)>,
+    bearer: Option<Secret>,
+    consumer: Option<(String, Secret)>,
     options: ClientOptions,
     rate_limit: Arc<Mutex<Option<RateLimit>>>,
 }
@@ -153,7 +145,7 @@ impl fmt::Debug for XClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("XClient")
             .field("base", &self.base)
-            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .field("bearer", &self.bearer)
             .field(
                 "consumer_key",
                 &self.consumer.as_ref().map(|(key, _)| key.as_str()),
@@ -195,13 +187,13 @@ impl XClient {
     }
 
     /// Sets the app-only Bearer token.
-    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+    pub fn bearer_token(mut self, token: impl Into<Secret>) -> Self {
         self.bearer = Some(token.into());
         self
     }
 
     /// Sets the app's consumer key and secret (for OAuth 1.0a user-context calls).
-    pub fn consumer(mut self, key: impl Into<String>, secret: impl Into<String>) -> Self {
+    pub fn consumer(mut self, key: impl Into<String>, secret: impl Into<Secret>) -> Self {
         self.consumer = Some((key.into(), secret.into()));
         self
     }
@@ -254,10 +246,10 @@ impl XClient {
                 .header(USER_AGENT, &self.options.user_agent);
             req = match auth {
                 Auth::Bearer => {
-                    let token = self.bearer.as_deref().ok_or(XapiError::MissingCredential(
+                    let token = self.bearer.as_ref().ok_or(XapiError::MissingCredential(
                         "bearer token (X_BEARER_TOKEN)",
                     ))?;
-                    req.bearer_auth(token)
+                    req.bearer_auth(token.expose())
                 }
                 Auth::User(user) => {
                     let (key, secret) =

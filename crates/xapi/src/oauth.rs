@@ -3,11 +3,10 @@
 //! JSON bodies are not signed; the query parameters of the URL and every `oauth_*`
 //! parameter are.
 
-use std::fmt;
-
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use rand::Rng as _;
+use relay_secret::Secret;
 use sha1::Sha1;
 
 /// RFC 3986 percent-encoding: only `A-Z a-z 0-9 - . _ ~` stay as they are; uppercase hex.
@@ -114,27 +113,16 @@ pub fn signature(
 /// The four secrets and identifiers of a user-context OAuth 1.0a request.
 ///
 /// `Debug` never shows the secrets.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Credentials {
     /// The app's consumer key (API key).
     pub consumer_key: String,
     /// The app's consumer secret (API key secret).
-    pub consumer_secret: String,
+    pub consumer_secret: Secret,
     /// The user's access token.
     pub token: String,
     /// The user's access token secret.
-    pub token_secret: String,
-}
-
-impl fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("consumer_key", &self.consumer_key)
-            .field("consumer_secret", &"<redacted>")
-            .field("token", &self.token)
-            .field("token_secret", &"<redacted>")
-            .finish()
-    }
+    pub token_secret: Secret,
 }
 
 /// A random nonce: 32 alphanumeric characters.
@@ -182,8 +170,8 @@ pub fn authorization_header_with(
         method,
         url,
         &all,
-        &creds.consumer_secret,
-        &creds.token_secret,
+        creds.consumer_secret.expose(),
+        creds.token_secret.expose(),
     );
     oauth.push(("oauth_signature".into(), sig));
     oauth.sort();

@@ -4,9 +4,9 @@
 //! `x activity-subscriptions create`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::Path;
 
+use relay_secret::Secret;
 use serde::Deserialize;
 
 use crate::error::XapiError;
@@ -30,21 +30,12 @@ pub fn required_scope(event_type: &str) -> Option<&'static str> {
 
 /// An OAuth 2.0 user access token (sent as `Authorization: Bearer`) and the scopes it was
 /// granted, when known. `Debug` hides the token.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 pub struct UserToken {
-    pub access_token: String,
+    pub access_token: Secret,
     /// The granted scopes; `None` when unknown (X then decides).
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
-}
-
-impl fmt::Debug for UserToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserToken")
-            .field("access_token", &"<redacted>")
-            .field("scopes", &self.scopes)
-            .finish()
-    }
 }
 
 impl UserToken {
@@ -97,12 +88,12 @@ impl UserTokens {
             }
             let token = match entry {
                 TokenEntry::Plain(t) => UserToken {
-                    access_token: t,
+                    access_token: Secret::new(t),
                     scopes: None,
                 },
                 TokenEntry::Full(t) => t,
             };
-            if token.access_token.trim().is_empty() {
+            if token.access_token.expose().trim().is_empty() {
                 return Err(format!("user {user}: empty access_token"));
             }
             out.insert(user, token);

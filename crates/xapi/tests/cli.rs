@@ -32,7 +32,7 @@ async fn x(s: &Setup, args: &[&str]) -> Result<String, XapiError> {
         "--access-token",
         user.token.as_str(),
         "--access-token-secret",
-        user.secret.as_str(),
+        user.secret.expose(),
     ];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).expect("arguments parse");

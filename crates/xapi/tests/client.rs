@@ -731,7 +731,7 @@ async fn private_types_need_the_users_oauth2_token_and_scope() {
         webhook_id: None,
     };
     let known = relay_xapi::UserToken {
-        access_token: user.oauth2(),
+        access_token: user.oauth2().into(),
         scopes: Some(user.scopes.clone()),
     };
     // Public: the app's Bearer token, no user token needed.
@@ -770,7 +770,7 @@ async fn private_types_need_the_users_oauth2_token_and_scope() {
         .expect("private type with the user's token");
     // Scopes unknown to the client: X decides (and refuses).
     let unknown = relay_xapi::UserToken {
-        access_token: user.oauth2(),
+        access_token: user.oauth2().into(),
         scopes: None,
     };
     let e = s

@@ -61,12 +61,7 @@ impl StreamRecovery {
                     .unwrap_or_else(|| format!("/x/account-activity/webhook/{}", a.name))
             })
             .unwrap_or_else(|| "/x/activity/stream/recovery".to_string());
-        let mut stream = StreamConfig::new(
-            cfg.bearer_token
-                .as_ref()
-                .map(|s| s.expose().to_string())
-                .unwrap_or_default(),
-        );
+        let mut stream = StreamConfig::new(cfg.bearer_token.clone().unwrap_or_default());
         stream.name = "recovery".to_string();
         stream.url = cfg.stream_url();
         stream.formats = Formats::XAA;

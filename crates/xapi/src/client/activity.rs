@@ -211,7 +211,7 @@ impl XClient {
                 user_id: user_id.clone(),
                 scope,
             })?;
-        self.post_activity_subscription(new, Auth::OAuth2(&token.access_token))
+        self.post_activity_subscription(new, Auth::OAuth2(token.access_token.expose()))
             .await
     }
 

@@ -109,7 +109,7 @@ impl Setup {
             .expect("configured user");
         AccessToken {
             token: u.access_token.clone(),
-            secret: u.access_token_secret.clone(),
+            secret: u.access_token_secret.clone().into(),
         }
     }
 
