@@ -174,7 +174,7 @@ pub mod webhook;
 pub enum IngressError {
     /// The configuration is invalid (checked before anything binds or connects).
     #[error("invalid ingress configuration: {0}")]
-    Config(String),
+    Config(#[from] relay_config::ConfigError),
     /// Binding or serving the webhook listener failed.
     #[error("webhook listener on {addr}: {source}")]
     Bind {

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
+use relay_config::ConfigError;
 use relay_envelope::{Context, IngressKind};
 use relay_secret::Secret;
 use reqwest::header::{ACCEPT, USER_AGENT};
@@ -113,25 +114,24 @@ impl StreamConfig {
 }
 
 fn validate(cfg: &StreamConfig) -> Result<(), IngressError> {
-    let url = url::Url::parse(&cfg.url)
-        .map_err(|e| IngressError::Config(format!("stream {:?}: bad url: {e}", cfg.name)))?;
+    let bad = |key: &str, problem: String| -> IngressError {
+        ConfigError::new(format!("[[stream]] {:?}", cfg.name), key, problem).into()
+    };
+    let url = url::Url::parse(&cfg.url).map_err(|e| bad("url", format!("is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(IngressError::Config(format!(
-            "stream {:?}: url must be http(s)",
-            cfg.name
-        )));
+        return Err(bad("url", "must be http(s)".into()));
     }
     if cfg.bearer_token.expose().trim().is_empty() {
-        return Err(IngressError::Config(format!(
-            "stream {:?}: bearer_token is required (an app-only bearer token; use ${{VAR}})",
-            cfg.name
-        )));
+        return Err(bad(
+            "bearer_token",
+            "is required (an app-only bearer token; use ${VAR})".into(),
+        ));
     }
     if cfg.idle_timeout.is_zero() || cfg.max_line_bytes == 0 || cfg.connect_timeout.is_zero() {
-        return Err(IngressError::Config(format!(
-            "stream {:?}: idle_timeout, connect_timeout and max_line_bytes must be positive",
-            cfg.name
-        )));
+        return Err(bad(
+            "idle_timeout, connect_timeout and max_line_bytes",
+            "must be positive".into(),
+        ));
     }
     Ok(())
 }

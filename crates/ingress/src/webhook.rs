@@ -21,6 +21,7 @@ use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
+use relay_config::ConfigError;
 use relay_envelope::{Context, IngressKind};
 use sha2::Sha256;
 use tokio::sync::Semaphore;
@@ -119,14 +120,22 @@ impl WebhookConfig {
     }
 }
 
+/// A mistake in `[webhook]`.
+fn bad(key: &str, problem: impl Into<String>) -> IngressError {
+    ConfigError::new("[webhook]", key, problem).into()
+}
+
+/// A mistake in one `[[webhook.apps]]` entry.
+fn app_bad(app: &AppConfig, key: &str, problem: impl Into<String>) -> IngressError {
+    ConfigError::new(format!("[[webhook.apps]] {:?}", app.name), key, problem).into()
+}
+
 fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressError> {
     if cfg.apps.is_empty() {
-        return Err(IngressError::Config("webhook: no apps configured".into()));
+        return Err(bad("", "no apps configured (add a [[webhook.apps]])"));
     }
     if cfg.body_limit == 0 {
-        return Err(IngressError::Config(
-            "webhook: body_limit must be positive".into(),
-        ));
+        return Err(bad("body_limit", "must be positive"));
     }
     let positive = [
         ("max_connections", cfg.max_connections),
@@ -134,28 +143,38 @@ fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressErr
     ];
     for (name, v) in positive {
         if v == 0 || v > MAX_PERMITS {
-            return Err(IngressError::Config(format!(
-                "webhook: {name} must be between 1 and {MAX_PERMITS}, not {v}"
-            )));
+            return Err(bad(
+                name,
+                format!("must be between 1 and {MAX_PERMITS}, not {v}"),
+            ));
         }
     }
     if cfg.preauth_body_budget < cfg.body_limit || cfg.preauth_body_budget > MAX_PERMITS {
-        return Err(IngressError::Config(format!(
-            "webhook: preauth_body_budget ({}) must be at least body_limit ({}) and at most {MAX_PERMITS}",
-            cfg.preauth_body_budget, cfg.body_limit
-        )));
+        return Err(bad(
+            "preauth_body_budget",
+            format!(
+                "({}) must be at least body_limit ({}) and at most {MAX_PERMITS}",
+                cfg.preauth_body_budget, cfg.body_limit
+            ),
+        ));
     }
     if cfg.small_body_reserve > cfg.preauth_body_budget - cfg.body_limit {
-        return Err(IngressError::Config(format!(
-            "webhook: small_body_reserve ({}) must leave at least body_limit ({}) of preauth_body_budget ({}) for large bodies",
-            cfg.small_body_reserve, cfg.body_limit, cfg.preauth_body_budget
-        )));
+        return Err(bad(
+            "small_body_reserve",
+            format!(
+                "({}) must leave at least body_limit ({}) of preauth_body_budget ({}) for large bodies",
+                cfg.small_body_reserve, cfg.body_limit, cfg.preauth_body_budget
+            ),
+        ));
     }
     if cfg.max_header_bytes < MIN_HEADER_BYTES {
-        return Err(IngressError::Config(format!(
-            "webhook: max_header_bytes must be at least {MIN_HEADER_BYTES}, not {}",
-            cfg.max_header_bytes
-        )));
+        return Err(bad(
+            "max_header_bytes",
+            format!(
+                "must be at least {MIN_HEADER_BYTES}, not {}",
+                cfg.max_header_bytes
+            ),
+        ));
     }
     let timeouts = [
         ("header_read_timeout", cfg.header_read_timeout),
@@ -164,9 +183,20 @@ fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressErr
     ];
     for (name, v) in timeouts {
         if v.is_zero() {
-            return Err(IngressError::Config(format!(
-                "webhook: {name} must be positive"
-            )));
+            return Err(bad(name, "must be positive"));
+        }
+    }
+    if let Some(tls) = &cfg.tls {
+        for (key, path) in [
+            ("tls.cert_path", &tls.cert_path),
+            ("tls.key_path", &tls.key_path),
+        ] {
+            if !std::path::Path::new(path).is_file() {
+                return Err(bad(
+                    key,
+                    format!("{path:?} does not exist or is not a file"),
+                ));
+            }
         }
     }
     let mut apps = HashMap::new();
@@ -177,17 +207,15 @@ fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressErr
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !valid_name {
-            return Err(IngressError::Config(format!(
-                "webhook: app name {:?} must be non-empty [A-Za-z0-9._-]",
-                a.name
-            )));
+            return Err(app_bad(a, "name", "must be non-empty [A-Za-z0-9._-]"));
         }
         if a.consumer_secrets.is_empty() || a.consumer_secrets.iter().any(|s| s.expose().is_empty())
         {
-            return Err(IngressError::Config(format!(
-                "webhook: app {:?} needs at least one non-empty consumer secret",
-                a.name
-            )));
+            return Err(app_bad(
+                a,
+                "consumer_secrets",
+                "needs at least one non-empty consumer secret",
+            ));
         }
         let app = App {
             name: a.name.clone(),
@@ -196,10 +224,7 @@ fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressErr
                 .iter()
                 .map(|s| {
                     HmacSha256::new_from_slice(s.expose().as_bytes()).map_err(|_| {
-                        IngressError::Config(format!(
-                            "webhook: app {:?} has an unusable consumer secret",
-                            a.name
-                        ))
+                        app_bad(a, "consumer_secrets", "holds an unusable consumer secret")
                     })
                 })
                 .collect::<Result<_, _>>()?,
@@ -211,10 +236,7 @@ fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressErr
             formats: a.formats,
         };
         if apps.insert(a.name.clone(), Arc::new(app)).is_some() {
-            return Err(IngressError::Config(format!(
-                "webhook: app {:?} configured twice",
-                a.name
-            )));
+            return Err(app_bad(a, "name", "is configured twice"));
         }
     }
     Ok(apps)

@@ -568,7 +568,7 @@ async fn bad_tls_files_fail_bind_without_echoing_key_bytes() {
             &prometheus::Registry::new()
         )
         .await,
-        Err(relay_ingress::IngressError::Tls { .. })
+        Err(relay_ingress::IngressError::Config(e)) if e.key == "tls.cert_path"
     ));
 }
 

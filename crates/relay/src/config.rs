@@ -32,6 +32,9 @@ pub enum ConfigError {
     BadReference { key: String, detail: String },
     #[error("in {section}: {message}")]
     Invalid { section: String, message: String },
+    /// A section's own check (`[recovery]`, `[cluster]`).
+    #[error("in {0}")]
+    Check(#[from] relay_config::ConfigError),
 }
 
 fn invalid(section: impl Into<String>, message: impl Into<String>) -> ConfigError {
@@ -386,15 +389,13 @@ impl Config {
         }
         let recovery: crate::recovery::RecoveryConfig =
             optional_section("[recovery]", table.remove("recovery"))?;
-        recovery
-            .validate(webhook.as_ref())
-            .map_err(|m| invalid("[recovery]", m))?;
+        recovery.validate(webhook.as_ref())?;
         let cluster: Option<crate::cluster::ClusterConfig> = table
             .remove("cluster")
             .map(|v| section("[cluster]", v))
             .transpose()?;
         if let Some(c) = &cluster {
-            c.validate().map_err(|m| invalid("[cluster]", m))?;
+            c.validate()?;
         }
         let mut stream_names = BTreeSet::new();
         for s in &streams {

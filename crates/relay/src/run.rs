@@ -33,8 +33,6 @@ pub enum RunError {
     Admin(#[from] crate::admin::AdminError),
     #[error("ingress: {0}")]
     Ingress(#[from] relay_ingress::IngressError),
-    #[error("webhook TLS file {0} does not exist")]
-    TlsFileMissing(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("[spool] dir {} exists and is not a directory", .0.display())]
@@ -808,13 +806,6 @@ async fn start_ingresses(
 /// Checks the webhook configuration the way the server will (no socket is bound).
 fn check_webhook(w: &relay_ingress::webhook::WebhookConfig) -> Result<String, RunError> {
     w.validate().map_err(RunError::from)?;
-    if let Some(tls) = &w.tls {
-        for p in [&tls.cert_path, &tls.key_path] {
-            if !std::path::Path::new(p).is_file() {
-                return Err(RunError::TlsFileMissing(p.clone()));
-            }
-        }
-    }
     let apps: Vec<&str> = w.apps.iter().map(|a| a.name.as_str()).collect();
     Ok(format!(
         "webhook: {}://{} apps {}",

@@ -98,22 +98,33 @@ fn default_member() -> String {
 
 impl ClusterConfig {
     /// Checks what can be checked without the network.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), relay_config::ConfigError> {
+        let bad =
+            |key: &str, problem: String| relay_config::ConfigError::new("[cluster]", key, problem);
         if self.store.is_empty() {
-            return Err("store is required (e.g. \"redis://redis:6379/0\")".into());
+            return Err(bad(
+                "store",
+                "is required (e.g. \"redis://redis:6379/0\")".into(),
+            ));
         }
         let scheme = self.store.split("://").next().unwrap_or_default();
         if !matches!(scheme, "redis" | "rediss" | "nats" | "tls") || !self.store.contains("://") {
-            return Err(format!(
-                "store {:?}: expected redis:// or rediss:// (Redis or Valkey), or nats:// or tls:// (NATS JetStream key-value)",
-                relay_sink::redact_url(&self.store)
+            return Err(bad(
+                "store",
+                format!(
+                    "{:?}: expected redis:// or rediss:// (Redis or Valkey), or nats:// or tls:// (NATS JetStream key-value)",
+                    relay_sink::redact_url(&self.store)
+                ),
             ));
         }
         if self.member.is_empty() || self.member.contains(char::is_whitespace) {
-            return Err("member must be a non-empty name without spaces".into());
+            return Err(bad(
+                "member",
+                "must be a non-empty name without spaces".into(),
+            ));
         }
         if self.namespace.is_empty() {
-            return Err("namespace must not be empty".into());
+            return Err(bad("namespace", "must not be empty".into()));
         }
         for (key, d) in [
             ("lease", self.lease),
@@ -121,11 +132,11 @@ impl ClusterConfig {
             ("pending_ttl", self.pending_ttl),
         ] {
             if d < Duration::from_millis(100) {
-                return Err(format!("{key} must be at least 100ms"));
+                return Err(bad(key, "must be at least 100ms".into()));
             }
         }
         if self.pending_ttl <= self.timeout {
-            return Err("pending_ttl must be longer than timeout".into());
+            return Err(bad("pending_ttl", "must be longer than timeout".into()));
         }
         Ok(())
     }
@@ -490,12 +501,13 @@ mod tests {
         assert!(ClusterConfig::default()
             .validate()
             .unwrap_err()
+            .to_string()
             .contains("store is required"));
         let bad = ClusterConfig {
             store: "memcached://x".into(),
             ..ok.clone()
         };
-        assert!(bad.validate().unwrap_err().contains("redis://"));
+        assert!(bad.validate().unwrap_err().to_string().contains("redis://"));
         let nats = ClusterConfig {
             store: "nats://127.0.0.1:4222".into(),
             ..ok.clone()
@@ -507,7 +519,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             ..ok.clone()
         };
-        assert!(short.validate().unwrap_err().contains("pending_ttl"));
+        assert_eq!(short.validate().unwrap_err().key, "pending_ttl");
         let secret = ClusterConfig {
             store: "redis://:hunter2@127.0.0.1:6379/0".into(),
             ..ok

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use relay_config::ConfigError;
 use relay_xapi::{XClient, XapiError};
 use serde::Deserialize;
 
@@ -165,37 +166,51 @@ impl RecoveryConfig {
     pub fn validate(
         &self,
         webhook: Option<&relay_ingress::webhook::WebhookConfig>,
-    ) -> Result<(), String> {
-        XClient::new(self.base_url.trim()).map_err(|e| format!("base_url: {e}"))?;
+    ) -> Result<(), ConfigError> {
+        let bad = |key: &str, problem: String| ConfigError::new("[recovery]", key, problem);
+        XClient::new(self.base_url.trim())
+            .map_err(|e| bad("base_url", format!("is not usable: {e}")))?;
         if self.max_attempts == 0 {
-            return Err("max_attempts must be at least 1".into());
+            return Err(bad("max_attempts", "must be at least 1".into()));
         }
         if self.job_timeout.is_zero() || self.liveness_interval.is_zero() {
-            return Err("job_timeout and liveness_interval must be positive".into());
+            return Err(bad(
+                "job_timeout and liveness_interval",
+                "must be positive".into(),
+            ));
         }
         if self.consumer_key.is_some() != self.consumer_secret.is_some() {
-            return Err("consumer_key and consumer_secret go together".into());
+            return Err(bad(
+                "consumer_key and consumer_secret",
+                "go together".into(),
+            ));
         }
         if let Some(u) = non_empty(&self.stream_url) {
             match url::Url::parse(u) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                _ => return Err(format!("stream_url {u:?} is not an http(s) URL")),
+                _ => return Err(bad("stream_url", format!("{u:?} is not an http(s) URL"))),
             }
         }
         if let (Some(app), Some(w)) = (non_empty(&self.app), webhook) {
             if !w.apps.iter().any(|a| a.name == app) {
-                return Err(format!("app {app:?} is not a [[webhook.apps]] name"));
+                return Err(bad(
+                    "app",
+                    format!("{app:?} is not a [[webhook.apps]] name"),
+                ));
             }
         }
         if self.enabled {
             let Some(webhook) = webhook else {
-                return Err(
-                    "enabled = true replays the webhook's deliveries: it needs a [webhook] section"
-                        .into(),
-                );
+                return Err(bad(
+                    "enabled",
+                    "= true replays the webhook's deliveries: it needs a [webhook] section".into(),
+                ));
             };
             if non_empty_secret(&self.bearer_token).is_none() {
-                return Err("enabled = true needs bearer_token (the app's Bearer token)".into());
+                return Err(bad(
+                    "bearer_token",
+                    "is required by enabled = true (the app's Bearer token)".into(),
+                ));
             }
             let replay = self.method_for(Some(webhook)) == RecoveryMethod::Replay;
             match non_empty(&self.webhook_id) {
@@ -203,11 +218,14 @@ impl RecoveryConfig {
                     if id
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {}
-                Some(id) => return Err(format!("webhook_id {id:?} is not an X webhook id")),
+                Some(id) => {
+                    return Err(bad("webhook_id", format!("{id:?} is not an X webhook id")))
+                }
                 None if replay => {
-                    return Err(
-                        "method replay needs webhook_id (the X webhook this relay receives)".into(),
-                    )
+                    return Err(bad(
+                        "webhook_id",
+                        "is required by method replay (the X webhook this relay receives)".into(),
+                    ))
                 }
                 None => {}
             }
@@ -276,37 +294,53 @@ mod tests {
         let mut c = RecoveryConfig::default();
         assert!(c.validate(None).is_ok(), "disabled needs nothing");
         c.enabled = true;
-        let e = c.validate(None).unwrap_err();
+        let e = c.validate(None).unwrap_err().to_string();
         assert!(e.contains("[webhook]"), "{e}");
-        let e = c.validate(w).unwrap_err();
+        let e = c.validate(w).unwrap_err().to_string();
         assert!(e.contains("bearer_token"), "{e}");
         c.bearer_token = Some("AAAA-secret-token".into());
-        let e = c.validate(w).unwrap_err();
+        let e = c.validate(w).unwrap_err().to_string();
         assert!(e.contains("webhook_id"), "{e}");
         // XAA only: `auto` recovers through the stream, which needs no webhook id.
         assert_eq!(c.method_for(Some(&xaa)), RecoveryMethod::Stream);
         assert_eq!(c.method_for(w), RecoveryMethod::Replay);
         assert!(c.validate(Some(&xaa)).is_ok());
         c.method = RecoveryMethod::Replay;
-        assert!(c.validate(Some(&xaa)).unwrap_err().contains("webhook_id"));
+        assert!(c
+            .validate(Some(&xaa))
+            .unwrap_err()
+            .to_string()
+            .contains("webhook_id"));
         c.method = RecoveryMethod::Stream;
         assert_eq!(c.method_for(w), RecoveryMethod::Stream);
         assert_eq!(c.stream_url(), "https://api.x.com/2/activity/stream");
         c.app = Some("nope".into());
-        assert!(c.validate(Some(&xaa)).unwrap_err().contains("nope"));
+        assert!(c
+            .validate(Some(&xaa))
+            .unwrap_err()
+            .to_string()
+            .contains("nope"));
         c.app = Some("b".into());
         c.stream_url = Some("not a url".into());
-        assert!(c.validate(Some(&xaa)).unwrap_err().contains("stream_url"));
+        assert!(c
+            .validate(Some(&xaa))
+            .unwrap_err()
+            .to_string()
+            .contains("stream_url"));
         c.stream_url = None;
         c.app = None;
         c.method = RecoveryMethod::Auto;
         c.webhook_id = Some("1146654567674912769".into());
         assert!(c.validate(w).is_ok());
         c.max_attempts = 0;
-        assert!(c.validate(w).unwrap_err().contains("max_attempts"));
+        assert!(c
+            .validate(w)
+            .unwrap_err()
+            .to_string()
+            .contains("max_attempts"));
         c.max_attempts = 3;
         c.base_url = "ftp://x".into();
-        assert!(c.validate(w).unwrap_err().contains("base_url"));
+        assert!(c.validate(w).unwrap_err().to_string().contains("base_url"));
         c.consumer_secret = Some("cs-secret".into());
         let dbg = format!("{c:?}");
         assert!(
