@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use relay_config::ConfigError as Check;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use toml::{Table, Value};
@@ -104,6 +105,49 @@ impl Default for SpoolSection {
 }
 
 impl SpoolSection {
+    /// The section's own check (one bound, checked here only: `run --check` and `run`
+    /// both load through it).
+    pub fn validate(&self) -> Result<(), Check> {
+        if self.dir.as_os_str().is_empty() {
+            return Err(Check::new("[spool]", "dir", "is required"));
+        }
+        if self.max_bytes < MIN_SEGMENT_BYTES || self.segment_bytes < MIN_SEGMENT_BYTES {
+            return Err(Check::new(
+                "[spool]",
+                "max_bytes and segment_bytes",
+                format!("must be at least {MIN_SEGMENT_BYTES}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every record one delivery can make must fit a segment: an envelope holds at most
+    /// the delivery's bytes plus its attributes, a dead letter the delivery in base64.
+    pub fn check_fits(
+        &self,
+        webhook: Option<&WebhookSection>,
+        streams: &[StreamSection],
+    ) -> Result<(), Check> {
+        let largest_input = webhook
+            .iter()
+            .map(|w| w.body_limit as u64)
+            .chain(streams.iter().map(|s| s.max_line_bytes as u64))
+            .max()
+            .unwrap_or(0);
+        let needed = largest_input.saturating_mul(4) / 3 + RECORD_SLACK;
+        let segment = self.effective_segment_bytes();
+        if largest_input > 0 && segment < needed {
+            return Err(Check::new(
+                "[spool]",
+                "segment_bytes",
+                format!(
+                    "({segment}) must hold the largest record a delivery can make: 4/3 of the largest input ({largest_input} bytes: the webhook's body_limit or a stream's max_line_bytes) plus {RECORD_SLACK}, so at least {needed}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The size segments really get: `segment_bytes`, lowered to `max_bytes` if that is
     /// smaller.
     pub fn effective_segment_bytes(&self) -> u64 {
@@ -222,7 +266,27 @@ pub struct DispatchConfig {
     pub refusal_budget: Duration,
 }
 
-/// Every default of `DispatchConfig` is here .
+impl DispatchConfig {
+    /// The section's own check.
+    pub fn validate(&self) -> Result<(), Check> {
+        let bad = |key: &str, problem: &str| Err(Check::new("[dispatch]", key, problem));
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1");
+        }
+        if self.max_attempts == Some(0) {
+            return bad(
+                "max_attempts",
+                "must be at least 1 (or absent for unlimited)",
+            );
+        }
+        if self.initial_backoff > self.max_backoff {
+            return bad("initial_backoff", "must not exceed max_backoff");
+        }
+        Ok(())
+    }
+}
+
+/// Every default of `DispatchConfig` is here.
 impl Default for DispatchConfig {
     fn default() -> Self {
         DispatchConfig {
@@ -277,43 +341,15 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let mut table: Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Syntax {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        for (key, value) in table.iter_mut() {
-            expand_value(value, key, env)?;
-        }
-        for key in table.keys() {
-            if !TOP_LEVEL.contains(&key.as_str()) {
-                return Err(invalid(
-                    "the top level",
-                    format!(
-                        "unknown key `{key}`, expected one of: {}",
-                        TOP_LEVEL.join(", ")
-                    ),
-                ));
-            }
-        }
+        let mut table = read_table(text, path, env)?;
         let spool: SpoolSection = match table.remove("spool") {
             Some(v) => section("[spool]", v)?,
             None => return Err(invalid("[spool]", "missing section (`dir` is required)")),
         };
-        if spool.dir.as_os_str().is_empty() {
-            return Err(invalid("[spool]", "`dir` is required"));
-        }
-        // One bound, checked here only (`run --check` and `run` both load through this).
-        if spool.max_bytes < MIN_SEGMENT_BYTES || spool.segment_bytes < MIN_SEGMENT_BYTES {
-            return Err(invalid(
-                "[spool]",
-                format!("max_bytes and segment_bytes must be at least {MIN_SEGMENT_BYTES}"),
-            ));
-        }
+        spool.validate()?;
         let dedup: DedupConfig = optional_section("[dedup]", table.remove("dedup"))?;
         if dedup.max_entries == 0 {
-            return Err(invalid("[dedup]", "max_entries must be at least 1"));
+            return Err(Check::new("[dedup]", "max_entries", "must be at least 1").into());
         }
         let admin: AdminConfig = match table.remove("admin") {
             Some(v) => section("[admin]", v)?,
@@ -321,21 +357,7 @@ impl Config {
         };
         let log: LogConfig = optional_section("[log]", table.remove("log"))?;
         let dispatch: DispatchConfig = optional_section("[dispatch]", table.remove("dispatch"))?;
-        if dispatch.batch_size == 0 {
-            return Err(invalid("[dispatch]", "batch_size must be at least 1"));
-        }
-        if dispatch.max_attempts == Some(0) {
-            return Err(invalid(
-                "[dispatch]",
-                "max_attempts must be at least 1 (or absent for unlimited)",
-            ));
-        }
-        if dispatch.initial_backoff > dispatch.max_backoff {
-            return Err(invalid(
-                "[dispatch]",
-                "initial_backoff must not exceed max_backoff",
-            ));
-        }
+        dispatch.validate()?;
         let shutdown_timeout = match table.remove("shutdown_timeout") {
             None => Duration::from_secs(25),
             Some(Value::String(s)) => humantime::parse_duration(&s)
@@ -351,42 +373,8 @@ impl Config {
             Some(v) => Some(section::<WebhookSection>("[webhook]", v)?),
             None => None,
         };
-        let mut streams = Vec::new();
-        match table.remove("stream") {
-            None => {}
-            Some(Value::Array(items)) => {
-                for (i, item) in items.into_iter().enumerate() {
-                    streams.push(section::<StreamSection>(
-                        &format!("[[stream]] #{}", i + 1),
-                        item,
-                    )?);
-                }
-            }
-            Some(_) => {
-                return Err(invalid(
-                    "[[stream]]",
-                    "expected an array of tables (`[[stream]]`)",
-                ))
-            }
-        }
-        // Every record one delivery can make must fit a segment: an envelope holds at most
-        // the delivery's bytes plus its attributes, a dead letter the delivery in base64.
-        let largest_input = webhook
-            .iter()
-            .map(|w| w.body_limit as u64)
-            .chain(streams.iter().map(|s| s.max_line_bytes as u64))
-            .max()
-            .unwrap_or(0);
-        let needed = largest_input.saturating_mul(4) / 3 + RECORD_SLACK;
-        let segment = spool.effective_segment_bytes();
-        if largest_input > 0 && segment < needed {
-            return Err(invalid(
-                "[spool]",
-                format!(
-                    "segment_bytes ({segment}) must hold the largest record a delivery can make: 4/3 of the largest input ({largest_input} bytes: the webhook's body_limit or a stream's max_line_bytes) plus {RECORD_SLACK}, so at least {needed}"
-                ),
-            ));
-        }
+        let streams = parse_streams(table.remove("stream"))?;
+        spool.check_fits(webhook.as_ref(), &streams)?;
         let recovery: crate::recovery::RecoveryConfig =
             optional_section("[recovery]", table.remove("recovery"))?;
         recovery.validate(webhook.as_ref())?;
@@ -397,44 +385,7 @@ impl Config {
         if let Some(c) = &cluster {
             c.validate()?;
         }
-        let mut stream_names = BTreeSet::new();
-        for s in &streams {
-            if !stream_names.insert(s.name.as_str()) {
-                return Err(invalid(
-                    format!("[[stream]] {:?}", s.name),
-                    "stream names must be unique",
-                ));
-            }
-        }
-        let sinks = match table.remove("sinks") {
-            Some(Value::Array(items)) => items
-                .into_iter()
-                .enumerate()
-                .map(|(i, item)| parse_sink(i, item))
-                .collect::<Result<Vec<_>, _>>()?,
-            Some(_) => {
-                return Err(invalid(
-                    "[[sinks]]",
-                    "expected an array of tables (`[[sinks]]`)",
-                ))
-            }
-            None => Vec::new(),
-        };
-        if sinks.is_empty() {
-            return Err(invalid(
-                "[[sinks]]",
-                "at least one sink is required (e.g. type = \"file\")",
-            ));
-        }
-        let mut names = BTreeSet::new();
-        for s in &sinks {
-            if !names.insert(s.name.as_str()) {
-                return Err(invalid(
-                    format!("[[sinks]] {:?}", s.name),
-                    "sink names must be unique",
-                ));
-            }
-        }
+        let sinks = parse_sinks(table.remove("sinks"))?;
         Ok(Config {
             spool,
             dedup,
@@ -475,6 +426,101 @@ impl Config {
         expand_value(&mut value, "recovery", &|name| std::env::var(name).ok())?;
         section("[recovery]", value)
     }
+}
+
+/// The file as a TOML table, every `${VAR}` expanded, with no unknown top-level key.
+fn read_table(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Table, ConfigError> {
+    let mut table: Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    for (key, value) in table.iter_mut() {
+        expand_value(value, key, env)?;
+    }
+    for key in table.keys() {
+        if !TOP_LEVEL.contains(&key.as_str()) {
+            return Err(invalid(
+                "the top level",
+                format!(
+                    "unknown key `{key}`, expected one of: {}",
+                    TOP_LEVEL.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(table)
+}
+
+/// `[[stream]]`: each entry, names unique.
+fn parse_streams(value: Option<Value>) -> Result<Vec<StreamSection>, ConfigError> {
+    let mut streams = Vec::new();
+    match value {
+        None => {}
+        Some(Value::Array(items)) => {
+            for (i, item) in items.into_iter().enumerate() {
+                streams.push(section::<StreamSection>(
+                    &format!("[[stream]] #{}", i + 1),
+                    item,
+                )?);
+            }
+        }
+        Some(_) => {
+            return Err(invalid(
+                "[[stream]]",
+                "expected an array of tables (`[[stream]]`)",
+            ))
+        }
+    }
+    let mut stream_names = BTreeSet::new();
+    for s in &streams {
+        if !stream_names.insert(s.name.as_str()) {
+            return Err(invalid(
+                format!("[[stream]] {:?}", s.name),
+                "stream names must be unique",
+            ));
+        }
+    }
+    Ok(streams)
+}
+
+/// `[[sinks]]`: at least one, names unique.
+fn parse_sinks(value: Option<Value>) -> Result<Vec<SinkConfig>, ConfigError> {
+    let sinks = match value {
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| parse_sink(i, item))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => {
+            return Err(invalid(
+                "[[sinks]]",
+                "expected an array of tables (`[[sinks]]`)",
+            ))
+        }
+        None => Vec::new(),
+    };
+    if sinks.is_empty() {
+        return Err(invalid(
+            "[[sinks]]",
+            "at least one sink is required (e.g. type = \"file\")",
+        ));
+    }
+    let mut names = BTreeSet::new();
+    for s in &sinks {
+        if !names.insert(s.name.as_str()) {
+            return Err(invalid(
+                format!("[[sinks]] {:?}", s.name),
+                "sink names must be unique",
+            ));
+        }
+    }
+    Ok(sinks)
 }
 
 fn section<T: DeserializeOwned>(name: &str, value: Value) -> Result<T, ConfigError> {

@@ -177,15 +177,9 @@ impl Dispatcher {
     async fn deliver(&self, batch: &[Message], abort: &CancellationToken) -> Result<u64, Stop> {
         let name = self.name();
         let mut start = 0usize;
-        let mut attempts = 0u32;
-        // Of those, the attempts the broker refused the record (see `max_refusals`).
-        let mut refusals = 0u32;
-        let mut first_refusal: Option<std::time::Instant> = None;
-        let mut backoff = self.cfg.initial_backoff;
+        let mut retry = Retry::new(self.cfg.initial_backoff);
         let in_flight = self.metrics.in_flight.with_label_values(&[name]);
         let backoff_gauge = self.metrics.backoff.with_label_values(&[name]);
-        let published = self.metrics.published.with_label_values(&[name]);
-        let latency = self.metrics.latency.with_label_values(&[name]);
         while start < batch.len() {
             let slice = &batch[start..];
             in_flight.set(i64::try_from(slice.len()).unwrap_or(i64::MAX));
@@ -197,92 +191,109 @@ impl Dispatcher {
                 }
             };
             in_flight.set(0);
-            let now = now_ms();
-            let mut done = 0usize;
-            let mut failure: Option<PublishError> = None;
-            for (i, msg) in slice.iter().enumerate() {
-                let result = results.get(i).cloned().unwrap_or_else(|| {
-                    Err(PublishError::retryable(
-                        Reason::NoResult,
-                        "the sink returned fewer results than messages",
-                    ))
-                });
-                match result {
-                    Ok(()) => {
-                        published.inc();
-                        latency.observe(now.saturating_sub(msg.accepted_at_ms) as f64 / 1000.0);
-                        done += 1;
-                    }
-                    Err(e) if e.is_permanent() => {
-                        self.metrics
-                            .failed
-                            .with_label_values(&[name, e.reason().as_str()])
-                            .inc();
-                        self.dead_letter(msg, &e, abort).await?;
-                        done += 1;
-                    }
-                    Err(e) => {
-                        self.metrics
-                            .failed
-                            .with_label_values(&[name, e.reason().as_str()])
-                            .inc();
-                        failure = Some(e);
-                        break;
-                    }
-                }
-            }
+            let (done, failure) = self.settle(slice, results, abort).await?;
             if done > 0 {
                 start += done;
-                attempts = 0;
-                refusals = 0;
-                first_refusal = None;
-                backoff = self.cfg.initial_backoff;
+                retry = Retry::new(self.cfg.initial_backoff);
                 self.commit(batch[start - 1].offset + 1).await;
             }
             let Some(err) = failure else {
                 continue;
             };
-            attempts += 1;
+            retry.attempts += 1;
             if err.is_refusal() {
-                refusals += 1;
-                first_refusal.get_or_insert_with(std::time::Instant::now);
+                retry.refusals += 1;
+                retry
+                    .first_refusal
+                    .get_or_insert_with(std::time::Instant::now);
             }
             let msg = &batch[start];
-            let refused_enough = self.refused_enough(refusals, first_refusal);
-            if refused_enough || self.cfg.max_attempts.is_some_and(|max| attempts >= max) {
-                let (reason, why) = if refused_enough {
-                    (
-                        Reason::Refused,
-                        "the broker kept refusing it (max_refusals)",
-                    )
-                } else {
-                    (Reason::MaxAttempts, "max_attempts reached")
-                };
-                tracing::error!(sink = name, offset = msg.offset, id = msg.id(), attempts, error = %err, "giving up on a record: {why}; dead-lettering it and moving on");
-                let e = PublishError::permanent(
-                    reason,
-                    format!("{attempts} attempts, last error: {err}"),
-                );
+            if let Some((e, why)) = self.give_up(&retry, &err) {
+                tracing::error!(sink = name, offset = msg.offset, id = msg.id(), attempts = retry.attempts, error = %err, "giving up on a record: {why}; dead-lettering it and moving on");
                 self.dead_letter(msg, &e, abort).await?;
                 start += 1;
-                attempts = 0;
-                refusals = 0;
-                first_refusal = None;
-                backoff = self.cfg.initial_backoff;
+                retry = Retry::new(self.cfg.initial_backoff);
                 self.commit(msg.offset + 1).await;
                 continue;
             }
             self.metrics.retries.with_label_values(&[name]).inc();
-            let delay = jitter(backoff);
+            let delay = jitter(retry.backoff);
             backoff_gauge.set(delay.as_secs_f64());
-            tracing::warn!(sink = name, offset = msg.offset, id = msg.id(), attempts, retry_in = ?delay, error = %err, "publish failed; retrying");
+            tracing::warn!(sink = name, offset = msg.offset, id = msg.id(), attempts = retry.attempts, retry_in = ?delay, error = %err, "publish failed; retrying");
             if !sleep_or_abort(delay, abort).await {
                 return Err(Stop::Aborted);
             }
-            backoff = backoff.saturating_mul(2).min(self.cfg.max_backoff);
+            retry.backoff = retry.backoff.saturating_mul(2).min(self.cfg.max_backoff);
         }
         backoff_gauge.set(0.0);
         Ok(batch.last().map_or(0, |m| m.offset + 1))
+    }
+
+    /// Counts the sink's answers for `slice` in order: confirmed, or dead-lettered when
+    /// permanent, up to the first retryable failure. Returns how many are done and that
+    /// failure.
+    async fn settle(
+        &self,
+        slice: &[Message],
+        results: Vec<Result<(), PublishError>>,
+        abort: &CancellationToken,
+    ) -> Result<(usize, Option<PublishError>), Stop> {
+        let name = self.name();
+        let published = self.metrics.published.with_label_values(&[name]);
+        let latency = self.metrics.latency.with_label_values(&[name]);
+        let now = now_ms();
+        let mut done = 0usize;
+        for (i, msg) in slice.iter().enumerate() {
+            let result = results.get(i).cloned().unwrap_or_else(|| {
+                Err(PublishError::retryable(
+                    Reason::NoResult,
+                    "the sink returned fewer results than messages",
+                ))
+            });
+            let e = match result {
+                Ok(()) => {
+                    published.inc();
+                    latency.observe(now.saturating_sub(msg.accepted_at_ms) as f64 / 1000.0);
+                    done += 1;
+                    continue;
+                }
+                Err(e) => e,
+            };
+            self.metrics
+                .failed
+                .with_label_values(&[name, e.reason().as_str()])
+                .inc();
+            if !e.is_permanent() {
+                return Ok((done, Some(e)));
+            }
+            self.dead_letter(msg, &e, abort).await?;
+            done += 1;
+        }
+        Ok((done, None))
+    }
+
+    /// The permanent error to dead-letter a record with, once it was refused or failed
+    /// often enough (`max_refusals` within `refusal_budget`, `max_attempts`).
+    fn give_up(&self, retry: &Retry, err: &PublishError) -> Option<(PublishError, &'static str)> {
+        let (reason, why) = if self.refused_enough(retry.refusals, retry.first_refusal) {
+            (
+                Reason::Refused,
+                "the broker kept refusing it (max_refusals)",
+            )
+        } else if self
+            .cfg
+            .max_attempts
+            .is_some_and(|max| retry.attempts >= max)
+        {
+            (Reason::MaxAttempts, "max_attempts reached")
+        } else {
+            return None;
+        };
+        let e = PublishError::permanent(
+            reason,
+            format!("{} attempts, last error: {err}", retry.attempts),
+        );
+        Some((e, why))
     }
 
     /// Whether a record refused `refusals` times, the first at `first`, has been refused
@@ -430,5 +441,25 @@ async fn sleep_or_abort(d: Duration, abort: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => true,
         _ = abort.cancelled() => false,
+    }
+}
+/// Where the retries of the record at the head of a batch stand; starts over once a
+/// record is done.
+struct Retry {
+    attempts: u32,
+    /// Of those, the attempts the broker refused the record (see `max_refusals`).
+    refusals: u32,
+    first_refusal: Option<std::time::Instant>,
+    backoff: Duration,
+}
+
+impl Retry {
+    fn new(initial_backoff: Duration) -> Retry {
+        Retry {
+            attempts: 0,
+            refusals: 0,
+            first_refusal: None,
+            backoff: initial_backoff,
+        }
     }
 }

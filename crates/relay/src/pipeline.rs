@@ -192,163 +192,32 @@ impl RelayPipeline {
 impl Pipeline for RelayPipeline {
     async fn accept(&self, body: Bytes, ctx: Context) -> Result<AcceptReport, AcceptError> {
         let now = now_ms();
-        let now_i = i64::try_from(now).unwrap_or(i64::MAX);
-        let ingress = ctx.ingress.as_str();
         let mut report = AcceptReport::default();
-        let mut records = Vec::new();
-        // The records as built, for `decoded` (when set).
-        let mut built: Vec<(Bytes, Payload)> = Vec::new();
-        let mut ids: Vec<String> = Vec::new();
-        // The input format of each id (dedup remembers it, to tell cross-format duplicates).
-        let mut formats: Vec<Option<XFormat>> = Vec::new();
-        let mut newest_event: Option<i64> = None;
-        let mut kinds: Vec<&'static str> = Vec::new();
-        // Why the delivery is a dead letter, as a metric label, when it is one.
-        let mut dead_letter_reason = "not_json";
+        let mut batch = Batch::new(now, self.decoded.is_some());
         // What the hooks asked to run once the delivery is accepted.
         let mut after_accept: Vec<AfterAccept> = Vec::new();
-        // Held until the append's outcome is settled: committed, or dropped (released).
-        let claim: Option<Claim>;
-        // The ids claimed for this member in the fleet's store (`[cluster]`).
-        let fleet_ours: Vec<String>;
-
-        // Envelopes, or why the delivery is kept whole as a dead letter (and the label).
-        let verdict = match normalize(&body, &ctx) {
-            Ok(envelopes) => {
-                let refused = envelopes
-                    .iter()
-                    .filter_map(|e| e.xformat)
-                    .find(|f| !ctx.formats.allows(*f));
-                match refused {
-                    // After the cutover an operator takes XAA only: AAA is kept, not lost.
-                    Some(f) => Err((
-                        format!("input format {f} is not accepted by this ingress (its `formats` setting)"),
-                        "format_not_accepted",
-                    )),
-                    None => Ok(envelopes),
+        // Why the delivery is a dead letter, as a metric label, when it is one.
+        let mut dead_letter_reason = "not_json";
+        // The claim is held until the append's outcome is settled: committed, or dropped
+        // (released); `fleet_ours`: the ids claimed for this member in the fleet's store.
+        let (claim, fleet_ours) = match self.verdict(&body, &ctx, &mut report) {
+            Verdict::Errors => return Ok(report),
+            Verdict::Envelopes(envelopes) => {
+                for env in &envelopes {
+                    for hook in &self.hooks {
+                        after_accept.extend(hook.observe(env));
+                    }
                 }
+                self.take_envelopes(envelopes, &ctx, &mut batch, &mut report)
+                    .await?
             }
-            Err(NormalizeError::NotJson { reason }) => {
-                Err((format!("not JSON: {reason}"), "not_json"))
-            }
-            Err(e @ NormalizeError::TooLarge { .. }) => Err((e.to_string(), "too_large")),
-            Err(NormalizeError::XaaErrors { count, summary }) => {
-                tracing::warn!(ingress, source = %ctx.source, count, %summary, "X reported errors in a delivery");
-                self.metrics
-                    .xaa_errors
-                    .with_label_values(&[ingress])
-                    .inc_by(count as u64);
-                report.xaa_errors = count;
-                return Ok(report);
+            Verdict::DeadLetter { reason, label } => {
+                dead_letter_reason = label;
+                self.take_dead_letter(&body, reason, &ctx, &mut batch, &mut report)
+                    .await?
             }
         };
-        match verdict {
-            Ok(envelopes) => {
-                let mut here = HashSet::with_capacity(envelopes.len());
-                let mut fresh = Vec::with_capacity(envelopes.len());
-                for env in envelopes {
-                    for hook in &self.hooks {
-                        after_accept.extend(hook.observe(&env));
-                    }
-                    let format = env.xformat.map_or("none", XFormat::as_str);
-                    let ty = taxonomy::label(&env.event_type);
-                    self.metrics
-                        .events_in
-                        .with_label_values(&[ty, ingress, format])
-                        .inc();
-                    if !here.insert(env.id.clone()) {
-                        self.metrics
-                            .duplicates
-                            .with_label_values(&[ty, format])
-                            .inc();
-                        report.duplicates += 1;
-                        continue;
-                    }
-                    fresh.push(env);
-                }
-                let fresh_ids: Vec<String> = fresh.iter().map(|e| e.id.clone()).collect();
-                let c = self.dedup.claim(&fresh_ids, now_i).await;
-                let mut dup = c.seen().to_vec();
-                claim = Some(c);
-                fleet_ours = self.fleet_verdicts(&fresh_ids, &mut dup).await?;
-                for (env, seen) in fresh.into_iter().zip(dup) {
-                    let t = env.time.timestamp_millis();
-                    report.newest_event_ms = Some(report.newest_event_ms.map_or(t, |n| n.max(t)));
-                    if let Some(first) = seen {
-                        let format = env.xformat.map_or("none", XFormat::as_str);
-                        self.metrics
-                            .duplicates
-                            .with_label_values(&[taxonomy::label(&env.event_type), format])
-                            .inc();
-                        if first.is_some() && env.xformat.is_some() && first != env.xformat {
-                            self.metrics
-                                .cross_format_duplicates
-                                .with_label_values(&[format])
-                                .inc();
-                        }
-                        report.duplicates += 1;
-                        continue;
-                    }
-                    newest_event = Some(newest_event.map_or(t, |n| n.max(t)));
-                    let json = Bytes::from(env.to_json());
-                    kinds.push("envelope");
-                    formats.push(env.xformat);
-                    if self.decoded.is_some() {
-                        ids.push(env.id.clone());
-                        built.push((json.clone(), Payload::Event(Arc::new(env))));
-                    } else {
-                        ids.push(env.id);
-                    }
-                    records.push(NewRecord {
-                        kind: RecordKind::Envelope,
-                        accepted_at_ms: now,
-                        payload: json,
-                    });
-                }
-            }
-            Err((reason, label)) => {
-                dead_letter_reason = label;
-                let dl = DeadLetter::new(&body, reason.clone(), &ctx);
-                let c = self.dedup.claim(std::slice::from_ref(&dl.id), now_i).await;
-                let mut seen = c.seen().to_vec();
-                claim = Some(c);
-                fleet_ours = self
-                    .fleet_verdicts(std::slice::from_ref(&dl.id), &mut seen)
-                    .await?;
-                let duplicate = seen.first().is_some_and(Option::is_some);
-                if duplicate {
-                    self.metrics
-                        .duplicates
-                        .with_label_values(&["deadletter", "none"])
-                        .inc();
-                    report.duplicates += 1;
-                } else {
-                    tracing::warn!(
-                        ingress,
-                        source = %ctx.source,
-                        id = %dl.id,
-                        bytes = body.len(),
-                        %reason,
-                        "delivery cannot become envelopes; spooled as a dead letter"
-                    );
-                    let json = Bytes::from(dl.to_json());
-                    kinds.push("deadletter");
-                    formats.push(None);
-                    if self.decoded.is_some() {
-                        ids.push(dl.id.clone());
-                        built.push((json.clone(), Payload::DeadLetter(Arc::new(dl))));
-                    } else {
-                        ids.push(dl.id);
-                    }
-                    records.push(NewRecord {
-                        kind: RecordKind::DeadLetter,
-                        accepted_at_ms: now,
-                        payload: json,
-                    });
-                }
-            }
-        }
-        if records.is_empty() {
+        if batch.records.is_empty() {
             if let Some(fleet) = self.fleet.clone().filter(|_| !fleet_ours.is_empty()) {
                 // Nothing spooled (cannot happen with claims taken, but never leave one).
                 tokio::spawn(async move { fleet.release(&fleet_ours).await });
@@ -356,8 +225,281 @@ impl Pipeline for RelayPipeline {
             after_accept.into_iter().for_each(|f| f());
             return Ok(report);
         }
+        let (envelopes, dead_letters) = batch.counts();
+        let newest_event = batch.newest_event;
+        self.append(batch, claim, fleet_ours).await?;
+        self.health.ok();
+        if envelopes > 0 {
+            self.metrics
+                .spooled
+                .with_label_values(&["envelope"])
+                .inc_by(envelopes);
+        }
+        if dead_letters > 0 {
+            self.metrics
+                .spooled
+                .with_label_values(&["deadletter"])
+                .inc_by(dead_letters);
+            self.metrics
+                .dead_letters
+                .with_label_values(&[dead_letter_reason])
+                .inc_by(dead_letters);
+        }
+        report.spooled += envelopes as usize;
+        report.dead_letters += dead_letters as usize;
+        if let Some(t) = newest_event {
+            let g = self
+                .metrics
+                .last_event
+                .with_label_values(&[ctx.ingress.as_str(), ctx.source.as_str()]);
+            let secs = t as f64 / 1000.0;
+            if secs > g.get() {
+                g.set(secs);
+            }
+        }
+        after_accept.into_iter().for_each(|f| f());
+        Ok(report)
+    }
+}
+
+/// What a delivery is.
+enum Verdict {
+    /// Envelopes (some perhaps already seen).
+    Envelopes(Vec<relay_envelope::Envelope>),
+    /// Kept whole as a dead letter: why, and the metric label.
+    DeadLetter { reason: String, label: &'static str },
+    /// X's report of errors, counted: nothing to spool.
+    Errors,
+}
+
+/// What one delivery spools, kept in step: the records, the ids and input formats the
+/// claims commit, the records as built (for [`Decoded`]) and the newest event's time.
+struct Batch {
+    now: u64,
+    keep_decoded: bool,
+    records: Vec<NewRecord>,
+    ids: Vec<String>,
+    formats: Vec<Option<XFormat>>,
+    built: Vec<(Bytes, Payload)>,
+    newest_event: Option<i64>,
+}
+
+impl Batch {
+    fn new(now: u64, keep_decoded: bool) -> Batch {
+        Batch {
+            now,
+            keep_decoded,
+            records: Vec::new(),
+            ids: Vec::new(),
+            formats: Vec::new(),
+            built: Vec::new(),
+            newest_event: None,
+        }
+    }
+
+    fn push_envelope(&mut self, env: relay_envelope::Envelope) {
+        let t = env.time.timestamp_millis();
+        self.newest_event = Some(self.newest_event.map_or(t, |n| n.max(t)));
+        let json = Bytes::from(env.to_json());
+        let (id, format) = (env.id.clone(), env.xformat);
+        let payload = self.keep_decoded.then(|| Payload::Event(Arc::new(env)));
+        self.push(RecordKind::Envelope, id, format, json, payload);
+    }
+
+    fn push_dead_letter(&mut self, dl: DeadLetter) {
+        let json = Bytes::from(dl.to_json());
+        let id = dl.id.clone();
+        let payload = self.keep_decoded.then(|| Payload::DeadLetter(Arc::new(dl)));
+        self.push(RecordKind::DeadLetter, id, None, json, payload);
+    }
+
+    fn push(
+        &mut self,
+        kind: RecordKind,
+        id: String,
+        format: Option<XFormat>,
+        json: Bytes,
+        payload: Option<Payload>,
+    ) {
+        if let Some(p) = payload {
+            self.built.push((json.clone(), p));
+        }
+        self.ids.push(id);
+        self.formats.push(format);
+        self.records.push(NewRecord {
+            kind,
+            accepted_at_ms: self.now,
+            payload: json,
+        });
+    }
+
+    /// `now` as the dedup window's clock.
+    fn now_i(&self) -> i64 {
+        i64::try_from(self.now).unwrap_or(i64::MAX)
+    }
+
+    /// (envelopes, dead letters).
+    fn counts(&self) -> (u64, u64) {
+        let dead = self
+            .records
+            .iter()
+            .filter(|r| r.kind == RecordKind::DeadLetter)
+            .count() as u64;
+        (self.records.len() as u64 - dead, dead)
+    }
+}
+
+impl RelayPipeline {
+    /// Envelopes, or why the delivery is kept whole as a dead letter.
+    fn verdict(&self, body: &Bytes, ctx: &Context, report: &mut AcceptReport) -> Verdict {
+        match normalize(body, ctx) {
+            Ok(envelopes) => {
+                let refused = envelopes
+                    .iter()
+                    .filter_map(|e| e.xformat)
+                    .find(|f| !ctx.formats.allows(*f));
+                match refused {
+                    // After the cutover an operator takes XAA only: AAA is kept, not lost.
+                    Some(f) => Verdict::DeadLetter {
+                        reason: format!(
+                            "input format {f} is not accepted by this ingress (its `formats` setting)"
+                        ),
+                        label: "format_not_accepted",
+                    },
+                    None => Verdict::Envelopes(envelopes),
+                }
+            }
+            Err(NormalizeError::NotJson { reason }) => Verdict::DeadLetter {
+                reason: format!("not JSON: {reason}"),
+                label: "not_json",
+            },
+            Err(e @ NormalizeError::TooLarge { .. }) => Verdict::DeadLetter {
+                reason: e.to_string(),
+                label: "too_large",
+            },
+            Err(NormalizeError::XaaErrors { count, summary }) => {
+                let ingress = ctx.ingress.as_str();
+                tracing::warn!(ingress, source = %ctx.source, count, %summary, "X reported errors in a delivery");
+                self.metrics
+                    .xaa_errors
+                    .with_label_values(&[ingress])
+                    .inc_by(count as u64);
+                report.xaa_errors = count;
+                Verdict::Errors
+            }
+        }
+    }
+
+    /// Counts the envelopes, claims the ones not seen in this delivery, and puts the ones
+    /// nobody had (here or in the fleet) in `batch`.
+    async fn take_envelopes(
+        &self,
+        envelopes: Vec<relay_envelope::Envelope>,
+        ctx: &Context,
+        batch: &mut Batch,
+        report: &mut AcceptReport,
+    ) -> Result<(Claim, Vec<String>), AcceptError> {
+        let mut here = HashSet::with_capacity(envelopes.len());
+        let mut fresh = Vec::with_capacity(envelopes.len());
+        for env in envelopes {
+            let format = env.xformat.map_or("none", XFormat::as_str);
+            let ty = taxonomy::label(&env.event_type);
+            self.metrics
+                .events_in
+                .with_label_values(&[ty, ctx.ingress.as_str(), format])
+                .inc();
+            if !here.insert(env.id.clone()) {
+                self.metrics
+                    .duplicates
+                    .with_label_values(&[ty, format])
+                    .inc();
+                report.duplicates += 1;
+                continue;
+            }
+            fresh.push(env);
+        }
+        let fresh_ids: Vec<String> = fresh.iter().map(|e| e.id.clone()).collect();
+        let claim = self.dedup.claim(&fresh_ids, batch.now_i()).await;
+        let mut dup = claim.seen().to_vec();
+        let fleet_ours = self.fleet_verdicts(&fresh_ids, &mut dup).await?;
+        for (env, seen) in fresh.into_iter().zip(dup) {
+            let t = env.time.timestamp_millis();
+            report.newest_event_ms = Some(report.newest_event_ms.map_or(t, |n| n.max(t)));
+            let Some(first) = seen else {
+                batch.push_envelope(env);
+                continue;
+            };
+            let format = env.xformat.map_or("none", XFormat::as_str);
+            self.metrics
+                .duplicates
+                .with_label_values(&[taxonomy::label(&env.event_type), format])
+                .inc();
+            if first.is_some() && env.xformat.is_some() && first != env.xformat {
+                self.metrics
+                    .cross_format_duplicates
+                    .with_label_values(&[format])
+                    .inc();
+            }
+            report.duplicates += 1;
+        }
+        Ok((claim, fleet_ours))
+    }
+
+    /// Claims the delivery as one dead letter and puts it in `batch` unless it was seen.
+    async fn take_dead_letter(
+        &self,
+        body: &Bytes,
+        reason: String,
+        ctx: &Context,
+        batch: &mut Batch,
+        report: &mut AcceptReport,
+    ) -> Result<(Claim, Vec<String>), AcceptError> {
+        let dl = DeadLetter::new(body, reason.clone(), ctx);
+        let claim = self
+            .dedup
+            .claim(std::slice::from_ref(&dl.id), batch.now_i())
+            .await;
+        let mut seen = claim.seen().to_vec();
+        let fleet_ours = self
+            .fleet_verdicts(std::slice::from_ref(&dl.id), &mut seen)
+            .await?;
+        if seen.first().is_some_and(Option::is_some) {
+            self.metrics
+                .duplicates
+                .with_label_values(&["deadletter", "none"])
+                .inc();
+            report.duplicates += 1;
+        } else {
+            tracing::warn!(
+                ingress = ctx.ingress.as_str(),
+                source = %ctx.source,
+                id = %dl.id,
+                bytes = body.len(),
+                %reason,
+                "delivery cannot become envelopes; spooled as a dead letter"
+            );
+            batch.push_dead_letter(dl);
+        }
+        Ok((claim, fleet_ours))
+    }
+
+    /// Appends `batch` and commits its claims (releases them if the append failed).
+    async fn append(
+        &self,
+        batch: Batch,
+        claim: Claim,
+        fleet_ours: Vec<String>,
+    ) -> Result<(), AcceptError> {
         // Before the append: the spool may wake a dispatcher for these records before it
         // answers here.
+        let now_i = batch.now_i();
+        let Batch {
+            records,
+            ids,
+            formats,
+            built,
+            ..
+        } = batch;
         if let Some(decoded) = &self.decoded {
             decoded.seed(built);
         }
@@ -368,8 +510,8 @@ impl Pipeline for RelayPipeline {
         let fleet = self.fleet.clone();
         let task = tokio::spawn(async move {
             let r = spool.append(records).await;
-            if let (Ok(_), Some(c)) = (&r, claim) {
-                c.commit(
+            if r.is_ok() {
+                claim.commit(
                     ids.iter().map(String::as_str).zip(formats.iter().copied()),
                     now_i,
                 );
@@ -390,76 +532,50 @@ impl Pipeline for RelayPipeline {
             }
             r
         });
-        let appended = match task.await {
-            Ok(r) => r,
+        match task.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(self.refused(e)),
             Err(e) => {
                 self.metrics
                     .accept_failures
                     .with_label_values(&["spool_error"])
                     .inc();
                 tracing::error!(error = %e, "spool append task failed; delivery refused");
-                return Err(AcceptError::Unavailable(format!("append task failed: {e}")));
-            }
-        };
-        match appended {
-            Ok(_) => {
-                self.health.ok();
-                for kind in kinds {
-                    self.metrics.spooled.with_label_values(&[kind]).inc();
-                    if kind == "deadletter" {
-                        self.metrics
-                            .dead_letters
-                            .with_label_values(&[dead_letter_reason])
-                            .inc();
-                        report.dead_letters += 1;
-                    } else {
-                        report.spooled += 1;
-                    }
-                }
-                if let Some(t) = newest_event {
-                    let g = self
-                        .metrics
-                        .last_event
-                        .with_label_values(&[ingress, ctx.source.as_str()]);
-                    let secs = t as f64 / 1000.0;
-                    if secs > g.get() {
-                        g.set(secs);
-                    }
-                }
-                after_accept.into_iter().for_each(|f| f());
-                Ok(report)
-            }
-            Err(SpoolError::Full { used, max }) => {
-                self.health.full(used);
-                self.metrics
-                    .accept_failures
-                    .with_label_values(&["spool_full"])
-                    .inc();
-                tracing::warn!(used, max, "spool full; delivery refused (X retries it)");
-                Err(AcceptError::Full {
-                    retry_after: self.retry_after,
-                })
-            }
-            Err(e) => {
-                let reason = match &e {
-                    SpoolError::Closed => "shutting_down",
-                    SpoolError::RecordTooLarge { .. } => "too_large",
-                    _ => "spool_error",
-                };
-                if !matches!(e, SpoolError::Closed | SpoolError::RecordTooLarge { .. }) {
-                    self.health.failed(e.to_string());
-                }
-                self.metrics
-                    .accept_failures
-                    .with_label_values(&[reason])
-                    .inc();
-                tracing::error!(error = %e, "spool append failed; delivery refused");
-                if matches!(e, SpoolError::RecordTooLarge { .. }) {
-                    // Permanent: the same body would be refused again, X must not retry it.
-                    return Err(AcceptError::TooLarge(e.to_string()));
-                }
-                Err(AcceptError::Unavailable(e.to_string()))
+                Err(AcceptError::Unavailable(format!("append task failed: {e}")))
             }
         }
+    }
+
+    /// The answer to a delivery the spool refused, counted.
+    fn refused(&self, e: SpoolError) -> AcceptError {
+        if let SpoolError::Full { used, max } = e {
+            self.health.full(used);
+            self.metrics
+                .accept_failures
+                .with_label_values(&["spool_full"])
+                .inc();
+            tracing::warn!(used, max, "spool full; delivery refused (X retries it)");
+            return AcceptError::Full {
+                retry_after: self.retry_after,
+            };
+        }
+        let reason = match &e {
+            SpoolError::Closed => "shutting_down",
+            SpoolError::RecordTooLarge { .. } => "too_large",
+            _ => "spool_error",
+        };
+        if !matches!(e, SpoolError::Closed | SpoolError::RecordTooLarge { .. }) {
+            self.health.failed(e.to_string());
+        }
+        self.metrics
+            .accept_failures
+            .with_label_values(&[reason])
+            .inc();
+        tracing::error!(error = %e, "spool append failed; delivery refused");
+        if matches!(e, SpoolError::RecordTooLarge { .. }) {
+            // Permanent: the same body would be refused again, X must not retry it.
+            return AcceptError::TooLarge(e.to_string());
+        }
+        AcceptError::Unavailable(e.to_string())
     }
 }

@@ -10,7 +10,7 @@ use relay_ingress::webhook::WebhookServer;
 use relay_ingress::Pipeline;
 use relay_sink::Sink;
 use relay_spool::Spool;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{AdminServer, AdminState};
@@ -178,29 +178,147 @@ pub async fn run_with(
     // The same check as `run --check`, first: a mistake stops the relay before it accepts
     // anything. A broker that cannot be reached does not: its records wait in the spool.
     check(&cfg)?;
-    for s in &cfg.sinks {
-        sinks::prepare(s)?;
-    }
-    let mut sink_list: Vec<Arc<dyn Sink>> = Vec::new();
-    for s in &cfg.sinks {
-        sink_list.push(sinks::start(s.clone()));
-    }
+    let sink_list = start_sinks(&cfg)?;
 
     // Admin first: `/healthz` answers while the spool is opened and scanned (a spool of
     // several GiB, after a broker outage, takes a while: a liveness or startup probe must
     // not kill the pod for it), `/readyz` says "starting" until it is open.
-    let admin_stop = CancellationToken::new();
+    let stops = Stops::default();
     let (admin, admin_starting) =
         AdminServer::bind_starting(cfg.admin.listen, registry.clone()).await?;
     let admin_addr = admin.local_addr();
-    let admin_task = tokio::spawn(admin.run(admin_stop.clone()));
+    let admin_task = tokio::spawn(admin.run(stops.admin.clone()));
 
+    let (spool, dedup) = open_spool(&cfg).await?;
+    let fleet = join_fleet(&cfg).await?;
+    let mut gaps = find_gaps(&cfg, &registry, fleet.as_ref()).await?;
+    let health = Arc::new(SpoolHealth::default());
+    let decoded = decoded_window(&registry)?;
+    let pipeline = RelayPipeline::new(
+        spool.clone(),
+        dedup.clone(),
+        pipeline_metrics,
+        health.clone(),
+        cfg.spool.full_retry_after,
+    )
+    .with_hook(Arc::new(crate::recovery::JobStatusHook(
+        gaps.status_tx.clone(),
+        fleet.as_ref().map(|f| f.recovery.clone()),
+    )))
+    .with_decoded(decoded.clone());
+    let pipeline = in_fleet(pipeline, &cfg, &registry, fleet.as_ref())?;
+    let leads = stream_leads(&cfg, &registry, fleet.as_ref(), &mut gaps.runtimes)?;
+    let spool_watch = watch_spools(&cfg, &registry, fleet.as_ref(), &spool, &stops.spool_watch)?;
+    let dispatchers = start_dispatchers(&cfg, &sink_list, &spool, &sink_metrics, &decoded, &stops);
+
+    // Admin: the spool is open.
+    admin_starting.ready(AdminState {
+        registry: registry.clone(),
+        spool: spool.clone(),
+        spool_metrics,
+        health,
+        sinks: sink_list.clone(),
+        dedup: Some(dedup.clone()),
+        ready_requires_sinks: cfg.admin.ready_requires_sinks,
+    });
+
+    // Ingresses (a fleet's streams once this member leads them).
+    let lead_tasks: Vec<_> = leads
+        .into_iter()
+        .map(|l| tokio::spawn(l.run(stops.ingress.clone())))
+        .collect();
+    let mut ingresses: JoinSet<Result<(), RunError>> = JoinSet::new();
+    let webhook_addr = start_ingresses(
+        &cfg,
+        &gaps.runtimes,
+        &pipeline,
+        &registry,
+        &stops.ingress,
+        &mut ingresses,
+    )
+    .await?;
+    let background = start_background(&cfg, &opts, gaps, fleet.as_ref(), &pipeline, &stops);
+
+    started(&cfg, &opts, admin_addr, webhook_addr)?;
+
+    let mut running = Running {
+        stops,
+        ingresses,
+        lead_tasks,
+        background,
+        dispatchers,
+        sink_list,
+        spool_watch,
+        spool,
+        fleet,
+        admin_task,
+    };
+    let failure = running.wait(&shutdown, opts.drain).await;
+    running.stop(&cfg, opts.drain, failure).await
+}
+
+/// Prepares every sink (the file sink's directory) and starts it, connecting lazily.
+fn start_sinks(cfg: &Config) -> Result<Vec<Arc<dyn Sink>>, RunError> {
+    for s in &cfg.sinks {
+        sinks::prepare(s)?;
+    }
+    Ok(cfg.sinks.iter().cloned().map(sinks::start).collect())
+}
+
+/// Says the relay started, and where it listens (`--listen-file` too).
+fn started(
+    cfg: &Config,
+    opts: &RunOptions,
+    admin: Option<std::net::SocketAddr>,
+    webhook: Option<std::net::SocketAddr>,
+) -> Result<(), RunError> {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        admin = %admin.map(|a| a.to_string()).unwrap_or_default(),
+        webhook = %webhook.map(|a| a.to_string()).unwrap_or_else(|| "off".to_string()),
+        streams = cfg.streams.len(),
+        sinks = ?cfg.sinks.iter().map(|s| format!("{}:{}", s.name, s.spec.type_name())).collect::<Vec<_>>(),
+        spool = %cfg.spool.dir.display(),
+        "activity-relay started"
+    );
+    match &opts.listen_file {
+        Some(path) => write_listen_file(path, admin, webhook),
+        None => Ok(()),
+    }
+}
+
+/// What `run` cancels to stop its parts, each in its turn ([`Running::stop`]).
+#[derive(Default)]
+struct Stops {
+    /// The webhook, the streams and the stream leases.
+    ingress: CancellationToken,
+    /// Gap recovery.
+    recovery: CancellationToken,
+    /// The liveness record and the fleet's webhook clock.
+    liveness: CancellationToken,
+    /// Dispatchers: deliver what is spooled, then stop.
+    drain: CancellationToken,
+    /// Dispatchers: stop now (the shutdown deadline passed).
+    abort: CancellationToken,
+    /// The watch of departed members' spools.
+    spool_watch: CancellationToken,
+    admin: CancellationToken,
+}
+
+/// This relay as a member of a fleet (`[cluster]`).
+struct Fleet {
+    cfg: crate::cluster::ClusterConfig,
+    store: Arc<dyn crate::cluster::Store>,
+    recovery: crate::cluster::recovery::FleetRecovery,
+}
+
+/// Opens the spool and the dedup window (rebuilt from what the spool holds).
+async fn open_spool(cfg: &Config) -> Result<(Spool, Arc<Dedup>), RunError> {
     let spool = Spool::open(
         cfg.spool
             .spool_config(cfg.sinks.iter().map(|x| x.name.clone()).collect()),
     )
     .await?;
-
     let dedup = {
         let dir = cfg.spool.dir.clone();
         let window = cfg.dedup.window;
@@ -219,25 +337,51 @@ pub async fn run_with(
         ids = dedup.len(),
         "dedup window rebuilt from the spool"
     );
-    let dedup = Arc::new(dedup);
+    Ok((spool, Arc::new(dedup)))
+}
 
-    // A fleet member: dedup through the shared store, each stream run by one member at a
-    // time, gaps found and recovered for the fleet (crate::cluster).
-    let cluster_store = match &cfg.cluster {
-        None => None,
-        Some(c) => Some(crate::cluster::connect(c, cfg.dedup.window).await?),
+/// A fleet member: dedup through the shared store, each stream run by one member at a
+/// time, gaps found and recovered for the fleet (crate::cluster).
+async fn join_fleet(cfg: &Config) -> Result<Option<Fleet>, RunError> {
+    let Some(c) = &cfg.cluster else {
+        return Ok(None);
     };
-    let fleet_recovery = match (&cfg.cluster, &cluster_store) {
-        (Some(c), Some(store)) => Some(crate::cluster::recovery::FleetRecovery {
+    let store = crate::cluster::connect(c, cfg.dedup.window).await?;
+    Ok(Some(Fleet {
+        recovery: crate::cluster::recovery::FleetRecovery {
             store: store.clone(),
             namespace: c.namespace.clone(),
             member: c.member.clone(),
-        }),
-        _ => None,
-    };
+        },
+        cfg: c.clone(),
+        store,
+    }))
+}
 
-    // Gap recovery: what was missed while the relay was down (docs/gap-recovery.md).
-    let recovery_metrics = crate::recovery::RecoveryMetrics::register(&registry)?;
+/// What was missed while the relay was down, and what the ingresses share with the
+/// relay while they run.
+struct Gaps {
+    /// Where each stream resumes from, and up to when each ingress took everything (for
+    /// the liveness record).
+    runtimes: Runtimes,
+    /// X's replay job statuses, as the pipeline sees them go by.
+    status_tx: tokio::sync::broadcast::Sender<crate::recovery::JobStatus>,
+    /// The webhook's gap found at start, if this member recovers it.
+    webhook: Option<PreparedRecovery>,
+    /// What is left to recover of the webhook's gaps, for the liveness record: the gap
+    /// found at start (kept until it is read), then each interval of refusals queued
+    /// in-run.
+    pending: crate::recovery::Pending,
+    metrics: crate::recovery::RecoveryMetrics,
+}
+
+/// Gap recovery: what was missed while the relay was down (docs/gap-recovery.md).
+async fn find_gaps(
+    cfg: &Config,
+    registry: &Registry,
+    fleet: Option<&Fleet>,
+) -> Result<Gaps, RunError> {
+    let metrics = crate::recovery::RecoveryMetrics::register(registry)?;
     let liveness = {
         let dir = cfg.spool.dir.clone();
         tokio::task::spawn_blocking(move || crate::recovery::Liveness::load(&dir))
@@ -247,8 +391,6 @@ pub async fn run_with(
                 source,
             })?
     };
-    // What the ingresses share with the relay while they run: where each stream resumes
-    // from, and up to when each ingress took everything (for the liveness record).
     let runtimes = Runtimes {
         streams: cfg
             .streams
@@ -275,111 +417,133 @@ pub async fn run_with(
     let (status_tx, status_rx) = tokio::sync::broadcast::channel(64);
     // In a fleet, the webhook's gap is a time when no member accepted, and only one member
     // recovers it (crate::cluster::recovery).
+    let fleet_recovery = fleet.map(|f| f.recovery.clone());
     let fleet_clock = match (&fleet_recovery, &cfg.webhook) {
         (Some(f), Some(_)) => f.webhook_clock().await,
         _ => None,
     };
-    let mut webhook_recovery = prepare_recovery(
-        &cfg,
+    let mut webhook = prepare_recovery(
+        cfg,
         &liveness,
         fleet_clock,
         chrono::Utc::now(),
         status_rx,
-        recovery_metrics.clone(),
+        metrics.clone(),
         fleet_recovery.clone(),
     )?;
-    if let (Some((_, from, _)), Some(f)) = (&webhook_recovery, &fleet_recovery) {
+    if let (Some((_, from, _)), Some(f)) = (&webhook, &fleet_recovery) {
         if !f.claim_gap(fleet_clock, *from).await {
-            webhook_recovery = None;
+            webhook = None;
         }
     }
-    // What is left to recover of the webhook's gaps, for the liveness record: the gap found
-    // at start (kept until it is read), then each interval of refusals queued in-run.
-    let recovery_pending: crate::recovery::Pending = std::sync::Arc::new(parking_lot::Mutex::new(
-        webhook_recovery.as_ref().map(|(_, from, _)| *from),
+    let pending: crate::recovery::Pending = Arc::new(parking_lot::Mutex::new(
+        webhook.as_ref().map(|(_, from, _)| *from),
     ));
+    Ok(Gaps {
+        runtimes,
+        status_tx,
+        webhook,
+        pending,
+        metrics,
+    })
+}
 
-    let health = Arc::new(SpoolHealth::default());
-    // Records decoded once: seeded by the pipeline, shared by every dispatcher.
+/// Records decoded once: seeded by the pipeline, shared by every dispatcher.
+fn decoded_window(registry: &Registry) -> Result<Arc<crate::decoded::Decoded>, RunError> {
     let parsed_total = prometheus::IntCounter::new(
         "activity_relay_records_parsed_total",
         "Spooled records a dispatcher had to parse because the pipeline had not handed them over decoded (after a restart, or far behind)",
     )?;
     registry.register(Box::new(parsed_total.clone()))?;
-    let decoded = Arc::new(crate::decoded::Decoded::default().counting(parsed_total));
-    let pipeline = RelayPipeline::new(
-        spool.clone(),
-        dedup.clone(),
-        pipeline_metrics,
-        health.clone(),
-        cfg.spool.full_retry_after,
-    )
-    .with_hook(Arc::new(crate::recovery::JobStatusHook(
-        status_tx.clone(),
-        fleet_recovery.clone(),
-    )))
-    .with_decoded(decoded.clone());
-    let pipeline: Arc<dyn Pipeline> = match (&cfg.cluster, &cluster_store) {
-        (Some(c), Some(store)) => {
-            let metrics = crate::cluster::ClusterMetrics::register(&registry)?;
-            let fleet = crate::cluster::FleetDedup::new(
-                store.clone(),
-                c.clone(),
-                cfg.dedup.window,
-                metrics,
-            );
-            tracing::info!(member = %c.member, namespace = %c.namespace, "member of a fleet: deduplicating with the shared store");
-            Arc::new(pipeline.with_fleet(Arc::new(fleet)))
-        }
-        _ => Arc::new(pipeline),
+    Ok(Arc::new(
+        crate::decoded::Decoded::default().counting(parsed_total),
+    ))
+}
+
+/// The pipeline, deduplicating with the fleet's store when this relay is a member.
+fn in_fleet(
+    pipeline: RelayPipeline,
+    cfg: &Config,
+    registry: &Registry,
+    fleet: Option<&Fleet>,
+) -> Result<Arc<dyn Pipeline>, RunError> {
+    let Some(f) = fleet else {
+        return Ok(Arc::new(pipeline));
     };
-    let mut runtimes = runtimes;
+    let metrics = crate::cluster::ClusterMetrics::register(registry)?;
+    let dedup =
+        crate::cluster::FleetDedup::new(f.store.clone(), f.cfg.clone(), cfg.dedup.window, metrics);
+    tracing::info!(member = %f.cfg.member, namespace = %f.cfg.namespace, "member of a fleet: deduplicating with the shared store");
+    Ok(Arc::new(pipeline.with_fleet(Arc::new(dedup))))
+}
+
+/// In a fleet, one lease per stream: a stream reads only while its gate is open.
+fn stream_leads(
+    cfg: &Config,
+    registry: &Registry,
+    fleet: Option<&Fleet>,
+    runtimes: &mut Runtimes,
+) -> Result<Vec<crate::cluster::leader::Lead>, RunError> {
+    let Some(f) = fleet else {
+        return Ok(Vec::new());
+    };
+    let leader = prometheus::IntGaugeVec::new(
+        prometheus::Opts::new(
+            "activity_relay_cluster_leader",
+            "1 while this member leads the job (a [[stream]] of the fleet)",
+        ),
+        &["job"],
+    )?;
+    registry.register(Box::new(leader.clone()))?;
     let mut leads = Vec::new();
-    if let (Some(c), Some(store)) = (&cfg.cluster, &cluster_store) {
-        let leader = prometheus::IntGaugeVec::new(
-            prometheus::Opts::new(
-                "activity_relay_cluster_leader",
-                "1 while this member leads the job (a [[stream]] of the fleet)",
-            ),
-            &["job"],
-        )?;
-        registry.register(Box::new(leader.clone()))?;
-        for (s, r) in cfg.streams.iter().zip(runtimes.streams.iter_mut()) {
-            let job = crate::recovery::stream_key(&s.name);
-            let (gate, rx) = tokio::sync::watch::channel(false);
-            r.gate = Some(rx);
-            leads.push(crate::cluster::leader::Lead {
-                store: store.clone(),
-                leader: leader.with_label_values(&[&job]),
-                job,
-                namespace: c.namespace.clone(),
-                lease: c.lease,
-                gate,
-                position: r.position.clone(),
-            });
-        }
+    for (s, r) in cfg.streams.iter().zip(runtimes.streams.iter_mut()) {
+        let job = crate::recovery::stream_key(&s.name);
+        let (gate, rx) = tokio::sync::watch::channel(false);
+        r.gate = Some(rx);
+        leads.push(crate::cluster::leader::Lead {
+            store: f.store.clone(),
+            leader: leader.with_label_values(&[&job]),
+            job,
+            namespace: f.cfg.namespace.clone(),
+            lease: f.cfg.lease,
+            gate,
+            position: r.position.clone(),
+        });
     }
+    Ok(leads)
+}
 
-    // Spools left behind by departed members (crate::cluster::spools).
-    let spool_watch_stop = CancellationToken::new();
-    let spool_watch = match (&cfg.cluster, &cluster_store) {
-        (Some(c), Some(store)) => {
-            let watch = crate::cluster::spools::SpoolWatch {
-                store: store.clone(),
-                namespace: c.namespace.clone(),
-                member: c.member.clone(),
-                interval: cfg.recovery.liveness_interval,
-                spool: spool.clone(),
-                left: crate::cluster::spools::SpoolWatch::gauge(&registry)?,
-            };
-            Some(tokio::spawn(watch.run(spool_watch_stop.clone())))
-        }
-        _ => None,
+/// Spools left behind by departed members (crate::cluster::spools).
+fn watch_spools(
+    cfg: &Config,
+    registry: &Registry,
+    fleet: Option<&Fleet>,
+    spool: &Spool,
+    stop: &CancellationToken,
+) -> Result<Option<JoinHandle<()>>, RunError> {
+    let Some(f) = fleet else {
+        return Ok(None);
     };
+    let watch = crate::cluster::spools::SpoolWatch {
+        store: f.store.clone(),
+        namespace: f.cfg.namespace.clone(),
+        member: f.cfg.member.clone(),
+        interval: cfg.recovery.liveness_interval,
+        spool: spool.clone(),
+        left: crate::cluster::spools::SpoolWatch::gauge(registry)?,
+    };
+    Ok(Some(tokio::spawn(watch.run(stop.clone()))))
+}
 
-    // Dispatchers.
-    let drain = CancellationToken::new();
-    let abort = CancellationToken::new();
+/// One dispatcher per sink.
+fn start_dispatchers(
+    cfg: &Config,
+    sink_list: &[Arc<dyn Sink>],
+    spool: &Spool,
+    sink_metrics: &SinkMetrics,
+    decoded: &Arc<crate::decoded::Decoded>,
+    stops: &Stops,
+) -> JoinSet<Result<(), crate::dispatch::DispatchError>> {
     let dead_letter_dir: PathBuf = cfg.spool.dir.join("dead-letters");
     let mut dispatchers = JoinSet::new();
     for (sink, sink_cfg) in sink_list.iter().zip(&cfg.sinks) {
@@ -392,268 +556,311 @@ pub async fn run_with(
         )
         .with_filter(sink_cfg.filter.clone())
         .with_decoded(decoded.clone());
-        dispatchers.spawn(d.run(drain.clone(), abort.clone()));
+        dispatchers.spawn(d.run(stops.drain.clone(), stops.abort.clone()));
     }
+    dispatchers
+}
 
-    // Admin: the spool is open.
-    admin_starting.ready(AdminState {
-        registry: registry.clone(),
-        spool: spool.clone(),
-        spool_metrics,
-        health,
-        sinks: sink_list.clone(),
-        dedup: Some(dedup.clone()),
-        ready_requires_sinks: cfg.admin.ready_requires_sinks,
-    });
+/// What runs beside the ingresses: the liveness record, the fleet's webhook clock and
+/// gap recovery.
+#[derive(Default)]
+struct Background {
+    liveness: Option<JoinHandle<()>>,
+    fleet_clock: Option<JoinHandle<()>>,
+    recovery: Option<JoinHandle<()>>,
+}
 
-    // Ingresses (a fleet's streams once this member leads them).
-    let ingress_stop = CancellationToken::new();
-    let lead_tasks: Vec<_> = leads
-        .into_iter()
-        .map(|l| tokio::spawn(l.run(ingress_stop.clone())))
+fn start_background(
+    cfg: &Config,
+    opts: &RunOptions,
+    gaps: Gaps,
+    fleet: Option<&Fleet>,
+    pipeline: &Arc<dyn Pipeline>,
+    stops: &Stops,
+) -> Background {
+    // `drain` runs no ingress: the departed member's record (and any replay it left
+    // unfinished) stays as it is on its volume, and there is no clock to move.
+    if opts.drain.is_some() {
+        return Background {
+            recovery: start_recovery(cfg, gaps, fleet, pipeline, stops),
+            ..Background::default()
+        };
+    }
+    // Streams: their position in X's time; the webhook: up to when it took everything.
+    use crate::recovery::Clock;
+    let mut keys: Vec<(String, Clock)> = cfg
+        .streams
+        .iter()
+        .zip(&gaps.runtimes.streams)
+        .map(|(s, r)| {
+            (
+                crate::recovery::stream_key(&s.name),
+                Clock::Position(r.position.clone()),
+            )
+        })
         .collect();
-    let mut ingresses: JoinSet<Result<(), RunError>> = JoinSet::new();
-    let webhook_addr = start_ingresses(
-        &cfg,
-        &runtimes,
-        &pipeline,
-        &registry,
-        &ingress_stop,
-        &mut ingresses,
-    )
-    .await?;
-
-    // Liveness record (while accepting, and once more after the ingresses stopped), and
-    // the webhook's gap replay.
-    let liveness_stop = CancellationToken::new();
-    // Not in `drain`: the departed member's record (and any replay it left unfinished)
-    // stays as it is on its volume.
-    let liveness_task = if opts.drain.is_some() {
-        None
-    } else {
-        use crate::recovery::Clock;
-        // Streams: their position in X's time; the webhook: up to when it took everything.
-        let mut keys: Vec<(String, Clock)> = cfg
-            .streams
-            .iter()
-            .zip(&runtimes.streams)
-            .map(|(s, r)| {
-                (
-                    crate::recovery::stream_key(&s.name),
-                    Clock::Position(r.position.clone()),
-                )
-            })
-            .collect();
-        if cfg.webhook.is_some() {
-            keys.push((
-                crate::recovery::WEBHOOK_KEY.to_string(),
-                Clock::Acceptance(runtimes.webhook.clone()),
-            ));
-        }
-        let pending = recovery_pending.clone();
-        Some(tokio::spawn(crate::recovery::keep_alive(
-            cfg.spool.dir.clone(),
-            keys,
-            cfg.recovery.liveness_interval,
-            pending,
-            liveness_stop.clone(),
-        )))
-    };
+    if cfg.webhook.is_some() {
+        keys.push((
+            crate::recovery::WEBHOOK_KEY.to_string(),
+            Clock::Acceptance(gaps.runtimes.webhook.clone()),
+        ));
+    }
+    let liveness = tokio::spawn(crate::recovery::keep_alive(
+        cfg.spool.dir.clone(),
+        keys,
+        cfg.recovery.liveness_interval,
+        gaps.pending.clone(),
+        stops.liveness.clone(),
+    ));
     // The fleet's webhook clock, moved by every member while it accepts.
-    let fleet_clock_task = match (&fleet_recovery, &cfg.webhook) {
-        (Some(f), Some(_)) if opts.drain.is_none() => {
-            Some(tokio::spawn(f.clone().keep_webhook_clock(
-                runtimes.webhook.clone(),
-                cfg.recovery.liveness_interval,
-                liveness_stop.clone(),
-            )))
-        }
+    let fleet_clock = match (fleet, &cfg.webhook) {
+        (Some(f), Some(_)) => Some(tokio::spawn(f.recovery.clone().keep_webhook_clock(
+            gaps.runtimes.webhook.clone(),
+            cfg.recovery.liveness_interval,
+            stops.liveness.clone(),
+        ))),
         _ => None,
     };
-    // Gap recovery, one at a time: the gap found at start, then the webhook's intervals of
-    // refusals while running (crate::recovery::inrun).
-    let recovery_stop = CancellationToken::new();
-    let recovery_task = if cfg.webhook.is_some() {
-        let build: crate::recovery::inrun::BuildRecovery = {
-            let cfg = cfg.clone();
-            let status_tx = status_tx.clone();
-            let metrics = recovery_metrics.clone();
-            let fleet = fleet_recovery.clone();
-            Box::new(move |from| {
-                if !cfg.recovery.enabled {
-                    return None;
-                }
-                build_recovery(
-                    &cfg,
-                    from,
-                    status_tx.subscribe(),
-                    metrics.clone(),
-                    fleet.clone(),
-                )
-                .map_err(|e| tracing::error!(error = %e, "cannot start a gap recovery"))
-                .ok()
-            })
-        };
-        let inrun = crate::recovery::inrun::InRun {
-            acceptance: runtimes.webhook.clone(),
-            min_gap: cfg.recovery.min_gap,
-            margin: cfg.recovery.safety_margin,
-            interval: cfg.recovery.liveness_interval,
-            metrics: recovery_metrics.clone(),
-            pending: recovery_pending.clone(),
-            build,
-        };
-        Some(tokio::spawn(inrun.run(
-            webhook_recovery,
-            pipeline.clone(),
-            recovery_stop.clone(),
-        )))
-    } else {
-        None
-    };
-
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        admin = %admin_addr.map(|a| a.to_string()).unwrap_or_default(),
-        webhook = %webhook_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".to_string()),
-        streams = cfg.streams.len(),
-        sinks = ?cfg.sinks.iter().map(|s| format!("{}:{}", s.name, s.spec.type_name())).collect::<Vec<_>>(),
-        spool = %cfg.spool.dir.display(),
-        "activity-relay started"
-    );
-    if let Some(path) = &opts.listen_file {
-        write_listen_file(path, admin_addr, webhook_addr)?;
+    Background {
+        liveness: Some(liveness),
+        fleet_clock,
+        recovery: start_recovery(cfg, gaps, fleet, pipeline, stops),
     }
+}
 
-    // `activity-relay drain`: done once every sink confirmed every record, or at its limit.
-    let emptied = async {
-        let Some(limit) = opts.drain else {
-            return std::future::pending().await;
-        };
-        let give_up = tokio::time::Instant::now() + limit;
-        while crate::cluster::spools::pending(&spool) > 0 && tokio::time::Instant::now() < give_up {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+/// Gap recovery, one at a time: the gap found at start, then the webhook's intervals of
+/// refusals while running (crate::recovery::inrun).
+fn start_recovery(
+    cfg: &Config,
+    gaps: Gaps,
+    fleet: Option<&Fleet>,
+    pipeline: &Arc<dyn Pipeline>,
+    stops: &Stops,
+) -> Option<JoinHandle<()>> {
+    cfg.webhook.as_ref()?;
+    let build: crate::recovery::inrun::BuildRecovery = {
+        let cfg = cfg.clone();
+        let status_tx = gaps.status_tx.clone();
+        let metrics = gaps.metrics.clone();
+        let fleet = fleet.map(|f| f.recovery.clone());
+        Box::new(move |from| {
+            if !cfg.recovery.enabled {
+                return None;
+            }
+            build_recovery(
+                &cfg,
+                from,
+                status_tx.subscribe(),
+                metrics.clone(),
+                fleet.clone(),
+            )
+            .map_err(|e| tracing::error!(error = %e, "cannot start a gap recovery"))
+            .ok()
+        })
     };
+    let inrun = crate::recovery::inrun::InRun {
+        acceptance: gaps.runtimes.webhook.clone(),
+        min_gap: cfg.recovery.min_gap,
+        margin: cfg.recovery.safety_margin,
+        interval: cfg.recovery.liveness_interval,
+        metrics: gaps.metrics.clone(),
+        pending: gaps.pending.clone(),
+        build,
+    };
+    Some(tokio::spawn(inrun.run(
+        gaps.webhook,
+        pipeline.clone(),
+        stops.recovery.clone(),
+    )))
+}
 
-    // Wait for a shutdown request, or for an ingress to fail.
-    let mut failure: Option<RunError> = None;
-    tokio::select! {
-        _ = shutdown.cancelled() => tracing::info!("shutdown requested"),
-        // What is left, if anything, is said once the dispatchers stopped (below).
-        () = emptied => tracing::info!("drain: done waiting for the sinks"),
-        reason = spool.failed() => {
-            // Crash-only: after a failed fsync the page cache can no longer be trusted
-            // (fsyncgate), so no append is retried in this process. /healthz already says
-            // 503; the relay delivers what it can, exits non-zero, and its restart recovers
-            // from what is on disk.
-            tracing::error!(%reason, "spool failed for good; exiting so that a restart recovers from disk");
-            failure = Some(RunError::SpoolFailed(reason));
-        }
-        Some(res) = dispatchers.join_next() => {
-            // A dispatcher only returns on its own after a spool error or a panic: stop with
-            // an error so the orchestrator restarts the relay (the spool keeps everything).
-            let e = match res {
-                Ok(Ok(())) => RunError::DispatcherStopped,
-                Ok(Err(e)) => RunError::Dispatch(e),
-                Err(source) => RunError::Task { what: "a dispatcher", source },
+/// Every part of a running relay that shutting down waits for.
+struct Running {
+    stops: Stops,
+    ingresses: JoinSet<Result<(), RunError>>,
+    lead_tasks: Vec<JoinHandle<()>>,
+    background: Background,
+    dispatchers: JoinSet<Result<(), crate::dispatch::DispatchError>>,
+    sink_list: Vec<Arc<dyn Sink>>,
+    spool_watch: Option<JoinHandle<()>>,
+    spool: Spool,
+    fleet: Option<Fleet>,
+    admin_task: JoinHandle<Result<(), crate::admin::AdminError>>,
+}
+
+impl Running {
+    /// Waits for a shutdown request, for `drain` to be done, or for a part to fail; the
+    /// failure, if one stopped it.
+    async fn wait(
+        &mut self,
+        shutdown: &CancellationToken,
+        drain: Option<Duration>,
+    ) -> Option<RunError> {
+        // `activity-relay drain`: done once every sink confirmed every record, or at its
+        // limit.
+        let spool = self.spool.clone();
+        let emptied = async move {
+            let Some(limit) = drain else {
+                return std::future::pending().await;
             };
-            tracing::error!(error = %e, "dispatcher stopped; shutting down");
-            failure = Some(e);
-        }
-        Some(res) = ingresses.join_next(), if !ingresses.is_empty() => {
-            match res {
-                Ok(Ok(())) => tracing::warn!("an ingress stopped on its own; shutting down"),
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "an ingress failed; shutting down");
-                    failure = Some(e);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "an ingress task panicked; shutting down");
-                    failure = Some(RunError::Task { what: "an ingress", source: e });
+            let give_up = tokio::time::Instant::now() + limit;
+            while crate::cluster::spools::pending(&spool) > 0
+                && tokio::time::Instant::now() < give_up
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                tracing::info!("shutdown requested");
+                None
+            }
+            // What is left, if anything, is said once the dispatchers stopped.
+            () = emptied => {
+                tracing::info!("drain: done waiting for the sinks");
+                None
+            }
+            reason = self.spool.failed() => {
+                // Crash-only: after a failed fsync the page cache can no longer be
+                // trusted (fsyncgate), so no append is retried in this process. /healthz
+                // already says 503; the relay delivers what it can, exits non-zero, and
+                // its restart recovers from what is on disk.
+                tracing::error!(%reason, "spool failed for good; exiting so that a restart recovers from disk");
+                Some(RunError::SpoolFailed(reason))
+            }
+            Some(res) = self.dispatchers.join_next() => {
+                // A dispatcher only returns on its own after a spool error or a panic:
+                // stop with an error so the orchestrator restarts the relay (the spool
+                // keeps everything).
+                let e = match res {
+                    Ok(Ok(())) => RunError::DispatcherStopped,
+                    Ok(Err(e)) => RunError::Dispatch(e),
+                    Err(source) => RunError::Task { what: "a dispatcher", source },
+                };
+                tracing::error!(error = %e, "dispatcher stopped; shutting down");
+                Some(e)
+            }
+            Some(res) = self.ingresses.join_next(), if !self.ingresses.is_empty() => {
+                match res {
+                    Ok(Ok(())) => {
+                        tracing::warn!("an ingress stopped on its own; shutting down");
+                        None
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "an ingress failed; shutting down");
+                        Some(e)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "an ingress task panicked; shutting down");
+                        Some(RunError::Task { what: "an ingress", source: e })
+                    }
                 }
             }
         }
     }
 
-    // 1. Stop accepting; in-flight deliveries finish their appends.
-    recovery_stop.cancel();
-    ingress_stop.cancel();
-    while let Some(res) = ingresses.join_next().await {
-        if let Ok(Err(e)) = res {
-            tracing::warn!(error = %e, "ingress stopped with an error");
-        }
-    }
-    // The streams' leases handed over (the standby takes them at once).
-    for t in lead_tasks {
-        let _ = t.await;
-    }
-    if let Some(t) = recovery_task {
-        if let Err(e) = t.await {
-            tracing::warn!(error = %e, "recovery task panicked");
-        }
-    }
-    liveness_stop.cancel();
-    if let Some(Err(e)) = match liveness_task {
-        Some(t) => Some(t.await),
-        None => None,
-    } {
-        tracing::warn!(error = %e, "liveness task panicked");
-    }
-    if let Some(t) = fleet_clock_task {
-        let _ = t.await;
-    }
-    // 2. Let the dispatchers deliver what is spooled, within the deadline.
-    drain.cancel();
-    let deadline = cfg.shutdown_timeout;
-    let drained = tokio::time::timeout(deadline, async {
-        while let Some(res) = dispatchers.join_next().await {
-            match res {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "dispatcher failed"),
-                Err(e) => tracing::error!(error = %e, "dispatcher task panicked"),
+    /// Shuts down in order: stop accepting, deliver what is spooled within the
+    /// deadline, close the sinks and the spool, admin last.
+    async fn stop(
+        mut self,
+        cfg: &Config,
+        drain: Option<Duration>,
+        mut failure: Option<RunError>,
+    ) -> Result<(), RunError> {
+        self.stop_accepting().await;
+        self.deliver_spooled(cfg.shutdown_timeout).await;
+        // 3. Close sinks and the spool.
+        for sink in &self.sink_list {
+            if let Err(e) = sink.close().await {
+                tracing::warn!(sink = sink.name(), error = %e, "closing sink failed");
             }
         }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(timeout = ?deadline, "shutdown deadline reached; undelivered records stay in the spool for the next start");
-        abort.cancel();
-        while dispatchers.join_next().await.is_some() {}
-    }
-    // 3. Close sinks and the spool.
-    for sink in &sink_list {
-        if let Err(e) = sink.close().await {
-            tracing::warn!(sink = sink.name(), error = %e, "closing sink failed");
+        self.stops.spool_watch.cancel();
+        if let Some(t) = self.spool_watch {
+            let _ = t.await;
+        }
+        let left = crate::cluster::spools::pending(&self.spool);
+        if let Some(f) = &self.fleet {
+            crate::cluster::spools::last_word(
+                f.store.as_ref(),
+                &f.cfg.namespace,
+                &f.cfg.member,
+                left,
+            )
+            .await;
+        }
+        // `drain` succeeds only with nothing left, whatever stopped it (a signal too).
+        if let (Some(after), None, true) = (drain, &failure, left > 0) {
+            failure = Some(RunError::DrainIncomplete {
+                left,
+                after,
+                dir: cfg.spool.dir.clone(),
+            });
+        }
+        self.spool.close().await;
+        self.stops.admin.cancel();
+        match self.admin_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "admin server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "admin task panicked"),
+        }
+        tracing::info!("activity-relay stopped");
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
-    spool_watch_stop.cancel();
-    if let Some(t) = spool_watch {
-        let _ = t.await;
+
+    /// 1. Stop accepting; in-flight deliveries finish their appends; the streams' leases
+    ///    are handed over (the standby takes them at once); recovery and the liveness
+    ///    record write their last.
+    async fn stop_accepting(&mut self) {
+        self.stops.recovery.cancel();
+        self.stops.ingress.cancel();
+        while let Some(res) = self.ingresses.join_next().await {
+            if let Ok(Err(e)) = res {
+                tracing::warn!(error = %e, "ingress stopped with an error");
+            }
+        }
+        for t in self.lead_tasks.drain(..) {
+            let _ = t.await;
+        }
+        if let Some(t) = self.background.recovery.take() {
+            if let Err(e) = t.await {
+                tracing::warn!(error = %e, "recovery task panicked");
+            }
+        }
+        self.stops.liveness.cancel();
+        if let Some(t) = self.background.liveness.take() {
+            if let Err(e) = t.await {
+                tracing::warn!(error = %e, "liveness task panicked");
+            }
+        }
+        if let Some(t) = self.background.fleet_clock.take() {
+            let _ = t.await;
+        }
     }
-    let left = crate::cluster::spools::pending(&spool);
-    if let (Some(c), Some(store)) = (&cfg.cluster, &cluster_store) {
-        crate::cluster::spools::last_word(store.as_ref(), &c.namespace, &c.member, left).await;
-    }
-    // `drain` succeeds only with nothing left, whatever stopped it (a signal too).
-    if let (Some(after), None, true) = (opts.drain, &failure, left > 0) {
-        failure = Some(RunError::DrainIncomplete {
-            left,
-            after,
-            dir: cfg.spool.dir.clone(),
-        });
-    }
-    spool.close().await;
-    admin_stop.cancel();
-    match admin_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "admin server stopped with an error"),
-        Err(e) => tracing::warn!(error = %e, "admin task panicked"),
-    }
-    tracing::info!("activity-relay stopped");
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
+
+    /// 2. Let the dispatchers deliver what is spooled, within the deadline; past it,
+    ///    what is left stays in the spool for the next start.
+    async fn deliver_spooled(&mut self, deadline: Duration) {
+        self.stops.drain.cancel();
+        let dispatchers = &mut self.dispatchers;
+        let drained = tokio::time::timeout(deadline, async {
+            while let Some(res) = dispatchers.join_next().await {
+                match res {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "dispatcher failed"),
+                    Err(e) => tracing::error!(error = %e, "dispatcher task panicked"),
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(timeout = ?deadline, "shutdown deadline reached; undelivered records stay in the spool for the next start");
+            self.stops.abort.cancel();
+            while self.dispatchers.join_next().await.is_some() {}
+        }
     }
 }
 
