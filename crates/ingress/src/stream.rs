@@ -902,41 +902,7 @@ pub async fn read_window(
     to: SystemTime,
     stop: &CancellationToken,
 ) -> Result<u64, WindowError> {
-    let rfc = |t: SystemTime| {
-        chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    };
-    let client = reqwest::Client::builder()
-        .connect_timeout(cfg.connect_timeout)
-        .build()
-        .map_err(|e| WindowError::Network(e.to_string()))?;
-    let resp = client
-        .get(&cfg.url)
-        .bearer_auth(cfg.bearer_token.expose())
-        .header(USER_AGENT, &cfg.user_agent)
-        .header(ACCEPT, "application/json")
-        // Whole seconds: the start rounded down, the end up, so nothing at either edge is
-        // left out.
-        .query(&[
-            ("start_time", rfc(from)),
-            ("end_time", rfc(to + Duration::from_nanos(999_999_999))),
-        ])
-        .send()
-        .await
-        .map_err(|e| WindowError::Network(e.without_url().to_string()))?;
-    let status = resp.status();
-    if !status.is_success() {
-        let detail: String = resp
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(300)
-            .collect();
-        return Err(WindowError::Http {
-            status: status.as_u16(),
-            detail,
-        });
-    }
+    let resp = open_window(cfg, from, to).await?;
     let mut body = resp.bytes_stream();
     let mut reader = LineReader::new(cfg.max_line_bytes);
     let mut accepted = 0u64;
@@ -976,27 +942,80 @@ pub async fn read_window(
             if let Some(why) = in_stream_error(&line) {
                 return Err(ended_early(why, accepted, newest));
             }
-            loop {
-                let wait = match pipeline.accept(line.clone(), ctx.clone()).await {
-                    Ok(report) => {
-                        if let Some(t) = report.newest_event_ms {
-                            newest = Some(newest.map_or(t, |n| n.max(t)));
-                        }
-                        break;
-                    }
-                    Err(AcceptError::TooLarge(reason)) => {
-                        tracing::error!(%reason, "stream window line can never be spooled; skipped");
-                        break;
-                    }
-                    Err(AcceptError::Full { retry_after }) if !retry_after.is_zero() => retry_after,
-                    Err(_) => cfg.unavailable_retry,
-                };
-                tokio::select! {
-                    _ = stop.cancelled() => return Err(WindowError::Stopped),
-                    _ = tokio::time::sleep(wait) => {}
-                }
+            if let Some(t) = accept_window_line(cfg, pipeline, ctx, line, stop).await? {
+                newest = Some(newest.map_or(t, |n| n.max(t)));
             }
             accepted += 1;
+        }
+    }
+}
+
+/// Asks X for the window `from`..`to`; the response once X said yes.
+async fn open_window(
+    cfg: &StreamConfig,
+    from: SystemTime,
+    to: SystemTime,
+) -> Result<reqwest::Response, WindowError> {
+    let rfc = |t: SystemTime| {
+        chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let client = reqwest::Client::builder()
+        .connect_timeout(cfg.connect_timeout)
+        .build()
+        .map_err(|e| WindowError::Network(e.to_string()))?;
+    let resp = client
+        .get(&cfg.url)
+        .bearer_auth(cfg.bearer_token.expose())
+        .header(USER_AGENT, &cfg.user_agent)
+        .header(ACCEPT, "application/json")
+        // Whole seconds: the start rounded down, the end up, so nothing at either edge is
+        // left out.
+        .query(&[
+            ("start_time", rfc(from)),
+            ("end_time", rfc(to + Duration::from_nanos(999_999_999))),
+        ])
+        .send()
+        .await
+        .map_err(|e| WindowError::Network(e.without_url().to_string()))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let detail: String = resp
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
+        return Err(WindowError::Http {
+            status: status.as_u16(),
+            detail,
+        });
+    }
+    Ok(resp)
+}
+
+/// Hands one line of a window to the pipeline, waiting while it refuses (a full spool);
+/// the newest event time it holds.
+async fn accept_window_line(
+    cfg: &StreamConfig,
+    pipeline: &dyn Pipeline,
+    ctx: &Context,
+    line: Bytes,
+    stop: &CancellationToken,
+) -> Result<Option<i64>, WindowError> {
+    loop {
+        let wait = match pipeline.accept(line.clone(), ctx.clone()).await {
+            Ok(report) => return Ok(report.newest_event_ms),
+            Err(AcceptError::TooLarge(reason)) => {
+                tracing::error!(%reason, "stream window line can never be spooled; skipped");
+                return Ok(None);
+            }
+            Err(AcceptError::Full { retry_after }) if !retry_after.is_zero() => retry_after,
+            Err(_) => cfg.unavailable_retry,
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return Err(WindowError::Stopped),
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -199,6 +199,11 @@ fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressErr
             }
         }
     }
+    build_apps(cfg)
+}
+
+/// The apps by name, each with its HMAC keys: names valid and unique, secrets usable.
+fn build_apps(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressError> {
     let mut apps = HashMap::new();
     for a in &cfg.apps {
         let valid_name = !a.name.is_empty()
@@ -545,6 +550,12 @@ async fn deliver_app(st: &Shared, app: &App, headers: &HeaderMap, body: Body) ->
     if !authentic {
         return st.unauthorized(app, "mismatch");
     }
+    hand_over(st, app, body).await
+}
+
+/// Hands an authentic body to the pipeline (within the app's in-flight bound) and answers
+/// with what it made of it.
+async fn hand_over(st: &Shared, app: &App, body: Bytes) -> Response {
     let Ok(_in_flight) = app.in_flight.try_acquire() else {
         return st.busy(app, "busy");
     };

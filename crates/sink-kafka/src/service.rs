@@ -257,6 +257,72 @@ enum EnsureError {
 }
 
 impl Inner {
+    /// Checks (and creates) the topics of `topics` not seen yet, once each; the errors of
+    /// those that cannot be used, by topic.
+    async fn check_topics(
+        &self,
+        batch: &[Message],
+        topics: &[String],
+    ) -> HashMap<String, PublishError> {
+        let mut topic_errors: HashMap<String, PublishError> = HashMap::new();
+        let unknown: Vec<String> = {
+            let known = self.known_topics.lock();
+            let mut seen = HashSet::new();
+            topics
+                .iter()
+                .filter(|t| !known.contains(*t) && seen.insert(t.as_str()))
+                .cloned()
+                .collect()
+        };
+        for topic in unknown {
+            // A topic may be created for a record of a taxonomy type (or a dead letter);
+            // types outside it only when the operator allows it.
+            let may_create = self.create_for_unknown_types
+                || batch.iter().zip(topics).any(|(m, t)| {
+                    *t == topic
+                        && match &m.payload {
+                            Payload::Event(e) => taxonomy::known(&e.event_type).is_some(),
+                            Payload::DeadLetter(_) => true,
+                        }
+                });
+            match self.ensure_topic(&topic, may_create).await {
+                Ok(()) => {}
+                Err(EnsureError::ForeignType) => {
+                    topic_errors.insert(
+                        topic.clone(),
+                        PublishError::permanent(
+                            Reason::UnknownTypeTopic,
+                            format!(
+                                "topic {topic:?} does not exist and only types outside the taxonomy are routed to it: create it, or set create_topics_for_unknown_types = true"
+                            ),
+                        ),
+                    );
+                }
+                Err(EnsureError::Missing) => {
+                    topic_errors.insert(
+                        topic.clone(),
+                        PublishError::refused(
+                            Reason::UnknownTopic,
+                            format!(
+                                "topic {topic:?} does not exist and create_topics = false: create it"
+                            ),
+                        ),
+                    );
+                }
+                Err(EnsureError::Create(detail)) => {
+                    topic_errors.insert(
+                        topic.clone(),
+                        PublishError::retryable(
+                            Reason::CreateTopicFailed,
+                            format!("cannot create topic {topic:?}: {detail}"),
+                        ),
+                    );
+                }
+            }
+        }
+        topic_errors
+    }
+
     fn producer(&self) -> Producer_ {
         self.producer.read().clone()
     }
@@ -395,62 +461,7 @@ impl Sink for KafkaSink {
         let topics: Vec<String> = batch.iter().map(|m| routing.topic_for(m)).collect();
 
         // Topics not seen yet: check (and create) them, once per topic.
-        let mut topic_errors: HashMap<String, PublishError> = HashMap::new();
-        let unknown: Vec<String> = {
-            let known = inner.known_topics.lock();
-            let mut seen = HashSet::new();
-            topics
-                .iter()
-                .filter(|t| !known.contains(*t) && seen.insert(t.as_str()))
-                .cloned()
-                .collect()
-        };
-        for topic in unknown {
-            // A topic may be created for a record of a taxonomy type (or a dead letter);
-            // types outside it only when the operator allows it.
-            let may_create = inner.create_for_unknown_types
-                || batch.iter().zip(&topics).any(|(m, t)| {
-                    *t == topic
-                        && match &m.payload {
-                            Payload::Event(e) => taxonomy::known(&e.event_type).is_some(),
-                            Payload::DeadLetter(_) => true,
-                        }
-                });
-            match inner.ensure_topic(&topic, may_create).await {
-                Ok(()) => {}
-                Err(EnsureError::ForeignType) => {
-                    topic_errors.insert(
-                        topic.clone(),
-                        PublishError::permanent(
-                            Reason::UnknownTypeTopic,
-                            format!(
-                                "topic {topic:?} does not exist and only types outside the taxonomy are routed to it: create it, or set create_topics_for_unknown_types = true"
-                            ),
-                        ),
-                    );
-                }
-                Err(EnsureError::Missing) => {
-                    topic_errors.insert(
-                        topic.clone(),
-                        PublishError::refused(
-                            Reason::UnknownTopic,
-                            format!(
-                                "topic {topic:?} does not exist and create_topics = false: create it"
-                            ),
-                        ),
-                    );
-                }
-                Err(EnsureError::Create(detail)) => {
-                    topic_errors.insert(
-                        topic.clone(),
-                        PublishError::retryable(
-                            Reason::CreateTopicFailed,
-                            format!("cannot create topic {topic:?}: {detail}"),
-                        ),
-                    );
-                }
-            }
-        }
+        let mut topic_errors = inner.check_topics(batch, &topics).await;
 
         // Enqueue in batch order (librdkafka bounds what is in flight by its own queue).
         // After a retryable enqueue failure, later records for the same topic are not
