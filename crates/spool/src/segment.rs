@@ -330,95 +330,16 @@ pub(crate) fn scan_segment(
         && file.read_exact_at(&mut header, 0).is_ok()
         && decode_segment_header(&header) == Some(base);
     if !header_ok {
-        if is_last {
-            if file_len > SEGMENT_HEADER_LEN as u64 {
-                // The header is fsynced before any record is written, so records behind a bad
-                // header mean the file itself is damaged: keep it aside for inspection.
-                let aside = path.with_extension("seg.corrupt");
-                tracing::error!(
-                    path = %path.display(),
-                    moved_to = %aside.display(),
-                    file_len,
-                    "last spool segment has a corrupt header; its records are lost, file kept aside"
-                );
-                drop(file);
-                fs.rename(path, &aside).map_err(|e| io_err(path, e))?;
-                let (path_new, file) =
-                    create_segment(fs, path.parent().unwrap_or_else(|| Path::new(".")), base)?;
-                return Ok(Scanned {
-                    segment: Segment {
-                        base,
-                        count: 0,
-                        valid_len: SEGMENT_HEADER_LEN as u64,
-                        file_len: SEGMENT_HEADER_LEN as u64,
-                        path: path_new,
-                        file,
-                        index: Vec::new(),
-                    },
-                    damage: None,
-                    rest: None,
-                });
-            }
-            tracing::warn!(path = %path.display(), file_len, "last segment has no valid header (torn creation); rewriting it empty");
-            file.set_len(0).map_err(|e| io_err(path, e))?;
-            file.write_all_at(&encode_segment_header(base), 0)
-                .map_err(|e| io_err(path, e))?;
-            file.sync_data().map_err(|e| io_err(path, e))?;
-            return Ok(Scanned {
-                segment: Segment {
-                    base,
-                    count: 0,
-                    valid_len: SEGMENT_HEADER_LEN as u64,
-                    file_len: SEGMENT_HEADER_LEN as u64,
-                    path: path.to_path_buf(),
-                    file,
-                    index: Vec::new(),
-                },
-                damage: None,
-                rest: None,
-            });
-        }
-        return Ok(Scanned {
-            segment: Segment {
-                base,
-                count: 0,
-                valid_len: 0,
-                file_len,
-                path: path.to_path_buf(),
-                file,
-                index: Vec::new(),
-            },
-            damage: Some((0, "bad segment header")),
-            rest: None,
-        });
+        return bad_header(fs, path, file, file_len, base, is_last);
     }
-
-    let mut reader = FrameReader::new(&*file, SEGMENT_HEADER_LEN as u64, file_len);
-    let mut index = Vec::new();
-    let mut count = 0u64;
-    let mut batch_end = (SEGMENT_HEADER_LEN as u64, 0u64);
-    let damage = loop {
-        let at = reader.pos();
-        match reader.next(base + count).map_err(|e| io_err(path, e))? {
-            Frame::Record { record, end } => {
-                if count.is_multiple_of(INDEX_EVERY) {
-                    index.push(IndexEntry {
-                        rel: count,
-                        pos: at,
-                        accepted_at_ms: record.accepted_at_ms,
-                    });
-                }
-                count += 1;
-                if record.flags & FLAG_BATCH_END != 0 {
-                    batch_end = (end, count);
-                }
-            }
-            Frame::End => break None,
-            Frame::Torn => break Some((at, "torn record")),
-            Frame::Corrupt(reason) => break Some((at, reason)),
-        }
-    };
-    let valid_end = reader.pos();
+    let frames = read_frames(&file, path, base, file_len)?;
+    let Frames {
+        mut index,
+        count,
+        batch_end,
+        damage,
+        valid_end,
+    } = frames;
     // A torn write leaves nothing valid behind the damage, except pages of the same unsynced
     // group written back out of order. Complete batches of valid records right behind a
     // damaged one whose length field is intact are bit rot in acknowledged data: they are
@@ -457,16 +378,14 @@ pub(crate) fn scan_segment(
         let (keep_len, keep_count) = batch_end;
         if keep_len < file_len {
             let reason = damage.map(|d| d.1).unwrap_or("incomplete batch");
-            {
-                tracing::warn!(
-                    path = %path.display(),
-                    reason,
-                    kept_records = keep_count,
-                    dropped_records = count - keep_count,
-                    dropped_bytes = file_len - keep_len,
-                    "cutting the spool's torn or corrupt tail (never acknowledged to the writer)"
-                );
-            }
+            tracing::warn!(
+                path = %path.display(),
+                reason,
+                kept_records = keep_count,
+                dropped_records = count - keep_count,
+                dropped_bytes = file_len - keep_len,
+                "cutting the spool's torn or corrupt tail (never acknowledged to the writer)"
+            );
             file.set_len(keep_len).map_err(|e| io_err(path, e))?;
             file.sync_data().map_err(|e| io_err(path, e))?;
         }
@@ -488,4 +407,120 @@ pub(crate) fn scan_segment(
         damage: if is_last { None } else { damage },
         rest: None,
     })
+}
+
+/// What reading a segment's records from the header on found.
+struct Frames {
+    index: Vec<IndexEntry>,
+    /// Valid records.
+    count: u64,
+    /// End and count of the last complete batch.
+    batch_end: (u64, u64),
+    /// Why the read stopped before the end of the file, and where.
+    damage: Option<(u64, &'static str)>,
+    /// End of the last valid record.
+    valid_end: u64,
+}
+
+/// Reads and verifies every record of a segment whose header is good.
+fn read_frames(
+    file: &SharedFile,
+    path: &Path,
+    base: u64,
+    file_len: u64,
+) -> Result<Frames, SpoolError> {
+    let mut reader = FrameReader::new(&**file, SEGMENT_HEADER_LEN as u64, file_len);
+    let mut index = Vec::new();
+    let mut count = 0u64;
+    let mut batch_end = (SEGMENT_HEADER_LEN as u64, 0u64);
+    let damage = loop {
+        let at = reader.pos();
+        match reader.next(base + count).map_err(|e| io_err(path, e))? {
+            Frame::Record { record, end } => {
+                if count.is_multiple_of(INDEX_EVERY) {
+                    index.push(IndexEntry {
+                        rel: count,
+                        pos: at,
+                        accepted_at_ms: record.accepted_at_ms,
+                    });
+                }
+                count += 1;
+                if record.flags & FLAG_BATCH_END != 0 {
+                    batch_end = (end, count);
+                }
+            }
+            Frame::End => break None,
+            Frame::Torn => break Some((at, "torn record")),
+            Frame::Corrupt(reason) => break Some((at, reason)),
+        }
+    };
+    Ok(Frames {
+        index,
+        count,
+        batch_end,
+        damage,
+        valid_end: reader.pos(),
+    })
+}
+
+/// A segment whose header is not its own: the last one is started over (kept aside first
+/// if records follow the header), an older one is reported damaged from its start.
+fn bad_header(
+    fs: &dyn Fs,
+    path: &Path,
+    file: SharedFile,
+    file_len: u64,
+    base: u64,
+    is_last: bool,
+) -> Result<Scanned, SpoolError> {
+    let empty = |path: PathBuf, file: SharedFile| Scanned {
+        segment: Segment {
+            base,
+            count: 0,
+            valid_len: SEGMENT_HEADER_LEN as u64,
+            file_len: SEGMENT_HEADER_LEN as u64,
+            path,
+            file,
+            index: Vec::new(),
+        },
+        damage: None,
+        rest: None,
+    };
+    if !is_last {
+        return Ok(Scanned {
+            segment: Segment {
+                base,
+                count: 0,
+                valid_len: 0,
+                file_len,
+                path: path.to_path_buf(),
+                file,
+                index: Vec::new(),
+            },
+            damage: Some((0, "bad segment header")),
+            rest: None,
+        });
+    }
+    if file_len > SEGMENT_HEADER_LEN as u64 {
+        // The header is fsynced before any record is written, so records behind a bad
+        // header mean the file itself is damaged: keep it aside for inspection.
+        let aside = path.with_extension("seg.corrupt");
+        tracing::error!(
+            path = %path.display(),
+            moved_to = %aside.display(),
+            file_len,
+            "last spool segment has a corrupt header; its records are lost, file kept aside"
+        );
+        drop(file);
+        fs.rename(path, &aside).map_err(|e| io_err(path, e))?;
+        let (path_new, file) =
+            create_segment(fs, path.parent().unwrap_or_else(|| Path::new(".")), base)?;
+        return Ok(empty(path_new, file));
+    }
+    tracing::warn!(path = %path.display(), file_len, "last segment has no valid header (torn creation); rewriting it empty");
+    file.set_len(0).map_err(|e| io_err(path, e))?;
+    file.write_all_at(&encode_segment_header(base), 0)
+        .map_err(|e| io_err(path, e))?;
+    file.sync_data().map_err(|e| io_err(path, e))?;
+    Ok(empty(path.to_path_buf(), file))
 }

@@ -63,6 +63,34 @@ struct Planned {
     receipt: AppendReceipt,
 }
 
+/// One group of appends, as it is written: what the writer tracks until the group's one
+/// fsync.
+struct Group {
+    /// The spool's bytes, this group's included.
+    used: u64,
+    disk_room: Option<u64>,
+    /// `next_offset` when the group began.
+    start_offset: u64,
+    /// Batches written, answered once the group is durable.
+    planned: Vec<Planned>,
+    /// Their records, for the tail cache.
+    tail: Vec<StoredRecord>,
+    /// Segments filled and closed within this group (new ones are marked `new`).
+    closed: Vec<Active>,
+    /// A segment was created: the directory needs an fsync.
+    dir_dirty: bool,
+    /// A segment's fsync failed while rolling: the group fails.
+    sync_error: Option<String>,
+}
+
+/// What to answer for a batch written into a group.
+enum Written {
+    /// An empty batch: answered at once.
+    Empty(AppendReceipt),
+    /// Answered once the group is durable.
+    Planned(AppendReceipt),
+}
+
 impl Writer {
     pub(crate) fn new(shared: Arc<Shared>) -> Option<Writer> {
         let (active, next_offset) = {
@@ -225,237 +253,264 @@ impl Writer {
             }
             return;
         }
-        let shared = self.shared.clone();
-        let config = &shared.config;
-        let mut used = self.shared.state.lock().bytes;
-        // What this group may still write before the file system's free space falls below
-        // the reserve (one statvfs per group; unknown: no limit but `max_bytes`).
-        let mut disk_room = self
-            .shared
-            .fs
-            .space(&config.dir)
-            .map(|(free, _)| free.saturating_sub(self.shared.min_free));
-        let start_offset = self.next_offset;
-        let mut planned: Vec<Planned> = Vec::new();
-        let mut tail: Vec<StoredRecord> = Vec::new();
-        // Segments filled and closed within this group, and new ones created.
-        let mut closed: Vec<Active> = Vec::new();
-        let mut dir_dirty = false;
-        let mut sync_error: Option<String> = None;
-
+        let mut g = Group {
+            used: self.shared.state.lock().bytes,
+            // What this group may still write before the file system's free space falls
+            // below the reserve (one statvfs per group; unknown: no limit but `max_bytes`).
+            disk_room: self.disk_room(),
+            start_offset: self.next_offset,
+            planned: Vec::new(),
+            tail: Vec::new(),
+            closed: Vec::new(),
+            dir_dirty: false,
+            sync_error: None,
+        };
         for (batch, reply) in appends {
             if let Some(reason) = &self.poisoned {
-                let _ = reply.send(Err(poison_err(&config.dir, reason)));
+                let _ = reply.send(Err(poison_err(&self.shared.config.dir, reason)));
                 continue;
             }
-            // Size checks: all or nothing.
-            let mut batch_bytes = 0u64;
-            let mut too_large = None;
-            for r in &batch {
-                let size = encoded_len(r.payload.len());
-                let body = (BODY_FIXED_LEN + r.payload.len()) as u64;
-                if size + SEGMENT_HEADER_LEN as u64 > config.segment_bytes
-                    || body > u64::from(u32::MAX)
-                {
-                    too_large = Some(size);
-                    break;
+            match self.write_batch(&mut g, batch) {
+                Ok(Written::Empty(receipt)) => {
+                    let _ = reply.send(Ok(receipt));
                 }
-                batch_bytes += size;
-            }
-            if let Some(size) = too_large {
-                let _ = reply.send(Err(SpoolError::RecordTooLarge {
-                    size,
-                    max: config.segment_bytes,
-                }));
-                continue;
-            }
-            if batch.is_empty() {
-                let _ = reply.send(Ok(AppendReceipt {
-                    first_offset: self.next_offset,
-                    last_offset: self.next_offset,
-                }));
-                continue;
-            }
-            // A batch never spans segments, so that recovery can keep or cut it whole.
-            let roll = self.active.len > SEGMENT_HEADER_LEN as u64
-                && self.active.len + batch_bytes > config.segment_bytes;
-            let extra = if roll { SEGMENT_HEADER_LEN as u64 } else { 0 };
-            let no_room = |used: u64, disk_room: Option<u64>| {
-                used + batch_bytes + extra > config.max_bytes
-                    || disk_room.is_some_and(|r| r < batch_bytes + extra)
-            };
-            if no_room(used, disk_room) && self.active.count > 0 {
-                // Everything may have been delivered with the active segment still holding it.
-                // (It only rolls if no batch of this group was written yet, so the published
-                // byte count is then exact.)
-                if self.maintain(true) {
-                    used = self.shared.state.lock().bytes;
-                    disk_room = self
-                        .shared
-                        .fs
-                        .space(&config.dir)
-                        .map(|(free, _)| free.saturating_sub(self.shared.min_free));
+                Ok(Written::Planned(receipt)) => g.planned.push(Planned { reply, receipt }),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
                 }
-            }
-            let roll = self.active.len > SEGMENT_HEADER_LEN as u64
-                && self.active.len + batch_bytes > config.segment_bytes;
-            let extra = if roll { SEGMENT_HEADER_LEN as u64 } else { 0 };
-            if used + batch_bytes + extra > config.max_bytes
-                || disk_room.is_some_and(|r| r < batch_bytes + extra)
-            {
-                if disk_room.is_some_and(|r| r < batch_bytes + extra) {
-                    tracing::warn!(
-                        dir = %config.dir.display(),
-                        min_free_bytes = self.shared.min_free,
-                        "spool's file system is below its free-space reserve: append refused as full"
-                    );
-                }
-                let _ = reply.send(Err(SpoolError::Full {
-                    used,
-                    max: config.max_bytes,
-                }));
-                continue;
-            }
-            if roll {
-                // The closing segment is made durable before its successor exists, so every
-                // segment but the last is always complete on disk: damage found in an older
-                // segment at recovery is real corruption, never a torn write.
-                if let Err(e) = self.active.file.sync_data() {
-                    let reason = format!("fsync of {} failed: {e}", self.active.path.display());
-                    self.poison(reason.clone());
-                    sync_error = Some(reason);
-                    let _ = reply.send(Err(io_err(&self.active.path, e)));
-                    continue;
-                }
-                match create_segment(&*shared.fs, &config.dir, self.next_offset) {
-                    Ok((path, file)) => {
-                        let old = std::mem::replace(
-                            &mut self.active,
-                            Active {
-                                base: self.next_offset,
-                                count: 0,
-                                len: SEGMENT_HEADER_LEN as u64,
-                                path,
-                                file,
-                                new: true,
-                                index: Vec::new(),
-                            },
-                        );
-                        closed.push(old);
-                        dir_dirty = true;
-                        used += extra;
-                    }
-                    Err(e) => {
-                        // `create_segment` removed what it created.
-                        tracing::error!(error = %e, "could not create a new spool segment");
-                        let _ = reply.send(Err(e));
-                        continue;
-                    }
-                }
-            }
-            self.buf.clear();
-            let mut index = Vec::new();
-            let mut pos = self.active.len;
-            let n = batch.len();
-            for (i, r) in batch.iter().enumerate() {
-                let offset = self.next_offset + i as u64;
-                let rel = self.active.count + i as u64;
-                if rel.is_multiple_of(INDEX_EVERY) {
-                    index.push(IndexEntry {
-                        rel,
-                        pos,
-                        accepted_at_ms: r.accepted_at_ms,
-                    });
-                }
-                let flags = if i + 1 == n { FLAG_BATCH_END } else { 0 };
-                encode_record(
-                    &mut self.buf,
-                    offset,
-                    r.kind,
-                    flags,
-                    r.accepted_at_ms,
-                    &r.payload,
-                );
-                pos += (RECORD_OVERHEAD + r.payload.len()) as u64;
-            }
-            if let Err(e) = self.active.file.write_all_at(&self.buf, self.active.len) {
-                let err = io_err(&self.active.path, e);
-                tracing::error!(error = %err, "spool write failed; batch rejected");
-                if let Err(e2) = self.active.file.set_len(self.active.len) {
-                    self.poison(format!(
-                        "could not undo a failed write of {}: {e2}",
-                        self.active.path.display()
-                    ));
-                }
-                let _ = reply.send(Err(err));
-                continue;
-            }
-            if self.buf.capacity() > 16 << 20 {
-                // Do not keep a huge batch's buffer around.
-                self.buf = Vec::new();
-            }
-            let receipt = AppendReceipt {
-                first_offset: self.next_offset,
-                last_offset: self.next_offset + n as u64 - 1,
-            };
-            for (i, r) in batch.into_iter().enumerate() {
-                tail.push(StoredRecord {
-                    offset: self.next_offset + i as u64,
-                    kind: r.kind,
-                    accepted_at_ms: r.accepted_at_ms,
-                    payload: r.payload,
-                });
-            }
-            self.active.len += batch_bytes;
-            self.active.count += n as u64;
-            self.active.index.extend(index);
-            self.next_offset += n as u64;
-            used += batch_bytes;
-            if let Some(r) = disk_room.as_mut() {
-                *r = r.saturating_sub(batch_bytes + extra);
-            }
-            planned.push(Planned { reply, receipt });
-        }
-
-        // One fsync for the whole group (segments closed during it were synced when they were
-        // closed), plus the directory if a segment was created.
-        let mut sync_result = match sync_error {
-            Some(reason) => Err(reason),
-            None => Ok(()),
-        };
-        if sync_result.is_ok() {
-            if let Err(e) = self.active.file.sync_data() {
-                sync_result = Err(format!(
-                    "fsync of {} failed: {e}",
-                    self.active.path.display()
-                ));
             }
         }
-        if sync_result.is_ok() && dir_dirty {
-            if let Err(e) = sync_dir(&*shared.fs, &config.dir) {
-                sync_result = Err(format!("directory fsync failed: {e}"));
-            }
-        }
-        if let Err(reason) = sync_result {
+        let dir = self.shared.config.dir.clone();
+        if let Err(reason) = self.sync_group(&g) {
             if self.poisoned.is_none() {
                 self.poison(reason.clone());
             }
-            for p in planned {
-                let _ = p.reply.send(Err(poison_err(&config.dir, &reason)));
+            for p in g.planned {
+                let _ = p.reply.send(Err(poison_err(&dir, &reason)));
             }
             return;
         }
-        if self.next_offset == start_offset && !dir_dirty {
-            for p in planned {
-                let _ = p.reply.send(Ok(p.receipt));
-            }
-            return;
+        if self.next_offset != g.start_offset || g.dir_dirty {
+            self.publish(&mut g);
         }
+        for p in g.planned {
+            let _ = p.reply.send(Ok(p.receipt));
+        }
+    }
 
-        // Publish.
+    /// Free space left above the reserve, if the file system tells.
+    fn disk_room(&self) -> Option<u64> {
+        self.shared
+            .fs
+            .space(&self.shared.config.dir)
+            .map(|(free, _)| free.saturating_sub(self.shared.min_free))
+    }
+
+    /// Writes one batch into the active segment (rolling to a new one first if it does
+    /// not fit), unsynced; what to answer once the group is durable, or why not.
+    fn write_batch(&mut self, g: &mut Group, batch: Vec<NewRecord>) -> Result<Written, SpoolError> {
+        let batch_bytes = self.batch_bytes(&batch)?;
+        if batch.is_empty() {
+            return Ok(Written::Empty(AppendReceipt {
+                first_offset: self.next_offset,
+                last_offset: self.next_offset,
+            }));
+        }
+        let (roll, extra) = self.make_room(g, batch_bytes)?;
+        if roll {
+            self.roll(g, extra)?;
+        }
+        let n = batch.len();
+        let index = self.encode(&batch);
+        if let Err(e) = self.active.file.write_all_at(&self.buf, self.active.len) {
+            let err = io_err(&self.active.path, e);
+            tracing::error!(error = %err, "spool write failed; batch rejected");
+            if let Err(e2) = self.active.file.set_len(self.active.len) {
+                self.poison(format!(
+                    "could not undo a failed write of {}: {e2}",
+                    self.active.path.display()
+                ));
+            }
+            return Err(err);
+        }
+        if self.buf.capacity() > 16 << 20 {
+            // Do not keep a huge batch's buffer around.
+            self.buf = Vec::new();
+        }
+        let receipt = AppendReceipt {
+            first_offset: self.next_offset,
+            last_offset: self.next_offset + n as u64 - 1,
+        };
+        for (i, r) in batch.into_iter().enumerate() {
+            g.tail.push(StoredRecord {
+                offset: self.next_offset + i as u64,
+                kind: r.kind,
+                accepted_at_ms: r.accepted_at_ms,
+                payload: r.payload,
+            });
+        }
+        self.active.len += batch_bytes;
+        self.active.count += n as u64;
+        self.active.index.extend(index);
+        self.next_offset += n as u64;
+        g.used += batch_bytes;
+        if let Some(r) = g.disk_room.as_mut() {
+            *r = r.saturating_sub(batch_bytes + extra);
+        }
+        Ok(Written::Planned(receipt))
+    }
+
+    /// The batch's bytes on disk; all or nothing: one record too large refuses it.
+    fn batch_bytes(&self, batch: &[NewRecord]) -> Result<u64, SpoolError> {
+        let max = self.shared.config.segment_bytes;
+        let mut batch_bytes = 0u64;
+        for r in batch {
+            let size = encoded_len(r.payload.len());
+            let body = (BODY_FIXED_LEN + r.payload.len()) as u64;
+            if size + SEGMENT_HEADER_LEN as u64 > max || body > u64::from(u32::MAX) {
+                return Err(SpoolError::RecordTooLarge { size, max });
+            }
+            batch_bytes += size;
+        }
+        Ok(batch_bytes)
+    }
+
+    /// Whether the batch needs a new segment (a batch never spans segments, so that
+    /// recovery can keep or cut it whole) and the bytes that adds; `Full` if there is no
+    /// room for it under `max_bytes` or the disk's reserve.
+    fn make_room(&mut self, g: &mut Group, batch_bytes: u64) -> Result<(bool, u64), SpoolError> {
+        let shared = self.shared.clone();
+        let config = &shared.config;
+        let needs = |active: &Active| {
+            let roll = active.len > SEGMENT_HEADER_LEN as u64
+                && active.len + batch_bytes > config.segment_bytes;
+            (roll, if roll { SEGMENT_HEADER_LEN as u64 } else { 0 })
+        };
+        let no_room = |used: u64, disk_room: Option<u64>, extra: u64| {
+            used + batch_bytes + extra > config.max_bytes
+                || disk_room.is_some_and(|r| r < batch_bytes + extra)
+        };
+        let (_, extra) = needs(&self.active);
+        if no_room(g.used, g.disk_room, extra) && self.active.count > 0 {
+            // Everything may have been delivered with the active segment still holding it.
+            // (It only rolls if no batch of this group was written yet, so the published
+            // byte count is then exact.)
+            if self.maintain(true) {
+                g.used = shared.state.lock().bytes;
+                g.disk_room = self.disk_room();
+            }
+        }
+        let (roll, extra) = needs(&self.active);
+        if no_room(g.used, g.disk_room, extra) {
+            if g.disk_room.is_some_and(|r| r < batch_bytes + extra) {
+                tracing::warn!(
+                    dir = %config.dir.display(),
+                    min_free_bytes = shared.min_free,
+                    "spool's file system is below its free-space reserve: append refused as full"
+                );
+            }
+            return Err(SpoolError::Full {
+                used: g.used,
+                max: config.max_bytes,
+            });
+        }
+        Ok((roll, extra))
+    }
+
+    /// Closes the active segment (durably: every segment but the last is always complete
+    /// on disk, so damage found in an older segment at recovery is real corruption, never
+    /// a torn write) and starts a new one at `next_offset`.
+    fn roll(&mut self, g: &mut Group, extra: u64) -> Result<(), SpoolError> {
+        if let Err(e) = self.active.file.sync_data() {
+            let reason = format!("fsync of {} failed: {e}", self.active.path.display());
+            self.poison(reason.clone());
+            g.sync_error = Some(reason);
+            return Err(io_err(&self.active.path, e));
+        }
+        let shared = self.shared.clone();
+        match create_segment(&*shared.fs, &shared.config.dir, self.next_offset) {
+            Ok((path, file)) => {
+                let old = std::mem::replace(
+                    &mut self.active,
+                    Active {
+                        base: self.next_offset,
+                        count: 0,
+                        len: SEGMENT_HEADER_LEN as u64,
+                        path,
+                        file,
+                        new: true,
+                        index: Vec::new(),
+                    },
+                );
+                g.closed.push(old);
+                g.dir_dirty = true;
+                g.used += extra;
+                Ok(())
+            }
+            Err(e) => {
+                // `create_segment` removed what it created.
+                tracing::error!(error = %e, "could not create a new spool segment");
+                Err(e)
+            }
+        }
+    }
+
+    /// Encodes `batch` into `buf` at the active segment's end; the index entries it adds.
+    fn encode(&mut self, batch: &[NewRecord]) -> Vec<IndexEntry> {
+        self.buf.clear();
+        let mut index = Vec::new();
+        let mut pos = self.active.len;
+        let n = batch.len();
+        for (i, r) in batch.iter().enumerate() {
+            let offset = self.next_offset + i as u64;
+            let rel = self.active.count + i as u64;
+            if rel.is_multiple_of(INDEX_EVERY) {
+                index.push(IndexEntry {
+                    rel,
+                    pos,
+                    accepted_at_ms: r.accepted_at_ms,
+                });
+            }
+            let flags = if i + 1 == n { FLAG_BATCH_END } else { 0 };
+            encode_record(
+                &mut self.buf,
+                offset,
+                r.kind,
+                flags,
+                r.accepted_at_ms,
+                &r.payload,
+            );
+            pos += (RECORD_OVERHEAD + r.payload.len()) as u64;
+        }
+        index
+    }
+
+    /// One fsync for the whole group (segments closed during it were synced when they
+    /// were closed), plus the directory if a segment was created.
+    fn sync_group(&mut self, g: &Group) -> Result<(), String> {
+        if let Some(reason) = &g.sync_error {
+            return Err(reason.clone());
+        }
+        if let Err(e) = self.active.file.sync_data() {
+            return Err(format!(
+                "fsync of {} failed: {e}",
+                self.active.path.display()
+            ));
+        }
+        if g.dir_dirty {
+            if let Err(e) = sync_dir(&*self.shared.fs, &self.shared.config.dir) {
+                return Err(format!("directory fsync failed: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the group's records visible to readers: segments grown or created, the new
+    /// end, the tail cache; wakes the dispatchers.
+    fn publish(&mut self, g: &mut Group) {
         {
             let mut st = self.shared.state.lock();
-            for a in closed.iter_mut().chain(std::iter::once(&mut self.active)) {
+            for a in g.closed.iter_mut().chain(std::iter::once(&mut self.active)) {
                 let index = std::mem::take(&mut a.index);
                 if a.new {
                     a.new = false;
@@ -481,16 +536,13 @@ impl Writer {
                 st.bytes += grown;
             }
             st.next_offset = self.next_offset;
-            st.push_tail(tail);
+            st.push_tail(std::mem::take(&mut g.tail));
         }
         self.shared.next_tx.send_replace(self.next_offset);
         self.shared.group_commits.fetch_add(1, Ordering::Relaxed);
         self.shared
             .appended_batches
-            .fetch_add(planned.len() as u64, Ordering::Relaxed);
-        for p in planned {
-            let _ = p.reply.send(Ok(p.receipt));
-        }
+            .fetch_add(g.planned.len() as u64, Ordering::Relaxed);
     }
 }
 
