@@ -250,114 +250,13 @@ impl Setup {
         max: Duration,
     ) -> Result<BaselineResult, BoxError> {
         let consumer = self.consumer(true).await?;
-        let u = &self.unique;
         let bytes: usize = msgs.iter().map(|m| m.body.len()).sum();
         let t0 = Instant::now();
         match self.kind {
-            SinkKind::Nats => {
-                let js = self.jetstream().await?;
-                for chunk in msgs.chunks(WINDOW) {
-                    let mut acks = Vec::with_capacity(chunk.len());
-                    for m in chunk {
-                        let mut h = async_nats::HeaderMap::new();
-                        h.insert("Nats-Msg-Id", m.id.as_str());
-                        let subject = format!("benchraw{u}.{}.{}", m.subject, m.event_type);
-                        let ack = js
-                            .publish_with_headers(subject, h, m.body.clone().into())
-                            .await
-                            .map_err(|e| format!("NATS baseline: publish: {e}"))?;
-                        acks.push(ack);
-                    }
-                    for r in
-                        join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await
-                    {
-                        r.map_err(|e| format!("NATS baseline: ack: {e}"))?;
-                    }
-                }
-            }
-            SinkKind::Rabbitmq => {
-                use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-                use lapin::BasicProperties;
-                let conn = self.amqp.as_ref().ok_or("RabbitMQ: not connected")?;
-                let ch = conn
-                    .create_channel()
-                    .await
-                    .map_err(|e| format!("RabbitMQ baseline: channel: {e}"))?;
-                ch.confirm_select(ConfirmSelectOptions::default())
-                    .await
-                    .map_err(|e| format!("RabbitMQ baseline: confirm_select: {e}"))?;
-                let ex = format!("benchraw.{u}");
-                for chunk in msgs.chunks(WINDOW) {
-                    let mut confirms = Vec::with_capacity(chunk.len());
-                    for m in chunk {
-                        let props = BasicProperties::default()
-                            .with_delivery_mode(2)
-                            .with_message_id(m.id.clone().into())
-                            .with_content_type("application/cloudevents+json".into());
-                        let c = ch
-                            .basic_publish(
-                                &ex,
-                                &format!("{}.{}", m.subject, m.event_type),
-                                BasicPublishOptions {
-                                    mandatory: true,
-                                    ..Default::default()
-                                },
-                                &m.body,
-                                props,
-                            )
-                            .await
-                            .map_err(|e| format!("RabbitMQ baseline: publish: {e}"))?;
-                        confirms.push(c);
-                    }
-                    for c in join_all(confirms).await {
-                        let c = c.map_err(|e| format!("RabbitMQ baseline: confirm: {e}"))?;
-                        if !c.is_ack() {
-                            return Err("RabbitMQ baseline: a publish was nacked".into());
-                        }
-                    }
-                }
-            }
-            SinkKind::Kafka => {
-                use rdkafka::config::ClientConfig;
-                use rdkafka::producer::{FutureProducer, FutureRecord};
-                let producer: FutureProducer = ClientConfig::new()
-                    .set("bootstrap.servers", self.kafka_bootstrap()?)
-                    .set("enable.idempotence", "true")
-                    .set("acks", "all")
-                    .set("compression.type", "lz4")
-                    .set("linger.ms", "5")
-                    .create()
-                    .map_err(|e| format!("Kafka baseline: producer: {e}"))?;
-                let topic = format!("benchraw{u}");
-                for chunk in msgs.chunks(WINDOW) {
-                    let sends = chunk.iter().map(|m| {
-                        producer.send(
-                            FutureRecord::to(&topic).key(&m.subject).payload(&m.body),
-                            Duration::from_secs(30),
-                        )
-                    });
-                    for r in join_all(sends).await {
-                        r.map_err(|(e, _)| format!("Kafka baseline: delivery: {e}"))?;
-                    }
-                }
-            }
-            SinkKind::File => {
-                use std::io::Write;
-                let path = self.dir.join("raw").join("raw.ndjson");
-                let file = std::fs::File::create(&path)
-                    .map_err(|e| format!("creating {}: {e}", path.display()))?;
-                let mut w = std::io::BufWriter::new(file);
-                for chunk in msgs.chunks(WINDOW) {
-                    for m in chunk {
-                        w.write_all(&m.body)
-                            .and_then(|_| w.write_all(b"\n"))
-                            .map_err(|e| format!("writing {}: {e}", path.display()))?;
-                    }
-                    w.flush()
-                        .and_then(|_| w.get_ref().sync_data())
-                        .map_err(|e| format!("fsync {}: {e}", path.display()))?;
-                }
-            }
+            SinkKind::Nats => self.raw_nats(msgs).await?,
+            SinkKind::Rabbitmq => self.raw_rabbitmq(msgs).await?,
+            SinkKind::Kafka => self.raw_kafka(msgs).await?,
+            SinkKind::File => self.raw_file(msgs)?,
         }
         let publish_secs = t0.elapsed().as_secs_f64();
         let deadline = t0 + max;
@@ -378,6 +277,123 @@ impl Setup {
             received,
             events_per_sec: received as f64 / all_received_secs.max(1e-9),
         })
+    }
+
+    /// The baseline's raw client: async-nats JetStream publishes, every ack awaited, a window at a time.
+    async fn raw_nats(&self, msgs: &[RawMessage]) -> Result<(), BoxError> {
+        let u = &self.unique;
+        let js = self.jetstream().await?;
+        for chunk in msgs.chunks(WINDOW) {
+            let mut acks = Vec::with_capacity(chunk.len());
+            for m in chunk {
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("Nats-Msg-Id", m.id.as_str());
+                let subject = format!("benchraw{u}.{}.{}", m.subject, m.event_type);
+                let ack = js
+                    .publish_with_headers(subject, h, m.body.clone().into())
+                    .await
+                    .map_err(|e| format!("NATS baseline: publish: {e}"))?;
+                acks.push(ack);
+            }
+            for r in join_all(acks.into_iter().map(std::future::IntoFuture::into_future)).await {
+                r.map_err(|e| format!("NATS baseline: ack: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The baseline's raw client: lapin publishes with confirms, a window at a time.
+    async fn raw_rabbitmq(&self, msgs: &[RawMessage]) -> Result<(), BoxError> {
+        let u = &self.unique;
+        use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+        use lapin::BasicProperties;
+        let conn = self.amqp.as_ref().ok_or("RabbitMQ: not connected")?;
+        let ch = conn
+            .create_channel()
+            .await
+            .map_err(|e| format!("RabbitMQ baseline: channel: {e}"))?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| format!("RabbitMQ baseline: confirm_select: {e}"))?;
+        let ex = format!("benchraw.{u}");
+        for chunk in msgs.chunks(WINDOW) {
+            let mut confirms = Vec::with_capacity(chunk.len());
+            for m in chunk {
+                let props = BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_message_id(m.id.clone().into())
+                    .with_content_type("application/cloudevents+json".into());
+                let c = ch
+                    .basic_publish(
+                        &ex,
+                        &format!("{}.{}", m.subject, m.event_type),
+                        BasicPublishOptions {
+                            mandatory: true,
+                            ..Default::default()
+                        },
+                        &m.body,
+                        props,
+                    )
+                    .await
+                    .map_err(|e| format!("RabbitMQ baseline: publish: {e}"))?;
+                confirms.push(c);
+            }
+            for c in join_all(confirms).await {
+                let c = c.map_err(|e| format!("RabbitMQ baseline: confirm: {e}"))?;
+                if !c.is_ack() {
+                    return Err("RabbitMQ baseline: a publish was nacked".into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The baseline's raw client: an rdkafka producer's sends, a window at a time.
+    async fn raw_kafka(&self, msgs: &[RawMessage]) -> Result<(), BoxError> {
+        let u = &self.unique;
+        use rdkafka::config::ClientConfig;
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.kafka_bootstrap()?)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .create()
+            .map_err(|e| format!("Kafka baseline: producer: {e}"))?;
+        let topic = format!("benchraw{u}");
+        for chunk in msgs.chunks(WINDOW) {
+            let sends = chunk.iter().map(|m| {
+                producer.send(
+                    FutureRecord::to(&topic).key(&m.subject).payload(&m.body),
+                    Duration::from_secs(30),
+                )
+            });
+            for r in join_all(sends).await {
+                r.map_err(|(e, _)| format!("Kafka baseline: delivery: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The baseline's raw client: NDJSON lines, an fsync per window.
+    fn raw_file(&self, msgs: &[RawMessage]) -> Result<(), BoxError> {
+        use std::io::Write;
+        let path = self.dir.join("raw").join("raw.ndjson");
+        let file = std::fs::File::create(&path)
+            .map_err(|e| format!("creating {}: {e}", path.display()))?;
+        let mut w = std::io::BufWriter::new(file);
+        for chunk in msgs.chunks(WINDOW) {
+            for m in chunk {
+                w.write_all(&m.body)
+                    .and_then(|_| w.write_all(b"\n"))
+                    .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            }
+            w.flush()
+                .and_then(|_| w.get_ref().sync_data())
+                .map_err(|e| format!("fsync {}: {e}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// Deletes the run's streams, queues, exchanges and topics (best effort).

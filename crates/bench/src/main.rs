@@ -289,19 +289,7 @@ async fn run_step(
     rate: f64,
     seed: u64,
 ) -> Result<(Step, Vec<RawMessage>), BoxError> {
-    let emu = Emulator::start(EmulatorConfig {
-        time_scale: 0.01,
-        max_recorded_events: 2_000_000,
-        ..EmulatorConfig::default()
-    })
-    .await
-    .map_err(|e| format!("starting the emulator: {e}"))?;
-    let hook = emu
-        .register_webhook(relay::APP, &relay.webhook_url())
-        .await
-        .map_err(|e| format!("registering the relay's webhook on the emulator: {e}"))?;
-    subscribe_all(&emu, &hook.id).await?;
-
+    let emu = start_x(relay).await?;
     let mut gen = GeneratorConfig {
         rate,
         duration_secs: Some(args.step_secs),
@@ -314,22 +302,7 @@ async fn run_step(
     relay.reset_peak_rss();
     // CPU times of the relay and of this process, sampled every 50 ms from the step's start,
     // so that they can be read at the moment the consumer had everything.
-    let stat = format!("/proc/{}/stat", relay.pid());
-    let samples: std::sync::Arc<std::sync::Mutex<Vec<CpuSample>>> = Default::default();
-    let sampler = {
-        let samples = std::sync::Arc::clone(&samples);
-        tokio::spawn(async move {
-            loop {
-                let s = CpuSample {
-                    at: Utc::now(),
-                    relay: relay::cpu_secs_of(&stat),
-                    harness: relay::cpu_secs_of("/proc/self/stat"),
-                };
-                samples.lock().unwrap_or_else(|p| p.into_inner()).push(s);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let (samples, sampler) = sample_cpu(relay.pid());
     let m0 = consumer.collector.messages();
     let t0 = Utc::now();
     let i0 = Instant::now();
@@ -338,97 +311,20 @@ async fn run_step(
     emu.stop_generator();
     let deadline = Instant::now() + Duration::from_secs_f64(args.drain_secs);
 
-    // X's deliveries settle: every body delivered, or failed after its last retry.
-    let retries = emu.config().retry_waits_secs.len() as u32 + 1;
-    let mut last_pending = (usize::MAX, Instant::now());
-    loop {
-        let sent = emu.sent();
-        let pending = sent
-            .iter()
-            .filter(|e| {
-                e.deliveries.is_empty()
-                    || !e.deliveries.iter().any(|d| {
-                        d.outcome != AttemptOutcome::Failed
-                            || (d.outcome == AttemptOutcome::Failed && d.attempt >= retries)
-                    })
-            })
-            .count();
-        // Bodies for nobody subscribed never get an attempt: stop once that count is stable.
-        if pending != last_pending.0 {
-            last_pending = (pending, Instant::now());
-        }
-        if pending == 0
-            || last_pending.1.elapsed() > Duration::from_secs(2)
-            || Instant::now() > deadline
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    settle_deliveries(&emu, deadline).await;
 
-    // Expected envelopes: every body X delivered with a 2xx, normalized like the relay does;
-    // X's send time of an envelope = the first attempt of the first body that carries it.
     let sent = emu.sent_with_bodies();
-    // id → (X's first attempt, emission time).
-    let mut expected: HashMap<String, (DateTime<Utc>, DateTime<Utc>)> = HashMap::new();
-    let mut msgs: Vec<RawMessage> = Vec::new();
-    let (mut attempts, mut non_2xx, mut bodies_delivered) = (0usize, 0usize, 0usize);
-    let ctx = Context {
-        ingress: IngressKind::Webhook,
-        source: format!("/x/account-activity/webhook/{}", relay::APP),
-        received_at: Utc::now(),
-        formats: relay_envelope::Formats::ALL,
-    };
-    for e in &sent {
-        attempts += e.deliveries.len();
-        non_2xx += e
-            .deliveries
-            .iter()
-            .filter(|d| d.outcome == AttemptOutcome::Failed)
-            .count();
-        if e.format == Format::Stream
-            || !e
-                .deliveries
-                .iter()
-                .any(|d| d.outcome == AttemptOutcome::Delivered)
-        {
-            continue;
-        }
-        bodies_delivered += 1;
-        let Some(first) = e.deliveries.iter().map(|d| d.at).min() else {
-            continue;
-        };
-        let Some(body) = &e.body else { continue };
-        let bytes = serde_json::to_vec(body).map_err(|err| format!("re-encoding a body: {err}"))?;
-        for env in relay_envelope::normalize(&bytes, &ctx).unwrap_or_default() {
-            match expected.get_mut(&env.id) {
-                Some(t) => *t = (t.0.min(first), t.1.min(e.emitted_at)),
-                None => {
-                    expected.insert(env.id.clone(), (first, e.emitted_at));
-                    msgs.push(RawMessage {
-                        subject: env.subject.clone(),
-                        event_type: env.event_type.clone(),
-                        id: env.id.clone(),
-                        body: env.to_json(),
-                    });
-                }
-            }
-        }
-    }
+    let Expected {
+        expected,
+        msgs,
+        attempts,
+        non_2xx,
+        bodies_delivered,
+    } = expected_envelopes(&sent)?;
     let bodies_emitted = sent.len();
     emu.shutdown().await;
 
-    // The consumer has everything (or the drain time is over).
-    let complete = loop {
-        let n = consumer.collector.count_of(expected.keys());
-        if n >= expected.len() {
-            break true;
-        }
-        if Instant::now() > deadline || relay.exited() {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let complete = wait_consumed(consumer, &expected, deadline, relay).await;
     let wall = i0.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(60)).await;
     sampler.abort();
@@ -445,15 +341,7 @@ async fn run_step(
     let ms = |d: chrono::TimeDelta| d.num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0;
     let mut queued: Vec<f64> = expected.values().map(|(f, e)| ms(*f - *e)).collect();
     queued.sort_by(f64::total_cmp);
-    let mut latencies = Vec::with_capacity(expected.len());
-    let mut last_receipt: Option<DateTime<Utc>> = None;
-    for (id, (sent_at, _)) in &expected {
-        if let Some(r) = consumer.collector.received_at(id) {
-            latencies.push((r - *sent_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0);
-            last_receipt = Some(last_receipt.map_or(r, |l| l.max(r)));
-        }
-    }
-    latencies.sort_by(f64::total_cmp);
+    let (latencies, last_receipt) = latencies(consumer, &expected);
     let received = latencies.len();
     // Until the consumer had everything (the last receipt), or until we gave up.
     let time_to_all = match (complete, last_receipt) {
@@ -490,6 +378,188 @@ async fn run_step(
         kept_up,
     };
     Ok((step, msgs))
+}
+
+/// Each received envelope's latency from X's first attempt, in ms and sorted, and the
+/// last receipt.
+fn latencies(
+    consumer: &consumer::Consumer,
+    expected: &HashMap<String, (DateTime<Utc>, DateTime<Utc>)>,
+) -> (Vec<f64>, Option<DateTime<Utc>>) {
+    let mut latencies = Vec::with_capacity(expected.len());
+    let mut last_receipt: Option<DateTime<Utc>> = None;
+    for (id, (sent_at, _)) in expected {
+        if let Some(r) = consumer.collector.received_at(id) {
+            latencies.push((r - *sent_at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1000.0);
+            last_receipt = Some(last_receipt.map_or(r, |l| l.max(r)));
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    (latencies, last_receipt)
+}
+
+/// The emulator of X for one step, delivering to the relay's webhook, every type
+/// subscribed.
+async fn start_x(relay: &Relay) -> Result<x_emulator::EmulatorHandle, BoxError> {
+    let emu = Emulator::start(EmulatorConfig {
+        time_scale: 0.01,
+        max_recorded_events: 2_000_000,
+        ..EmulatorConfig::default()
+    })
+    .await
+    .map_err(|e| format!("starting the emulator: {e}"))?;
+    let hook = emu
+        .register_webhook(relay::APP, &relay.webhook_url())
+        .await
+        .map_err(|e| format!("registering the relay's webhook on the emulator: {e}"))?;
+    subscribe_all(&emu, &hook.id).await?;
+    Ok(emu)
+}
+
+/// CPU times of the relay and of this process, sampled every 50 ms from the step's
+/// start, so that they can be read at the moment the consumer had everything.
+fn sample_cpu(
+    pid: u32,
+) -> (
+    std::sync::Arc<std::sync::Mutex<Vec<CpuSample>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let stat = format!("/proc/{}/stat", pid);
+    let samples: std::sync::Arc<std::sync::Mutex<Vec<CpuSample>>> = Default::default();
+    let sampler = {
+        let samples = std::sync::Arc::clone(&samples);
+        tokio::spawn(async move {
+            loop {
+                let s = CpuSample {
+                    at: Utc::now(),
+                    relay: relay::cpu_secs_of(&stat),
+                    harness: relay::cpu_secs_of("/proc/self/stat"),
+                };
+                samples.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    (samples, sampler)
+}
+
+/// Waits (bounded by `deadline`) until X's deliveries settle: every body delivered, or
+/// failed after its last retry.
+async fn settle_deliveries(emu: &x_emulator::EmulatorHandle, deadline: Instant) {
+    let retries = emu.config().retry_waits_secs.len() as u32 + 1;
+    let mut last_pending = (usize::MAX, Instant::now());
+    loop {
+        let sent = emu.sent();
+        let pending = sent
+            .iter()
+            .filter(|e| {
+                e.deliveries.is_empty()
+                    || !e.deliveries.iter().any(|d| {
+                        d.outcome != AttemptOutcome::Failed
+                            || (d.outcome == AttemptOutcome::Failed && d.attempt >= retries)
+                    })
+            })
+            .count();
+        // Bodies for nobody subscribed never get an attempt: stop once that count is stable.
+        if pending != last_pending.0 {
+            last_pending = (pending, Instant::now());
+        }
+        if pending == 0
+            || last_pending.1.elapsed() > Duration::from_secs(2)
+            || Instant::now() > deadline
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What the consumer must receive: every body X delivered with a 2xx, normalized like the
+/// relay does, with X's counts.
+struct Expected {
+    /// id → (X's first attempt, emission time).
+    expected: HashMap<String, (DateTime<Utc>, DateTime<Utc>)>,
+    msgs: Vec<RawMessage>,
+    attempts: usize,
+    non_2xx: usize,
+    bodies_delivered: usize,
+}
+
+/// X's send time of an envelope = the first attempt of the first body that carries it.
+fn expected_envelopes(sent: &[x_emulator::SentEvent]) -> Result<Expected, BoxError> {
+    // id → (X's first attempt, emission time).
+    let mut expected: HashMap<String, (DateTime<Utc>, DateTime<Utc>)> = HashMap::new();
+    let mut msgs: Vec<RawMessage> = Vec::new();
+    let (mut attempts, mut non_2xx, mut bodies_delivered) = (0usize, 0usize, 0usize);
+    let ctx = Context {
+        ingress: IngressKind::Webhook,
+        source: format!("/x/account-activity/webhook/{}", relay::APP),
+        received_at: Utc::now(),
+        formats: relay_envelope::Formats::ALL,
+    };
+    for e in sent {
+        attempts += e.deliveries.len();
+        non_2xx += e
+            .deliveries
+            .iter()
+            .filter(|d| d.outcome == AttemptOutcome::Failed)
+            .count();
+        if e.format == Format::Stream
+            || !e
+                .deliveries
+                .iter()
+                .any(|d| d.outcome == AttemptOutcome::Delivered)
+        {
+            continue;
+        }
+        bodies_delivered += 1;
+        let Some(first) = e.deliveries.iter().map(|d| d.at).min() else {
+            continue;
+        };
+        let Some(body) = &e.body else { continue };
+        let bytes = serde_json::to_vec(body).map_err(|err| format!("re-encoding a body: {err}"))?;
+        for env in relay_envelope::normalize(&bytes, &ctx).unwrap_or_default() {
+            match expected.get_mut(&env.id) {
+                Some(t) => *t = (t.0.min(first), t.1.min(e.emitted_at)),
+                None => {
+                    expected.insert(env.id.clone(), (first, e.emitted_at));
+                    msgs.push(RawMessage {
+                        subject: env.subject.clone(),
+                        event_type: env.event_type.clone(),
+                        id: env.id.clone(),
+                        body: env.to_json(),
+                    });
+                }
+            }
+        }
+    }
+    Ok(Expected {
+        expected,
+        msgs,
+        attempts,
+        non_2xx,
+        bodies_delivered,
+    })
+}
+
+/// Whether the consumer received every expected envelope before `deadline` (false too if
+/// the relay exited).
+async fn wait_consumed(
+    consumer: &consumer::Consumer,
+    expected: &HashMap<String, (DateTime<Utc>, DateTime<Utc>)>,
+    deadline: Instant,
+    relay: &mut Relay,
+) -> bool {
+    loop {
+        let n = consumer.collector.count_of(expected.keys());
+        if n >= expected.len() {
+            break true;
+        }
+        if Instant::now() > deadline || relay.exited() {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// CPU seconds of the relay and of this process at one moment.

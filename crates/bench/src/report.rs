@@ -180,34 +180,7 @@ impl Report {
         );
         s.push_str("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---|\n");
         for (i, st) in self.steps.iter().enumerate() {
-            let kept = match (st.kept_up, self.sustained == Some(i)) {
-                (true, true) => "yes (sustained)".to_owned(),
-                (true, false) => "yes".to_owned(),
-                (false, _) if !st.complete => format!(
-                    "no ({} of {} received)",
-                    st.envelopes_received, st.envelopes_expected
-                ),
-                (false, _) if st.webhook_non_2xx > 0 => "no (non-2xx)".to_owned(),
-                (false, _) => "no (< 90 % of offered)".to_owned(),
-            };
-            s.push_str(&format!(
-                "| {:.0} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} |\n",
-                st.offered_events_per_sec,
-                st.bodies_emitted,
-                st.envelopes_expected,
-                st.offered_envelopes_per_sec,
-                st.delivered_envelopes_per_sec,
-                st.webhook_non_2xx,
-                opt(st.latency_ms_p50, 1),
-                opt(st.latency_ms_p99, 1),
-                opt(st.latency_ms_p999, 1),
-                opt(st.relay_cpu_percent, 0),
-                opt(st.relay_peak_rss_mib, 1),
-                opt(st.x_queue_ms_p50, 1),
-                opt(st.x_queue_ms_p99, 1),
-                opt(st.harness_cpu_percent, 0),
-                kept
-            ));
+            s.push_str(&self.step_row(i, st));
         }
         if let Some(b) = &self.baseline {
             s.push_str(&format!(
@@ -263,6 +236,38 @@ impl Report {
             );
         }
         s
+    }
+
+    /// One step's row of the table.
+    fn step_row(&self, i: usize, st: &Step) -> String {
+        let kept = match (st.kept_up, self.sustained == Some(i)) {
+            (true, true) => "yes (sustained)".to_owned(),
+            (true, false) => "yes".to_owned(),
+            (false, _) if !st.complete => format!(
+                "no ({} of {} received)",
+                st.envelopes_received, st.envelopes_expected
+            ),
+            (false, _) if st.webhook_non_2xx > 0 => "no (non-2xx)".to_owned(),
+            (false, _) => "no (< 90 % of offered)".to_owned(),
+        };
+        format!(
+            "| {:.0} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} |\n",
+            st.offered_events_per_sec,
+            st.bodies_emitted,
+            st.envelopes_expected,
+            st.offered_envelopes_per_sec,
+            st.delivered_envelopes_per_sec,
+            st.webhook_non_2xx,
+            opt(st.latency_ms_p50, 1),
+            opt(st.latency_ms_p99, 1),
+            opt(st.latency_ms_p999, 1),
+            opt(st.relay_cpu_percent, 0),
+            opt(st.relay_peak_rss_mib, 1),
+            opt(st.x_queue_ms_p50, 1),
+            opt(st.x_queue_ms_p99, 1),
+            opt(st.harness_cpu_percent, 0),
+            kept
+        )
     }
 }
 
