@@ -60,6 +60,7 @@ impl Pipeline for SpoolPipeline {
             kind: RecordKind::Envelope,
             accepted_at_ms,
             payload: body,
+            attachment: None,
         };
         match self.0.append(vec![rec]).await {
             Ok(_) => Ok(AcceptReport {

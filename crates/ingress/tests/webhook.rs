@@ -584,6 +584,7 @@ async fn spool_backed_pipeline_stores_authentic_bodies_only() {
                 kind: RecordKind::DeadLetter,
                 accepted_at_ms: 0,
                 payload: body,
+                attachment: None,
             };
             match self.0.append(vec![rec]).await {
                 Ok(_) => Ok(AcceptReport {

@@ -82,6 +82,7 @@ async fn fill(
                     kind: RecordKind::Envelope,
                     accepted_at_ms: 1_780_000_000_000,
                     payload: json,
+                    attachment: None,
                 });
             }
             n += 1;

@@ -1,77 +1,69 @@
 //! Spooled records decoded once for every dispatcher.
 //!
-//! The pipeline hands over the envelopes it is about to spool ([`Decoded::seed`]), with
-//! the very `Bytes` of their JSON: the spool keeps those in its tail and gives them to its
-//! readers, so a dispatcher asking for a record ([`Decoded::message`]) finds it by that
-//! allocation, without parsing. Keyed by allocation rather than by offset because a
-//! dispatcher can read a record before the pipeline learns its offset (the spool wakes
-//! readers before it answers the writer). A record not held (read back from disk after a
-//! restart, or past the window) is parsed, and kept for the dispatchers that read the same
-//! bytes. The window holds the newest records, at most [`WINDOW_BYTES`] of their JSON;
-//! an entry keeps its `Bytes` alive, so its allocation cannot be reused by other bytes
-//! while it is held.
+//! The pipeline attaches each record's decoded form (a [`Payload`]) when it appends it;
+//! the spool promises to hand that attachment to its readers for as long as the record
+//! is in its tail cache ([`relay_spool::Attachment`]), so a dispatcher reading a new
+//! record takes it decoded, without parsing. A record read from disk (after a restart,
+//! or by a dispatcher far behind) has no attachment: it is parsed once and kept here by
+//! its offset for the other dispatchers (offsets are never reused), in a window of the
+//! newest such records, at most [`WINDOW_BYTES`] of their JSON.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use parking_lot::Mutex;
 use relay_envelope::{Context, DeadLetter, Envelope, IngressKind};
 use relay_sink::{Message, Payload};
-use relay_spool::{RecordKind, StoredRecord};
+use relay_spool::{Attachment, RecordKind, StoredRecord};
 
-/// The most JSON (bytes) of the records held decoded; about the spool's own tail cache.
+/// The most JSON (bytes) of the parsed records held; about the spool's own tail cache.
 pub const WINDOW_BYTES: usize = 8 << 20;
 
 /// The `source` of dead letters made from spool records that cannot be parsed.
 pub const SPOOL_SOURCE: &str = "/activity-relay/spool";
 
-/// A record's JSON, identified by its allocation (address and length).
-type Key = (usize, usize);
-
-fn key(json: &Bytes) -> Key {
-    (json.as_ptr() as usize, json.len())
+/// What the pipeline attaches to a record it appends: its decoded form.
+pub fn attach(payload: Payload) -> Option<Attachment> {
+    Some(Attachment::new(payload))
 }
 
-/// The shared window of decoded records (see the module documentation).
+/// The records parsed from disk, shared by the dispatchers (see the module documentation).
 pub struct Decoded {
     window: Mutex<Window>,
     max_bytes: usize,
-    /// Records parsed from their JSON (not found in the window); registered as
+    /// Records parsed from their JSON (neither attached nor in the window); registered as
     /// `activity_relay_records_parsed_total` by the relay ([`Decoded::counting`]).
     parsed: prometheus::IntCounter,
 }
 
 #[derive(Default)]
 struct Window {
-    held: HashMap<Key, (Bytes, Payload)>,
+    /// By offset: the payload and its JSON's length.
+    held: HashMap<u64, (Payload, usize)>,
     /// Oldest first.
-    order: VecDeque<Key>,
+    order: VecDeque<u64>,
     bytes: usize,
 }
 
 impl Window {
-    fn get(&self, json: &Bytes) -> Option<Payload> {
-        let (held, payload) = self.held.get(&key(json))?;
-        // Same address and length, and `held` keeps that allocation alive: the same bytes.
-        (held.as_ptr() == json.as_ptr()).then(|| payload.clone())
+    fn get(&self, offset: u64) -> Option<Payload> {
+        self.held.get(&offset).map(|(p, _)| p.clone())
     }
 
-    fn put(&mut self, json: Bytes, payload: Payload, max_bytes: usize) {
-        let k = key(&json);
-        if json.is_empty() || self.held.contains_key(&k) {
+    fn put(&mut self, offset: u64, payload: Payload, len: usize, max_bytes: usize) {
+        if self.held.contains_key(&offset) {
             return;
         }
-        self.bytes += json.len();
-        self.held.insert(k, (json, payload));
-        self.order.push_back(k);
+        self.bytes += len;
+        self.held.insert(offset, (payload, len));
+        self.order.push_back(offset);
         while self.bytes > max_bytes {
             let Some(old) = self.order.pop_front() else {
                 break;
             };
-            if let Some((b, _)) = self.held.remove(&old) {
-                self.bytes -= b.len();
+            if let Some((_, n)) = self.held.remove(&old) {
+                self.bytes -= n;
             }
         }
     }
@@ -99,20 +91,15 @@ impl Decoded {
         self
     }
 
-    /// The records of one delivery as the pipeline built them, each with the `Bytes` it
-    /// hands to the spool. Called before the append: a record whose append then fails is
-    /// never read and leaves the window in turn.
-    pub fn seed(&self, records: impl IntoIterator<Item = (Bytes, Payload)>) {
-        let mut w = self.window.lock();
-        for (json, payload) in records {
-            w.put(json, payload, self.max_bytes);
-        }
-    }
-
-    /// The sink message of a spooled record: decoded from the window when held, parsed
-    /// (and then held) otherwise. An unparseable record becomes a dead letter.
+    /// The sink message of a spooled record: its attachment when it has one, else from
+    /// the window, else parsed (and then held). An unparseable record becomes a dead
+    /// letter.
     pub fn message(&self, record: StoredRecord) -> Message {
-        if let Some(payload) = self.window.lock().get(&record.payload) {
+        let known = match record.attachment.as_ref().and_then(|a| a.get::<Payload>()) {
+            Some(p) => Some(p.clone()),
+            None => self.window.lock().get(record.offset),
+        };
+        if let Some(payload) = known {
             return Message {
                 offset: record.offset,
                 accepted_at_ms: record.accepted_at_ms,
@@ -121,12 +108,12 @@ impl Decoded {
             };
         }
         self.parsed.inc();
-        let json = record.payload.clone();
+        let (offset, len) = (record.offset, record.payload.len());
         let (message, parsed) = decode(record);
         if parsed {
             self.window
                 .lock()
-                .put(json, message.payload.clone(), self.max_bytes);
+                .put(offset, message.payload.clone(), len, self.max_bytes);
         }
         message
     }
@@ -201,13 +188,15 @@ pub fn accepted_at(ms: u64) -> chrono::DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
-    fn record(offset: u64, json: &Bytes) -> StoredRecord {
+    fn record(offset: u64, json: &Bytes, attachment: Option<Attachment>) -> StoredRecord {
         StoredRecord {
             offset,
             kind: RecordKind::DeadLetter,
             accepted_at_ms: 1,
             payload: json.clone(),
+            attachment,
         }
     }
 
@@ -223,42 +212,41 @@ mod tests {
     }
 
     #[test]
-    fn found_by_allocation_parsed_once_and_bounded() {
+    fn attached_records_are_not_parsed_others_once_within_the_window() {
         let (a, pa) = dead_letter(1);
-        let (b, pb) = dead_letter(2);
+        let (b, _) = dead_letter(2);
+        let (c, _) = dead_letter(3);
         assert_eq!(a.len(), b.len());
-        let d = Decoded::new(3 * a.len());
-        d.seed([(a.clone(), pa), (b.clone(), pb)]);
-        // Held: not parsed, whatever the offset.
-        assert!(d.message(record(7, &a)).is_dead_letter());
-        assert!(d.message(record(8, &b)).is_dead_letter());
+        let d = Decoded::new(2 * a.len());
+        // Attached: taken as attached (the same Arc), never parsed.
+        let m = d.message(record(7, &a, attach(pa.clone())));
+        let (Payload::DeadLetter(got), Payload::DeadLetter(want)) = (&m.payload, &pa) else {
+            panic!("not a dead letter: {m:?}");
+        };
+        assert!(Arc::ptr_eq(got, want));
         assert_eq!(d.parsed(), 0);
-        // Equal bytes in another allocation are not taken for them: parsed.
-        let copy = Bytes::from(a.to_vec());
+        // From disk: parsed once, then found by offset by the next dispatcher.
         assert_eq!(
-            d.message(record(7, &copy)).id(),
-            d.message(record(7, &a)).id()
+            d.message(record(8, &b, None)).id(),
+            d.message(record(8, &b, None)).id()
         );
         assert_eq!(d.parsed(), 1);
-        // A third record pushes the oldest out (the window holds two).
-        let (c, pc) = dead_letter(3);
-        d.seed([(c.clone(), pc)]);
-        d.message(record(9, &c));
-        assert_eq!(d.parsed(), 1, "c is held");
-        d.message(record(7, &a));
-        assert_eq!(d.parsed(), 2, "a left the window");
+        // The window holds two records' JSON: a third pushes the oldest out.
+        d.message(record(9, &c, None));
+        d.message(record(10, &a, None));
+        assert_eq!(d.parsed(), 3);
+        d.message(record(8, &b, None));
+        assert_eq!(d.parsed(), 4, "8 left the window");
         // Not JSON: a dead letter of the record, never held.
         let junk = Bytes::from_static(b"not json at all");
-        let m = d.message(StoredRecord {
-            kind: RecordKind::Envelope,
-            ..record(10, &junk)
-        });
-        assert!(m.is_dead_letter());
-        d.message(StoredRecord {
-            kind: RecordKind::Envelope,
-            ..record(10, &junk)
-        });
-        assert_eq!(d.parsed(), 4);
+        for _ in 0..2 {
+            let m = d.message(StoredRecord {
+                kind: RecordKind::Envelope,
+                ..record(11, &junk, None)
+            });
+            assert!(m.is_dead_letter());
+        }
+        assert_eq!(d.parsed(), 6);
     }
 
     #[test]
@@ -266,7 +254,7 @@ mod tests {
         let (json, _) = dead_letter(5);
         let m = to_message(StoredRecord {
             kind: RecordKind::Damaged,
-            ..record(11, &json)
+            ..record(11, &json, None)
         });
         let Payload::DeadLetter(dl) = &m.payload else {
             panic!("published as it was: {m:?}");

@@ -20,7 +20,6 @@ use relay_ingress::{AcceptError, AcceptReport, Pipeline};
 use relay_sink::Payload;
 use relay_spool::{NewRecord, RecordKind, Spool, SpoolError, SpoolStats};
 
-use crate::decoded::Decoded;
 use crate::dedup::{Claim, Dedup};
 use crate::metrics::{now_ms, PipelineMetrics};
 
@@ -87,8 +86,6 @@ const FLEET_COMMIT_WAIT: Duration = Duration::from_millis(500);
 pub struct RelayPipeline {
     spool: Spool,
     dedup: Arc<Dedup>,
-    /// Where the spooled records go decoded, for the dispatchers (see [`crate::decoded`]).
-    decoded: Option<Arc<Decoded>>,
     metrics: PipelineMetrics,
     health: Arc<SpoolHealth>,
     retry_after: Duration,
@@ -121,7 +118,6 @@ impl RelayPipeline {
         RelayPipeline {
             spool,
             dedup,
-            decoded: None,
             metrics,
             health,
             retry_after,
@@ -176,13 +172,6 @@ impl RelayPipeline {
         self
     }
 
-    /// Hands each record it spools, as built, to `decoded`: the dispatchers need not parse
-    /// it.
-    pub fn with_decoded(mut self, decoded: Arc<Decoded>) -> Self {
-        self.decoded = Some(decoded);
-        self
-    }
-
     pub fn health(&self) -> Arc<SpoolHealth> {
         self.health.clone()
     }
@@ -193,7 +182,7 @@ impl Pipeline for RelayPipeline {
     async fn accept(&self, body: Bytes, ctx: Context) -> Result<AcceptReport, AcceptError> {
         let now = now_ms();
         let mut report = AcceptReport::default();
-        let mut batch = Batch::new(now, self.decoded.is_some());
+        let mut batch = Batch::new(now);
         // What the hooks asked to run once the delivery is accepted.
         let mut after_accept: Vec<AfterAccept> = Vec::new();
         // Why the delivery is a dead letter, as a metric label, when it is one.
@@ -272,27 +261,24 @@ enum Verdict {
     Errors,
 }
 
-/// What one delivery spools, kept in step: the records, the ids and input formats the
-/// claims commit, the records as built (for [`Decoded`]) and the newest event's time.
+/// What one delivery spools, kept in step: the records (each with its decoded form
+/// attached, for the dispatchers: [`crate::decoded`]), the ids and input formats the
+/// claims commit, and the newest event's time.
 struct Batch {
     now: u64,
-    keep_decoded: bool,
     records: Vec<NewRecord>,
     ids: Vec<String>,
     formats: Vec<Option<XFormat>>,
-    built: Vec<(Bytes, Payload)>,
     newest_event: Option<i64>,
 }
 
 impl Batch {
-    fn new(now: u64, keep_decoded: bool) -> Batch {
+    fn new(now: u64) -> Batch {
         Batch {
             now,
-            keep_decoded,
             records: Vec::new(),
             ids: Vec::new(),
             formats: Vec::new(),
-            built: Vec::new(),
             newest_event: None,
         }
     }
@@ -302,14 +288,14 @@ impl Batch {
         self.newest_event = Some(self.newest_event.map_or(t, |n| n.max(t)));
         let json = Bytes::from(env.to_json());
         let (id, format) = (env.id.clone(), env.xformat);
-        let payload = self.keep_decoded.then(|| Payload::Event(Arc::new(env)));
+        let payload = Payload::Event(Arc::new(env));
         self.push(RecordKind::Envelope, id, format, json, payload);
     }
 
     fn push_dead_letter(&mut self, dl: DeadLetter) {
         let json = Bytes::from(dl.to_json());
         let id = dl.id.clone();
-        let payload = self.keep_decoded.then(|| Payload::DeadLetter(Arc::new(dl)));
+        let payload = Payload::DeadLetter(Arc::new(dl));
         self.push(RecordKind::DeadLetter, id, None, json, payload);
     }
 
@@ -319,17 +305,15 @@ impl Batch {
         id: String,
         format: Option<XFormat>,
         json: Bytes,
-        payload: Option<Payload>,
+        payload: Payload,
     ) {
-        if let Some(p) = payload {
-            self.built.push((json.clone(), p));
-        }
         self.ids.push(id);
         self.formats.push(format);
         self.records.push(NewRecord {
             kind,
             accepted_at_ms: self.now,
             payload: json,
+            attachment: crate::decoded::attach(payload),
         });
     }
 
@@ -490,19 +474,13 @@ impl RelayPipeline {
         claim: Claim,
         fleet_ours: Vec<String>,
     ) -> Result<(), AcceptError> {
-        // Before the append: the spool may wake a dispatcher for these records before it
-        // answers here.
         let now_i = batch.now_i();
         let Batch {
             records,
             ids,
             formats,
-            built,
             ..
         } = batch;
-        if let Some(decoded) = &self.decoded {
-            decoded.seed(built);
-        }
         // The append and the commit of the claim run to their end on their own task: a
         // delivery cancelled once its append is queued (X's timeout, the client gone) still
         // remembers what it made durable, so X's retry or a concurrent twin is a duplicate.

@@ -45,6 +45,7 @@ pub async fn replay(cfg: &Config, files: &[PathBuf]) -> Result<Replayed, String>
                     kind: RecordKind::Envelope,
                     accepted_at_ms: u64::try_from(dl.received_at.timestamp_millis()).unwrap_or(0),
                     payload: Bytes::from(env.to_json()),
+                    attachment: None,
                 }),
                 Err(_) => {
                     out.not_envelopes += 1;

@@ -204,8 +204,7 @@ pub async fn run_with(
     .with_hook(Arc::new(crate::recovery::JobStatusHook(
         gaps.status_tx.clone(),
         fleet.as_ref().map(|f| f.recovery.clone()),
-    )))
-    .with_decoded(decoded.clone());
+    )));
     let pipeline = in_fleet(pipeline, &cfg, &registry, fleet.as_ref())?;
     let leads = stream_leads(&cfg, &registry, fleet.as_ref(), &mut gaps.runtimes)?;
     let spool_watch = watch_spools(&cfg, &registry, fleet.as_ref(), &spool, &stops.spool_watch)?;
@@ -448,11 +447,11 @@ async fn find_gaps(
     })
 }
 
-/// Records decoded once: seeded by the pipeline, shared by every dispatcher.
+/// Records read from disk, parsed once for every dispatcher (crate::decoded).
 fn decoded_window(registry: &Registry) -> Result<Arc<crate::decoded::Decoded>, RunError> {
     let parsed_total = prometheus::IntCounter::new(
         "activity_relay_records_parsed_total",
-        "Spooled records a dispatcher had to parse because the pipeline had not handed them over decoded (after a restart, or far behind)",
+        "Spooled records a dispatcher had to parse because they came without the decoded form the pipeline attached (read from disk: after a restart, or far behind)",
     )?;
     registry.register(Box::new(parsed_total.clone()))?;
     Ok(Arc::new(

@@ -168,6 +168,7 @@ async fn failing_sink_loses_nothing_keeps_order_and_counts_retries() {
                 kind: RecordKind::Envelope,
                 accepted_at_ms: 1,
                 payload: Bytes::from(envelope_json(&id, subject, seq)),
+                attachment: None,
             }])
             .await
             .unwrap();
@@ -217,22 +218,26 @@ async fn permanent_failures_are_dead_lettered_and_skipped() {
             kind: RecordKind::Envelope,
             accepted_at_ms: 1,
             payload: Bytes::from(envelope_json("ok-1", "a", 1)),
+            attachment: None,
         },
         NewRecord {
             kind: RecordKind::Envelope,
             accepted_at_ms: 1,
             payload: Bytes::from(envelope_json("bad", "a", 2)),
+            attachment: None,
         },
         // Not an envelope at all: must not stall the cursor.
         NewRecord {
             kind: RecordKind::Envelope,
             accepted_at_ms: 1,
             payload: Bytes::from_static(b"\x00garbage"),
+            attachment: None,
         },
         NewRecord {
             kind: RecordKind::Envelope,
             accepted_at_ms: 1,
             payload: Bytes::from(envelope_json("ok-2", "a", 3)),
+            attachment: None,
         },
     ];
     spool.append(records).await.unwrap();
@@ -291,6 +296,7 @@ async fn a_record_the_broker_keeps_refusing_is_dead_lettered_and_the_sink_moves_
             kind: RecordKind::Envelope,
             accepted_at_ms: 1,
             payload: Bytes::from(envelope_json(id, "a", i)),
+            attachment: None,
         })
         .collect();
     spool.append(records).await.unwrap();
@@ -345,6 +351,7 @@ async fn dead_letter_rejected_too_goes_to_the_dead_letter_file() {
             kind: RecordKind::Envelope,
             accepted_at_ms: 1,
             payload: Bytes::from(envelope_json("bad", "a", 1)),
+            attachment: None,
         }])
         .await
         .unwrap();
@@ -376,6 +383,7 @@ async fn a_brief_refusal_is_waited_out_within_the_refusal_budget() {
             kind: RecordKind::Envelope,
             accepted_at_ms: 1,
             payload: Bytes::from(envelope_json("moment", "a", 1)),
+            attachment: None,
         }])
         .await
         .unwrap();
@@ -412,6 +420,7 @@ async fn an_unroutable_dead_letter_goes_to_the_file_and_the_sink_moves_on() {
                 kind: RecordKind::Envelope,
                 accepted_at_ms: 1,
                 payload: Bytes::from(envelope_json(id, "a", seq)),
+                attachment: None,
             }])
             .await
             .unwrap();
@@ -449,6 +458,7 @@ async fn max_attempts_dead_letters_a_stuck_record() {
             kind: RecordKind::Envelope,
             accepted_at_ms: 1,
             payload: Bytes::from(envelope_json("x", "a", 1)),
+            attachment: None,
         }])
         .await
         .unwrap();
@@ -832,6 +842,7 @@ async fn a_sink_filter_publishes_only_its_types_and_moves_past_the_rest() {
                 envelope_json(&format!("id-{i}"), "a", i)
                     .replace("\"post.create\"", &format!("\"{t}\"")),
             ),
+            attachment: None,
         })
         .collect();
     spool.append(records).await.unwrap();
@@ -869,7 +880,8 @@ async fn a_sink_filter_publishes_only_its_types_and_moves_past_the_rest() {
 }
 
 /// Every fixture delivery goes through the pipeline; each dispatcher then takes the spooled
-/// records decoded from the pipeline's hand-over: not one is parsed again, and what a sink
+/// records decoded as the pipeline attached them (the spool hands attachments over from
+/// its tail cache): not one is parsed again, and what a sink
 /// encodes from them (both wire modes, every header style) is byte for byte what it
 /// encodes from the record parsed from the spool.
 #[tokio::test]
@@ -886,8 +898,7 @@ async fn spooled_records_are_decoded_once_and_encode_as_parsed() {
         PipelineMetrics::register(&Registry::new()).unwrap(),
         Arc::new(SpoolHealth::default()),
         Duration::from_secs(7),
-    )
-    .with_decoded(decoded.clone());
+    );
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures");
     let mut deliveries = 0;
     for sub in ["aaa", "xaa", "stream"] {

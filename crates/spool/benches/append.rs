@@ -85,6 +85,7 @@ fn bench(c: &mut Criterion) {
                                             kind: RecordKind::Envelope,
                                             accepted_at_ms: 0,
                                             payload: payload.clone(),
+                                            attachment: None,
                                         }])
                                         .await
                                         .unwrap();
@@ -162,6 +163,7 @@ fn paired(_c: &mut Criterion) {
                                         kind: RecordKind::Envelope,
                                         accepted_at_ms: 0,
                                         payload: payload.clone(),
+                                        attachment: None,
                                     }])
                                     .await
                                     .unwrap();

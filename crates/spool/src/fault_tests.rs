@@ -151,6 +151,7 @@ async fn run(ops: Vec<Op>, seed: u64) -> Result<(), TestCaseError> {
                         kind: RecordKind::Envelope,
                         accepted_at_ms: 1,
                         payload: m.payload(*s),
+                        attachment: None,
                     })
                     .collect();
                 let payloads: Vec<Bytes> = batch.iter().map(|r| r.payload.clone()).collect();
@@ -239,6 +240,7 @@ fn a_failed_fsync_stops_the_writer_and_is_reported() {
             kind: RecordKind::Envelope,
             accepted_at_ms: 1,
             payload: Bytes::from(vec![n; 10]),
+            attachment: None,
         };
         spool.append(vec![rec(1)]).await.unwrap();
         assert_eq!(spool.failure(), None);

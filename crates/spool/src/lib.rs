@@ -146,6 +146,8 @@ pub struct NewRecord {
     /// When the relay accepted it, ms since the Unix epoch (for latency and age metrics).
     pub accepted_at_ms: u64,
     pub payload: Bytes,
+    /// Handed to readers with the record while it is in the tail cache; never written.
+    pub attachment: Option<Attachment>,
 }
 
 /// A record read back.
@@ -155,7 +157,44 @@ pub struct StoredRecord {
     pub kind: RecordKind,
     pub accepted_at_ms: u64,
     pub payload: Bytes,
+    /// What its writer attached, when the record was read from the tail cache (the
+    /// newest records); `None` when it was read from disk.
+    pub attachment: Option<Attachment>,
 }
+
+/// What the writer of a record hands along with it to the spool's readers, for as long as
+/// the record is in the tail cache: the relay attaches the envelope it just built, so
+/// that no dispatcher parses it again. The spool promises only this: a record read from
+/// the tail cache carries its writer's attachment, one read from disk carries none. It is
+/// never written, and it is not part of a record's value (records compare equal whatever
+/// their attachments).
+#[derive(Clone)]
+pub struct Attachment(Arc<dyn std::any::Any + Send + Sync>);
+
+impl Attachment {
+    pub fn new<T: std::any::Any + Send + Sync>(value: T) -> Attachment {
+        Attachment(Arc::new(value))
+    }
+
+    /// The attached value, if it is a `T`.
+    pub fn get<T: std::any::Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Attachment(..)")
+    }
+}
+
+impl PartialEq for Attachment {
+    fn eq(&self, _: &Attachment) -> bool {
+        true
+    }
+}
+
+impl Eq for Attachment {}
 
 #[derive(Clone, Debug)]
 pub struct SpoolConfig {
@@ -678,6 +717,7 @@ fn read_blocking(shared: &Shared, from: u64, max: usize) -> Result<Vec<StoredRec
                             kind: record.kind,
                             accepted_at_ms: record.accepted_at_ms,
                             payload: record.payload,
+                            attachment: None,
                         });
                     }
                     offset += 1;
@@ -734,6 +774,7 @@ fn read_blocking(shared: &Shared, from: u64, max: usize) -> Result<Vec<StoredRec
                         } else {
                             Bytes::new()
                         },
+                        attachment: None,
                     });
                 }
             }

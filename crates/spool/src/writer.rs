@@ -347,6 +347,7 @@ impl Writer {
                 kind: r.kind,
                 accepted_at_ms: r.accepted_at_ms,
                 payload: r.payload,
+                attachment: r.attachment,
             });
         }
         self.active.len += batch_bytes;

@@ -66,6 +66,7 @@ fn crash_child() {
                             kind: RecordKind::Envelope,
                             accepted_at_ms: seq,
                             payload: payload(round, task, seq, i),
+                            attachment: None,
                         })
                         .collect();
                     let r = spool.append(batch).await.unwrap();
@@ -191,6 +192,7 @@ fn acknowledged_records_survive_sigkill() {
                 kind: RecordKind::Envelope,
                 accepted_at_ms: 0,
                 payload: Bytes::from_static(b"{}"),
+                attachment: None,
             }])
             .await
             .unwrap();

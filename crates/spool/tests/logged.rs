@@ -61,6 +61,7 @@ async fn filled(dir: &Path, n: usize) -> Vec<PathBuf> {
                 kind: RecordKind::Envelope,
                 accepted_at_ms: i as u64,
                 payload: Bytes::from(vec![b'x'; 400]),
+                attachment: None,
             }])
             .await
             .unwrap();
@@ -144,6 +145,7 @@ async fn torn_tail_is_not_an_error_but_lost_cursor_position_is() {
             kind: RecordKind::Envelope,
             accepted_at_ms: 0,
             payload: Bytes::from_static(b"{}"),
+            attachment: None,
         }])
         .await
         .unwrap();

@@ -62,8 +62,7 @@ proptest! {
                     .map(|(i, &len)| NewRecord {
                         kind: RecordKind::Envelope,
                         accepted_at_ms: b as u64,
-                        payload: payload(b, i, len),
-                    })
+                        payload: payload(b, i, len), attachment: None, })
                     .collect();
                 spool.append(recs).await.unwrap();
                 for (i, &len) in sizes.iter().enumerate() {
@@ -141,8 +140,7 @@ proptest! {
                 .append(vec![NewRecord {
                     kind: RecordKind::DeadLetter,
                     accepted_at_ms: 0,
-                    payload: Bytes::from_static(b"after"),
-                }])
+                    payload: Bytes::from_static(b"after"), attachment: None, }])
                 .await
                 .unwrap();
             prop_assert_eq!(r.first_offset, next);

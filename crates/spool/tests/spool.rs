@@ -32,6 +32,7 @@ fn rec(tag: &str, len: usize) -> NewRecord {
         kind: RecordKind::Envelope,
         accepted_at_ms: 1_700_000_000_000,
         payload: payload(tag, len),
+        attachment: None,
     }
 }
 
@@ -646,6 +647,7 @@ async fn stats_report_oldest_pending_age() {
                 kind: RecordKind::DeadLetter,
                 accepted_at_ms: 1000 + i,
                 payload: Bytes::from_static(b"{}"),
+                attachment: None,
             }])
             .await
             .unwrap();
