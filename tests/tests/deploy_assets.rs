@@ -144,7 +144,7 @@ body_limit = 4194304
 name = "demo"
 consumer_secrets = ["secret"]
 
-[[stream]]
+[[streams]]
 name = "e2e"
 url = "{}/2/activity/stream"
 bearer_token = "emulator-bearer"

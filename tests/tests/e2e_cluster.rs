@@ -93,7 +93,7 @@ fn stream_on(cfg: &str, emu: &x_emulator::EmulatorHandle) -> String {
     reorder_stream(&cfg.replace(
         "[[webhook.apps]]",
         &format!(
-            "[[stream]]\nname = \"main\"\nurl = \"{}/2/activity/stream\"\nbearer_token = \"emulator-bearer\"\nidle_timeout = \"5s\"\n\n[[webhook.apps]]",
+            "[[streams]]\nname = \"main\"\nurl = \"{}/2/activity/stream\"\nbearer_token = \"emulator-bearer\"\nidle_timeout = \"5s\"\n\n[[webhook.apps]]",
             emu.base_url()
         ),
     ))
@@ -576,10 +576,10 @@ async fn leading(r: &Relay) -> f64 {
         .await
 }
 
-/// Moves the `[[stream]]` table (inserted before the webhook's apps) to the end of the
+/// Moves the `[[streams]]` table (inserted before the webhook's apps) to the end of the
 /// file's tables before `[[sinks]]`, where TOML sees it as its own table.
 fn reorder_stream(cfg: &str) -> String {
-    let start = cfg.find("[[stream]]").expect("stream");
+    let start = cfg.find("[[streams]]").expect("stream");
     let end = cfg[start..]
         .find("\n\n")
         .map_or(cfg.len(), |e| start + e + 2);

@@ -101,14 +101,14 @@ async fn assert_once_at_nats(
     });
 }
 
-/// [`config`] without the webhook, with a `[[stream]]` "main" reading `emu`'s stream.
+/// [`config`] without the webhook, with a `[[streams]]` "main" reading `emu`'s stream.
 fn stream_config(u: &str, emu: &x_emulator::EmulatorHandle, idle_timeout: &str) -> String {
     let base = config(u);
     let (head, sinks) = base.split_once("[webhook]").expect("webhook section");
     let sinks = &sinks[sinks.find("[[sinks]]").expect("sinks")..];
     format!(
         r#"{head}
-[[stream]]
+[[streams]]
 name = "main"
 url = "{}/2/activity/stream"
 bearer_token = "emulator-bearer"

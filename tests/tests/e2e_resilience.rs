@@ -100,14 +100,14 @@ async fn stream_drops_stalls_and_disconnects_lose_nothing() {
     .unwrap();
     let stream = format!(
         r#"
-[[stream]]
+[[streams]]
 name = "e2e"
 url = "{}/2/activity/stream"
 bearer_token = "emulator-bearer"
 idle_timeout = "1s"
 backfill = true
 
-[stream.backoff]
+[streams.backoff]
 network_step = "50ms"
 network_max = "500ms"
 http_initial = "200ms"

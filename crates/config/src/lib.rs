@@ -10,7 +10,7 @@ use std::fmt;
 /// never what it is).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigError {
-    /// Where: `[webhook]`, `[[webhook.apps]] "main"`, `[[stream]] "s"`, `[cluster]`.
+    /// Where: `[webhook]`, `[[webhook.apps]] "main"`, `[[streams]] "s"`, `[cluster]`.
     pub section: String,
     /// The key, or keys (`idle_timeout, connect_timeout and max_line_bytes`); empty when
     /// the problem is the section as a whole.
@@ -49,8 +49,8 @@ mod tests {
 
     #[test]
     fn the_message_names_section_key_and_problem() {
-        let e = ConfigError::new("[[stream]] \"s\"", "bearer_token", "is required");
-        assert_eq!(e.to_string(), "[[stream]] \"s\": bearer_token is required");
+        let e = ConfigError::new("[[streams]] \"s\"", "bearer_token", "is required");
+        assert_eq!(e.to_string(), "[[streams]] \"s\": bearer_token is required");
         let e = ConfigError::new("[webhook]", "", "no apps configured");
         assert_eq!(e.to_string(), "[webhook]: no apps configured");
     }

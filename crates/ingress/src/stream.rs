@@ -115,7 +115,7 @@ impl StreamConfig {
 
 fn validate(cfg: &StreamConfig) -> Result<(), IngressError> {
     let bad = |key: &str, problem: String| -> IngressError {
-        ConfigError::new(format!("[[stream]] {:?}", cfg.name), key, problem).into()
+        ConfigError::new(format!("[[streams]] {:?}", cfg.name), key, problem).into()
     };
     let url = url::Url::parse(&cfg.url).map_err(|e| bad("url", format!("is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {

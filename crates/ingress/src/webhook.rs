@@ -187,10 +187,7 @@ fn validate(cfg: &WebhookConfig) -> Result<HashMap<String, Arc<App>>, IngressErr
         }
     }
     if let Some(tls) = &cfg.tls {
-        for (key, path) in [
-            ("tls.cert_path", &tls.cert_path),
-            ("tls.key_path", &tls.key_path),
-        ] {
+        for (key, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
             if !std::path::Path::new(path).is_file() {
                 return Err(bad(
                     key,
@@ -786,32 +783,32 @@ async fn load_tls(t: &TlsConfig) -> Result<axum_server::tls_rustls::RustlsConfig
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-    let tls_err = |path: &str, reason: String| IngressError::Tls {
-        path: path.to_string(),
+    let tls_err = |path: &std::path::Path, reason: String| IngressError::Tls {
+        path: path.display().to_string(),
         reason,
     };
-    let cert_pem = tokio::fs::read(&t.cert_path)
+    let cert_pem = tokio::fs::read(&t.cert)
         .await
-        .map_err(|e| tls_err(&t.cert_path, e.to_string()))?;
-    let key_pem = tokio::fs::read(&t.key_path)
+        .map_err(|e| tls_err(&t.cert, e.to_string()))?;
+    let key_pem = tokio::fs::read(&t.key)
         .await
-        .map_err(|e| tls_err(&t.key_path, e.to_string()))?;
+        .map_err(|e| tls_err(&t.key, e.to_string()))?;
     let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_err(&t.cert_path, format!("bad certificate PEM: {e}")))?;
+        .map_err(|e| tls_err(&t.cert, format!("bad certificate PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(tls_err(&t.cert_path, "no certificate in file".into()));
+        return Err(tls_err(&t.cert, "no certificate in file".into()));
     }
     // Never echo key material: only say what kind of problem it was.
     let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|_| tls_err(&t.key_path, "no usable private key in file".into()))?;
+        .map_err(|_| tls_err(&t.key, "no usable private key in file".into()))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(&t.cert_path, e.to_string()))?
+        .map_err(|e| tls_err(&t.cert, e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| tls_err(&t.cert_path, format!("certificate/key rejected: {e}")))?;
+        .map_err(|e| tls_err(&t.cert, format!("certificate/key rejected: {e}")))?;
     // HTTP/1.1 only (see `http_builder`).
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(axum_server::tls_rustls::RustlsConfig::from_config(

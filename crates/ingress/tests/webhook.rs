@@ -494,8 +494,8 @@ async fn tls_serves_https() {
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
     let mut cfg = config(vec![app("prod", &["s"])]);
     cfg.tls = Some(TlsConfig {
-        cert_path: format!("{data}/test-cert.pem"),
-        key_path: format!("{data}/test-key.pem"),
+        cert: format!("{data}/test-cert.pem").into(),
+        key: format!("{data}/test-key.pem").into(),
     });
     let registry = prometheus::Registry::new();
     let server = WebhookServer::bind(cfg, rec.clone(), &registry)
@@ -542,8 +542,8 @@ async fn bad_tls_files_fail_bind_without_echoing_key_bytes() {
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
     let mut cfg = config(vec![app("prod", &["s"])]);
     cfg.tls = Some(TlsConfig {
-        cert_path: format!("{data}/test-cert.pem"),
-        key_path: key.display().to_string(),
+        cert: format!("{data}/test-cert.pem").into(),
+        key: key.clone(),
     });
     let err = WebhookServer::bind(
         cfg,
@@ -558,8 +558,8 @@ async fn bad_tls_files_fail_bind_without_echoing_key_bytes() {
 
     let mut cfg = config(vec![app("prod", &["s"])]);
     cfg.tls = Some(TlsConfig {
-        cert_path: "/nonexistent/cert.pem".into(),
-        key_path: "/nonexistent/key.pem".into(),
+        cert: "/nonexistent/cert.pem".into(),
+        key: "/nonexistent/key.pem".into(),
     });
     assert!(matches!(
         WebhookServer::bind(
@@ -568,7 +568,7 @@ async fn bad_tls_files_fail_bind_without_echoing_key_bytes() {
             &prometheus::Registry::new()
         )
         .await,
-        Err(relay_ingress::IngressError::Config(e)) if e.key == "tls.cert_path"
+        Err(relay_ingress::IngressError::Config(e)) if e.key == "tls.cert"
     ));
 }
 

@@ -36,6 +36,9 @@ pub fn run(args: &RunArgs) -> ExitCode {
             Ok(summary) => {
                 println!("configuration {} is valid", args.config.display());
                 println!("{summary}");
+                for w in &cfg.warnings {
+                    println!("warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -57,7 +57,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// `[webhook]`: the X webhook ingress, if any.
     pub webhook: Option<WebhookSection>,
-    /// `[[stream]]`: activity stream connections.
+    /// `[[streams]]`: activity stream connections.
     pub streams: Vec<StreamSection>,
     /// `[[sinks]]`: at least one.
     pub sinks: Vec<SinkConfig>,
@@ -66,6 +66,9 @@ pub struct Config {
     /// `[cluster]`: the fleet this relay is a member of (`docs/cluster.md`); none: one
     /// process, as ever.
     pub cluster: Option<crate::cluster::ClusterConfig>,
+    /// What the file says that still works but should change: a renamed key under its
+    /// old name ([`RENAMED`]). `run --check` prints them, `run` logs them.
+    pub warnings: Vec<String>,
 }
 
 pub type WebhookSection = relay_ingress::webhook::WebhookConfig;
@@ -319,6 +322,7 @@ const TOP_LEVEL: &[&str] = &[
     "dispatch",
     "shutdown_timeout",
     "webhook",
+    "streams",
     "stream",
     "sinks",
     "recovery",
@@ -342,6 +346,8 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let mut table = read_table(text, path, env)?;
+        let mut warnings = Vec::new();
+        rename_keys(&mut table, &mut warnings)?;
         let spool: SpoolSection = match table.remove("spool") {
             Some(v) => section("[spool]", v)?,
             None => return Err(invalid("[spool]", "missing section (`dir` is required)")),
@@ -373,7 +379,7 @@ impl Config {
             Some(v) => Some(section::<WebhookSection>("[webhook]", v)?),
             None => None,
         };
-        let streams = parse_streams(table.remove("stream"))?;
+        let streams = parse_streams(table.remove("streams"))?;
         spool.check_fits(webhook.as_ref(), &streams)?;
         let recovery: crate::recovery::RecoveryConfig =
             optional_section("[recovery]", table.remove("recovery"))?;
@@ -385,7 +391,7 @@ impl Config {
         if let Some(c) = &cluster {
             c.validate()?;
         }
-        let sinks = parse_sinks(table.remove("sinks"))?;
+        let sinks = parse_sinks(table.remove("sinks"), &mut warnings)?;
         Ok(Config {
             spool,
             dedup,
@@ -398,6 +404,7 @@ impl Config {
             sinks,
             recovery,
             cluster,
+            warnings,
         })
     }
 
@@ -426,6 +433,66 @@ impl Config {
         expand_value(&mut value, "recovery", &|name| std::env::var(name).ok())?;
         section("[recovery]", value)
     }
+}
+
+/// Keys renamed so that one name means one thing everywhere: (table, old name, new
+/// name), "" for the top level. The old name is still read, with a warning naming the new
+/// key, until the next release; a sink type lists its own
+/// ([`relay_sink::registry::SinkType::RENAMED`]).
+pub const RENAMED: &[(&str, &str, &str)] = &[
+    ("", "stream", "streams"),
+    ("webhook.tls", "cert_path", "cert"),
+    ("webhook.tls", "key_path", "key"),
+    ("recovery", "max_attempts", "max_job_attempts"),
+];
+
+/// Applies [`RENAMED`] to the file's tables.
+fn rename_keys(table: &mut Table, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+    for (at, old, new) in RENAMED {
+        let here = at
+            .split('.')
+            .filter(|p| !p.is_empty())
+            .try_fold(&mut *table, |t, part| match t.get_mut(part) {
+                Some(Value::Table(inner)) => Some(inner),
+                _ => None,
+            });
+        let Some(here) = here else {
+            continue;
+        };
+        let name = if at.is_empty() {
+            "the top level".to_string()
+        } else {
+            format!("[{at}]")
+        };
+        rename_in(here, &name, &[(old, new)], warnings)?;
+    }
+    Ok(())
+}
+
+/// Moves each `old` key of `table` to its `new` name, with a warning; both set is an
+/// error.
+fn rename_in(
+    table: &mut Table,
+    here: &str,
+    renamed: &[(&str, &str)],
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    for (old, new) in renamed {
+        let Some(value) = table.remove(*old) else {
+            continue;
+        };
+        if table.contains_key(*new) {
+            return Err(invalid(
+                here,
+                format!("both `{old}` (its old name) and `{new}` are set: keep `{new}`"),
+            ));
+        }
+        warnings.push(format!(
+            "{here}: `{old}` is now `{new}`; the old name is read until the next release"
+        ));
+        table.insert((*new).to_string(), value);
+    }
+    Ok(())
 }
 
 /// The file as a TOML table, every `${VAR}` expanded, with no unknown top-level key.
@@ -457,7 +524,7 @@ fn read_table(
     Ok(table)
 }
 
-/// `[[stream]]`: each entry, names unique.
+/// `[[streams]]`: each entry, names unique.
 fn parse_streams(value: Option<Value>) -> Result<Vec<StreamSection>, ConfigError> {
     let mut streams = Vec::new();
     match value {
@@ -465,15 +532,15 @@ fn parse_streams(value: Option<Value>) -> Result<Vec<StreamSection>, ConfigError
         Some(Value::Array(items)) => {
             for (i, item) in items.into_iter().enumerate() {
                 streams.push(section::<StreamSection>(
-                    &format!("[[stream]] #{}", i + 1),
+                    &format!("[[streams]] #{}", i + 1),
                     item,
                 )?);
             }
         }
         Some(_) => {
             return Err(invalid(
-                "[[stream]]",
-                "expected an array of tables (`[[stream]]`)",
+                "[[streams]]",
+                "expected an array of tables (`[[streams]]`)",
             ))
         }
     }
@@ -481,7 +548,7 @@ fn parse_streams(value: Option<Value>) -> Result<Vec<StreamSection>, ConfigError
     for s in &streams {
         if !stream_names.insert(s.name.as_str()) {
             return Err(invalid(
-                format!("[[stream]] {:?}", s.name),
+                format!("[[streams]] {:?}", s.name),
                 "stream names must be unique",
             ));
         }
@@ -490,12 +557,15 @@ fn parse_streams(value: Option<Value>) -> Result<Vec<StreamSection>, ConfigError
 }
 
 /// `[[sinks]]`: at least one, names unique.
-fn parse_sinks(value: Option<Value>) -> Result<Vec<SinkConfig>, ConfigError> {
+fn parse_sinks(
+    value: Option<Value>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<SinkConfig>, ConfigError> {
     let sinks = match value {
         Some(Value::Array(items)) => items
             .into_iter()
             .enumerate()
-            .map(|(i, item)| parse_sink(i, item))
+            .map(|(i, item)| parse_sink(i, item, warnings))
             .collect::<Result<Vec<_>, _>>()?,
         Some(_) => {
             return Err(invalid(
@@ -537,7 +607,11 @@ fn optional_section<T: DeserializeOwned + Default>(
     }
 }
 
-fn parse_sink(index: usize, item: Value) -> Result<SinkConfig, ConfigError> {
+fn parse_sink(
+    index: usize,
+    item: Value,
+    warnings: &mut Vec<String>,
+) -> Result<SinkConfig, ConfigError> {
     let here = format!("[[sinks]] #{}", index + 1);
     let Value::Table(mut table) = item else {
         return Err(invalid(here, "expected a table"));
@@ -597,6 +671,7 @@ fn parse_sink(index: usize, item: Value) -> Result<SinkConfig, ConfigError> {
             ),
         ));
     };
+    rename_in(&mut table, &here, factory.renamed(), warnings)?;
     let spec = factory
         .parse(&name, Value::Table(table))
         .map_err(|e| invalid(&here, e.message().trim().to_string()))?;

@@ -178,6 +178,9 @@ pub async fn run_with(
     // The same check as `run --check`, first: a mistake stops the relay before it accepts
     // anything. A broker that cannot be reached does not: its records wait in the spool.
     check(&cfg)?;
+    for w in &cfg.warnings {
+        tracing::warn!("configuration: {w}");
+    }
     let sink_list = start_sinks(&cfg)?;
 
     // Admin first: `/healthz` answers while the spool is opened and scanned (a spool of
@@ -489,7 +492,7 @@ fn stream_leads(
     let leader = prometheus::IntGaugeVec::new(
         prometheus::Opts::new(
             "activity_relay_cluster_leader",
-            "1 while this member leads the job (a [[stream]] of the fleet)",
+            "1 while this member leads the job (a [[streams]] of the fleet)",
         ),
         &["job"],
     )?;

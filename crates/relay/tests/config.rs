@@ -205,7 +205,7 @@ fn a_segment_too_small_for_the_largest_delivery_is_refused() {
         "{stderr}"
     );
     // A stream's default line limit (16 MiB) needs a larger segment too.
-    let stream = "[[stream]]\nname = \"s\"\nbearer_token = \"t\"\n";
+    let stream = "[[streams]]\nname = \"s\"\nbearer_token = \"t\"\n";
     let (ok, _, stderr) = check_text(&format!("{small}{stream}"), &[]);
     assert!(!ok);
     assert!(stderr.contains("max_line_bytes"), "{stderr}");
@@ -301,11 +301,11 @@ fn check_refuses_two_nats_sinks_in_one_stream() {
 fn check_refuses_what_the_stream_client_would_refuse() {
     for (stream, expected) in [
         (
-            "[[stream]]\nname = \"s\"\nurl = \"ftp://api.x.com/stream\"\nbearer_token = \"t\"\n",
+            "[[streams]]\nname = \"s\"\nurl = \"ftp://api.x.com/stream\"\nbearer_token = \"t\"\n",
             "url must be http(s)",
         ),
         (
-            "[[stream]]\nname = \"s\"\nurl = \"https://api.x.com/stream\"\nbearer_token = \" \"\n",
+            "[[streams]]\nname = \"s\"\nurl = \"https://api.x.com/stream\"\nbearer_token = \" \"\n",
             "bearer_token is required",
         ),
     ] {
@@ -314,7 +314,7 @@ fn check_refuses_what_the_stream_client_would_refuse() {
         assert!(stderr.contains(expected), "{stderr}");
     }
     let good =
-        "[[stream]]\nname = \"s\"\nurl = \"https://api.x.com/stream\"\nbearer_token = \"t\"\n";
+        "[[streams]]\nname = \"s\"\nurl = \"https://api.x.com/stream\"\nbearer_token = \"t\"\n";
     let (ok, stdout, stderr) = check_text(&format!("{good}{MINIMAL}"), &[]);
     assert!(ok, "{stderr}");
     assert!(
@@ -335,4 +335,92 @@ fn spool_sizes_below_4096_are_refused() {
         assert!(!ok, "{key}: {stdout}");
         assert!(stderr.contains("at least 4096"), "{key}: {stderr}");
     }
+}
+
+/// Renamed keys: the old name still works, `--check` names the new one in a warning, and
+/// the old and the new name together are an error. A sink type's own renames too.
+#[test]
+fn renamed_keys_are_read_with_a_warning_naming_the_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, "x").unwrap();
+    std::fs::write(&key, "x").unwrap();
+    let old = format!(
+        r#"{MINIMAL}
+[webhook]
+listen = "127.0.0.1:0"
+[webhook.tls]
+cert_path = "{}"
+key_path = "{}"
+[[webhook.apps]]
+name = "a"
+consumer_secrets = ["s"]
+
+[recovery]
+max_attempts = 4
+
+[[stream]]
+name = "s"
+bearer_token = "t"
+max_line_bytes = 65536
+
+[[sinks]]
+name = "k"
+type = "kafka"
+bootstrap_servers = "localhost:9092"
+batch_size = 65536
+
+[[sinks]]
+name = "r"
+type = "rabbitmq"
+url = "amqp://guest:guest@localhost:5672/%2f"
+reconnect_backoff = "1s"
+reconnect_backoff_max = "10s"
+"#,
+        cert.display(),
+        key.display()
+    );
+    let (ok, stdout, stderr) = check_text(&old, &[]);
+    assert!(ok, "{stdout}{stderr}");
+    for (old, new) in [
+        ("stream", "streams"),
+        ("cert_path", "cert"),
+        ("key_path", "key"),
+        ("max_attempts", "max_job_attempts"),
+        ("batch_size", "batch_bytes"),
+        ("reconnect_backoff", "initial_reconnect_backoff"),
+        ("reconnect_backoff_max", "max_reconnect_backoff"),
+    ] {
+        assert!(
+            stdout.contains(&format!("`{old}` is now `{new}`")),
+            "no warning for {old}: {stdout}"
+        );
+    }
+    assert!(
+        stdout.contains("stream s:"),
+        "the stream was read: {stdout}"
+    );
+
+    // The new names: no warning.
+    let new = old
+        .replace("[[stream]]", "[[streams]]")
+        .replace("cert_path", "cert")
+        .replace("key_path", "key")
+        .replace("max_attempts", "max_job_attempts")
+        .replace("batch_size", "batch_bytes")
+        .replace("reconnect_backoff_max", "max_reconnect_backoff")
+        .replace("\nreconnect_backoff =", "\ninitial_reconnect_backoff =");
+    let (ok, stdout, stderr) = check_text(&new, &[]);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(!stdout.contains("warning:"), "{stdout}");
+
+    // Both names: an error naming the one to keep.
+    let both = new.replace("batch_bytes = 65536", "batch_bytes = 65536\nbatch_size = 1");
+    let (ok, _, stderr) = check_text(&both, &[]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("both `batch_size` (its old name) and `batch_bytes` are set"),
+        "{stderr}"
+    );
 }

@@ -1,4 +1,4 @@
-//! The real binary with a `[[stream]]` ingress against a minimal NDJSON stream server:
+//! The real binary with a `[[streams]]` ingress against a minimal NDJSON stream server:
 //! streamed events reach the file sink, and the stream's last event time is exported.
 
 use std::process::{Command, Stdio};
@@ -76,7 +76,7 @@ dir = "{spool}"
 listen = "127.0.0.1:0"
 [log]
 level = "warn"
-[[stream]]
+[[streams]]
 name = "test"
 url = "http://{stream_addr}/2/activity/stream"
 bearer_token = "${{RELAY_TEST_STREAM_TOKEN}}"

@@ -26,8 +26,9 @@ pub struct KafkaSinkConfig {
     /// `linger.ms`. Default 5ms.
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
-    /// `batch.size` in bytes. Default 1000000 (librdkafka's).
-    pub batch_size: u32,
+    /// `batch.size` in bytes. Default 1000000 (librdkafka's). Was `batch_size` (which
+    /// counts records in `[dispatch]`), still accepted with a warning.
+    pub batch_bytes: u32,
     /// `batch.num.messages`. Default 10000 (librdkafka's).
     pub batch_num_messages: u32,
     /// `client.id`. Default `activity-relay`.
@@ -67,7 +68,7 @@ impl Default for KafkaSinkConfig {
             compression: "lz4".into(),
             message_timeout: Duration::from_secs(30),
             linger: Duration::from_millis(5),
-            batch_size: 1_000_000,
+            batch_bytes: 1_000_000,
             batch_num_messages: 10_000,
             client_id: "activity-relay".into(),
             security_protocol: Default::default(),
@@ -113,7 +114,7 @@ impl std::fmt::Debug for KafkaSinkConfig {
             .field("compression", &self.compression)
             .field("message_timeout", &self.message_timeout)
             .field("linger", &self.linger)
-            .field("batch_size", &self.batch_size)
+            .field("batch_bytes", &self.batch_bytes)
             .field("batch_num_messages", &self.batch_num_messages)
             .field("client_id", &self.client_id)
             .field("security_protocol", &self.security_protocol)
@@ -222,7 +223,7 @@ impl KafkaSinkConfig {
             )
             .set("linger.ms", self.linger.as_millis().to_string())
             .set("compression.type", &self.compression)
-            .set("batch.size", self.batch_size.to_string())
+            .set("batch.size", self.batch_bytes.to_string())
             .set("batch.num.messages", self.batch_num_messages.to_string())
             .set("allow.auto.create.topics", "false");
         let optional = [

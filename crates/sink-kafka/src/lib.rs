@@ -84,6 +84,8 @@ impl relay_sink::registry::SinkType for KafkaSinkType {
     type Config = KafkaSinkConfig;
     type Error = KafkaSinkError;
     type Sink = KafkaSink;
+    /// `batch_size` counted bytes here and records in `[dispatch]`.
+    const RENAMED: &'static [(&'static str, &'static str)] = &[("batch_size", "batch_bytes")];
 
     fn check(name: &str, cfg: &KafkaSinkConfig) -> Result<String, KafkaSinkError> {
         cfg.validate(name)?;

@@ -43,10 +43,10 @@ pub struct RabbitMqSinkConfig {
     pub connect_timeout: Duration,
     /// Wait after the first failed reconnection attempt; doubles per failure. Default 500ms.
     #[serde(with = "humantime_serde")]
-    pub reconnect_backoff: Duration,
+    pub initial_reconnect_backoff: Duration,
     /// Longest wait between reconnection attempts. Default 30s.
     #[serde(with = "humantime_serde")]
-    pub reconnect_backoff_max: Duration,
+    pub max_reconnect_backoff: Duration,
     /// Most unconfirmed publishes at a time. Default 256.
     pub max_in_flight: usize,
 }
@@ -65,8 +65,8 @@ impl Default for RabbitMqSinkConfig {
             mandatory: true,
             confirm_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
-            reconnect_backoff: Duration::from_millis(500),
-            reconnect_backoff_max: Duration::from_secs(30),
+            initial_reconnect_backoff: Duration::from_millis(500),
+            max_reconnect_backoff: Duration::from_secs(30),
             max_in_flight: 256,
         }
     }
@@ -166,8 +166,8 @@ impl fmt::Debug for RabbitMqSinkConfig {
             .field("mandatory", &self.mandatory)
             .field("confirm_timeout", &self.confirm_timeout)
             .field("connect_timeout", &self.connect_timeout)
-            .field("reconnect_backoff", &self.reconnect_backoff)
-            .field("reconnect_backoff_max", &self.reconnect_backoff_max)
+            .field("initial_reconnect_backoff", &self.initial_reconnect_backoff)
+            .field("max_reconnect_backoff", &self.max_reconnect_backoff)
             .field("max_in_flight", &self.max_in_flight)
             .finish()
     }

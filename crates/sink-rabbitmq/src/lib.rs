@@ -24,8 +24,8 @@
 //! closed channel or connection are [`PublishError::Retryable`] (reasons `nack`, `timeout`,
 //! `channel_closed`, `disconnected`, `connect_failed`). After a channel or connection
 //! failure the next publish opens a new channel, reconnecting first if the connection is
-//! gone; reconnection attempts are spaced by an exponential backoff (`reconnect_backoff`,
-//! up to `reconnect_backoff_max`), and a publish inside the backoff window fails at once
+//! gone; reconnection attempts are spaced by an exponential backoff (`initial_reconnect_backoff`,
+//! up to `max_reconnect_backoff`), and a publish inside the backoff window fails at once
 //! (`disconnected`) rather than waiting. Every broker operation is bounded by a timeout.
 //! A routing key longer than AMQP's 255 bytes is [`PublishError::Permanent`].
 
@@ -63,6 +63,11 @@ impl relay_sink::registry::SinkType for RabbitMqSinkType {
     type Config = RabbitMqSinkConfig;
     type Error = RabbitMqSinkError;
     type Sink = RabbitMqSink;
+    /// Backoffs are `initial_…`/`max_…` everywhere (as in `[dispatch]`).
+    const RENAMED: &'static [(&'static str, &'static str)] = &[
+        ("reconnect_backoff", "initial_reconnect_backoff"),
+        ("reconnect_backoff_max", "max_reconnect_backoff"),
+    ];
 
     fn check(name: &str, cfg: &RabbitMqSinkConfig) -> Result<String, RabbitMqSinkError> {
         cfg.validate(name)?;
@@ -148,8 +153,8 @@ mod tests {
         assert_eq!(cfg.wire_mode, WireMode::Structured);
         assert!(cfg.mandatory);
         assert_eq!(cfg.confirm_timeout, Duration::from_secs(2));
-        assert_eq!(cfg.reconnect_backoff, Duration::from_millis(500));
-        assert_eq!(cfg.reconnect_backoff_max, Duration::from_secs(30));
+        assert_eq!(cfg.initial_reconnect_backoff, Duration::from_millis(500));
+        assert_eq!(cfg.max_reconnect_backoff, Duration::from_secs(30));
         assert!(serde_json::from_str::<RabbitMqSinkConfig>(r#"{"url":"x","nope":1}"#).is_err());
         let missing = serde_json::from_str::<RabbitMqSinkConfig>(r#"{}"#).unwrap();
         let err = missing.validate("r").unwrap_err().to_string();

@@ -64,7 +64,7 @@ impl RabbitMqSink {
             state: tokio::sync::Mutex::new(ConnState {
                 conn: None,
                 channel: None,
-                gate: ReconnectGate::new(cfg.reconnect_backoff, cfg.reconnect_backoff_max),
+                gate: ReconnectGate::new(cfg.initial_reconnect_backoff, cfg.max_reconnect_backoff),
             }),
             current: parking_lot::Mutex::new(None),
         };

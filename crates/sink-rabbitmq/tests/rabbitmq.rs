@@ -81,8 +81,8 @@ impl Fixture {
         cfg.exchange = self.exchange.clone();
         cfg.confirm_timeout = Duration::from_secs(5);
         cfg.connect_timeout = Duration::from_secs(5);
-        cfg.reconnect_backoff = Duration::from_millis(100);
-        cfg.reconnect_backoff_max = Duration::from_millis(500);
+        cfg.initial_reconnect_backoff = Duration::from_millis(100);
+        cfg.max_reconnect_backoff = Duration::from_millis(500);
         cfg
     }
 

@@ -70,6 +70,10 @@ pub trait SinkType: Send + Sync + 'static {
     type Error: std::error::Error + Send + Sync + 'static;
     type Sink: Sink;
 
+    /// Keys of its section renamed: (old name, new name). The relay still reads the old
+    /// name, with a warning naming the new one, until the next release.
+    const RENAMED: &'static [(&'static str, &'static str)] = &[];
+
     /// Everything that can be checked without a network and without creating anything;
     /// returns the line `run --check` prints for it.
     fn check(name: &str, cfg: &Self::Config) -> Result<String, Self::Error>;
@@ -101,6 +105,9 @@ pub trait SinkType: Send + Sync + 'static {
 pub trait SinkFactory: Send + Sync + 'static {
     /// The `type` it reads.
     fn type_name(&self) -> &'static str;
+
+    /// [`SinkType::RENAMED`].
+    fn renamed(&self) -> &'static [(&'static str, &'static str)];
 
     /// Deserializes the entry's settings (what is left of the entry once the relay took
     /// `name`, `type`, `types` and `exclude_types`). Checking is [`SinkSpec::check`].
@@ -147,6 +154,10 @@ impl<T> Default for Registered<T> {
 impl<T: SinkType> SinkFactory for Registered<T> {
     fn type_name(&self) -> &'static str {
         T::TYPE
+    }
+
+    fn renamed(&self) -> &'static [(&'static str, &'static str)] {
+        T::RENAMED
     }
 
     fn parse(

@@ -122,8 +122,11 @@ impl fmt::Debug for WebhookConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
-    pub cert_path: String,
-    pub key_path: String,
+    /// The certificate chain (PEM). Was `cert_path`, still accepted by the relay's loader
+    /// with a warning.
+    pub cert: std::path::PathBuf,
+    /// The private key (PEM). Was `key_path`.
+    pub key: std::path::PathBuf,
 }
 
 /// One X app whose webhook is served at `/webhooks/<name>`.

@@ -1,4 +1,4 @@
-//! One member at a time runs a job of the fleet (a `[[stream]]` connection): a lease in the
+//! One member at a time runs a job of the fleet (a `[[streams]]` connection): a lease in the
 //! store, taken with a new epoch, renewed every third of `lease`. A leader that cannot
 //! renew stops the job once two thirds of the lease have passed since its last renewal,
 //! before the lease can expire in the store and a standby take it: never two members

@@ -31,7 +31,7 @@ pub struct RecoveryConfig {
     pub min_gap: Duration,
     /// Replay jobs of one window that may end other than `Complete` before it is given
     /// up. Default 3.
-    pub max_attempts: u32,
+    pub max_job_attempts: u32,
     /// Longest wait for a job's `replay_job_status`. Default 30m.
     #[serde(with = "humantime_serde")]
     pub job_timeout: Duration,
@@ -70,7 +70,7 @@ impl Default for RecoveryConfig {
             consumer_secret: Default::default(),
             webhook_id: Default::default(),
             min_gap: Duration::from_secs(30),
-            max_attempts: 3,
+            max_job_attempts: 3,
             job_timeout: Duration::from_secs(30 * 60),
             retry_delay: Duration::from_secs(60),
             safety_margin: Duration::from_secs(120),
@@ -137,7 +137,7 @@ impl fmt::Debug for RecoveryConfig {
             .field("consumer_secret", &self.consumer_secret)
             .field("webhook_id", &self.webhook_id)
             .field("min_gap", &self.min_gap)
-            .field("max_attempts", &self.max_attempts)
+            .field("max_job_attempts", &self.max_job_attempts)
             .field("job_timeout", &self.job_timeout)
             .field("retry_delay", &self.retry_delay)
             .field("safety_margin", &self.safety_margin)
@@ -170,8 +170,8 @@ impl RecoveryConfig {
         let bad = |key: &str, problem: String| ConfigError::new("[recovery]", key, problem);
         XClient::new(self.base_url.trim())
             .map_err(|e| bad("base_url", format!("is not usable: {e}")))?;
-        if self.max_attempts == 0 {
-            return Err(bad("max_attempts", "must be at least 1".into()));
+        if self.max_job_attempts == 0 {
+            return Err(bad("max_job_attempts", "must be at least 1".into()));
         }
         if self.job_timeout.is_zero() || self.liveness_interval.is_zero() {
             return Err(bad(
@@ -259,14 +259,14 @@ impl RecoveryConfig {
                 "recovery: webhook gaps of {} or more re-read from the activity stream {} (at most {} reads per gap)",
                 humantime::format_duration(self.min_gap),
                 self.stream_url(),
-                self.max_attempts
+                self.max_job_attempts
             ),
             _ => format!(
                 "recovery: webhook {} replayed through {} after gaps of {} or more (at most {} jobs per window)",
                 self.webhook_id.as_deref().unwrap_or("?"),
                 self.base_url.trim(),
                 humantime::format_duration(self.min_gap),
-                self.max_attempts
+                self.max_job_attempts
             ),
         }
     }
@@ -332,13 +332,13 @@ mod tests {
         c.method = RecoveryMethod::Auto;
         c.webhook_id = Some("1146654567674912769".into());
         assert!(c.validate(w).is_ok());
-        c.max_attempts = 0;
+        c.max_job_attempts = 0;
         assert!(c
             .validate(w)
             .unwrap_err()
             .to_string()
-            .contains("max_attempts"));
-        c.max_attempts = 3;
+            .contains("max_job_attempts"));
+        c.max_job_attempts = 3;
         c.base_url = "ftp://x".into();
         assert!(c.validate(w).unwrap_err().to_string().contains("base_url"));
         c.consumer_secret = Some("cs-secret".into());

@@ -236,7 +236,7 @@ impl WebhookRecovery {
         }
     }
 
-    /// Runs one window until a job of it completes or `max_attempts` jobs did not.
+    /// Runs one window until a job of it completes or `max_job_attempts` jobs did not.
     async fn window(&mut self, w: &Window, stop: &CancellationToken) -> WindowEnd {
         let mut attempts = 0u32;
         let mut conflict_since: Option<tokio::time::Instant> = None;
@@ -315,9 +315,9 @@ impl WebhookRecovery {
                     self.cfg.retry_delay
                 }
             };
-            if attempts >= self.cfg.max_attempts {
+            if attempts >= self.cfg.max_job_attempts {
                 self.metrics.jobs.with_label_values(&["failed"]).inc();
-                tracing::error!(%from, %to, attempts, "replay window given up after max_attempts; events X did not re-deliver are lost");
+                tracing::error!(%from, %to, attempts, "replay window given up after max_job_attempts; events X did not re-deliver are lost");
                 return WindowEnd::Done;
             }
             if !sleep_or_stop(wait, stop).await {
@@ -559,7 +559,7 @@ mod tests {
             base_url: base.to_string(),
             bearer_token: Some("test-bearer".into()),
             webhook_id: Some("77".into()),
-            max_attempts,
+            max_job_attempts: max_attempts,
             retry_delay: Duration::from_millis(10),
             job_timeout: Duration::from_secs(30),
             ..RecoveryConfig::default()

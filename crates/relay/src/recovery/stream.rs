@@ -74,7 +74,7 @@ impl StreamRecovery {
         }
     }
 
-    /// Reads `[from, to]` into `pipeline`, retrying a failed read up to `max_attempts`
+    /// Reads `[from, to]` into `pipeline`, retrying a failed read up to `max_job_attempts`
     /// times, until done or `stop`.
     pub async fn run(
         self,
@@ -135,7 +135,7 @@ impl StreamRecovery {
                     self.metrics.jobs.with_label_values(&["incomplete"]).inc();
                     // Where the next read starts: past what this one accepted, less the
                     // margin. A read that moved forward does not count against
-                    // max_attempts (each such read shortens what is left).
+                    // max_job_attempts (each such read shortens what is left).
                     let resume = e.newest().map(|t| {
                         DateTime::<Utc>::from(t)
                             - chrono::Duration::from_std(RESUME_MARGIN).unwrap_or_default()
@@ -146,9 +146,9 @@ impl StreamRecovery {
                         *self.pending.lock() = Some(r);
                         gauge.set((to - r).num_seconds().max(0) as f64);
                         attempts = 0;
-                    } else if attempts >= self.cfg.max_attempts {
+                    } else if attempts >= self.cfg.max_job_attempts {
                         self.metrics.jobs.with_label_values(&["failed"]).inc();
-                        tracing::error!(error = %e, attempts, from = %start.to_rfc3339(), to = %to.to_rfc3339(), "webhook gap recovery given up after max_attempts; events of the gap may be lost (`activity-relay x replay` can still replay it)");
+                        tracing::error!(error = %e, attempts, from = %start.to_rfc3339(), to = %to.to_rfc3339(), "webhook gap recovery given up after max_job_attempts; events of the gap may be lost (`activity-relay x replay` can still replay it)");
                         break true;
                     } else {
                         tracing::warn!(error = %e, attempts, "stream window read failed; retrying");
