@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 
-use crate::config::{Cutover, GeneratorConfig};
+use crate::config::{Cutover, GeneratorConfig, UserConfig};
 use crate::events::Format;
 use crate::ids::{rounded_json, snowflake_ms, TWEPOCH_MS};
 use crate::state::{EmitOptions, Emitted, Shared};
@@ -193,6 +193,144 @@ struct Person {
     verified: bool,
 }
 
+impl Person {
+    /// A configured user (id 0 when its id is not a number), with counts drawn from `rng`.
+    fn configured(u: &UserConfig, rng: &mut StdRng) -> Self {
+        let id = u.user_id.parse::<u64>().unwrap_or(0);
+        let created_ms = if id > (1u64 << 40) {
+            snowflake_ms(id)
+        } else {
+            1_300_000_000_000 + id % 200_000_000_000
+        };
+        Person {
+            id,
+            screen_name: if u.screen_name.is_empty() {
+                format!("user{}", u.user_id)
+            } else {
+                u.screen_name.clone()
+            },
+            name: if u.name.is_empty() {
+                u.user_id.clone()
+            } else {
+                u.name.clone()
+            },
+            location: None,
+            description: "Building things with the X API".into(),
+            followers: rng.gen_range(10..600_000),
+            friends: rng.gen_range(10..2_000),
+            statuses: rng.gen_range(10..50_000),
+            created_ms,
+            verified: false,
+        }
+    }
+
+    /// A made-up person, the `i`th of the population.
+    fn random(rng: &mut StdRng, i: usize) -> Self {
+        let first = FIRST[rng.gen_range(0..FIRST.len())];
+        let last = LAST[rng.gen_range(0..LAST.len())];
+        // Old accounts have short ids; accounts since 2016 have Snowflake ids.
+        let (id, created_ms) = if rng.gen_bool(0.4) {
+            let id = rng.gen_range(10_000_000u64..4_000_000_000);
+            (id, 1_200_000_000_000 + id * 50)
+        } else {
+            let ms =
+                rng.gen_range(1_460_000_000_000u64..crate::ids::now_ms().max(1_460_000_000_001));
+            (
+                ((ms - TWEPOCH_MS) << 22) | rng.gen_range(0..(1u64 << 22)),
+                ms,
+            )
+        };
+        Person {
+            id,
+            screen_name: format!(
+                "{}{}_{}",
+                first.to_lowercase(),
+                last.chars().take(3).collect::<String>().to_lowercase(),
+                i
+            ),
+            name: format!("{first} {last}"),
+            location: if rng.gen_bool(0.7) {
+                Some(PLACES[rng.gen_range(0..PLACES.len())].to_owned())
+            } else {
+                None
+            },
+            description: format!(
+                "{} · {} · opinions my own",
+                ["engineer", "designer", "founder", "writer", "researcher"][rng.gen_range(0..5)],
+                PLACES[rng.gen_range(0..PLACES.len())]
+            ),
+            followers: rng.gen_range(0..100_000),
+            friends: rng.gen_range(0..5_000),
+            statuses: rng.gen_range(0..100_000),
+            created_ms,
+            verified: rng.gen_bool(0.1),
+        }
+    }
+}
+
+/// The indices in `people` of the target users: `cfg.target_users`, else the
+/// `configured` users (at least one).
+fn target_indices(people: &[Person], configured: usize, cfg: &GeneratorConfig) -> Vec<usize> {
+    let targets: Vec<usize> = if cfg.target_users.is_empty() {
+        (0..configured.max(1)).collect()
+    } else {
+        cfg.target_users
+            .iter()
+            .filter_map(|t| people.iter().position(|p| p.id.to_string() == *t))
+            .collect()
+    };
+    if targets.is_empty() {
+        vec![0]
+    } else {
+        targets
+    }
+}
+
+/// The (format, kind) pairs with a positive weight, and their weights (`post` alone when
+/// none has one).
+fn plan(cfg: &GeneratorConfig) -> (Vec<(Format, &'static str)>, Vec<f64>) {
+    let fmt_weight = |f: Format| -> f64 {
+        if cfg.cutover != Cutover::Mix {
+            // The cutover phases derive XAA from AAA events (twins); stream lines are
+            // the AAA ones too.
+            return if f == Format::Aaa { 1.0 } else { 0.0 };
+        }
+        if cfg.formats.is_empty() {
+            1.0
+        } else {
+            finite_weight(cfg.formats.get(f.as_str()).copied())
+        }
+    };
+    let kind_weight = |k: &str| -> f64 {
+        if cfg.mix.is_empty() {
+            default_weight(k)
+        } else {
+            finite_weight(cfg.mix.get(k).copied())
+        }
+    };
+    let mut plan = Vec::new();
+    let mut weights = Vec::new();
+    for f in Format::ALL {
+        let kinds = if f == Format::Xaa {
+            XAA_KINDS
+        } else {
+            AAA_KINDS
+        };
+        for k in kinds {
+            let w = fmt_weight(f) * kind_weight(k) / kinds.len() as f64;
+            if w > 0.0 {
+                plan.push((f, *k));
+                weights.push(w);
+            }
+        }
+    }
+    if plan.is_empty() {
+        plan.push((Format::Aaa, "post"));
+        weights.push(1.0);
+    }
+    (plan, weights)
+}
+
 fn twitter_date(ms: u64) -> String {
     Utc.timestamp_millis_opt(ms as i64)
         .single()
@@ -284,6 +422,8 @@ struct Gen {
 }
 
 impl Gen {
+    /// A generator for `cfg`: the configured users and made-up people up to the
+    /// population, the target users and the weighted plan of (format, kind).
     fn new(st: &Shared, cfg: &GeneratorConfig) -> Self {
         let mut rng = match cfg.seed {
             Some(s) => StdRng::seed_from_u64(s),
@@ -293,128 +433,16 @@ impl Gen {
             .cfg
             .users
             .iter()
-            .map(|u| {
-                let id = u.user_id.parse::<u64>().unwrap_or(0);
-                let created_ms = if id > (1u64 << 40) {
-                    snowflake_ms(id)
-                } else {
-                    1_300_000_000_000 + id % 200_000_000_000
-                };
-                Person {
-                    id,
-                    screen_name: if u.screen_name.is_empty() {
-                        format!("user{}", u.user_id)
-                    } else {
-                        u.screen_name.clone()
-                    },
-                    name: if u.name.is_empty() {
-                        u.user_id.clone()
-                    } else {
-                        u.name.clone()
-                    },
-                    location: None,
-                    description: "Building things with the X API".into(),
-                    followers: rng.gen_range(10..600_000),
-                    friends: rng.gen_range(10..2_000),
-                    statuses: rng.gen_range(10..50_000),
-                    created_ms,
-                    verified: false,
-                }
-            })
+            .map(|u| Person::configured(u, &mut rng))
             .filter(|p| p.id != 0)
             .collect();
         let configured = people.len();
         while people.len() < cfg.population.max(configured + 2) {
             let i = people.len();
-            let first = FIRST[rng.gen_range(0..FIRST.len())];
-            let last = LAST[rng.gen_range(0..LAST.len())];
-            // Old accounts have short ids; accounts since 2016 have Snowflake ids.
-            let (id, created_ms) = if rng.gen_bool(0.4) {
-                let id = rng.gen_range(10_000_000u64..4_000_000_000);
-                (id, 1_200_000_000_000 + id * 50)
-            } else {
-                let ms = rng
-                    .gen_range(1_460_000_000_000u64..crate::ids::now_ms().max(1_460_000_000_001));
-                (
-                    ((ms - TWEPOCH_MS) << 22) | rng.gen_range(0..(1u64 << 22)),
-                    ms,
-                )
-            };
-            people.push(Person {
-                id,
-                screen_name: format!(
-                    "{}{}_{}",
-                    first.to_lowercase(),
-                    last.chars().take(3).collect::<String>().to_lowercase(),
-                    i
-                ),
-                name: format!("{first} {last}"),
-                location: if rng.gen_bool(0.7) {
-                    Some(PLACES[rng.gen_range(0..PLACES.len())].to_owned())
-                } else {
-                    None
-                },
-                description: format!(
-                    "{} · {} · opinions my own",
-                    ["engineer", "designer", "founder", "writer", "researcher"]
-                        [rng.gen_range(0..5)],
-                    PLACES[rng.gen_range(0..PLACES.len())]
-                ),
-                followers: rng.gen_range(0..100_000),
-                friends: rng.gen_range(0..5_000),
-                statuses: rng.gen_range(0..100_000),
-                created_ms,
-                verified: rng.gen_bool(0.1),
-            });
+            people.push(Person::random(&mut rng, i));
         }
-        let targets: Vec<usize> = if cfg.target_users.is_empty() {
-            (0..configured.max(1)).collect()
-        } else {
-            cfg.target_users
-                .iter()
-                .filter_map(|t| people.iter().position(|p| p.id.to_string() == *t))
-                .collect()
-        };
-        let targets = if targets.is_empty() { vec![0] } else { targets };
-        let fmt_weight = |f: Format| -> f64 {
-            if cfg.cutover != Cutover::Mix {
-                // The cutover phases derive XAA from AAA events (twins); stream lines are
-                // the AAA ones too.
-                return if f == Format::Aaa { 1.0 } else { 0.0 };
-            }
-            if cfg.formats.is_empty() {
-                1.0
-            } else {
-                finite_weight(cfg.formats.get(f.as_str()).copied())
-            }
-        };
-        let kind_weight = |k: &str| -> f64 {
-            if cfg.mix.is_empty() {
-                default_weight(k)
-            } else {
-                finite_weight(cfg.mix.get(k).copied())
-            }
-        };
-        let mut plan = Vec::new();
-        let mut weights = Vec::new();
-        for f in Format::ALL {
-            let kinds = if f == Format::Xaa {
-                XAA_KINDS
-            } else {
-                AAA_KINDS
-            };
-            for k in kinds {
-                let w = fmt_weight(f) * kind_weight(k) / kinds.len() as f64;
-                if w > 0.0 {
-                    plan.push((f, *k));
-                    weights.push(w);
-                }
-            }
-        }
-        if plan.is_empty() {
-            plan.push((Format::Aaa, "post"));
-            weights.push(1.0);
-        }
+        let targets = target_indices(&people, configured, cfg);
+        let (plan, weights) = plan(cfg);
         Self {
             rng,
             people,
