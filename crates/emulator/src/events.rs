@@ -188,153 +188,179 @@ fn items(v: Option<&Value>) -> Vec<&Value> {
 pub fn inspect(v: &Value) -> EventInfo {
     let format = detect_format(v);
     if format == Format::Xaa {
-        let d = v.get("data");
-        let key = d
-            .and_then(|d| d.get("event_type"))
-            .and_then(Value::as_str)
-            .unwrap_or("errors")
-            .to_owned();
-        let id = s(d.and_then(|d| d.get("event_uuid")));
-        let mut for_user = d
-            .and_then(|d| d.get("filter"))
-            .and_then(|f| f.get("user_id"))
+        return inspect_xaa(v);
+    }
+    inspect_aaa(v, format)
+}
+
+/// What an XAA envelope carries: its `event_type`, `event_uuid` and user (the filter's,
+/// or for a revoke the payload's).
+fn inspect_xaa(v: &Value) -> EventInfo {
+    let d = v.get("data");
+    let key = d
+        .and_then(|d| d.get("event_type"))
+        .and_then(Value::as_str)
+        .unwrap_or("errors")
+        .to_owned();
+    let id = s(d.and_then(|d| d.get("event_uuid")));
+    let mut for_user = d
+        .and_then(|d| d.get("filter"))
+        .and_then(|f| f.get("user_id"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if for_user.is_none() && key == "oauth.revoke" {
+        for_user = d
+            .and_then(|d| d.get("payload"))
+            .and_then(|p| p.get("user_id"))
             .and_then(Value::as_str)
             .map(str::to_owned);
-        if for_user.is_none() && key == "oauth.revoke" {
-            for_user = d
-                .and_then(|d| d.get("payload"))
-                .and_then(|p| p.get("user_id"))
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-        }
-        return EventInfo {
-            format,
-            types: vec![key.clone()],
-            key,
-            ids: if id.is_empty() { vec![] } else { vec![id] },
-            for_user_id: for_user,
-        };
     }
+    EventInfo {
+        format: Format::Xaa,
+        types: vec![key.clone()],
+        key,
+        ids: if id.is_empty() { vec![] } else { vec![id] },
+        for_user_id: for_user,
+    }
+}
+
+/// What an AAA body or stream line carries: its key, the type and id of each item
+/// under it, and its user (`for_user_id`, or for a revoke its source).
+fn inspect_aaa(v: &Value, format: Format) -> EventInfo {
     let key = aaa_key(v).unwrap_or_else(|| "unknown".into());
     let mut for_user = v
         .get("for_user_id")
         .map(|x| s(Some(x)))
         .filter(|x| !x.is_empty());
     let body = v.get(&key);
-    let mut types = Vec::new();
-    let mut ids = Vec::new();
-    match key.as_str() {
-        "tweet_create_events" => {
-            for t in items(body) {
-                types.push(tweet_type(t, for_user.as_deref()).to_owned());
-                ids.push(str_or_num(t, "id"));
-            }
-        }
-        "favorite_events" => {
-            for f in items(body) {
-                types.push("like.create".into());
-                ids.push(s(f.get("id")));
-            }
-        }
-        "follow_events" | "unfollow_events" | "block_events" | "unblock_events" | "mute_events"
-        | "unmute_events" => {
-            let family = key.trim_end_matches("_events").trim_start_matches("un");
-            for e in items(body) {
-                let t = e
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| key.trim_end_matches("_events").to_owned());
-                types.push(format!("{family}.{t}"));
-                let src = e
-                    .get("source")
-                    .map(|u| str_or_num(u, "id"))
-                    .unwrap_or_default();
-                let tgt = e
-                    .get("target")
-                    .map(|u| str_or_num(u, "id"))
-                    .unwrap_or_default();
-                ids.push(format!("{t}:{src}:{tgt}:{}", s(e.get("created_timestamp"))));
-            }
-        }
+    let found = match key.as_str() {
+        "tweet_create_events" => Found::each(body, |t| {
+            (
+                tweet_type(t, for_user.as_deref()).to_owned(),
+                str_or_num(t, "id"),
+            )
+        }),
+        "favorite_events" => Found::each(body, |f| ("like.create".into(), s(f.get("id")))),
+        "follow_events" | "unfollow_events" => Found::relations(&key, body),
+        "block_events" | "unblock_events" => Found::relations(&key, body),
+        "mute_events" | "unmute_events" => Found::relations(&key, body),
         "user_event" => {
-            let r = body.and_then(|b| b.get("revoke"));
-            let user = s(r
-                .and_then(|r| r.get("source"))
-                .and_then(|x| x.get("user_id")));
+            let (found, user) = Found::revoke(body);
             if for_user.is_none() && !user.is_empty() {
-                for_user = Some(user.clone());
+                for_user = Some(user);
             }
-            types.push("oauth.revoke".into());
-            ids.push(format!(
-                "revoke:{user}:{}",
-                s(r.and_then(|r| r.get("date_time")))
-            ));
+            found
         }
-        "direct_message_events" => {
-            for m in items(body) {
-                let sender = s(m.get("message_create").and_then(|c| c.get("sender_id")));
-                types.push(
-                    if for_user.as_deref() == Some(sender.as_str()) {
-                        "dm.sent"
-                    } else {
-                        "dm.received"
-                    }
-                    .into(),
-                );
-                ids.push(s(m.get("id")));
-            }
-        }
+        "direct_message_events" => Found::each(body, |m| {
+            let sender = s(m.get("message_create").and_then(|c| c.get("sender_id")));
+            let ty = if for_user.as_deref() == Some(sender.as_str()) {
+                "dm.sent"
+            } else {
+                "dm.received"
+            };
+            (ty.into(), s(m.get("id")))
+        }),
         "direct_message_indicate_typing_events" | "direct_message_mark_read_events" => {
-            let read = key == "direct_message_mark_read_events";
-            for m in items(body) {
-                types.push(
-                    if read {
-                        "dm.read"
-                    } else {
-                        "dm.indicate_typing"
-                    }
-                    .into(),
-                );
-                ids.push(format!(
-                    "{}:{}:{}:{}",
-                    if read { "read" } else { "typing" },
-                    s(m.get("sender_id")),
-                    s(m.get("target").and_then(|t| t.get("recipient_id"))),
-                    s(m.get("created_timestamp"))
-                ));
-            }
+            Found::dm_signals(&key, body)
         }
-        "tweet_delete_events" => {
-            for d in items(body) {
-                types.push("post.delete".into());
-                ids.push(s(d.get("status").and_then(|x| x.get("id"))));
-            }
-        }
-        "replay_job_status" => {
-            types.push("replay.job_status".into());
-            ids.push(format!(
+        "tweet_delete_events" => Found::each(body, |d| {
+            let id = s(d.get("status").and_then(|x| x.get("id")));
+            ("post.delete".into(), id)
+        }),
+        "replay_job_status" => Found {
+            types: vec!["replay.job_status".into()],
+            ids: vec![format!(
                 "{}:{}",
                 s(body.and_then(|b| b.get("job_id"))),
                 s(body.and_then(|b| b.get("job_state")))
-            ));
-        }
-        "spaces_events" => {
-            for e in items(body) {
-                types.push("spaces.event".into());
-                ids.push(s(e.get("id")));
-            }
-        }
-        _ => {
-            types.push("unknown".into());
-        }
-    }
+            )],
+        },
+        "spaces_events" => Found::each(body, |e| ("spaces.event".into(), s(e.get("id")))),
+        _ => Found {
+            types: vec!["unknown".into()],
+            ids: vec![],
+        },
+    };
     EventInfo {
         format,
         key,
-        types,
-        ids,
+        types: found.types,
+        ids: found.ids,
         for_user_id: for_user,
+    }
+}
+
+/// The types and ids found under an AAA key.
+struct Found {
+    types: Vec<String>,
+    ids: Vec<String>,
+}
+
+impl Found {
+    /// The (type, id) of each item of `body`.
+    fn each(body: Option<&Value>, f: impl FnMut(&Value) -> (String, String)) -> Self {
+        let (types, ids) = items(body).into_iter().map(f).unzip();
+        Self { types, ids }
+    }
+
+    /// Follows, blocks, mutes and their undoing: `family.type`, identified by type,
+    /// source, target and time (X gives them no id).
+    fn relations(key: &str, body: Option<&Value>) -> Self {
+        let family = key.trim_end_matches("_events").trim_start_matches("un");
+        Self::each(body, |e| {
+            let t = e
+                .get("type")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| key.trim_end_matches("_events").to_owned());
+            let src = e
+                .get("source")
+                .map(|u| str_or_num(u, "id"))
+                .unwrap_or_default();
+            let tgt = e
+                .get("target")
+                .map(|u| str_or_num(u, "id"))
+                .unwrap_or_default();
+            let id = format!("{t}:{src}:{tgt}:{}", s(e.get("created_timestamp")));
+            (format!("{family}.{t}"), id)
+        })
+    }
+
+    /// A revoke (`user_event`), identified by user and time; and the revoking user.
+    fn revoke(body: Option<&Value>) -> (Self, String) {
+        let r = body.and_then(|b| b.get("revoke"));
+        let user = s(r
+            .and_then(|r| r.get("source"))
+            .and_then(|x| x.get("user_id")));
+        let found = Self {
+            types: vec!["oauth.revoke".into()],
+            ids: vec![format!(
+                "revoke:{user}:{}",
+                s(r.and_then(|r| r.get("date_time")))
+            )],
+        };
+        (found, user)
+    }
+
+    /// Typing indicators and read receipts, identified by kind, sender, recipient and
+    /// time.
+    fn dm_signals(key: &str, body: Option<&Value>) -> Self {
+        let read = key == "direct_message_mark_read_events";
+        Self::each(body, |m| {
+            let ty = if read {
+                "dm.read"
+            } else {
+                "dm.indicate_typing"
+            };
+            let id = format!(
+                "{}:{}:{}:{}",
+                if read { "read" } else { "typing" },
+                s(m.get("sender_id")),
+                s(m.get("target").and_then(|t| t.get("recipient_id"))),
+                s(m.get("created_timestamp"))
+            );
+            (ty.into(), id)
+        })
     }
 }
 
