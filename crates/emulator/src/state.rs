@@ -767,75 +767,19 @@ impl Shared {
                     _ = self.cancel.cancelled() => return false,
                 }
             }
-            let mut rec = DeliveryAttempt {
-                webhook_id: t.webhook_id.clone(),
-                app: t.app.clone(),
-                url: t.url.clone(),
-                attempt,
-                wait_before_ms: wait,
-                at: Utc::now(),
-                latency_ms: 0,
-                status: None,
-                error: None,
-                outcome: AttemptOutcome::Skipped,
-                replay_job_id: job.clone(),
-            };
-            let valid = self
-                .db
-                .lock()
-                .webhooks
-                .iter()
-                .find(|w| w.id == t.webhook_id)
-                .map(|w| w.valid);
-            match valid {
-                None => {
-                    rec.error = Some("webhook deleted".into());
-                    self.record_attempt(seq, rec);
-                    return false;
-                }
-                Some(false) => {
-                    rec.error = Some("webhook invalid (failed CRC): not delivered".into());
-                    self.record_attempt(seq, rec);
-                    return false;
-                }
-                Some(true) => {}
+            let mut rec = attempt_record(&t, attempt, wait, job.clone());
+            if let Some(why) = self.undeliverable(&t.webhook_id) {
+                rec.error = Some(why.into());
+                self.record_attempt(seq, rec);
+                return false;
             }
             let sem = self.semaphore(&t.webhook_id);
             let Ok(_permit) = sem.acquire_owned().await else {
                 return false;
             };
-            rec.at = Utc::now();
-            let t0 = Instant::now();
-            let res = self
-                .http
-                .post(&t.url)
-                .header("content-type", "application/json; charset=utf-8")
-                .header("x-twitter-webhooks-signature", &signature)
-                .timeout(Duration::from_millis(self.cfg.delivery_timeout_ms))
-                .body(body.clone())
-                .send()
-                .await;
-            rec.latency_ms = t0.elapsed().as_millis() as u64;
-            match res {
-                Ok(r) if r.status().is_success() => {
-                    rec.status = Some(r.status().as_u16());
-                    rec.outcome = AttemptOutcome::Delivered;
-                    self.record_attempt(seq, rec);
-                    return true;
-                }
-                Ok(r) => {
-                    rec.status = Some(r.status().as_u16());
-                    rec.error = Some(format!("status {}", r.status().as_u16()));
-                    rec.outcome = AttemptOutcome::Failed;
-                }
-                Err(e) => {
-                    rec.error = Some(if e.is_timeout() {
-                        format!("no answer within {} ms", self.cfg.delivery_timeout_ms)
-                    } else {
-                        format!("request failed: {e}")
-                    });
-                    rec.outcome = AttemptOutcome::Failed;
-                }
+            if self.post(&t, &signature, &body, &mut rec).await {
+                self.record_attempt(seq, rec);
+                return true;
             }
             tracing::debug!(seq, webhook_id = t.webhook_id, attempt, error = ?rec.error, "delivery attempt failed");
             self.record_attempt(seq, rec);
@@ -846,6 +790,68 @@ impl Shared {
             "delivery failed after all retries"
         );
         false
+    }
+
+    /// Why nothing can be delivered to the webhook now (deleted, or invalid after a
+    /// failed CRC), if so.
+    fn undeliverable(&self, webhook_id: &str) -> Option<&'static str> {
+        let valid = self
+            .db
+            .lock()
+            .webhooks
+            .iter()
+            .find(|w| w.id == webhook_id)
+            .map(|w| w.valid);
+        match valid {
+            None => Some("webhook deleted"),
+            Some(false) => Some("webhook invalid (failed CRC): not delivered"),
+            Some(true) => None,
+        }
+    }
+
+    /// One signed POST of `body` to `t`, its time, latency, status or error and outcome
+    /// written into `rec`. True when delivered (a 2xx answer).
+    async fn post(
+        &self,
+        t: &Target,
+        signature: &str,
+        body: &Bytes,
+        rec: &mut DeliveryAttempt,
+    ) -> bool {
+        rec.at = Utc::now();
+        let t0 = Instant::now();
+        let res = self
+            .http
+            .post(&t.url)
+            .header("content-type", "application/json; charset=utf-8")
+            .header("x-twitter-webhooks-signature", signature)
+            .timeout(Duration::from_millis(self.cfg.delivery_timeout_ms))
+            .body(body.clone())
+            .send()
+            .await;
+        rec.latency_ms = t0.elapsed().as_millis() as u64;
+        match res {
+            Ok(r) if r.status().is_success() => {
+                rec.status = Some(r.status().as_u16());
+                rec.outcome = AttemptOutcome::Delivered;
+                true
+            }
+            Ok(r) => {
+                rec.status = Some(r.status().as_u16());
+                rec.error = Some(format!("status {}", r.status().as_u16()));
+                rec.outcome = AttemptOutcome::Failed;
+                false
+            }
+            Err(e) => {
+                rec.error = Some(if e.is_timeout() {
+                    format!("no answer within {} ms", self.cfg.delivery_timeout_ms)
+                } else {
+                    format!("request failed: {e}")
+                });
+                rec.outcome = AttemptOutcome::Failed;
+                false
+            }
+        }
     }
 
     // ---------------------------------------------------------- replay
@@ -887,6 +893,24 @@ impl Shared {
                 Some(Bytes::from(line))
             })
             .collect()
+    }
+}
+
+/// The record of attempt number `attempt` to deliver to `t` after waiting `wait` ms,
+/// skipped until it is made.
+fn attempt_record(t: &Target, attempt: u32, wait: u64, job: Option<String>) -> DeliveryAttempt {
+    DeliveryAttempt {
+        webhook_id: t.webhook_id.clone(),
+        app: t.app.clone(),
+        url: t.url.clone(),
+        attempt,
+        wait_before_ms: wait,
+        at: Utc::now(),
+        latency_ms: 0,
+        status: None,
+        error: None,
+        outcome: AttemptOutcome::Skipped,
+        replay_job_id: job,
     }
 }
 
