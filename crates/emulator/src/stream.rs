@@ -181,7 +181,34 @@ async fn stream(
         record_attempt(&st, params, ua, 401, "unauthorized");
         return e.into_response();
     }
-    let parsed = (|| -> Result<StreamParams, ApiError> {
+    let query = match StreamParams::parse(&params) {
+        Ok(p) => p,
+        Err(e) => {
+            record_attempt(&st, params, ua, 400, "invalid_params");
+            return e.into_response();
+        }
+    };
+    // Faults and the connection limit: decided under the lock, answered outside it.
+    match admit(&st) {
+        Ok(rules) => connect(&st, params, ua, rules, query),
+        Err(refusal) => {
+            let (status, outcome) = refusal.recorded();
+            record_attempt(&st, params, ua, status, outcome);
+            refusal.response()
+        }
+    }
+}
+
+/// A connection's query: minutes of backfill and the time window.
+struct StreamParams {
+    backfill: u32,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+}
+
+impl StreamParams {
+    /// Checks and reads `backfill_minutes`, `start_time` and `end_time`.
+    fn parse(params: &BTreeMap<String, String>) -> Result<Self, ApiError> {
         let backfill = match params.get("backfill_minutes") {
             None => 0,
             Some(b) => b.parse::<u32>().ok().filter(|b| *b <= 5).ok_or_else(|| {
@@ -212,32 +239,81 @@ async fn stream(
                 return Err(ApiError::query("end_time must be after start_time"));
             }
         }
-        Ok((backfill, start, end))
-    })();
-    let (backfill, start, end) = match parsed {
-        Ok(p) => p,
-        Err(e) => {
-            record_attempt(&st, params, ua, 400, "invalid_params");
-            return e.into_response();
-        }
-    };
-    // Faults and the connection limit: decided under the lock, answered outside it.
-    enum Admit {
-        Unavailable,
-        RateLimited { reset: i64 },
-        TooMany,
-        Connect(StreamFaults),
+        Ok(Self {
+            backfill,
+            start,
+            end,
+        })
     }
-    let admit = st.with_streams(|s| {
+
+    /// Where the backlog starts (`start_time`, or `backfill_minutes` ago), if any.
+    fn from(&self) -> Option<DateTime<Utc>> {
+        match (self.start, self.backfill) {
+            (Some(s), _) => Some(s),
+            (None, 0) => None,
+            (None, m) => Some(Utc::now() - chrono::Duration::minutes(i64::from(m))),
+        }
+    }
+}
+
+/// Why a connection attempt is refused.
+enum Refusal {
+    Unavailable,
+    RateLimited { reset: i64 },
+    TooMany,
+}
+
+impl Refusal {
+    /// The status and outcome recorded for the attempt.
+    fn recorded(&self) -> (u16, &'static str) {
+        match self {
+            Refusal::Unavailable => (503, "unavailable"),
+            Refusal::RateLimited { .. } => (429, "rate_limited"),
+            Refusal::TooMany => (429, "too_many_connections"),
+        }
+    }
+
+    /// X's answer.
+    fn response(self) -> Response {
+        match self {
+            Refusal::Unavailable => {
+                ApiError::new(503, "ServiceUnavailable", "Service Unavailable").into_response()
+            }
+            Refusal::RateLimited { reset } => {
+                ApiError::new(429, "TooManyRequests", "Too Many Requests")
+                    .with_header("x-rate-limit-limit", "50")
+                    .with_header("x-rate-limit-remaining", "0")
+                    .with_header("x-rate-limit-reset", reset.to_string())
+                    .into_response()
+            }
+            Refusal::TooMany => {
+                let body = json!({
+                    "title": "ConnectionException",
+                    "detail": "This stream is currently at the maximum allowed connection limit.",
+                    "connection_issue": "TooManyConnections",
+                    "type": "https://api.twitter.com/2/problems/streaming-connection",
+                    "errors": [{"code": "TooManyConnections", "message": "This stream is currently at the maximum allowed connection limit."}],
+                });
+                (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response()
+            }
+        }
+    }
+}
+
+/// Admits a connection attempt under the standing faults and the connection limit
+/// (a stalled connection does not count): the `*_after_lines` rules it gets, or why
+/// not. Uses up one of the counted faults it meets.
+fn admit(st: &Shared) -> Result<StreamFaults, Refusal> {
+    st.with_streams(|s| {
         if s.faults.fail_503 > 0 {
             s.faults.fail_503 -= 1;
-            return Admit::Unavailable;
+            return Err(Refusal::Unavailable);
         }
         if s.faults.fail_429 > 0 {
             s.faults.fail_429 -= 1;
             let reset =
                 Utc::now().timestamp() + s.faults.rate_limit_reset_secs.unwrap_or(60) as i64;
-            return Admit::RateLimited { reset };
+            return Err(Refusal::RateLimited { reset });
         }
         let stalled: Vec<u64> = s
             .records
@@ -251,7 +327,7 @@ async fn stream(
             .filter(|c| !c.tx.is_closed() && !stalled.contains(&c.id))
             .count();
         if live >= st.cfg.stream.max_connections {
-            return Admit::TooMany;
+            return Err(Refusal::TooMany);
         }
         let mut rules = s.faults.clone();
         match &mut s.faults.rules_for_connections {
@@ -263,53 +339,36 @@ async fn stream(
             Some(n) => *n -= 1,
             None => {}
         }
-        Admit::Connect(rules)
-    });
-    let rules = match admit {
-        Admit::Unavailable => {
-            record_attempt(&st, params, ua, 503, "unavailable");
-            return ApiError::new(503, "ServiceUnavailable", "Service Unavailable").into_response();
-        }
-        Admit::RateLimited { reset } => {
-            record_attempt(&st, params, ua, 429, "rate_limited");
-            return ApiError::new(429, "TooManyRequests", "Too Many Requests")
-                .with_header("x-rate-limit-limit", "50")
-                .with_header("x-rate-limit-remaining", "0")
-                .with_header("x-rate-limit-reset", reset.to_string())
-                .into_response();
-        }
-        Admit::TooMany => {
-            record_attempt(&st, params, ua, 429, "too_many_connections");
-            let body = json!({
-                "title": "ConnectionException",
-                "detail": "This stream is currently at the maximum allowed connection limit.",
-                "connection_issue": "TooManyConnections",
-                "type": "https://api.twitter.com/2/problems/streaming-connection",
-                "errors": [{"code": "TooManyConnections", "message": "This stream is currently at the maximum allowed connection limit."}],
-            });
-            return (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
-        }
-        Admit::Connect(rules) => rules,
-    };
-    let id = record_attempt(&st, params, ua, 200, "connected");
+        Ok(rules)
+    })
+}
+
+/// Accepts a connection: records it, makes it live and answers with the chunked body its
+/// writer (spawned) fills with the backlog, then live lines and heartbeats.
+fn connect(
+    st: &Arc<Shared>,
+    params: BTreeMap<String, String>,
+    ua: Option<String>,
+    rules: StreamFaults,
+    query: StreamParams,
+) -> Response {
+    let id = record_attempt(st, params, ua, 200, "connected");
     let (tx, ctrl_rx) = mpsc::channel(st.cfg.stream.buffer_lines.max(1));
     st.with_streams(|s| s.live.push(LiveConn { id, tx }));
-    let from = match (start, backfill) {
-        (Some(s), _) => Some(s),
-        (None, 0) => None,
-        (None, m) => Some(Utc::now() - chrono::Duration::minutes(i64::from(m))),
-    };
-    let backlog = from.map(|f| st.stream_backlog(f, end)).unwrap_or_default();
-    let (out_tx, out_rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let backlog = query
+        .from()
+        .map(|f| st.stream_backlog(f, query.end))
+        .unwrap_or_default();
+    let (out_tx, out_rx): (Out, _) = mpsc::channel(64);
     tracing::info!(connection = id, backlog = backlog.len(), "stream connected");
     tokio::spawn(run_connection(
-        Arc::clone(&st),
+        Arc::clone(st),
         id,
         ctrl_rx,
         out_tx,
         backlog,
         rules,
-        end,
+        query.end,
     ));
     let body = Body::from_stream(futures::stream::unfold(out_rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
@@ -321,8 +380,6 @@ async fn stream(
         .body(body)
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
-
-type StreamParams = (u32, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 fn disconnect_line() -> Bytes {
     let v = json!({"errors": [{
@@ -341,138 +398,210 @@ enum Next {
     End(&'static str),
 }
 
+/// What woke a connection's writer.
+enum Wake {
+    /// A line or a fault to apply.
+    Cmd(StreamCmd),
+    /// Time for a heartbeat.
+    Tick,
+    /// The commands stopped: the emulator gave up on the connection as too slow.
+    TooSlow,
+    /// The connection ends, for this reason.
+    End(&'static str),
+}
+
+/// Where a connection's body chunks go.
+type Out = mpsc::Sender<Result<Bytes, std::io::Error>>;
+
+/// A live connection's writer: what it has sent and the faults it obeys.
+struct Writer {
+    st: Arc<Shared>,
+    id: u64,
+    out: Out,
+    rules: StreamFaults,
+    lines: u64,
+    stalled: bool,
+    stalled_beats: u32,
+    /// A fault a `*_after_lines` rule triggered, applied next.
+    pending: Option<StreamCmd>,
+}
+
 async fn run_connection(
     st: Arc<Shared>,
     id: u64,
-    mut ctrl: mpsc::Receiver<StreamCmd>,
-    out: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    ctrl: mpsc::Receiver<StreamCmd>,
+    out: Out,
     backlog: Vec<Bytes>,
     rules: StreamFaults,
     end_time: Option<DateTime<Utc>>,
 ) {
     let hb = Duration::from_millis(st.cfg.heartbeat_ms().max(1));
-    let mut lines: u64 = 0;
-    let mut stalled = false;
-    let mut stalled_beats = 0u32;
-    // Applies the per-connection `*_after_lines` rules after a line was written.
-    let after_line = |lines: u64, stalled: &mut bool| -> Option<StreamCmd> {
-        if rules.drop_after_lines.is_some_and(|n| lines >= n) {
+    let mut w = Writer {
+        st,
+        id,
+        out,
+        rules,
+        lines: 0,
+        stalled: false,
+        stalled_beats: 0,
+        pending: None,
+    };
+    let reason = if w.send_backlog(backlog).await {
+        w.run(ctrl, end_time, hb).await
+    } else {
+        "client_closed"
+    };
+    finish(&w.st, id, reason);
+}
+
+impl Writer {
+    /// Applies the per-connection `*_after_lines` rules after a line was written.
+    fn after_line(&self) -> Option<StreamCmd> {
+        let rules = &self.rules;
+        if rules.drop_after_lines.is_some_and(|n| self.lines >= n) {
             return Some(StreamCmd::Drop);
         }
-        if rules.disconnect_after_lines.is_some_and(|n| lines >= n) {
+        if rules
+            .disconnect_after_lines
+            .is_some_and(|n| self.lines >= n)
+        {
             return Some(StreamCmd::Disconnect);
         }
-        if !*stalled && rules.stall_after_lines.is_some_and(|n| lines >= n) {
+        if !self.stalled && rules.stall_after_lines.is_some_and(|n| self.lines >= n) {
             return Some(StreamCmd::Stall);
         }
         None
-    };
-    let mut reason = "client_closed";
-    let mut pending: Option<StreamCmd> = None;
-    let mut n_backlog = 0u64;
-    for line in backlog {
-        if out.send(Ok(line)).await.is_err() {
-            finish(&st, id, "client_closed");
-            return;
-        }
-        lines += 1;
-        n_backlog += 1;
-        if let Some(c) = after_line(lines, &mut stalled) {
-            pending = Some(c);
-            break;
-        }
     }
-    update(&st, id, |r| {
-        r.lines_sent = lines;
-        r.backfilled = n_backlog;
-    });
-    let end_sleep = async {
-        match end_time {
-            Some(t) => {
-                let d = (t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
-                tokio::time::sleep(d).await
+
+    /// Sends the backlog (until a rule triggers) and records it. False when the client
+    /// went away.
+    async fn send_backlog(&mut self, backlog: Vec<Bytes>) -> bool {
+        let mut n_backlog = 0u64;
+        for line in backlog {
+            if self.out.send(Ok(line)).await.is_err() {
+                return false;
             }
-            None => std::future::pending().await,
+            self.lines += 1;
+            n_backlog += 1;
+            if let Some(c) = self.after_line() {
+                self.pending = Some(c);
+                break;
+            }
         }
-    };
-    tokio::pin!(end_sleep);
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
-    loop {
-        let cmd = if let Some(c) = pending.take() {
-            Some(c)
-        } else {
-            tokio::select! {
-                _ = st.cancel.cancelled() => { reason = "shutdown"; break; }
-                _ = out.closed() => { reason = "client_closed"; break; }
-                _ = &mut end_sleep => { reason = "end_time"; break; }
-                _ = ticker.tick() => {
-                    if stalled {
-                        stalled_beats += 1;
-                        // A stalled connection is dead to its client; end it eventually.
-                        if stalled_beats >= 6 {
-                            abort(&out, "stalled").await;
-                            reason = "stalled";
-                            break;
-                        }
-                    } else if out.send(Ok(Bytes::from_static(b"\r\n"))).await.is_err() {
-                        break;
-                    } else {
-                        update(&st, id, |r| r.heartbeats_sent += 1);
-                    }
-                    None
+        let lines = self.lines;
+        update(&self.st, self.id, |r| {
+            r.lines_sent = lines;
+            r.backfilled = n_backlog;
+        });
+        true
+    }
+
+    /// Writes live lines, heartbeats and faults until the connection ends; returns why.
+    async fn run(
+        &mut self,
+        mut ctrl: mpsc::Receiver<StreamCmd>,
+        end_time: Option<DateTime<Utc>>,
+        hb: Duration,
+    ) -> &'static str {
+        let st = Arc::clone(&self.st);
+        let end_sleep = async {
+            match end_time {
+                Some(t) => {
+                    let d = (t - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    tokio::time::sleep(d).await
                 }
-                c = ctrl.recv() => match c {
-                    Some(c) => Some(c),
-                    None => {
-                        abort(&out, "too slow").await;
-                        reason = "too_slow";
-                        break;
-                    }
-                },
+                None => std::future::pending().await,
             }
         };
-        let Some(cmd) = cmd else { continue };
-        let next = match cmd {
+        tokio::pin!(end_sleep);
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + hb, hb);
+        loop {
+            let wake = match self.pending.take() {
+                Some(c) => Wake::Cmd(c),
+                None => tokio::select! {
+                    _ = st.cancel.cancelled() => Wake::End("shutdown"),
+                    _ = self.out.closed() => Wake::End("client_closed"),
+                    _ = &mut end_sleep => Wake::End("end_time"),
+                    _ = ticker.tick() => Wake::Tick,
+                    c = ctrl.recv() => c.map_or(Wake::TooSlow, Wake::Cmd),
+                },
+            };
+            let next = match wake {
+                Wake::Cmd(cmd) => self.apply(cmd).await,
+                Wake::Tick => self.heartbeat().await,
+                Wake::TooSlow => {
+                    abort(&self.out, "too slow").await;
+                    Next::End("too_slow")
+                }
+                Wake::End(reason) => Next::End(reason),
+            };
+            if let Next::End(reason) = next {
+                return reason;
+            }
+        }
+    }
+
+    /// Sends a heartbeat, unless stalled: a stalled connection is dead to its client and
+    /// ends after six missed beats.
+    async fn heartbeat(&mut self) -> Next {
+        if self.stalled {
+            self.stalled_beats += 1;
+            if self.stalled_beats >= 6 {
+                abort(&self.out, "stalled").await;
+                return Next::End("stalled");
+            }
+        } else if self
+            .out
+            .send(Ok(Bytes::from_static(b"\r\n")))
+            .await
+            .is_err()
+        {
+            return Next::End("client_closed");
+        } else {
+            update(&self.st, self.id, |r| r.heartbeats_sent += 1);
+        }
+        Next::Continue
+    }
+
+    /// Applies a line or a fault.
+    async fn apply(&mut self, cmd: StreamCmd) -> Next {
+        match cmd {
             StreamCmd::Line(b) => {
-                if stalled {
+                if self.stalled {
                     Next::Continue
-                } else if out.send(Ok(b)).await.is_err() {
+                } else if self.out.send(Ok(b)).await.is_err() {
                     Next::End("client_closed")
                 } else {
-                    lines += 1;
-                    update(&st, id, |r| r.lines_sent = lines);
-                    if let Some(c) = after_line(lines, &mut stalled) {
-                        pending = Some(c);
+                    self.lines += 1;
+                    let lines = self.lines;
+                    update(&self.st, self.id, |r| r.lines_sent = lines);
+                    if let Some(c) = self.after_line() {
+                        self.pending = Some(c);
                     }
                     Next::Continue
                 }
             }
             StreamCmd::Stall => {
-                stalled = true;
-                update(&st, id, |r| r.stalled = true);
-                tracing::info!(connection = id, "stream stalled (fault)");
+                self.stalled = true;
+                update(&self.st, self.id, |r| r.stalled = true);
+                tracing::info!(connection = self.id, "stream stalled (fault)");
                 Next::Continue
             }
             StreamCmd::Drop => {
-                abort(&out, "dropped").await;
+                abort(&self.out, "dropped").await;
                 Next::End("dropped")
             }
             StreamCmd::Disconnect => {
-                let _ = out.send(Ok(disconnect_line())).await;
+                let _ = self.out.send(Ok(disconnect_line())).await;
                 Next::End("operational_disconnect")
             }
-        };
-        if let Next::End(r) = next {
-            reason = r;
-            break;
         }
     }
-    finish(&st, id, reason);
 }
 
 /// Ends the response abruptly (no terminating chunk), after what was already sent had a
 /// chance to reach the socket.
-async fn abort(out: &mpsc::Sender<Result<Bytes, std::io::Error>>, why: &str) {
+async fn abort(out: &Out, why: &str) {
     for _ in 0..100 {
         if out.capacity() == out.max_capacity() || out.is_closed() {
             break;
