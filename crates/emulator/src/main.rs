@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use x_emulator::{
-    AppConfig, Emulator, EmulatorConfig, EmulatorHandle, GeneratorConfig, UserConfig,
+    AppConfig, Emulator, EmulatorConfig, EmulatorHandle, GeneratorConfig, StreamFaults, UserConfig,
 };
 
 #[derive(Parser, Debug)]
@@ -216,75 +216,104 @@ fn weights(list: &[String], what: &str) -> Result<BTreeMap<String, f64>, String>
 
 fn build_config(a: &Serve) -> Result<EmulatorConfig, String> {
     let mut cfg = match &a.config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            serde_json::from_str::<EmulatorConfig>(&text)
-                .map_err(|e| format!("{}: {e}", p.display()))?
-        }
+        Some(p) => load_config(p)?,
         None => EmulatorConfig::default(),
     };
     cfg.listen = a.listen.clone();
     if cfg.apps.is_empty() {
         cfg.apps.push(AppConfig::default());
     }
-    {
-        let main = &mut cfg.apps[0];
-        if let Some(v) = &a.app_name {
-            main.name = v.clone();
-        }
-        if let Some(v) = &a.app_id {
-            main.app_id = v.clone();
-        }
-        if let Some(v) = &a.consumer_key {
-            main.consumer_key = v.clone();
-        }
-        if let Some(v) = &a.consumer_secret {
-            main.consumer_secret = v.clone();
-        }
-        if let Some(v) = &a.bearer_token {
-            main.bearer_token = v.clone();
-        }
-    }
+    apply_main_app(&mut cfg.apps[0], a);
     for s in a.apps.iter().filter(|s| !s.is_empty()) {
-        let p: Vec<&str> = s.splitn(5, ':').collect();
-        if p.len() != 5 {
-            return Err(format!(
-                "--app: expected NAME:APP_ID:CONSUMER_KEY:CONSUMER_SECRET:BEARER_TOKEN, got {} field(s)",
-                p.len()
-            ));
-        }
-        cfg.apps.push(AppConfig {
-            name: p[0].into(),
-            app_id: p[1].into(),
-            consumer_key: p[2].into(),
-            consumer_secret: p[3].into(),
-            bearer_token: p[4].into(),
-            account_name: p[0].into(),
-        });
+        cfg.apps.push(parse_app(s)?);
     }
     for s in a.users.iter().filter(|s| !s.is_empty()) {
-        let p: Vec<&str> = s.split(':').collect();
-        if p.len() < 3 {
-            return Err(
-                "--user: expected USER_ID:ACCESS_TOKEN:ACCESS_TOKEN_SECRET[:SCREEN_NAME]".into(),
-            );
-        }
-        cfg.users.retain(|u| u.user_id != p[0]);
-        cfg.users.push(UserConfig {
-            user_id: p[0].into(),
-            access_token: p[1].into(),
-            access_token_secret: p[2].into(),
-            screen_name: p.get(3).copied().unwrap_or_default().into(),
-            name: p.get(3).copied().unwrap_or_default().into(),
-            oauth2_token: None,
-            scopes: x_emulator::config::all_scopes(),
-        });
+        let user = parse_user(s)?;
+        cfg.users.retain(|u| u.user_id != user.user_id);
+        cfg.users.push(user);
     }
+    apply_limits(&mut cfg, a);
+    apply_stream_faults(&mut cfg.stream.faults, a);
+    let wants_gen = a.rate.is_some() || a.count.is_some() || a.duration.is_some();
+    if wants_gen || cfg.generator.is_some() {
+        let g = cfg.generator.clone().unwrap_or_default();
+        cfg.generator = Some(generator_config(g, a)?);
+    }
+    cfg.validate().map_err(|e| e.to_string())?;
+    Ok(cfg)
+}
+
+/// Reads a JSON configuration file (`--config`).
+fn load_config(p: &std::path::Path) -> Result<EmulatorConfig, String> {
+    let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    serde_json::from_str::<EmulatorConfig>(&text).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// Applies the main app's flags (`--app-name`, `--app-id`, credentials) to it.
+fn apply_main_app(main: &mut AppConfig, a: &Serve) {
+    if let Some(v) = &a.app_name {
+        main.name = v.clone();
+    }
+    if let Some(v) = &a.app_id {
+        main.app_id = v.clone();
+    }
+    if let Some(v) = &a.consumer_key {
+        main.consumer_key = v.clone();
+    }
+    if let Some(v) = &a.consumer_secret {
+        main.consumer_secret = v.clone();
+    }
+    if let Some(v) = &a.bearer_token {
+        main.bearer_token = v.clone();
+    }
+}
+
+/// One `--app NAME:APP_ID:CONSUMER_KEY:CONSUMER_SECRET:BEARER_TOKEN`.
+fn parse_app(s: &str) -> Result<AppConfig, String> {
+    let p: Vec<&str> = s.splitn(5, ':').collect();
+    if p.len() != 5 {
+        return Err(format!(
+            "--app: expected NAME:APP_ID:CONSUMER_KEY:CONSUMER_SECRET:BEARER_TOKEN, got {} field(s)",
+            p.len()
+        ));
+    }
+    Ok(AppConfig {
+        name: p[0].into(),
+        app_id: p[1].into(),
+        consumer_key: p[2].into(),
+        consumer_secret: p[3].into(),
+        bearer_token: p[4].into(),
+        account_name: p[0].into(),
+    })
+}
+
+/// One `--user USER_ID:ACCESS_TOKEN:ACCESS_TOKEN_SECRET[:SCREEN_NAME]`, with every scope.
+fn parse_user(s: &str) -> Result<UserConfig, String> {
+    let p: Vec<&str> = s.split(':').collect();
+    if p.len() < 3 {
+        return Err(
+            "--user: expected USER_ID:ACCESS_TOKEN:ACCESS_TOKEN_SECRET[:SCREEN_NAME]".into(),
+        );
+    }
+    Ok(UserConfig {
+        user_id: p[0].into(),
+        access_token: p[1].into(),
+        access_token_secret: p[2].into(),
+        screen_name: p.get(3).copied().unwrap_or_default().into(),
+        name: p.get(3).copied().unwrap_or_default().into(),
+        oauth2_token: None,
+        scopes: x_emulator::config::all_scopes(),
+    })
+}
+
+/// Applies the timing, limit and behaviour flags (`--time-scale`, `--pro`, `--max-*`,
+/// timeouts, heartbeat, `--aaa-retired`, `--strict-scopes`, …).
+fn apply_limits(cfg: &mut EmulatorConfig, a: &Serve) {
     if let Some(v) = a.time_scale {
         cfg.time_scale = v;
     }
     if a.pro {
-        cfg = cfg.pro_limits();
+        *cfg = std::mem::take(cfg).pro_limits();
     }
     if let Some(v) = a.max_webhooks {
         cfg.max_webhooks = v;
@@ -326,7 +355,10 @@ fn build_config(a: &Serve) -> Result<EmulatorConfig, String> {
     if a.no_stream_xaa {
         cfg.stream.include_xaa = false;
     }
-    let f = &mut cfg.stream.faults;
+}
+
+/// Applies the `--stream-*` fault flags.
+fn apply_stream_faults(f: &mut StreamFaults, a: &Serve) {
     if let Some(v) = a.stream_fail_503 {
         f.fail_503 = v;
     }
@@ -345,47 +377,46 @@ fn build_config(a: &Serve) -> Result<EmulatorConfig, String> {
     if a.stream_disconnect_after.is_some() {
         f.disconnect_after_lines = a.stream_disconnect_after;
     }
-    let wants_gen = a.rate.is_some() || a.count.is_some() || a.duration.is_some();
-    if wants_gen || cfg.generator.is_some() {
-        let mut g: GeneratorConfig = cfg.generator.clone().unwrap_or_default();
-        if let Some(v) = a.rate {
-            if !(v.is_finite() && v > 0.0) {
-                return Err("--rate must be a positive number".into());
-            }
-            g.rate = v;
+}
+
+/// The generator settings: the configured ones (or the defaults) with the generator
+/// flags applied.
+fn generator_config(mut g: GeneratorConfig, a: &Serve) -> Result<GeneratorConfig, String> {
+    if let Some(v) = a.rate {
+        if !(v.is_finite() && v > 0.0) {
+            return Err("--rate must be a positive number".into());
         }
-        g.duration_secs = a.duration.or(g.duration_secs);
-        g.count = a.count.or(g.count);
-        if !a.formats.is_empty() {
-            g.formats = weights(&a.formats, "formats")?;
-        }
-        if !a.mix.is_empty() {
-            g.mix = weights(&a.mix, "mix")?;
-        }
-        g.cycle |= a.cycle;
-        if let Some(c) = &a.cutover {
-            g.cutover = serde_json::from_value(serde_json::Value::String(c.clone()))
-                .map_err(|e| format!("--cutover: {e}"))?;
-        }
-        if let Some(v) = a.duplicate_rate {
-            g.duplicate_rate = v;
-        }
-        if let Some(v) = a.batch_rate {
-            g.batch_rate = v;
-        }
-        if let Some(v) = a.population {
-            g.population = v;
-        }
-        if a.seed.is_some() {
-            g.seed = a.seed;
-        }
-        if !a.subscribe.is_empty() && g.target_users.is_empty() {
-            g.target_users = a.subscribe.clone();
-        }
-        cfg.generator = Some(g);
+        g.rate = v;
     }
-    cfg.validate().map_err(|e| e.to_string())?;
-    Ok(cfg)
+    g.duration_secs = a.duration.or(g.duration_secs);
+    g.count = a.count.or(g.count);
+    if !a.formats.is_empty() {
+        g.formats = weights(&a.formats, "formats")?;
+    }
+    if !a.mix.is_empty() {
+        g.mix = weights(&a.mix, "mix")?;
+    }
+    g.cycle |= a.cycle;
+    if let Some(c) = &a.cutover {
+        g.cutover = serde_json::from_value(serde_json::Value::String(c.clone()))
+            .map_err(|e| format!("--cutover: {e}"))?;
+    }
+    if let Some(v) = a.duplicate_rate {
+        g.duplicate_rate = v;
+    }
+    if let Some(v) = a.batch_rate {
+        g.batch_rate = v;
+    }
+    if let Some(v) = a.population {
+        g.population = v;
+    }
+    if a.seed.is_some() {
+        g.seed = a.seed;
+    }
+    if !a.subscribe.is_empty() && g.target_users.is_empty() {
+        g.target_users = a.subscribe.clone();
+    }
+    Ok(g)
 }
 
 async fn setup(emu: Arc<EmulatorHandle>, a: Arc<Serve>, generator: Option<GeneratorConfig>) {
