@@ -729,25 +729,7 @@ fn read_blocking(shared: &Shared, from: u64, max: usize) -> Result<Vec<StoredRec
             // Damaged after it was verified: handed over as damaged, and reading goes on at
             // the next frame when this one's length leads to a valid record, else at the
             // segment's next index entry, else at its end.
-            let next_entry = {
-                let st = shared.state.lock();
-                st.segment_from(offset)
-                    .and_then(|i| st.segments.get(i))
-                    .and_then(|s| s.entry_after(offset).map(|e| (s.base + e.rel, e.pos)))
-                    .filter(|(next, _)| *next <= end)
-            };
-            let resume = segment::valid_frame_after(&*file, at, valid_len, offset)
-                .or_else(|| {
-                    // The length field is damaged too: look for the next record's frame
-                    // (its checksum covers its offset, so nothing else matches) up to the
-                    // next index entry.
-                    let limit = next_entry.map_or(valid_len, |(_, pos)| pos);
-                    segment::find_frame(&*file, at + 1, limit, offset + 1)
-                })
-                .map(|pos| (offset + 1, pos))
-                .filter(|(next, _)| *next < end)
-                .or(next_entry)
-                .unwrap_or((end, valid_len));
+            let resume = resume_after_damage(shared, &*file, at, offset, end, valid_len);
             tracing::error!(
                 path = %path.display(),
                 offset,
@@ -784,6 +766,39 @@ fn read_blocking(shared: &Shared, from: u64, max: usize) -> Result<Vec<StoredRec
         from = end;
     }
     Ok(out)
+}
+
+/// Where reading goes on behind a record damaged at `at` (offset `offset`): (offset, file
+/// position) of the next frame when this one's length leads to a valid record, else of
+/// the next record found up to the segment's next index entry, else of that entry, else
+/// the segment's end.
+fn resume_after_damage(
+    shared: &Shared,
+    file: &dyn fs::FsFile,
+    at: u64,
+    offset: u64,
+    end: u64,
+    valid_len: u64,
+) -> (u64, u64) {
+    let next_entry = {
+        let st = shared.state.lock();
+        st.segment_from(offset)
+            .and_then(|i| st.segments.get(i))
+            .and_then(|s| s.entry_after(offset).map(|e| (s.base + e.rel, e.pos)))
+            .filter(|(next, _)| *next <= end)
+    };
+    segment::valid_frame_after(file, at, valid_len, offset)
+        .or_else(|| {
+            // The length field is damaged too: look for the next record's frame
+            // (its checksum covers its offset, so nothing else matches) up to the
+            // next index entry.
+            let limit = next_entry.map_or(valid_len, |(_, pos)| pos);
+            segment::find_frame(file, at + 1, limit, offset + 1)
+        })
+        .map(|pos| (offset + 1, pos))
+        .filter(|(next, _)| *next < end)
+        .or(next_entry)
+        .unwrap_or((end, valid_len))
 }
 
 /// At most this many bytes of a damaged record are handed over with it.
