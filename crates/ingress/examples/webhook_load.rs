@@ -70,7 +70,7 @@ impl Pipeline for SpoolPipeline {
             Err(relay_spool::SpoolError::Full { .. }) => Err(AcceptError::Full {
                 retry_after: Duration::from_secs(1),
             }),
-            Err(e) => Err(AcceptError::Unavailable(e.to_string())),
+            Err(e) => Err(AcceptError::Unavailable(Box::new(e))),
         }
     }
 }

@@ -50,6 +50,10 @@ pub struct AcceptReport {
     pub newest_event_ms: Option<i64>,
 }
 
+/// The cause of a refusal, whatever part of the relay it came from (its spool, its
+/// fleet's store).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a delivery was not accepted; X should retry it.
 #[derive(Debug, thiserror::Error)]
 pub enum AcceptError {
@@ -58,12 +62,12 @@ pub enum AcceptError {
     Full { retry_after: Duration },
     /// The relay is shutting down or its disk failed: answer 503.
     #[error("unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] BoxError),
     /// The delivery can never be taken (a record it makes would not fit the spool's
     /// segments; `run --check` refuses configs where that can happen): answer 413, X does
     /// not retry.
     #[error("cannot be taken: {0}")]
-    TooLarge(String),
+    TooLarge(#[source] BoxError),
 }
 
 /// Up to when an ingress took everything X sent: "now" while it is connected (a stream) and
@@ -193,7 +197,7 @@ pub enum IngressError {
     Metrics(#[from] prometheus::Error),
     /// The HTTP client could not be built.
     #[error("stream client setup: {0}")]
-    Client(String),
+    Client(#[source] reqwest::Error),
 }
 
 #[cfg(test)]

@@ -363,7 +363,7 @@ pub async fn run_with(
         .connect_timeout(cfg.connect_timeout)
         .tcp_keepalive(Duration::from_secs(30))
         .build()
-        .map_err(|e| IngressError::Client(e.to_string()))?;
+        .map_err(IngressError::Client)?;
     let source = cfg
         .source
         .clone()
@@ -853,7 +853,7 @@ mod tests {
 #[derive(Debug, thiserror::Error)]
 pub enum WindowError {
     #[error("activity stream window: {0}")]
-    Network(String),
+    Network(#[source] reqwest::Error),
     #[error("activity stream window: HTTP {status}: {detail}")]
     Http { status: u16, detail: String },
     #[error("activity stream window: no byte for {0:?}")]
@@ -929,7 +929,7 @@ pub async fn read_window(
                 ))
             }
             Ok(None) => return Ok(accepted),
-            Ok(Some(Err(e))) => return Err(WindowError::Network(e.without_url().to_string())),
+            Ok(Some(Err(e))) => return Err(WindowError::Network(e.without_url())),
             Ok(Some(Ok(chunk))) => reader.push(&chunk),
         }
         loop {
@@ -962,7 +962,7 @@ async fn open_window(
     let client = reqwest::Client::builder()
         .connect_timeout(cfg.connect_timeout)
         .build()
-        .map_err(|e| WindowError::Network(e.to_string()))?;
+        .map_err(WindowError::Network)?;
     let resp = client
         .get(&cfg.url)
         .bearer_auth(cfg.bearer_token.expose())
@@ -976,7 +976,7 @@ async fn open_window(
         ])
         .send()
         .await
-        .map_err(|e| WindowError::Network(e.without_url().to_string()))?;
+        .map_err(|e| WindowError::Network(e.without_url()))?;
     let status = resp.status();
     if !status.is_success() {
         let detail: String = resp

@@ -594,7 +594,7 @@ async fn spool_backed_pipeline_stores_authentic_bodies_only() {
                 Err(relay_spool::SpoolError::Full { .. }) => Err(AcceptError::Full {
                     retry_after: Duration::from_secs(1),
                 }),
-                Err(e) => Err(AcceptError::Unavailable(e.to_string())),
+                Err(e) => Err(AcceptError::Unavailable(Box::new(e))),
             }
         }
     }

@@ -185,7 +185,7 @@ async fn readyz(State(served): State<Served>) -> Response {
         reasons.push(format!("spool failed: {r}"));
     }
     if let Err(r) = state.health.check(&state.spool.stats()) {
-        reasons.push(r);
+        reasons.push(r.to_string());
     }
     let sinks: &[Arc<dyn Sink>] = if state.ready_requires_sinks {
         &state.sinks

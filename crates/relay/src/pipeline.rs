@@ -26,6 +26,16 @@ use crate::metrics::{now_ms, PipelineMetrics};
 /// How long an append error keeps `/readyz` at 503 (unless an append succeeds first).
 pub const ERROR_HOLD: Duration = Duration::from_secs(30);
 
+/// Why the spool takes no appends now (`/readyz`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpoolRefusal {
+    /// An append failed within the last [`ERROR_HOLD`]; the failure's message.
+    #[error("spool not writable: {error}")]
+    NotWritable { error: String },
+    #[error("spool full ({bytes} of {max} bytes)")]
+    Full { bytes: u64, max: u64 },
+}
+
 /// Whether the spool takes appends, as last seen by the pipeline (for `/readyz`).
 #[derive(Debug)]
 pub struct SpoolHealth {
@@ -62,18 +72,18 @@ impl SpoolHealth {
     /// `Err(reason)` when the spool cannot take appends: an append failed within the last
     /// [`ERROR_HOLD`] (after that, traffic is let in again to find out), it is at its
     /// bound, or it refused an append as full and nothing was freed since.
-    pub fn check(&self, stats: &SpoolStats) -> Result<(), String> {
+    pub fn check(&self, stats: &SpoolStats) -> Result<(), SpoolRefusal> {
         if let Some((e, at)) = self.error.lock().as_ref() {
             if at.elapsed() < ERROR_HOLD {
-                return Err(format!("spool not writable: {e}"));
+                return Err(SpoolRefusal::NotWritable { error: e.clone() });
             }
         }
         let full_at = self.full_at.load(Ordering::Acquire);
         if stats.bytes >= stats.max_bytes || (full_at != u64::MAX && stats.bytes >= full_at) {
-            return Err(format!(
-                "spool full ({} of {} bytes)",
-                stats.bytes, stats.max_bytes
-            ));
+            return Err(SpoolRefusal::Full {
+                bytes: stats.bytes,
+                max: stats.max_bytes,
+            });
         }
         Ok(())
     }
@@ -153,7 +163,7 @@ impl RelayPipeline {
                 .accept_failures
                 .with_label_values(&["cluster_store"])
                 .inc();
-            AcceptError::Unavailable(e.to_string())
+            AcceptError::Unavailable(Box::new(e))
         })?;
         let mut ours = Vec::new();
         for (&i, v) in ask.iter().zip(verdicts) {
@@ -519,7 +529,7 @@ impl RelayPipeline {
                     .with_label_values(&["spool_error"])
                     .inc();
                 tracing::error!(error = %e, "spool append task failed; delivery refused");
-                Err(AcceptError::Unavailable(format!("append task failed: {e}")))
+                Err(AcceptError::Unavailable(Box::new(e)))
             }
         }
     }
@@ -552,8 +562,8 @@ impl RelayPipeline {
         tracing::error!(error = %e, "spool append failed; delivery refused");
         if matches!(e, SpoolError::RecordTooLarge { .. }) {
             // Permanent: the same body would be refused again, X must not retry it.
-            return AcceptError::TooLarge(e.to_string());
+            return AcceptError::TooLarge(Box::new(e));
         }
-        AcceptError::Unavailable(e.to_string())
+        AcceptError::Unavailable(Box::new(e))
     }
 }

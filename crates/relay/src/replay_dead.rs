@@ -29,8 +29,23 @@ pub struct Replayed {
     pub unreadable_lines: usize,
 }
 
+/// Why dead letters could not be put back.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} (stop the relay before replaying)")]
+    Open(#[source] relay_spool::SpoolError),
+    #[error(transparent)]
+    Append(relay_spool::SpoolError),
+}
+
 /// Reads `files` and appends the envelopes their dead letters carry to the spool of `cfg`.
-pub async fn replay(cfg: &Config, files: &[PathBuf]) -> Result<Replayed, String> {
+pub async fn replay(cfg: &Config, files: &[PathBuf]) -> Result<Replayed, ReplayError> {
     let mut out = Replayed::default();
     let mut records = Vec::new();
     for path in files {
@@ -68,19 +83,23 @@ pub async fn replay(cfg: &Config, files: &[PathBuf]) -> Result<Replayed, String>
             .spool_config(cfg.sinks.iter().map(|x| x.name.clone()).collect()),
     )
     .await
-    .map_err(|e| format!("{e} (stop the relay before replaying)"))?;
+    .map_err(ReplayError::Open)?;
     out.appended = records.len();
     let result = spool.append(records).await;
     spool.close().await;
-    result.map_err(|e| e.to_string())?;
+    result.map_err(ReplayError::Append)?;
     Ok(out)
 }
 
-fn lines(path: &Path) -> Result<Vec<String>, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn lines(path: &Path) -> Result<Vec<String>, ReplayError> {
+    let read = |source| ReplayError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(read)?;
     std::io::BufReader::new(f)
         .lines()
         .filter(|l| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))
+        .map_err(read)
 }

@@ -194,7 +194,12 @@ mod tests {
             retry_wait(&e, Duration::from_secs(1)),
             Duration::from_secs(60)
         );
-        let e = WindowError::Network("reset".into());
+        let e = WindowError::Network(
+            reqwest::Client::new()
+                .get("http://a b/")
+                .build()
+                .expect_err("not a URL"),
+        );
         assert_eq!(
             retry_wait(&e, Duration::from_secs(1)),
             Duration::from_secs(1)
