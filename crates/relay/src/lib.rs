@@ -1,4 +1,9 @@
 //! The `activity-relay` service: config, pipeline, dedup, dispatch, metrics, CLI.
+//!
+//! Public: what the binary (`main.rs`: `cli`, `cli_normalize`, `probe`) and the tests and
+//! benches drive (`run`, `config`, `pipeline`, `dedup`, `dispatch`, `decoded`, `filter`,
+//! `metrics`, `admin`, `cluster`, `recovery`). Private: the parts only `run` and the CLI
+//! use (the sink registry, logging, the AsyncAPI schema, dead-letter replay).
 
 pub mod admin;
 pub mod cli;
@@ -9,12 +14,12 @@ pub mod decoded;
 pub mod dedup;
 pub mod dispatch;
 pub mod filter;
-pub mod logging;
+mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod probe;
 pub mod recovery;
-pub mod replay_dead;
+mod replay_dead;
 pub mod run;
-pub mod schema;
-pub mod sinks;
+mod schema;
+mod sinks;
