@@ -526,34 +526,13 @@ fn read_table(
 
 /// `[[streams]]`: each entry, names unique.
 fn parse_streams(value: Option<Value>) -> Result<Vec<StreamSection>, ConfigError> {
-    let mut streams = Vec::new();
-    match value {
-        None => {}
-        Some(Value::Array(items)) => {
-            for (i, item) in items.into_iter().enumerate() {
-                streams.push(section::<StreamSection>(
-                    &format!("[[streams]] #{}", i + 1),
-                    item,
-                )?);
-            }
-        }
-        Some(_) => {
-            return Err(invalid(
-                "[[streams]]",
-                "expected an array of tables (`[[streams]]`)",
-            ))
-        }
-    }
-    let mut stream_names = BTreeSet::new();
-    for s in &streams {
-        if !stream_names.insert(s.name.as_str()) {
-            return Err(invalid(
-                format!("[[streams]] {:?}", s.name),
-                "stream names must be unique",
-            ));
-        }
-    }
-    Ok(streams)
+    parse_array(
+        value,
+        "streams",
+        "stream",
+        |i, item| section(&format!("[[streams]] #{}", i + 1), item),
+        |s: &StreamSection| &s.name,
+    )
 }
 
 /// `[[sinks]]`: at least one, names unique.
@@ -561,36 +540,54 @@ fn parse_sinks(
     value: Option<Value>,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<SinkConfig>, ConfigError> {
-    let sinks = match value {
-        Some(Value::Array(items)) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| parse_sink(i, item, warnings))
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(_) => {
-            return Err(invalid(
-                "[[sinks]]",
-                "expected an array of tables (`[[sinks]]`)",
-            ))
-        }
-        None => Vec::new(),
-    };
+    let sinks = parse_array(
+        value,
+        "sinks",
+        "sink",
+        |i, item| parse_sink(i, item, warnings),
+        |s: &SinkConfig| &s.name,
+    )?;
     if sinks.is_empty() {
         return Err(invalid(
             "[[sinks]]",
             "at least one sink is required (e.g. type = \"file\")",
         ));
     }
-    let mut names = BTreeSet::new();
-    for s in &sinks {
-        if !names.insert(s.name.as_str()) {
+    Ok(sinks)
+}
+
+/// An array of tables `[[key]]`, each entry read by `read`, their names unique.
+fn parse_array<T>(
+    value: Option<Value>,
+    key: &str,
+    noun: &str,
+    mut read: impl FnMut(usize, Value) -> Result<T, ConfigError>,
+    name: impl Fn(&T) -> &str,
+) -> Result<Vec<T>, ConfigError> {
+    let items = match value {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| read(i, item))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => {
             return Err(invalid(
-                format!("[[sinks]] {:?}", s.name),
-                "sink names must be unique",
+                format!("[[{key}]]"),
+                format!("expected an array of tables (`[[{key}]]`)"),
+            ))
+        }
+    };
+    let mut names = BTreeSet::new();
+    for item in &items {
+        if !names.insert(name(item)) {
+            return Err(invalid(
+                format!("[[{key}]] {:?}", name(item)),
+                format!("{noun} names must be unique"),
             ));
         }
     }
-    Ok(sinks)
+    Ok(items)
 }
 
 fn section<T: DeserializeOwned>(name: &str, value: Value) -> Result<T, ConfigError> {

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, stream};
-use futures::StreamExt;
+use async_nats::jetstream;
 use relay_sink::{HeaderStyle, Message, Template, WireMode};
 use relay_sink_nats::{NatsSinkConfig, NatsSinkType};
 use relay_testkit::conformance::{Harness, Received};
-use relay_testkit::{nats_url, unique};
+use relay_testkit::nats_url;
+
+mod common;
 
 struct Nats {
     js: jetstream::Context,
@@ -26,7 +27,7 @@ impl Nats {
 /// `t<u>.{subject}.{type}` → `T_<u>`.
 fn stream_of(cfg: &NatsSinkConfig) -> String {
     let prefix = cfg.subject.split('.').next().unwrap_or_default();
-    format!("T_{}", prefix.trim_start_matches('t'))
+    format!("T_{}", prefix.strip_prefix('t').unwrap_or(prefix))
 }
 
 impl Harness for Nats {
@@ -34,18 +35,7 @@ impl Harness for Nats {
     const STYLE: HeaderStyle = HeaderStyle::Nats;
 
     async fn config(&self, mode: WireMode, max_in_flight: usize) -> NatsSinkConfig {
-        let u = unique();
-        let prefix = format!("t{u}");
-        self.js
-            .create_stream(stream::Config {
-                name: format!("T_{u}"),
-                subjects: vec![format!("{prefix}.>")],
-                storage: stream::StorageType::Memory,
-                max_age: Duration::from_secs(600),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let (prefix, _) = common::create_stream(&self.js).await;
         let mut cfg = NatsSinkConfig::new(nats_url());
         cfg.subject = format!("{prefix}.{{subject}}.{{type}}");
         cfg.deadletter_subject = format!("{prefix}.deadletter");
@@ -71,28 +61,10 @@ impl Harness for Nats {
     }
 
     async fn read(&self, cfg: &NatsSinkConfig, n: usize) -> Vec<Received> {
-        let s = self.js.get_stream(stream_of(cfg)).await.unwrap();
-        let consumer = s
-            .create_consumer(pull::Config {
-                ack_policy: jetstream::consumer::AckPolicy::None,
-                ..Default::default()
-            })
+        common::consume(&self.js, &stream_of(cfg), n)
             .await
-            .unwrap();
-        let mut out = Vec::with_capacity(n);
-        // Bounded: gives up after a few empty batches (the suite's counts then fail).
-        let mut empty = 0;
-        while out.len() < n && empty < 3 {
-            let mut batch = consumer
-                .batch()
-                .max_messages(n - out.len())
-                .expires(Duration::from_secs(1))
-                .messages()
-                .await
-                .unwrap();
-            let before = out.len();
-            while let Some(m) = batch.next().await {
-                let m = m.unwrap();
+            .into_iter()
+            .map(|m| {
                 let headers: Vec<(String, String)> = m
                     .headers
                     .iter()
@@ -109,20 +81,16 @@ impl Harness for Nats {
                         .find(|(k, _)| k.eq_ignore_ascii_case(name))
                         .map(|(_, v)| v.clone())
                 };
-                out.push(Received {
+                Received {
                     destination: m.subject.to_string(),
                     id: find("Nats-Msg-Id").unwrap_or_default(),
                     content_type: find("Content-Type"),
                     body: m.payload.clone(),
                     headers,
                     properties: Vec::new(),
-                });
-            }
-            if out.len() == before {
-                empty += 1;
-            }
-        }
-        out
+                }
+            })
+            .collect()
     }
 
     async fn clean(&self, cfg: &NatsSinkConfig) {

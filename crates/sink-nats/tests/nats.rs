@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull, stream};
-use futures::StreamExt;
+use async_nats::jetstream::{self, stream};
 use relay_sink::{Message, PublishError, Sink};
 use relay_sink_nats::{NatsSink, NatsSinkConfig, Retention, Storage, StreamSetup};
 use relay_testkit::{fixtures, nats_url, unique, TcpProxy};
+
+mod common;
 
 struct Fixture {
     prefix: String,
@@ -19,20 +20,9 @@ struct Fixture {
 
 /// A unique stream `T_<u>` capturing `t<u>.>` (memory storage), created by the test.
 async fn fixture() -> Fixture {
-    let u = unique();
     let client = async_nats::connect(nats_url()).await.unwrap();
     let js = jetstream::new(client);
-    let prefix = format!("t{u}");
-    let stream = format!("T_{u}");
-    js.create_stream(stream::Config {
-        name: stream.clone(),
-        subjects: vec![format!("{prefix}.>")],
-        storage: stream::StorageType::Memory,
-        max_age: Duration::from_secs(600),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let (prefix, stream) = common::create_stream(&js).await;
     Fixture { prefix, stream, js }
 }
 
@@ -53,34 +43,7 @@ impl Fixture {
 
     /// Reads `n` messages with a fresh consumer from the start of the stream.
     async fn consume(&self, n: usize) -> Vec<async_nats::jetstream::Message> {
-        let s = self.js.get_stream(&self.stream).await.unwrap();
-        let consumer = s
-            .create_consumer(pull::Config {
-                ack_policy: jetstream::consumer::AckPolicy::None,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let mut out = Vec::with_capacity(n);
-        // Bounded: gives up after a few empty batches (the count assertions then fail).
-        let mut empty = 0;
-        while out.len() < n && empty < 5 {
-            let mut batch = consumer
-                .batch()
-                .max_messages(n - out.len())
-                .expires(Duration::from_secs(2))
-                .messages()
-                .await
-                .unwrap();
-            let before = out.len();
-            while let Some(m) = batch.next().await {
-                out.push(m.unwrap());
-            }
-            if out.len() == before {
-                empty += 1;
-            }
-        }
-        out
+        common::consume(&self.js, &self.stream, n).await
     }
 
     async fn delete(&self) {

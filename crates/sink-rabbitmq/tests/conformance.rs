@@ -5,16 +5,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use lapin::options::{
-    BasicGetOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::options::{BasicGetOptions, ExchangeDeleteOptions};
+use lapin::types::AMQPValue;
+use lapin::{Channel, Connection, ConnectionProperties};
 use relay_sink::{HeaderStyle, Message, Payload, Template, WireMode};
 use relay_sink_rabbitmq::{RabbitMqSinkConfig, RabbitMqSinkType};
+use relay_testkit::amqp_url;
 use relay_testkit::conformance::{Harness, Received};
-use relay_testkit::{amqp_url, unique};
+
+mod common;
 
 struct Rabbit {
     _conn: Connection,
@@ -49,46 +48,8 @@ impl Harness for Rabbit {
     const STYLE: HeaderStyle = HeaderStyle::Amqp;
 
     async fn config(&self, mode: WireMode, max_in_flight: usize) -> RabbitMqSinkConfig {
-        let exchange = format!("test.x.{}", unique());
-        self.ch
-            .exchange_declare(
-                &exchange,
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        let q = self
-            .ch
-            .queue_declare(
-                "",
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        self.ch
-            .queue_bind(
-                q.name().as_str(),
-                &exchange,
-                "#",
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        self.queues
-            .lock()
-            .unwrap()
-            .insert(exchange.clone(), q.name().as_str().to_owned());
+        let (exchange, queue) = common::declare(&self.ch, true).await;
+        self.queues.lock().unwrap().insert(exchange.clone(), queue);
         let mut cfg = RabbitMqSinkConfig::new(amqp_url());
         cfg.exchange = exchange;
         cfg.wire_mode = mode;

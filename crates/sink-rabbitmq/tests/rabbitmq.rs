@@ -16,6 +16,8 @@ use relay_sink::{Message, PublishError, Sink};
 use relay_sink_rabbitmq::{RabbitMqSink, RabbitMqSinkConfig};
 use relay_testkit::{amqp_url, fixtures, unique, TcpProxy};
 
+mod common;
+
 struct Fixture {
     exchange: String,
     queue: String,
@@ -25,48 +27,11 @@ struct Fixture {
 
 /// A unique durable topic exchange and, if `bind`, an exclusive queue bound with `#`.
 async fn fixture(bind: bool) -> Fixture {
-    let u = unique();
     let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
-    let exchange = format!("test.x.{u}");
-    ch.exchange_declare(
-        &exchange,
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    let mut queue = String::new();
-    if bind {
-        let q = ch
-            .queue_declare(
-                "",
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .unwrap();
-        queue = q.name().as_str().to_owned();
-        ch.queue_bind(
-            &queue,
-            &exchange,
-            "#",
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    }
+    let (exchange, queue) = common::declare(&ch, bind).await;
     Fixture {
         exchange,
         queue,
