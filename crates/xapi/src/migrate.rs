@@ -321,35 +321,7 @@ pub async fn run(
     out: &mut (dyn Write + Send),
     progress: &mut (dyn Write + Send),
 ) -> Result<(), XapiError> {
-    let started = Instant::now();
-    let state_path = args
-        .state
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("x-migrate-{}.json", args.webhook_id)));
-    let mut state = match State::load(&state_path)? {
-        Some(s) => {
-            if s.webhook_id != args.webhook_id || s.tag_prefix != args.tag_prefix {
-                return Err(XapiError::InvalidArgument(format!(
-                    "state file {} belongs to webhook {} (prefix {}); use another --state",
-                    state_path.display(),
-                    s.webhook_id,
-                    s.tag_prefix
-                )));
-            }
-            s
-        }
-        None => State {
-            version: 1,
-            webhook_id: args.webhook_id.clone(),
-            tag_prefix: args.tag_prefix.clone(),
-            created: BTreeMap::new(),
-        },
-    };
-    if args.tag_prefix.is_empty() || args.tag_prefix.contains(':') {
-        return Err(XapiError::InvalidArgument(
-            "--tag-prefix must be non-empty and without ':'".into(),
-        ));
-    }
+    let mut m = Migration::open(client, args)?;
     let prefix = format!("{}:", args.tag_prefix);
     let existing_all = client.list_all_activity_subscriptions(Some(1000)).await?;
     let ours: HashMap<String, String> = existing_all
@@ -362,6 +334,133 @@ pub async fn run(
         .collect();
 
     if args.rollback {
+        return m.rollback(&ours, &prefix, json_out, out, progress).await;
+    }
+
+    let inputs = m.inputs().await?;
+    let items = m.items(&inputs);
+    let sorted = m.sort(items, &ours, &inputs);
+    let plan = m.plan(&inputs, &sorted, existing_all.len());
+    let Sorted {
+        todo, mut reports, ..
+    } = sorted;
+    if args.dry_run {
+        if json_out {
+            return crate::json_out::write_json(
+                out,
+                &json!({"plan": plan, "users": reports.values().collect::<Vec<_>>()}),
+            );
+        }
+        return print_plan(out, &plan);
+    }
+    if plan.over_cap_by > 0 {
+        return Err(XapiError::InvalidArgument(format!(
+            "the plan needs {} subscriptions for the app, {} over the cap of {} ({:?} tier, or --cap): migrate fewer users (--users) or types (--types)",
+            plan.app_total_after, plan.over_cap_by, plan.cap, args.tier
+        )));
+    }
+    m.store()?;
+
+    let tally = m
+        .create_all(&todo, &inputs, &mut reports, plan.rate, progress)
+        .await?;
+    m.store()?;
+    m.finish(plan, tally, reports, json_out, out)
+}
+
+/// One run of the migration: the client, the arguments, when it started, and the state
+/// file it keeps up to date.
+struct Migration<'a> {
+    client: &'a XClient,
+    args: &'a MigrateArgs,
+    started: Instant,
+    state_path: PathBuf,
+    state: State,
+}
+
+/// What the migration works on, read once: its users (each once), their tokens, the
+/// types per user and the webhook the subscriptions deliver to.
+struct Inputs {
+    users: Vec<String>,
+    tokens: UserTokens,
+    types: Vec<String>,
+    target: String,
+}
+
+/// The plan's subscriptions sorted: those to create, how many exist (by tag) and how many
+/// need a user token; and the per-user reports so far.
+struct Sorted {
+    todo: Vec<Item>,
+    existing: usize,
+    needs_token: usize,
+    reports: BTreeMap<String, UserReport>,
+}
+
+/// Counts of the create loop, and when progress was last shown.
+struct Tally {
+    created: usize,
+    failed: usize,
+    last_progress: Instant,
+}
+
+impl<'a> Migration<'a> {
+    /// Loads the state file (or starts a new state), refusing one of another webhook or
+    /// tag prefix, and checks the tag prefix.
+    fn open(client: &'a XClient, args: &'a MigrateArgs) -> Result<Self, XapiError> {
+        let started = Instant::now();
+        let state_path = args
+            .state
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("x-migrate-{}.json", args.webhook_id)));
+        let state = match State::load(&state_path)? {
+            Some(s) => {
+                if s.webhook_id != args.webhook_id || s.tag_prefix != args.tag_prefix {
+                    return Err(XapiError::InvalidArgument(format!(
+                        "state file {} belongs to webhook {} (prefix {}); use another --state",
+                        state_path.display(),
+                        s.webhook_id,
+                        s.tag_prefix
+                    )));
+                }
+                s
+            }
+            None => State {
+                version: 1,
+                webhook_id: args.webhook_id.clone(),
+                tag_prefix: args.tag_prefix.clone(),
+                created: BTreeMap::new(),
+            },
+        };
+        if args.tag_prefix.is_empty() || args.tag_prefix.contains(':') {
+            return Err(XapiError::InvalidArgument(
+                "--tag-prefix must be non-empty and without ':'".into(),
+            ));
+        }
+        Ok(Migration {
+            client,
+            args,
+            started,
+            state_path,
+            state,
+        })
+    }
+
+    /// Writes the state file.
+    fn store(&self) -> Result<(), XapiError> {
+        self.state.store(&self.state_path)
+    }
+
+    /// `--rollback`: deletes the subscriptions tagged with the prefix, in bulk and paced,
+    /// dropping them from the state, and reports how many went.
+    async fn rollback(
+        &mut self,
+        ours: &HashMap<String, String>,
+        prefix: &str,
+        json_out: bool,
+        out: &mut (dyn Write + Send),
+        progress: &mut (dyn Write + Send),
+    ) -> Result<(), XapiError> {
+        let (client, args) = (self.client, self.args);
         let mut ids: BTreeSet<String> = ours.values().cloned().collect();
         // Recorded but not listed: already gone, nothing to do; listed: delete.
         ids.retain(|id| !id.is_empty());
@@ -376,13 +475,13 @@ pub async fn run(
                 tracing::warn!(id = ?f.subscription_id, reason = ?f.reason, "not deleted");
             }
             let gone: BTreeSet<&String> = r.deleted.iter().collect();
-            state.created.retain(|_, id| !gone.contains(id));
-            state.store(&state_path)?;
+            self.state.created.retain(|_, id| !gone.contains(id));
+            self.store()?;
             writeln!(progress, "rollback: {deleted}/{} deleted", ids.len())?;
         }
         let outcome = Outcome {
             deleted,
-            elapsed_secs: started.elapsed().as_secs_f64(),
+            elapsed_secs: self.started.elapsed().as_secs_f64(),
             ..Outcome::default()
         };
         if json_out {
@@ -394,146 +493,220 @@ pub async fn run(
             ids.len(),
             prefix
         )?;
-        return Ok(());
+        Ok(())
     }
 
-    let users = match &args.users {
-        Some(p) => read_users(p)?,
-        None => client.list_subscriptions(&args.webhook_id).await?.user_ids,
-    };
-    let users: Vec<String> = {
-        let mut seen = BTreeSet::new();
-        users
-            .into_iter()
-            .filter(|u| seen.insert(u.clone()))
-            .collect()
-    };
-    let tokens = match &args.user_tokens {
-        Some(p) => UserTokens::load(p)?,
-        None => UserTokens::default(),
-    };
-    let types: Vec<String> = if args.types.is_empty() {
-        PER_USER_TYPES.iter().map(|s| s.to_string()).collect()
-    } else {
-        args.types.clone()
-    };
-    let target = args
-        .target_webhook_id
-        .clone()
-        .unwrap_or_else(|| args.webhook_id.clone());
-
-    let mut items = Vec::new();
-    if !args.no_revoke {
-        items.push(Item {
-            user: None,
-            event_type: "oauth.revoke".into(),
-            tag: tag_of(&args.tag_prefix, None, "oauth.revoke"),
-        });
+    /// Reads the users (`--users` or the AAA webhook's list, each once), the user tokens,
+    /// the types and the target webhook.
+    async fn inputs(&self) -> Result<Inputs, XapiError> {
+        let args = self.args;
+        let users = match &args.users {
+            Some(p) => read_users(p)?,
+            None => {
+                self.client
+                    .list_subscriptions(&args.webhook_id)
+                    .await?
+                    .user_ids
+            }
+        };
+        let users: Vec<String> = {
+            let mut seen = BTreeSet::new();
+            users
+                .into_iter()
+                .filter(|u| seen.insert(u.clone()))
+                .collect()
+        };
+        let tokens = match &args.user_tokens {
+            Some(p) => UserTokens::load(p)?,
+            None => UserTokens::default(),
+        };
+        let types: Vec<String> = if args.types.is_empty() {
+            PER_USER_TYPES.iter().map(|s| s.to_string()).collect()
+        } else {
+            args.types.clone()
+        };
+        let target = args
+            .target_webhook_id
+            .clone()
+            .unwrap_or_else(|| args.webhook_id.clone());
+        Ok(Inputs {
+            users,
+            tokens,
+            types,
+            target,
+        })
     }
-    for u in &users {
-        for t in &types {
+
+    /// Every subscription of the plan: the app's `oauth.revoke` (unless `--no-revoke`),
+    /// then each user's types.
+    fn items(&self, inputs: &Inputs) -> Vec<Item> {
+        let prefix = &self.args.tag_prefix;
+        let mut items = Vec::new();
+        if !self.args.no_revoke {
             items.push(Item {
-                user: Some(u.clone()),
-                event_type: t.clone(),
-                tag: tag_of(&args.tag_prefix, Some(u), t),
+                user: None,
+                event_type: "oauth.revoke".into(),
+                tag: tag_of(prefix, None, "oauth.revoke"),
             });
         }
-    }
-    let mut reports: BTreeMap<String, UserReport> = users
-        .iter()
-        .map(|u| {
-            (
-                u.clone(),
-                UserReport {
-                    user_id: u.clone(),
-                    ..UserReport::default()
-                },
-            )
-        })
-        .collect();
-    let mut todo = Vec::new();
-    let mut existing = 0usize;
-    let mut needs_token = 0usize;
-    for it in items {
-        if let Some(id) = ours.get(&it.tag) {
-            existing += 1;
-            state.created.entry(it.tag.clone()).or_insert(id.clone());
-            if let Some(r) = it.user.as_ref().and_then(|u| reports.get_mut(u)) {
-                r.existing += 1;
+        for u in &inputs.users {
+            for t in &inputs.types {
+                items.push(Item {
+                    user: Some(u.clone()),
+                    event_type: t.clone(),
+                    tag: tag_of(prefix, Some(u), t),
+                });
             }
-            continue;
         }
-        if let (Some(scope), Some(u)) = (required_scope(&it.event_type), &it.user) {
-            let why = match tokens.get(u) {
-                None => Some("no_token"),
-                Some(t) if t.allows(&it.event_type).is_err() => Some("missing_scope"),
-                Some(_) => None,
-            };
-            if let Some(why) = why {
-                needs_token += 1;
-                if let Some(r) = reports.get_mut(u) {
-                    r.needs_token.push(NeedsToken {
-                        event_type: it.event_type.clone(),
-                        scope,
-                        why,
-                    });
+        items
+    }
+
+    /// Sorts the items into those that exist (recorded in the state), those that need a
+    /// user token it lacks (reported per user) and those to create.
+    fn sort(
+        &mut self,
+        items: Vec<Item>,
+        ours: &HashMap<String, String>,
+        inputs: &Inputs,
+    ) -> Sorted {
+        let mut reports: BTreeMap<String, UserReport> = inputs
+            .users
+            .iter()
+            .map(|u| {
+                (
+                    u.clone(),
+                    UserReport {
+                        user_id: u.clone(),
+                        ..UserReport::default()
+                    },
+                )
+            })
+            .collect();
+        let mut todo = Vec::new();
+        let mut existing = 0usize;
+        let mut needs_token = 0usize;
+        for it in items {
+            if let Some(id) = ours.get(&it.tag) {
+                existing += 1;
+                self.state
+                    .created
+                    .entry(it.tag.clone())
+                    .or_insert(id.clone());
+                if let Some(r) = it.user.as_ref().and_then(|u| reports.get_mut(u)) {
+                    r.existing += 1;
                 }
                 continue;
             }
+            if let (Some(scope), Some(u)) = (required_scope(&it.event_type), &it.user) {
+                let why = match inputs.tokens.get(u) {
+                    None => Some("no_token"),
+                    Some(t) if t.allows(&it.event_type).is_err() => Some("missing_scope"),
+                    Some(_) => None,
+                };
+                if let Some(why) = why {
+                    needs_token += 1;
+                    if let Some(r) = reports.get_mut(u) {
+                        r.needs_token.push(NeedsToken {
+                            event_type: it.event_type.clone(),
+                            scope,
+                            why,
+                        });
+                    }
+                    continue;
+                }
+            }
+            todo.push(it);
         }
-        todo.push(it);
-    }
-    let cap = args.cap.unwrap_or_else(|| args.tier.cap());
-    let after = existing_all.len() + todo.len();
-    let rate = args.rate.max(1);
-    let windows = (todo.len() as u64).div_ceil(u64::from(rate));
-    let plan = Plan {
-        webhook_id: args.webhook_id.clone(),
-        target_webhook_id: target.clone(),
-        users: users.len(),
-        per_user: types.len(),
-        revoke: !args.no_revoke,
-        planned: existing + todo.len() + needs_token,
-        existing,
-        to_create: todo.len(),
-        needs_token,
-        users_needing_tokens: reports
-            .values()
-            .filter(|r| !r.needs_token.is_empty())
-            .count(),
-        app_total_now: existing_all.len(),
-        app_total_after: after,
-        cap,
-        over_cap_by: (after as u64).saturating_sub(cap),
-        rate,
-        rate_window_secs: args.rate_window_secs,
-        windows,
-        // The last window need not be waited out.
-        estimated_secs: windows.saturating_sub(1) * args.rate_window_secs,
-    };
-    if args.dry_run {
-        if json_out {
-            return crate::json_out::write_json(
-                out,
-                &json!({"plan": plan, "users": reports.values().collect::<Vec<_>>()}),
-            );
+        Sorted {
+            todo,
+            existing,
+            needs_token,
+            reports,
         }
-        return print_plan(out, &plan);
     }
-    if plan.over_cap_by > 0 {
-        return Err(XapiError::InvalidArgument(format!(
-            "the plan needs {} subscriptions for the app, {} over the cap of {cap} ({:?} tier, or --cap): migrate fewer users (--users) or types (--types)",
-            plan.app_total_after, plan.over_cap_by, args.tier
-        )));
-    }
-    state.store(&state_path)?;
 
-    let mut pacer = Pacer::new(rate, Duration::from_secs(args.rate_window_secs));
-    let mut created = 0usize;
-    let mut failed = 0usize;
-    let mut last_progress = Instant::now();
-    let total = todo.len();
-    for (i, it) in todo.iter().enumerate() {
+    /// The plan: counts, the app's total against the cap, and the time the rate limit
+    /// makes it take.
+    fn plan(&self, inputs: &Inputs, sorted: &Sorted, app_total_now: usize) -> Plan {
+        let args = self.args;
+        let Sorted {
+            todo,
+            existing,
+            needs_token,
+            reports,
+        } = sorted;
+        let (existing, needs_token) = (*existing, *needs_token);
+        let cap = args.cap.unwrap_or_else(|| args.tier.cap());
+        let after = app_total_now + todo.len();
+        let rate = args.rate.max(1);
+        let windows = (todo.len() as u64).div_ceil(u64::from(rate));
+        Plan {
+            webhook_id: args.webhook_id.clone(),
+            target_webhook_id: inputs.target.clone(),
+            users: inputs.users.len(),
+            per_user: inputs.types.len(),
+            revoke: !args.no_revoke,
+            planned: existing + todo.len() + needs_token,
+            existing,
+            to_create: todo.len(),
+            needs_token,
+            users_needing_tokens: reports
+                .values()
+                .filter(|r| !r.needs_token.is_empty())
+                .count(),
+            app_total_now,
+            app_total_after: after,
+            cap,
+            over_cap_by: (after as u64).saturating_sub(cap),
+            rate,
+            rate_window_secs: args.rate_window_secs,
+            windows,
+            // The last window need not be waited out.
+            estimated_secs: windows.saturating_sub(1) * args.rate_window_secs,
+        }
+    }
+
+    /// Creates the subscriptions of `todo` at `rate` per window, storing the state every 20
+    /// and showing progress every 2 seconds and at the end.
+    async fn create_all(
+        &mut self,
+        todo: &[Item],
+        inputs: &Inputs,
+        reports: &mut BTreeMap<String, UserReport>,
+        rate: u32,
+        progress: &mut (dyn Write + Send),
+    ) -> Result<Tally, XapiError> {
+        let mut pacer = Pacer::new(rate, Duration::from_secs(self.args.rate_window_secs));
+        let mut tally = Tally {
+            created: 0,
+            failed: 0,
+            last_progress: Instant::now(),
+        };
+        let total = todo.len();
+        for (i, it) in todo.iter().enumerate() {
+            self.create_one(it, inputs, reports, &mut pacer, &mut tally)
+                .await?;
+            if (i + 1) % 20 == 0 {
+                self.store()?;
+            }
+            if tally.last_progress.elapsed() >= Duration::from_secs(2) || i + 1 == total {
+                tally.last_progress = Instant::now();
+                self.show_progress(progress, i + 1, total, rate, &tally)?;
+            }
+        }
+        Ok(tally)
+    }
+
+    /// Creates one subscription (as its user when there is a token) and records what
+    /// happened; an error that must stop the run is returned after storing the state.
+    async fn create_one(
+        &mut self,
+        it: &Item,
+        inputs: &Inputs,
+        reports: &mut BTreeMap<String, UserReport>,
+        pacer: &mut Pacer,
+        tally: &mut Tally,
+    ) -> Result<(), XapiError> {
         let filter = match &it.user {
             Some(u) => json!({"user_id": u}),
             None => json!({}),
@@ -542,14 +715,18 @@ pub async fn run(
             event_type: it.event_type.clone(),
             filter,
             tag: Some(it.tag.clone()),
-            webhook_id: Some(target.clone()),
+            webhook_id: Some(inputs.target.clone()),
         };
-        let token = it.user.as_ref().and_then(|u| tokens.get(u));
-        pacer.before_call(client).await;
-        match client.create_activity_subscription_as(&new, token).await {
+        let token = it.user.as_ref().and_then(|u| inputs.tokens.get(u));
+        pacer.before_call(self.client).await;
+        match self
+            .client
+            .create_activity_subscription_as(&new, token)
+            .await
+        {
             Ok(sub) => {
-                created += 1;
-                state.created.insert(it.tag.clone(), sub.id);
+                tally.created += 1;
+                self.state.created.insert(it.tag.clone(), sub.id);
                 if let Some(r) = it.user.as_ref().and_then(|u| reports.get_mut(u)) {
                     r.created += 1;
                 }
@@ -562,7 +739,7 @@ pub async fn run(
                 }
             }
             Err(e) if e.reason() == Some("SubscriptionLimitExceeded") => {
-                state.store(&state_path)?;
+                self.store()?;
                 return Err(e);
             }
             Err(
@@ -570,7 +747,7 @@ pub async fn run(
                 | XapiError::UserTokenRequired { .. }
                 | XapiError::MissingScope { .. }),
             ) => {
-                failed += 1;
+                tally.failed += 1;
                 if let Some(r) = it.user.as_ref().and_then(|u| reports.get_mut(u)) {
                     r.failed.push(Failed {
                         event_type: it.event_type.clone(),
@@ -581,53 +758,82 @@ pub async fn run(
             Err(e) => {
                 // Network, rate limit beyond the wait, a bad answer: stop; the next run
                 // resumes from the state file and the tags.
-                state.store(&state_path)?;
+                self.store()?;
                 return Err(e);
             }
         }
-        if (i + 1) % 20 == 0 {
-            state.store(&state_path)?;
+        Ok(())
+    }
+
+    /// Writes one progress line: done of total, the counts, the pace and the ETA.
+    fn show_progress(
+        &self,
+        progress: &mut (dyn Write + Send),
+        done: usize,
+        total: usize,
+        rate: u32,
+        tally: &Tally,
+    ) -> Result<(), XapiError> {
+        let Tally {
+            created, failed, ..
+        } = tally;
+        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+        let per_sec = done as f64 / elapsed;
+        let left = (total - done) as u64;
+        // The slower of the pace so far and what the rate limit allows.
+        let paced = left.div_ceil(u64::from(rate)).saturating_sub(1) * self.args.rate_window_secs;
+        let observed = (left as f64 / per_sec) as u64;
+        writeln!(
+            progress,
+            "migrate: {done}/{total} ({:.0}%), {created} created, {failed} failed, {per_sec:.1}/s, ETA {}",
+            done as f64 * 100.0 / total.max(1) as f64,
+            fmt_secs(observed.max(paced))
+        )?;
+        Ok(())
+    }
+
+    /// Writes the `--report` file and the outcome: as JSON, or the plan, the totals and
+    /// the users that need a token or had failures.
+    fn finish(
+        &self,
+        plan: Plan,
+        tally: Tally,
+        reports: BTreeMap<String, UserReport>,
+        json_out: bool,
+        out: &mut (dyn Write + Send),
+    ) -> Result<(), XapiError> {
+        let outcome = Outcome {
+            plan,
+            created: tally.created,
+            failed: tally.failed,
+            deleted: 0,
+            elapsed_secs: self.started.elapsed().as_secs_f64(),
+            users: reports.into_values().collect(),
+        };
+        if let Some(p) = &self.args.report {
+            let text = serde_json::to_vec_pretty(&outcome.users).unwrap_or_default();
+            std::fs::write(p, text).map_err(|e| {
+                XapiError::InvalidArgument(format!("report file {}: {e}", p.display()))
+            })?;
         }
-        if last_progress.elapsed() >= Duration::from_secs(2) || i + 1 == total {
-            last_progress = Instant::now();
-            let done = i + 1;
-            let elapsed = started.elapsed().as_secs_f64().max(0.001);
-            let per_sec = done as f64 / elapsed;
-            let left = (total - done) as u64;
-            // The slower of the pace so far and what the rate limit allows.
-            let paced = left.div_ceil(u64::from(rate)).saturating_sub(1) * args.rate_window_secs;
-            let observed = (left as f64 / per_sec) as u64;
-            writeln!(
-                progress,
-                "migrate: {done}/{total} ({:.0}%), {created} created, {failed} failed, {per_sec:.1}/s, ETA {}",
-                done as f64 * 100.0 / total.max(1) as f64,
-                fmt_secs(observed.max(paced))
-            )?;
+        if json_out {
+            return crate::json_out::write_json(out, &outcome);
         }
+        print_outcome(out, &outcome)
     }
-    state.store(&state_path)?;
-    let outcome = Outcome {
-        plan,
-        created,
-        failed,
-        deleted: 0,
-        elapsed_secs: started.elapsed().as_secs_f64(),
-        users: reports.into_values().collect(),
-    };
-    if let Some(p) = &args.report {
-        let text = serde_json::to_vec_pretty(&outcome.users).unwrap_or_default();
-        std::fs::write(p, text)
-            .map_err(|e| XapiError::InvalidArgument(format!("report file {}: {e}", p.display())))?;
-    }
-    if json_out {
-        return crate::json_out::write_json(out, &outcome);
-    }
+}
+
+/// Prints the outcome: the plan, the totals, and up to 20 users that need a token or had
+/// failures.
+fn print_outcome(out: &mut (dyn Write + Send), outcome: &Outcome) -> Result<(), XapiError> {
     print_plan(out, &outcome.plan)?;
     writeln!(
         out,
-        "done in {}: {created} created, {} existing, {failed} failed, {} need a user token",
+        "done in {}: {} created, {} existing, {} failed, {} need a user token",
         fmt_secs(outcome.elapsed_secs as u64),
+        outcome.created,
         outcome.plan.existing,
+        outcome.failed,
         outcome.plan.needs_token
     )?;
     let needing: Vec<&UserReport> = outcome
