@@ -520,26 +520,7 @@ async fn activity(
         ActivityCommand::List {
             max_results,
             pagination_token,
-        } => {
-            if let Some(token) = pagination_token {
-                let page = client
-                    .list_activity_subscriptions(*max_results, Some(token))
-                    .await?;
-                if json {
-                    return write_json(out, &page);
-                }
-                activity_table(out, &page.subscriptions)?;
-                if let Some(next) = &page.next_token {
-                    writeln!(out, "next page: --pagination-token {next}")?;
-                }
-                return Ok(());
-            }
-            let all = client.list_all_activity_subscriptions(*max_results).await?;
-            if json {
-                return write_json(out, &all);
-            }
-            activity_table(out, &all)
-        }
+        } => list_activity(client, *max_results, pagination_token.as_deref(), json, out).await,
         ActivityCommand::Update {
             id,
             tag,
@@ -555,47 +536,84 @@ async fn activity(
             }
             activity_table(out, std::slice::from_ref(&sub))
         }
-        ActivityCommand::Delete { ids } => {
-            let ids: Vec<String> = ids
-                .iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-            match ids.as_slice() {
-                [] => Err(XapiError::InvalidArgument(
-                    "no subscription id given".into(),
-                )),
-                [id] => {
-                    let deleted = client.delete_activity_subscription(id).await?;
-                    if json {
-                        return write_json(out, &json!({"id": id, "deleted": deleted}));
-                    }
-                    writeln!(out, "subscription {id} deleted")?;
-                    Ok(())
-                }
-                many => {
-                    let report = client.delete_activity_subscriptions(many).await?;
-                    if json {
-                        return write_json(out, &report);
-                    }
-                    writeln!(
-                        out,
-                        "{} subscription(s) in {} call(s): {} deleted, {} not{}",
-                        report.requested,
-                        report.calls,
-                        report.deleted.len(),
-                        report.requested.saturating_sub(report.deleted.len()),
-                        report
-                            .total_subscriptions
-                            .map(|t| format!(" ({t} left)"))
-                            .unwrap_or_default()
-                    )?;
-                    for e in &report.errors {
-                        writeln!(out, "  {e}")?;
-                    }
-                    Ok(())
-                }
+        ActivityCommand::Delete { ids } => delete_activity(client, ids, json, out).await,
+    }
+}
+
+/// `activity-subscriptions list`: one page when a pagination token is given, otherwise
+/// every page.
+async fn list_activity(
+    client: &XClient,
+    max_results: Option<u32>,
+    pagination_token: Option<&str>,
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), XapiError> {
+    if let Some(token) = pagination_token {
+        let page = client
+            .list_activity_subscriptions(max_results, Some(token))
+            .await?;
+        if json {
+            return write_json(out, &page);
+        }
+        activity_table(out, &page.subscriptions)?;
+        if let Some(next) = &page.next_token {
+            writeln!(out, "next page: --pagination-token {next}")?;
+        }
+        return Ok(());
+    }
+    let all = client.list_all_activity_subscriptions(max_results).await?;
+    if json {
+        return write_json(out, &all);
+    }
+    activity_table(out, &all)
+}
+
+/// `activity-subscriptions delete`: one id, or a bulk delete of several with its report.
+async fn delete_activity(
+    client: &XClient,
+    ids: &[String],
+    json: bool,
+    out: &mut (dyn Write + Send),
+) -> Result<(), XapiError> {
+    let ids: Vec<String> = ids
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    match ids.as_slice() {
+        [] => Err(XapiError::InvalidArgument(
+            "no subscription id given".into(),
+        )),
+        [id] => {
+            let deleted = client.delete_activity_subscription(id).await?;
+            if json {
+                return write_json(out, &json!({"id": id, "deleted": deleted}));
             }
+            writeln!(out, "subscription {id} deleted")?;
+            Ok(())
+        }
+        many => {
+            let report = client.delete_activity_subscriptions(many).await?;
+            if json {
+                return write_json(out, &report);
+            }
+            writeln!(
+                out,
+                "{} subscription(s) in {} call(s): {} deleted, {} not{}",
+                report.requested,
+                report.calls,
+                report.deleted.len(),
+                report.requested.saturating_sub(report.deleted.len()),
+                report
+                    .total_subscriptions
+                    .map(|t| format!(" ({t} left)"))
+                    .unwrap_or_default()
+            )?;
+            for e in &report.errors {
+                writeln!(out, "  {e}")?;
+            }
+            Ok(())
         }
     }
 }
