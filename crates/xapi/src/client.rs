@@ -244,30 +244,7 @@ impl XClient {
                 .http
                 .request(method.clone(), url.clone())
                 .header(USER_AGENT, &self.options.user_agent);
-            req = match auth {
-                Auth::Bearer => {
-                    let token = self.bearer.as_ref().ok_or(XapiError::MissingCredential(
-                        "bearer token (X_BEARER_TOKEN)",
-                    ))?;
-                    req.bearer_auth(token.expose())
-                }
-                Auth::User(user) => {
-                    let (key, secret) =
-                        self.consumer.as_ref().ok_or(XapiError::MissingCredential(
-                            "consumer key and secret (X_CONSUMER_KEY, X_CONSUMER_SECRET)",
-                        ))?;
-                    let creds = Credentials {
-                        consumer_key: key.clone(),
-                        consumer_secret: secret.clone(),
-                        token: user.token.clone(),
-                        token_secret: user.secret.clone(),
-                    };
-                    let header =
-                        oauth::authorization_header(method.as_str(), url.as_str(), &[], &creds);
-                    req.header(AUTHORIZATION, header)
-                }
-                Auth::OAuth2(token) => req.bearer_auth(token),
-            };
+            req = self.authorize(req, &method, &url, auth)?;
             if let Some(body) = body {
                 req = req.json(body);
             }
@@ -305,30 +282,42 @@ impl XClient {
                 }
                 return Err(XapiError::RateLimited { rate_limit });
             }
-            if !(200..300).contains(&status) {
-                let err = XapiError::from_response(status, &bytes, rate_limit);
-                debug!(path, status, error = %err, "X refused");
-                return Err(err);
-            }
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Ok((status, Value::Null));
-            }
-            let value: Value =
-                serde_json::from_slice(&bytes).map_err(|e| XapiError::BadResponse {
-                    status,
-                    message: format!("body is not JSON ({e}): {}", snippet(&bytes)),
-                })?;
-            // X sometimes answers 200 with nothing but errors.
-            let only_errors = value.get("data").is_none()
-                && value
-                    .get("errors")
-                    .and_then(Value::as_array)
-                    .is_some_and(|a| !a.is_empty());
-            if only_errors {
-                return Err(XapiError::from_response(status, &bytes, rate_limit));
-            }
-            return Ok((status, value));
+            return answer(path, status, &bytes, rate_limit);
         }
+    }
+
+    /// Adds the authorization `auth` asks for: the app's Bearer token, an OAuth 1.0a
+    /// signature for the user, or the user's OAuth 2.0 token.
+    fn authorize(
+        &self,
+        req: reqwest::RequestBuilder,
+        method: &Method,
+        url: &url::Url,
+        auth: Auth<'_>,
+    ) -> Result<reqwest::RequestBuilder, XapiError> {
+        Ok(match auth {
+            Auth::Bearer => {
+                let token = self.bearer.as_ref().ok_or(XapiError::MissingCredential(
+                    "bearer token (X_BEARER_TOKEN)",
+                ))?;
+                req.bearer_auth(token.expose())
+            }
+            Auth::User(user) => {
+                let (key, secret) = self.consumer.as_ref().ok_or(XapiError::MissingCredential(
+                    "consumer key and secret (X_CONSUMER_KEY, X_CONSUMER_SECRET)",
+                ))?;
+                let creds = Credentials {
+                    consumer_key: key.clone(),
+                    consumer_secret: secret.clone(),
+                    token: user.token.clone(),
+                    token_secret: user.secret.clone(),
+                };
+                let header =
+                    oauth::authorization_header(method.as_str(), url.as_str(), &[], &creds);
+                req.header(AUTHORIZATION, header)
+            }
+            Auth::OAuth2(token) => req.bearer_auth(token),
+        })
     }
 
     // ---- webhooks ----
@@ -545,6 +534,38 @@ impl XClient {
             .await?;
         replay_job(status, &v, window)
     }
+}
+
+/// The outcome of a call X answered other than with 429: its error for a non-2xx status,
+/// `null` for an empty body, the JSON body, or the errors of a 2xx body that has only those.
+fn answer(
+    path: &str,
+    status: u16,
+    bytes: &[u8],
+    rate_limit: Option<RateLimit>,
+) -> Result<(u16, Value), XapiError> {
+    if !(200..300).contains(&status) {
+        let err = XapiError::from_response(status, bytes, rate_limit);
+        debug!(path, status, error = %err, "X refused");
+        return Err(err);
+    }
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok((status, Value::Null));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| XapiError::BadResponse {
+        status,
+        message: format!("body is not JSON ({e}): {}", snippet(bytes)),
+    })?;
+    // X sometimes answers 200 with nothing but errors.
+    let only_errors = value.get("data").is_none()
+        && value
+            .get("errors")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+    if only_errors {
+        return Err(XapiError::from_response(status, bytes, rate_limit));
+    }
+    Ok((status, value))
 }
 
 fn replay_job(status: u16, v: &Value, window: &Window) -> Result<ReplayJob, XapiError> {
