@@ -102,134 +102,21 @@ impl Aaa<'_> {
             includes: self.includes.clone(),
         };
         match key {
-            EventKey::TweetCreate => {
-                let actor = tweet_author(&o);
-                let object = tweet_id(&o);
-                let (ty, target) = classify_tweet(&o, user, actor);
-                d.ty = ty;
-                d.actor = actor;
-                d.target = target;
-                d.object = object;
-                d.key = object.map_or(IdKey::Canonical, |id| IdKey::Text(id.into()));
-                d.time = self.time(obj_time(&o).or_else(|| snowflake_time(object)));
-            }
-            EventKey::TweetDelete => {
-                let st = o.status.as_deref();
-                let object = st.and_then(tweet_id);
-                d.ty = t::POST_DELETE;
-                d.actor = st.and_then(|s| s.user_id.id().or(s.user_id_str.id()));
-                d.object = object;
-                d.key = object.map_or(IdKey::Canonical, |id| IdKey::Text(id.into()));
-                d.time = self.time(obj_time(&o));
-            }
-            EventKey::Favorite => {
-                let fav = o.favorited_status.as_deref();
-                let actor = user_ref(o.user.as_deref());
-                let object = fav.and_then(tweet_id);
-                d.ty = t::LIKE_CREATE;
-                d.actor = actor;
-                d.object = object;
-                d.target = fav.and_then(tweet_author);
-                let ms = o
-                    .timestamp_ms
-                    .as_ref()
-                    .and_then(Lax::millis)
-                    .map(|n| n.to_string());
-                d.key = match o.id.as_ref().and_then(Lax::as_str) {
-                    Some(id) if !id.is_empty() => IdKey::Text(id.into()),
-                    _ => match fields_key(&[actor, object, ms.as_deref()]) {
-                        IdKey::Text(k) => IdKey::Text(Cow::Owned(k.into_owned())),
-                        IdKey::Canonical => IdKey::Canonical,
-                    },
-                };
-                d.time = self.time(obj_time(&o));
-            }
+            EventKey::TweetCreate => self.tweet_create(&o, user, &mut d),
+            EventKey::TweetDelete => self.tweet_delete(&o, &mut d),
+            EventKey::Favorite => self.favorite(&o, &mut d),
             EventKey::Follow
             | EventKey::Unfollow
             | EventKey::Block
             | EventKey::Unblock
             | EventKey::Mute
             | EventKey::Unmute => {
-                let (on_word, on, off_word, off) = match key {
-                    EventKey::Follow | EventKey::Unfollow => {
-                        ("follow", t::FOLLOW_FOLLOW, "unfollow", t::FOLLOW_UNFOLLOW)
-                    }
-                    EventKey::Block | EventKey::Unblock => {
-                        ("block", t::BLOCK_BLOCK, "unblock", t::BLOCK_UNBLOCK)
-                    }
-                    _ => ("mute", t::MUTE_MUTE, "unmute", t::MUTE_UNMUTE),
-                };
-                let default = if matches!(
-                    key,
-                    EventKey::Unfollow | EventKey::Unblock | EventKey::Unmute
-                ) {
-                    off
-                } else {
-                    on
-                };
-                d.ty = match &o.kind {
-                    None | Some(Lax::Null) => default,
-                    Some(Lax::Str(s)) if s == on_word => on,
-                    Some(Lax::Str(s)) if s == off_word => off,
-                    Some(_) => return false,
-                };
-                let actor = user_ref(o.source.as_deref());
-                let target = user_ref(o.target.as_deref());
-                let ms = o
-                    .created_timestamp
-                    .as_ref()
-                    .and_then(Lax::millis)
-                    .map(|n| n.to_string());
-                d.actor = actor;
-                d.target = target;
-                d.key = owned_key(fields_key(&[actor, target, ms.as_deref()]));
-                d.time = self.time(obj_time(&o));
-            }
-            EventKey::DirectMessage => {
-                let mc = o.message_create.as_deref();
-                let sender = mc.and_then(|m| m.sender_id.id()).or(o.sender_id.id());
-                let recipient = mc
-                    .and_then(|m| m.target.as_deref())
-                    .or(o.target.as_deref())
-                    .and_then(|tg| tg.recipient_id.id());
-                let object = o.id.id();
-                d.ty = match (user, sender) {
-                    (Some(u), Some(s)) if u == s => t::DM_SENT,
-                    _ => t::DM_RECEIVED,
-                };
-                d.actor = sender;
-                d.target = recipient;
-                d.object = object;
-                let ms = o
-                    .created_timestamp
-                    .as_ref()
-                    .and_then(Lax::millis)
-                    .map(|n| n.to_string());
-                d.key = match o.id.as_ref().and_then(Lax::as_str) {
-                    Some(id) if !id.is_empty() => IdKey::Text(id.into()),
-                    _ => owned_key(fields_key(&[sender, recipient, ms.as_deref()])),
-                };
-                d.time = self.time(obj_time(&o).or_else(|| snowflake_time(object)));
-            }
-            EventKey::DmTyping | EventKey::DmRead => {
-                let sender = o.sender_id.id();
-                let recipient = o.target.as_deref().and_then(|tg| tg.recipient_id.id());
-                let ms = o
-                    .created_timestamp
-                    .as_ref()
-                    .and_then(Lax::millis)
-                    .map(|n| n.to_string());
-                d.actor = sender;
-                d.target = recipient;
-                if key == EventKey::DmRead {
-                    d.ty = t::DM_READ;
-                    d.object = o.last_read_event_id.id();
-                } else {
-                    d.ty = t::DM_INDICATE_TYPING;
+                if !self.relation(key, &o, &mut d) {
+                    return false;
                 }
-                d.key = owned_key(fields_key(&[sender, recipient, ms.as_deref()]));
-                d.time = self.time(obj_time(&o));
             }
+            EventKey::DirectMessage => self.direct_message(&o, user, &mut d),
+            EventKey::DmTyping | EventKey::DmRead => self.dm_signal(key, &o, &mut d),
             EventKey::Spaces => {
                 d.ty = t::SPACES_EVENT;
                 d.time = self.time(obj_time(&o));
@@ -239,6 +126,127 @@ impl Aaa<'_> {
         }
         out.push(d.finish(self.ctx));
         true
+    }
+
+    /// `tweet_create_events`: the post, typed and targeted by [`classify_tweet`].
+    fn tweet_create<'a>(&self, o: &'a Obj<'_>, user: Option<&'a str>, d: &mut Draft<'a>) {
+        let actor = tweet_author(o);
+        let object = tweet_id(o);
+        let (ty, target) = classify_tweet(o, user, actor);
+        d.ty = ty;
+        d.actor = actor;
+        d.target = target;
+        d.object = object;
+        d.key = object.map_or(IdKey::Canonical, |id| IdKey::Text(id.into()));
+        d.time = self.time(obj_time(o).or_else(|| snowflake_time(object)));
+    }
+
+    /// `tweet_delete_events`: the deleted post and its author.
+    fn tweet_delete<'a>(&self, o: &'a Obj<'_>, d: &mut Draft<'a>) {
+        let st = o.status.as_deref();
+        let object = st.and_then(tweet_id);
+        d.ty = t::POST_DELETE;
+        d.actor = st.and_then(|s| s.user_id.id().or(s.user_id_str.id()));
+        d.object = object;
+        d.key = object.map_or(IdKey::Canonical, |id| IdKey::Text(id.into()));
+        d.time = self.time(obj_time(o));
+    }
+
+    /// `favorite_events`: the liker, the liked post and its author; keyed by the like's id
+    /// or, without one, by liker, post and time.
+    fn favorite<'a>(&self, o: &'a Obj<'_>, d: &mut Draft<'a>) {
+        let fav = o.favorited_status.as_deref();
+        let actor = user_ref(o.user.as_deref());
+        let object = fav.and_then(tweet_id);
+        d.ty = t::LIKE_CREATE;
+        d.actor = actor;
+        d.object = object;
+        d.target = fav.and_then(tweet_author);
+        let ms = millis_text(o.timestamp_ms.as_ref());
+        d.key = match o.id.as_ref().and_then(Lax::as_str) {
+            Some(id) if !id.is_empty() => IdKey::Text(id.into()),
+            _ => owned_key(fields_key(&[actor, object, ms.as_deref()])),
+        };
+        d.time = self.time(obj_time(o));
+    }
+
+    /// Follow, block and mute events (and their undoing), by the event key and the item's
+    /// `type`; `false` when the `type` is neither word of the key.
+    fn relation<'a>(&self, key: EventKey, o: &'a Obj<'_>, d: &mut Draft<'a>) -> bool {
+        let (on_word, on, off_word, off) = match key {
+            EventKey::Follow | EventKey::Unfollow => {
+                ("follow", t::FOLLOW_FOLLOW, "unfollow", t::FOLLOW_UNFOLLOW)
+            }
+            EventKey::Block | EventKey::Unblock => {
+                ("block", t::BLOCK_BLOCK, "unblock", t::BLOCK_UNBLOCK)
+            }
+            _ => ("mute", t::MUTE_MUTE, "unmute", t::MUTE_UNMUTE),
+        };
+        let default = if matches!(
+            key,
+            EventKey::Unfollow | EventKey::Unblock | EventKey::Unmute
+        ) {
+            off
+        } else {
+            on
+        };
+        d.ty = match &o.kind {
+            None | Some(Lax::Null) => default,
+            Some(Lax::Str(s)) if s == on_word => on,
+            Some(Lax::Str(s)) if s == off_word => off,
+            Some(_) => return false,
+        };
+        let actor = user_ref(o.source.as_deref());
+        let target = user_ref(o.target.as_deref());
+        let ms = millis_text(o.created_timestamp.as_ref());
+        d.actor = actor;
+        d.target = target;
+        d.key = owned_key(fields_key(&[actor, target, ms.as_deref()]));
+        d.time = self.time(obj_time(o));
+        true
+    }
+
+    /// `direct_message_events`: sent when the subscribed user is the sender, else
+    /// received; keyed by the message id or, without one, by sender, recipient and time.
+    fn direct_message<'a>(&self, o: &'a Obj<'_>, user: Option<&str>, d: &mut Draft<'a>) {
+        let mc = o.message_create.as_deref();
+        let sender = mc.and_then(|m| m.sender_id.id()).or(o.sender_id.id());
+        let recipient = mc
+            .and_then(|m| m.target.as_deref())
+            .or(o.target.as_deref())
+            .and_then(|tg| tg.recipient_id.id());
+        let object = o.id.id();
+        d.ty = match (user, sender) {
+            (Some(u), Some(s)) if u == s => t::DM_SENT,
+            _ => t::DM_RECEIVED,
+        };
+        d.actor = sender;
+        d.target = recipient;
+        d.object = object;
+        let ms = millis_text(o.created_timestamp.as_ref());
+        d.key = match o.id.as_ref().and_then(Lax::as_str) {
+            Some(id) if !id.is_empty() => IdKey::Text(id.into()),
+            _ => owned_key(fields_key(&[sender, recipient, ms.as_deref()])),
+        };
+        d.time = self.time(obj_time(o).or_else(|| snowflake_time(object)));
+    }
+
+    /// Typing indicators and read receipts: sender and recipient (and, for a read
+    /// receipt, the last message read), keyed by them and the time.
+    fn dm_signal<'a>(&self, key: EventKey, o: &'a Obj<'_>, d: &mut Draft<'a>) {
+        let sender = o.sender_id.id();
+        let recipient = o.target.as_deref().and_then(|tg| tg.recipient_id.id());
+        let ms = millis_text(o.created_timestamp.as_ref());
+        d.actor = sender;
+        d.target = recipient;
+        if key == EventKey::DmRead {
+            d.ty = t::DM_READ;
+            d.object = o.last_read_event_id.id();
+        } else {
+            d.ty = t::DM_INDICATE_TYPING;
+        }
+        d.key = owned_key(fields_key(&[sender, recipient, ms.as_deref()]));
+        d.time = self.time(obj_time(o));
     }
 
     fn user_event(&self, raw: &RawValue, out: &mut Vec<Envelope>) -> bool {
@@ -327,4 +335,9 @@ pub(super) fn owned_key(k: IdKey<'_>) -> IdKey<'static> {
         IdKey::Text(s) => IdKey::Text(Cow::Owned(s.into_owned())),
         IdKey::Canonical => IdKey::Canonical,
     }
+}
+
+/// A millisecond timestamp field as text (for keys).
+fn millis_text(l: Option<&Lax<'_>>) -> Option<String> {
+    l.and_then(Lax::millis).map(|n| n.to_string())
 }
