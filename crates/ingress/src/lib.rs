@@ -62,12 +62,12 @@ pub enum AcceptError {
     Full { retry_after: Duration },
     /// The relay is shutting down or its disk failed: answer 503.
     #[error("unavailable: {0}")]
-    Unavailable(#[source] BoxError),
+    Unavailable(BoxError),
     /// The delivery can never be taken (a record it makes would not fit the spool's
     /// segments; `run --check` refuses configs where that can happen): answer 413, X does
     /// not retry.
     #[error("cannot be taken: {0}")]
-    TooLarge(#[source] BoxError),
+    TooLarge(BoxError),
 }
 
 /// Up to when an ingress took everything X sent: "now" while it is connected (a stream) and

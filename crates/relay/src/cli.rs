@@ -366,9 +366,13 @@ pub fn apply_x_config(
         }
     };
     fill(&mut args.base_url, &Some(r.base_url.clone()));
+    // Trimmed, as `fill` does: a value read from a file through `${VAR}` often ends with a
+    // newline.
     let fill_secret = |slot: &mut Option<relay_sink::Secret>, v: &Option<relay_sink::Secret>| {
-        if non_empty_secret(slot).is_none() && non_empty_secret(v).is_some() {
-            slot.clone_from(v);
+        if non_empty_secret(slot).is_none() {
+            if let Some(v) = non_empty_secret(v) {
+                *slot = Some(relay_sink::Secret::new(v));
+            }
         }
     };
     fill_secret(&mut args.bearer_token, &r.bearer_token);

@@ -33,7 +33,8 @@ pub enum ConfigError {
     BadReference { key: String, detail: String },
     #[error("in {section}: {message}")]
     Invalid { section: String, message: String },
-    /// A section's own check (`[recovery]`, `[cluster]`).
+    /// A section's own check (`[spool]`, `[dedup]`, `[dispatch]`, `[recovery]`,
+    /// `[cluster]`).
     #[error("in {0}")]
     Check(#[from] relay_config::ConfigError),
 }
@@ -431,6 +432,18 @@ impl Config {
             ));
         };
         expand_value(&mut value, "recovery", &|name| std::env::var(name).ok())?;
+        if let Value::Table(t) = &mut value {
+            let renamed: Vec<(&str, &str)> = RENAMED
+                .iter()
+                .filter(|(at, _, _)| *at == "recovery")
+                .map(|(_, old, new)| (*old, *new))
+                .collect();
+            let mut warnings = Vec::new();
+            rename_in(t, "[recovery]", &renamed, &mut warnings)?;
+            for w in warnings {
+                eprintln!("activity-relay: warning: {w}");
+            }
+        }
         section("[recovery]", value)
     }
 }
@@ -826,5 +839,22 @@ path = "-"
         }
         assert!(matches!(e("${SET"), Err(ConfigError::BadReference { .. })));
         assert!(matches!(e("${a b}"), Err(ConfigError::BadReference { .. })));
+    }
+
+    #[test]
+    fn the_x_commands_read_recovery_under_its_old_key_names_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, "[recovery]\nmax_attempts = 7\n").unwrap();
+        assert_eq!(Config::load_recovery(&path).unwrap().max_job_attempts, 7);
+        std::fs::write(
+            &path,
+            "[recovery]\nmax_attempts = 7\nmax_job_attempts = 2\n",
+        )
+        .unwrap();
+        assert!(Config::load_recovery(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("keep `max_job_attempts`"));
     }
 }

@@ -74,8 +74,8 @@ impl Dispatcher {
         }
     }
 
-    /// Records are taken decoded from `decoded`, shared with the pipeline and the other
-    /// dispatchers, rather than parsed by each (see [`crate::decoded`]).
+    /// Records come decoded (their spool attachment), or are parsed once through
+    /// `decoded`, shared with the other dispatchers (see [`crate::decoded`]).
     pub fn with_decoded(mut self, decoded: Arc<Decoded>) -> Self {
         self.decoded = decoded;
         self
@@ -443,6 +443,7 @@ async fn sleep_or_abort(d: Duration, abort: &CancellationToken) -> bool {
         _ = abort.cancelled() => false,
     }
 }
+
 /// Where the retries of the record at the head of a batch stand; starts over once a
 /// record is done.
 struct Retry {

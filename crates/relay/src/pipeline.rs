@@ -503,6 +503,9 @@ impl RelayPipeline {
                     ids.iter().map(String::as_str).zip(formats.iter().copied()),
                     now_i,
                 );
+            } else {
+                // Released at once: a twin delivery waiting on it goes on.
+                drop(claim);
             }
             // The fleet learns of it before the answer, within a short bound (then it goes
             // on in the background): a member killed after X's 200 leaves committed claims,

@@ -86,11 +86,17 @@ impl Harness for Kafka {
             .collect()
     }
 
-    /// An event's key is rendered from `key` (`{subject}` by default); a dead letter has
-    /// none.
-    fn check_record(&self, _mode: WireMode, message: &Message, r: &Received) {
+    /// An event's key is rendered from `key` (`{subject}` by default) and, structured, it
+    /// has one header; a dead letter has no key.
+    fn check_record(&self, mode: WireMode, message: &Message, r: &Received) {
         match &message.payload {
-            Payload::Event(e) => assert_eq!(r.property("key"), Some(e.subject.as_str())),
+            Payload::Event(e) => {
+                assert_eq!(r.property("key"), Some(e.subject.as_str()));
+                if mode == WireMode::Structured {
+                    // content-type alone (an SDK takes any `ce_` header for binary mode).
+                    assert_eq!(r.headers.len(), 1, "{:?}", r.headers);
+                }
+            }
             Payload::DeadLetter(_) => assert_eq!(r.property("key"), Some("")),
         }
     }

@@ -89,7 +89,8 @@ impl relay_sink::registry::SinkType for NatsSinkType {
     fn exclusive(cfg: &NatsSinkConfig) -> Option<relay_sink::registry::Exclusive> {
         let stream = cfg.stream.as_ref()?;
         Some(relay_sink::registry::Exclusive {
-            key: format!("nats {} {}", redact_url(&cfg.url), stream.name),
+            // The raw URL: two accounts (other credentials) may each have a stream so named.
+            key: format!("nats {} {}", cfg.url, stream.name),
             what: format!(
                 "the JetStream stream {:?} on {}",
                 stream.name,

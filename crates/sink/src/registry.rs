@@ -14,7 +14,6 @@
 //! ];
 //! ```
 
-use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -51,7 +50,7 @@ pub struct AsyncApiServer {
 /// whose `key`s are equal are refused by `run --check`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exclusive {
-    /// Compared between sinks (holds no secret: it may be logged).
+    /// Compared between sinks, never shown (it may hold a URL's credentials).
     pub key: String,
     /// What it is, for the message: `the JetStream stream "S" on nats://host:4222`.
     pub what: String,
@@ -131,9 +130,6 @@ pub trait SinkSpec: fmt::Debug + Send + Sync + 'static {
     fn exclusive(&self) -> Option<Exclusive>;
     /// [`SinkType::connect`].
     fn connect(&self) -> BoxFuture<'_, Result<Arc<dyn Sink>, BoxError>>;
-    /// The typed configuration (`spec.config().downcast_ref::<KafkaSinkConfig>()`), for
-    /// tests and tools.
-    fn config(&self) -> &dyn Any;
 }
 
 /// [`SinkType`] `T` as a registry entry: `&Registered::<T>::new()`.
@@ -220,19 +216,36 @@ impl<T: SinkType> SinkSpec for Spec<T> {
             Ok(Arc::new(sink) as Arc<dyn Sink>)
         })
     }
-
-    fn config(&self) -> &dyn Any {
-        &self.cfg
-    }
 }
 
 /// The host (and port) of the first address of a broker URL list, without scheme,
-/// credentials or path: `nats://u:p@a:4222,b:4222` → `a:4222`.
+/// credentials or path: `nats://u:p@a:4222,nats://b:4222` → `a:4222`. A comma inside a
+/// URL's credentials (`amqp://user:pa,ss@host/`) is not taken for a separator: in a list of
+/// URLs, a piece without `://` belongs to the one before it.
 pub fn first_host(urls: &str) -> String {
-    let first = urls.split(',').next().unwrap_or(urls).trim();
-    let no_scheme = first.split_once("://").map_or(first, |(_, r)| r);
+    let urls = urls.trim();
+    let first = if urls.contains("://") {
+        let mut pieces = urls.split(',');
+        let mut first = pieces.next().unwrap_or_default().to_string();
+        for piece in pieces {
+            if piece.contains("://") {
+                break;
+            }
+            first.push(',');
+            first.push_str(piece);
+        }
+        first
+    } else {
+        urls.to_string()
+    };
+    let no_scheme = first.split_once("://").map_or(first.as_str(), |(_, r)| r);
     let no_creds = no_scheme.rsplit_once('@').map_or(no_scheme, |(_, h)| h);
-    no_creds.split('/').next().unwrap_or(no_creds).to_owned()
+    no_creds
+        .split(['/', ','])
+        .next()
+        .unwrap_or(no_creds)
+        .trim()
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -249,5 +262,8 @@ mod tests {
         assert_eq!(first_host("k1:9092,k2:9092"), "k1:9092");
         assert_eq!(first_host("nats://a:4222,nats://b:4222"), "a:4222");
         assert_eq!(first_host("host"), "host");
+        // A comma in the credentials is not a separator, and no part of them is shown.
+        assert_eq!(first_host("amqp://user:pa,ss@rabbit:5672/"), "rabbit:5672");
+        assert_eq!(first_host("nats://a:4222,b:4222"), "a:4222");
     }
 }
