@@ -66,7 +66,7 @@ pub enum RunError {
         dir: PathBuf,
     },
     #[error("spool failed: {0}")]
-    SpoolFailed(String),
+    SpoolFailed(relay_spool::SpoolFailure),
     #[error("a dispatcher stopped unexpectedly")]
     DispatcherStopped,
     #[error(transparent)]

@@ -139,6 +139,33 @@ pub enum RecordKind {
     Damaged = 3,
 }
 
+/// Why the spool stopped taking appends for good ([`Spool::failure`]): after a failed
+/// fsync the page cache can no longer be trusted, so only a reopen (which recovers from
+/// what is on disk) clears it.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum SpoolFailure {
+    /// A segment's fsync failed.
+    #[error("fsync of {} failed: {source}", path.display())]
+    Fsync {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// A failed write could not be undone (the segment may end in part of a batch).
+    #[error("could not undo a failed write of {}: {source}", path.display())]
+    Undo {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// The directory's fsync failed after a segment was created.
+    #[error("directory fsync failed: {source}")]
+    DirSync {
+        #[source]
+        source: Arc<SpoolError>,
+    },
+}
+
 /// A record to append.
 #[derive(Clone, Debug)]
 pub struct NewRecord {
@@ -384,7 +411,7 @@ pub(crate) struct Shared {
     config: SpoolConfig,
     pub(crate) fs: Arc<dyn fs::Fs>,
     /// Why the writer stopped for good (an fsync or an undo failed), once it has.
-    pub(crate) failed: watch::Sender<Option<String>>,
+    pub(crate) failed: watch::Sender<Option<SpoolFailure>>,
     state: Mutex<State>,
     /// Published next offset (records below it are durable and readable).
     next_tx: watch::Sender<u64>,
@@ -593,19 +620,17 @@ impl Spool {
     /// Why the spool stopped taking appends for good, once it has: an fsync failed (after
     /// which the page cache can no longer be trusted) or a failed write could not be
     /// undone. Only a reopen, which recovers from what is on disk, clears it.
-    pub fn failure(&self) -> Option<String> {
+    pub fn failure(&self) -> Option<SpoolFailure> {
         self.shared.failed.borrow().clone()
     }
 
     /// Waits until the spool has failed for good (see [`Spool::failure`]); returns why.
-    pub async fn failed(&self) -> String {
+    pub async fn failed(&self) -> SpoolFailure {
         let mut rx = self.shared.failed.subscribe();
-        let got = rx
-            .wait_for(Option::is_some)
-            .await
-            .map(|reason| reason.clone().unwrap_or_default());
+        let got = rx.wait_for(Option::is_some).await.map(|r| r.clone());
         match got {
-            Ok(reason) => reason,
+            Ok(Some(reason)) => reason,
+            Ok(None) => std::future::pending().await,
             // The spool is gone: nothing more will fail.
             Err(_) => std::future::pending().await,
         }

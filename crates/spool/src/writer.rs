@@ -13,7 +13,7 @@ use crate::fs::SharedFile;
 use crate::record::{encode_record, encoded_len, FLAG_BATCH_END, RECORD_OVERHEAD};
 use crate::record::{BODY_FIXED_LEN, SEGMENT_HEADER_LEN};
 use crate::segment::{create_segment, IndexEntry, Segment, INDEX_EVERY};
-use crate::{gc, io_err, AppendReceipt, NewRecord, Shared, SpoolError, StoredRecord};
+use crate::{gc, io_err, AppendReceipt, NewRecord, Shared, SpoolError, SpoolFailure, StoredRecord};
 
 /// Most requests handled in one group (one fsync).
 const MAX_GROUP: usize = 4096;
@@ -54,7 +54,7 @@ pub(crate) struct Writer {
     next_offset: u64,
     /// Set after an fsync failure: the page cache can no longer be trusted, so every further
     /// append fails until the spool is reopened (recovery then decides from the disk).
-    poisoned: Option<String>,
+    poisoned: Option<SpoolFailure>,
     buf: Vec<u8>,
 }
 
@@ -80,7 +80,7 @@ struct Group {
     /// A segment was created: the directory needs an fsync.
     dir_dirty: bool,
     /// A segment's fsync failed while rolling: the group fails.
-    sync_error: Option<String>,
+    sync_error: Option<SpoolFailure>,
 }
 
 /// What to answer for a batch written into a group.
@@ -240,7 +240,7 @@ impl Writer {
     /// trusted (what it reports as written may never reach the disk), so the only safe way
     /// on is to reopen and recover from the disk. Published through [`crate::Spool::failure`]
     /// so that the relay can report itself unhealthy and exit.
-    fn poison(&mut self, reason: String) {
+    fn poison(&mut self, reason: SpoolFailure) {
         tracing::error!(%reason, "spool writer stopped: appends fail until the spool is reopened");
         self.shared.failed.send_replace(Some(reason.clone()));
         self.poisoned = Some(reason);
@@ -326,10 +326,10 @@ impl Writer {
             let err = io_err(&self.active.path, e);
             tracing::error!(error = %err, "spool write failed; batch rejected");
             if let Err(e2) = self.active.file.set_len(self.active.len) {
-                self.poison(format!(
-                    "could not undo a failed write of {}: {e2}",
-                    self.active.path.display()
-                ));
+                self.poison(SpoolFailure::Undo {
+                    path: self.active.path.clone(),
+                    source: Arc::new(e2),
+                });
             }
             return Err(err);
         }
@@ -423,10 +423,17 @@ impl Writer {
     /// a torn write) and starts a new one at `next_offset`.
     fn roll(&mut self, g: &mut Group, extra: u64) -> Result<(), SpoolError> {
         if let Err(e) = self.active.file.sync_data() {
-            let reason = format!("fsync of {} failed: {e}", self.active.path.display());
+            let err = io_err(
+                &self.active.path,
+                std::io::Error::new(e.kind(), e.to_string()),
+            );
+            let reason = SpoolFailure::Fsync {
+                path: self.active.path.clone(),
+                source: Arc::new(e),
+            };
             self.poison(reason.clone());
             g.sync_error = Some(reason);
-            return Err(io_err(&self.active.path, e));
+            return Err(err);
         }
         let shared = self.shared.clone();
         match create_segment(&*shared.fs, &shared.config.dir, self.next_offset) {
@@ -488,19 +495,21 @@ impl Writer {
 
     /// One fsync for the whole group (segments closed during it were synced when they
     /// were closed), plus the directory if a segment was created.
-    fn sync_group(&mut self, g: &Group) -> Result<(), String> {
+    fn sync_group(&mut self, g: &Group) -> Result<(), SpoolFailure> {
         if let Some(reason) = &g.sync_error {
             return Err(reason.clone());
         }
         if let Err(e) = self.active.file.sync_data() {
-            return Err(format!(
-                "fsync of {} failed: {e}",
-                self.active.path.display()
-            ));
+            return Err(SpoolFailure::Fsync {
+                path: self.active.path.clone(),
+                source: Arc::new(e),
+            });
         }
         if g.dir_dirty {
             if let Err(e) = sync_dir(&*self.shared.fs, &self.shared.config.dir) {
-                return Err(format!("directory fsync failed: {e}"));
+                return Err(SpoolFailure::DirSync {
+                    source: Arc::new(e),
+                });
             }
         }
         Ok(())
@@ -547,7 +556,7 @@ impl Writer {
     }
 }
 
-fn poison_err(dir: &std::path::Path, reason: &str) -> SpoolError {
+fn poison_err(dir: &std::path::Path, reason: &SpoolFailure) -> SpoolError {
     io_err(
         dir,
         std::io::Error::other(format!(
