@@ -173,8 +173,27 @@ pub enum Held {
 pub enum StoreError {
     #[error("cluster store did not answer within {0:?}")]
     Timeout(Duration),
+    /// The store's address cannot be used (the URL redacted).
+    #[error("cluster store: {store}: {source}")]
+    Connect {
+        store: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("cluster store: {0}")]
-    Failed(String),
+    Redis(#[from] redis::RedisError),
+    /// A NATS key-value operation failed.
+    #[error("cluster store: {0}")]
+    Nats(Box<dyn std::error::Error + Send + Sync>),
+    #[error("cluster store: key-value bucket {bucket}: {source}")]
+    Bucket {
+        bucket: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Compare-and-set lost too many times in a row on one key.
+    #[error("cluster store: {key}: too much contention")]
+    Contention { key: String },
 }
 
 /// The shared store's claims (one round trip per call, whatever the number of ids).

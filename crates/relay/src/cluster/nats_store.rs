@@ -84,8 +84,8 @@ fn bucket_name(namespace: &str, what: &str) -> String {
     format!("{ns}-{what}")
 }
 
-fn failed(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Failed(e.to_string())
+fn failed(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Nats(Box::new(e))
 }
 
 /// A value with a deadline: `<head>:<deadline>`, live while the deadline is ahead.
@@ -111,7 +111,10 @@ impl NatsStore {
             .retry_on_initial_connect()
             .connect(url)
             .await
-            .map_err(|e| StoreError::Failed(format!("{}: {e}", relay_sink::redact_url(url))))?;
+            .map_err(|e| StoreError::Connect {
+                store: relay_sink::redact_url(url),
+                source: Box::new(e),
+            })?;
         let mut js = jetstream::new(client);
         js.set_timeout(timeout);
         let store = NatsStore {
@@ -184,7 +187,10 @@ impl NatsStore {
         self.js
             .get_key_value(name)
             .await
-            .map_err(|e| StoreError::Failed(format!("key-value bucket {name}: {e}")))
+            .map_err(|e| StoreError::Bucket {
+                bucket: name.to_string(),
+                source: Box::new(e),
+            })
     }
 
     async fn read(kv: &kv::Store, key: &str) -> Result<Slot, StoreError> {
@@ -264,7 +270,9 @@ impl NatsStore {
                 return Ok(next);
             }
         }
-        Err(StoreError::Failed(format!("{key}: too much contention")))
+        Err(StoreError::Contention {
+            key: key.to_string(),
+        })
     }
 
     fn lease_value(&self, epoch: u64, ttl: Duration) -> String {
@@ -401,7 +409,9 @@ impl LeaseStore for NatsStore {
             }
             // Others kept moving it, perhaps to less than `ms`: said, and tried again at the
             // next beat (a position behind only means more is read again).
-            Err(StoreError::Failed(format!("{key}: too much contention")))
+            Err(StoreError::Contention {
+                key: key.to_string(),
+            })
         })
         .await
     }
@@ -443,7 +453,9 @@ impl SpoolReports for NatsStore {
                     return Ok(());
                 }
             }
-            Err(StoreError::Failed(format!("{key}: too much contention")))
+            Err(StoreError::Contention {
+                key: key.to_string(),
+            })
         })
         .await
     }

@@ -26,8 +26,10 @@ impl RedisStore {
     /// Checks the URL; the connection itself is made on first use (a store that is down at
     /// start does not stop the relay: `on_store_error` applies).
     pub async fn connect(url: &str, member: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Failed(format!("{}: {e}", relay_sink::redact_url(url))))?;
+        let client = redis::Client::open(url).map_err(|e| StoreError::Connect {
+            store: relay_sink::redact_url(url),
+            source: Box::new(e),
+        })?;
         let store = RedisStore {
             client,
             conn: OnceCell::new(),
@@ -52,7 +54,7 @@ impl RedisStore {
                 tokio::time::timeout(timeout, self.client.get_connection_manager_with_config(cfg))
                     .await
                     .map_err(|_| StoreError::Timeout(timeout))?
-                    .map_err(|e| StoreError::Failed(e.to_string()))
+                    .map_err(StoreError::Redis)
             })
             .await?;
         Ok(conn.clone())
@@ -66,7 +68,7 @@ impl RedisStore {
         tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn))
             .await
             .map_err(|_| StoreError::Timeout(self.timeout))?
-            .map_err(|e| StoreError::Failed(e.to_string()))
+            .map_err(StoreError::Redis)
     }
 }
 
@@ -165,7 +167,7 @@ impl RedisStore {
         tokio::time::timeout(self.timeout, cmd.query_async::<T>(&mut conn))
             .await
             .map_err(|_| StoreError::Timeout(self.timeout))?
-            .map_err(|e| StoreError::Failed(e.to_string()))
+            .map_err(StoreError::Redis)
     }
 
     fn member(&self) -> &str {
