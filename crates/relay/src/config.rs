@@ -242,67 +242,7 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// `[dispatch]`: how records move from the spool to each sink.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DispatchConfig {
-    /// Records per publish call. Default 256.
-    pub batch_size: usize,
-    /// First retry delay. Default 100ms.
-    #[serde(with = "humantime_serde")]
-    pub initial_backoff: Duration,
-    /// Retry delays double up to this. Default 30s.
-    #[serde(with = "humantime_serde")]
-    pub max_backoff: Duration,
-    /// Publish attempts of one record before it is dead-lettered. Default: unlimited
-    /// (retry forever: a broker that is down only delays records, never drops them).
-    pub max_attempts: Option<u32>,
-    /// Attempts of a record the broker refuses (nothing routes it: a RabbitMQ routing key
-    /// no queue is bound to with `mandatory`, a Kafka topic that does not exist with
-    /// `create_topics = false`) before it is dead-lettered and the sink moves on, so that
-    /// one record cannot hold back everything behind it. Default 5.
-    pub max_refusals: u32,
-    /// And for at least this long since the first refusal: a topic unknown for a moment
-    /// during a Kafka broker restart, or a RabbitMQ queue being re-declared, is waited out
-    /// rather than sending the main flow to dead letters. The sink waits this long on a
-    /// record that is really unroutable. Default 1 minute.
-    #[serde(with = "humantime_serde")]
-    pub refusal_budget: Duration,
-}
-
-impl DispatchConfig {
-    /// The section's own check.
-    pub fn validate(&self) -> Result<(), Check> {
-        let bad = |key: &str, problem: &str| Err(Check::new("[dispatch]", key, problem));
-        if self.batch_size == 0 {
-            return bad("batch_size", "must be at least 1");
-        }
-        if self.max_attempts == Some(0) {
-            return bad(
-                "max_attempts",
-                "must be at least 1 (or absent for unlimited)",
-            );
-        }
-        if self.initial_backoff > self.max_backoff {
-            return bad("initial_backoff", "must not exceed max_backoff");
-        }
-        Ok(())
-    }
-}
-
-/// Every default of `DispatchConfig` is here.
-impl Default for DispatchConfig {
-    fn default() -> Self {
-        DispatchConfig {
-            batch_size: 256,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(30),
-            max_attempts: Default::default(),
-            max_refusals: 5,
-            refusal_budget: Duration::from_secs(60),
-        }
-    }
-}
+pub use relay_core::dispatch::DispatchConfig;
 
 /// One `[[sinks]]` entry.
 #[derive(Clone, Debug)]

@@ -1,5 +1,8 @@
 //! The `activity-relay` service: config, pipeline, dedup, dispatch, metrics, CLI.
 //!
+//! The core (pipeline, dedup, dispatch, decoded records, filters, metrics) is the crate
+//! `relay-core`, re-exported here under the same module names.
+//!
 //! Public: what the binary (`main.rs`: `cli`, `cli_normalize`, `probe`) and the tests and
 //! benches drive (`run`, `config`, `pipeline`, `dedup`, `dispatch`, `decoded`, `filter`,
 //! `metrics`, `admin`, `cluster`, `recovery`). Private: the parts only `run` and the CLI
@@ -10,16 +13,12 @@ pub mod cli;
 pub mod cli_normalize;
 pub mod cluster;
 pub mod config;
-pub mod decoded;
-pub mod dedup;
-pub mod dispatch;
-pub mod filter;
 mod logging;
-pub mod metrics;
-pub mod pipeline;
 pub mod probe;
 pub mod recovery;
 mod replay_dead;
 pub mod run;
 mod schema;
 mod sinks;
+
+pub use relay_core::{decoded, dedup, dispatch, filter, metrics, pipeline};

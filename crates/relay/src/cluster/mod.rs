@@ -272,16 +272,7 @@ pub trait Notes: Send + Sync {
     async fn get_note(&self, key: &str) -> Result<Option<String>, StoreError>;
 }
 
-/// The verdict on one id of a delivery.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Verdict {
-    /// This member spools it (claimed pending).
-    Ours,
-    /// Another member accepted it: a duplicate.
-    Duplicate,
-    /// The store could not tell: spooled anyway (`on_store_error = "accept"`).
-    Unverified,
-}
+pub use relay_core::pipeline::Verdict;
 
 /// The store could not be reached and `on_store_error = "refuse"`.
 #[derive(Debug, thiserror::Error)]
@@ -504,6 +495,24 @@ pub async fn connect(cfg: &ClusterConfig, window: Duration) -> Result<Arc<dyn St
     } else {
         Arc::new(redis_store::RedisStore::connect(&cfg.store, &cfg.member, cfg.timeout).await?)
     })
+}
+
+#[async_trait::async_trait]
+impl relay_core::pipeline::Fleet for FleetDedup {
+    async fn claim(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Verdict>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(FleetDedup::claim(self, ids).await?)
+    }
+
+    async fn commit(&self, ids: &[String]) {
+        FleetDedup::commit(self, ids).await;
+    }
+
+    async fn release(&self, ids: &[String]) {
+        FleetDedup::release(self, ids).await;
+    }
 }
 
 #[cfg(test)]

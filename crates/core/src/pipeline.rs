@@ -36,6 +36,33 @@ pub enum SpoolRefusal {
     Full { bytes: u64, max: u64 },
 }
 
+/// The fleet's verdict on one id of a delivery (`[cluster]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// This member spools it (claimed pending).
+    Ours,
+    /// Another member accepted it: a duplicate.
+    Duplicate,
+    /// The store could not tell: spooled anyway (`on_store_error = "accept"`).
+    Unverified,
+}
+
+/// Deduplication across a fleet of relays, in a store they share: the relay's `cluster`
+/// implements it; the pipeline claims the ids its own window does not know, commits them
+/// once spooled, releases them if the append failed.
+#[async_trait::async_trait]
+pub trait Fleet: Send + Sync + 'static {
+    /// A verdict per id; an error refuses the delivery (503, X retries it).
+    async fn claim(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Verdict>, Box<dyn std::error::Error + Send + Sync>>;
+    /// The ids are spooled: committed for the dedup window.
+    async fn commit(&self, ids: &[String]);
+    /// The append failed: the ids are free again.
+    async fn release(&self, ids: &[String]);
+}
+
 /// Whether the spool takes appends, as last seen by the pipeline (for `/readyz`).
 #[derive(Debug)]
 pub struct SpoolHealth {
@@ -102,7 +129,7 @@ pub struct RelayPipeline {
     /// Who watches what is accepted (gap recovery, for its replay jobs' status events).
     hooks: Vec<Arc<dyn AcceptHook>>,
     /// The fleet's dedup (`[cluster]`), asked about what this member's window has not seen.
-    fleet: Option<Arc<crate::cluster::FleetDedup>>,
+    fleet: Option<Arc<dyn Fleet>>,
 }
 
 /// What runs once a delivery is accepted: durable, or found to be a duplicate of one that
@@ -137,7 +164,7 @@ impl RelayPipeline {
     }
 
     /// Asks `fleet` about every id this member's own window has not seen (`[cluster]`).
-    pub fn with_fleet(mut self, fleet: Arc<crate::cluster::FleetDedup>) -> Self {
+    pub fn with_fleet(mut self, fleet: Arc<dyn Fleet>) -> Self {
         self.fleet = Some(fleet);
         self
     }
@@ -163,14 +190,14 @@ impl RelayPipeline {
                 .accept_failures
                 .with_label_values(&["cluster_store"])
                 .inc();
-            AcceptError::Unavailable(Box::new(e))
+            AcceptError::Unavailable(e)
         })?;
         let mut ours = Vec::new();
         for (&i, v) in ask.iter().zip(verdicts) {
             match v {
-                crate::cluster::Verdict::Duplicate => seen[i] = Some(None),
-                crate::cluster::Verdict::Ours => ours.push(ids[i].clone()),
-                crate::cluster::Verdict::Unverified => {}
+                Verdict::Duplicate => seen[i] = Some(None),
+                Verdict::Ours => ours.push(ids[i].clone()),
+                Verdict::Unverified => {}
             }
         }
         Ok(ours)
@@ -200,8 +227,8 @@ impl Pipeline for RelayPipeline {
         // The claim is held until the append's outcome is settled: committed, or dropped
         // (released); `fleet_ours`: the ids claimed for this member in the fleet's store.
         let (claim, fleet_ours) = match self.verdict(&body, &ctx, &mut report) {
-            Verdict::Errors => return Ok(report),
-            Verdict::Envelopes(envelopes) => {
+            Delivery::Errors => return Ok(report),
+            Delivery::Envelopes(envelopes) => {
                 for env in &envelopes {
                     for hook in &self.hooks {
                         after_accept.extend(hook.observe(env));
@@ -210,7 +237,7 @@ impl Pipeline for RelayPipeline {
                 self.take_envelopes(envelopes, &ctx, &mut batch, &mut report)
                     .await?
             }
-            Verdict::DeadLetter { reason, label } => {
+            Delivery::DeadLetter { reason, label } => {
                 dead_letter_reason = label;
                 self.take_dead_letter(&body, reason, &ctx, &mut batch, &mut report)
                     .await?
@@ -262,7 +289,7 @@ impl Pipeline for RelayPipeline {
 }
 
 /// What a delivery is.
-enum Verdict {
+enum Delivery {
     /// Envelopes (some perhaps already seen).
     Envelopes(Vec<relay_envelope::Envelope>),
     /// Kept whole as a dead letter: why, and the metric label.
@@ -345,7 +372,7 @@ impl Batch {
 
 impl RelayPipeline {
     /// Envelopes, or why the delivery is kept whole as a dead letter.
-    fn verdict(&self, body: &Bytes, ctx: &Context, report: &mut AcceptReport) -> Verdict {
+    fn verdict(&self, body: &Bytes, ctx: &Context, report: &mut AcceptReport) -> Delivery {
         match normalize(body, ctx) {
             Ok(envelopes) => {
                 let refused = envelopes
@@ -354,20 +381,20 @@ impl RelayPipeline {
                     .find(|f| !ctx.formats.allows(*f));
                 match refused {
                     // After the cutover an operator takes XAA only: AAA is kept, not lost.
-                    Some(f) => Verdict::DeadLetter {
+                    Some(f) => Delivery::DeadLetter {
                         reason: format!(
                             "input format {f} is not accepted by this ingress (its `formats` setting)"
                         ),
                         label: "format_not_accepted",
                     },
-                    None => Verdict::Envelopes(envelopes),
+                    None => Delivery::Envelopes(envelopes),
                 }
             }
-            Err(NormalizeError::NotJson { reason }) => Verdict::DeadLetter {
+            Err(NormalizeError::NotJson { reason }) => Delivery::DeadLetter {
                 reason: format!("not JSON: {reason}"),
                 label: "not_json",
             },
-            Err(e @ NormalizeError::TooLarge { .. }) => Verdict::DeadLetter {
+            Err(e @ NormalizeError::TooLarge { .. }) => Delivery::DeadLetter {
                 reason: e.to_string(),
                 label: "too_large",
             },
@@ -379,7 +406,7 @@ impl RelayPipeline {
                     .with_label_values(&[ingress])
                     .inc_by(count as u64);
                 report.xaa_errors = count;
-                Verdict::Errors
+                Delivery::Errors
             }
         }
     }
