@@ -164,8 +164,10 @@ impl XClient {
     /// A client with explicit options.
     pub fn with_options(base_url: &str, options: ClientOptions) -> Result<Self, XapiError> {
         let base = base_url.trim().trim_end_matches('/').to_string();
-        let parsed = url::Url::parse(&base)
-            .map_err(|e| XapiError::InvalidArgument(format!("base URL {base:?}: {e}")))?;
+        let parsed = url::Url::parse(&base).map_err(|source| XapiError::Url {
+            what: format!("base URL {base:?}"),
+            source,
+        })?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(XapiError::InvalidArgument(format!(
                 "base URL {base:?}: scheme must be http or https"
@@ -214,8 +216,12 @@ impl XClient {
     }
 
     fn url(&self, path: &str, query: &[(&str, String)]) -> Result<url::Url, XapiError> {
-        let mut url = url::Url::parse(&format!("{}{}", self.base, path))
-            .map_err(|e| XapiError::InvalidArgument(format!("URL for {path}: {e}")))?;
+        let mut url = url::Url::parse(&format!("{}{}", self.base, path)).map_err(|source| {
+            XapiError::Url {
+                what: format!("URL for {path}"),
+                source,
+            }
+        })?;
         if !query.is_empty() {
             // RFC 3986 encoding (space is %20, never `+`), so that the query reads the same
             // whether the server decodes it as a form or not, as OAuth 1.0a signing assumes.

@@ -115,9 +115,25 @@ pub enum XapiError {
         user_id: String,
         scope: &'static str,
     },
-    /// A caller-supplied argument is unusable.
+    /// A caller-supplied argument is unusable: the usage message says which and why.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A file the command reads or writes (the state, users, user tokens or report file)
+    /// cannot be used; never a token's value.
+    #[error("invalid argument: {what} {}: {source}", path.display())]
+    File {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A URL (the base URL, or one built from it) does not parse.
+    #[error("invalid argument: {what}: {source}")]
+    Url {
+        what: String,
+        #[source]
+        source: url::ParseError,
+    },
     /// Writing CLI output failed.
     #[error("could not write output: {0}")]
     Output(#[from] std::io::Error),

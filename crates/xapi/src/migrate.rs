@@ -139,23 +139,18 @@ struct State {
 impl State {
     fn load(path: &Path) -> Result<Option<State>, XapiError> {
         match std::fs::read(path) {
-            Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-                XapiError::InvalidArgument(format!("state file {}: {e}", path.display()))
-            }),
+            Ok(b) => serde_json::from_slice(&b)
+                .map(Some)
+                .map_err(|e| file_err("state file", path, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(XapiError::InvalidArgument(format!(
-                "state file {}: {e}",
-                path.display()
-            ))),
+            Err(e) => Err(file_err("state file", path, e)),
         }
     }
 
     /// Temp file, fsync, rename: a kill leaves the old or the new state, never half.
     fn store(&self, path: &Path) -> Result<(), XapiError> {
         let tmp = path.with_extension("json.tmp");
-        let io = |e: std::io::Error| {
-            XapiError::InvalidArgument(format!("state file {}: {e}", path.display()))
-        };
+        let io = |e: std::io::Error| file_err("state file", path, e);
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
         f.write_all(&serde_json::to_vec_pretty(self).unwrap_or_default())
             .map_err(io)?;
@@ -228,8 +223,7 @@ fn tag_of(prefix: &str, user: Option<&str>, event_type: &str) -> String {
 }
 
 fn read_users(path: &Path) -> Result<Vec<String>, XapiError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| XapiError::InvalidArgument(format!("users file {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| file_err("users file", path, e))?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let id = line.trim();
@@ -812,9 +806,7 @@ impl<'a> Migration<'a> {
         };
         if let Some(p) = &self.args.report {
             let text = serde_json::to_vec_pretty(&outcome.users).unwrap_or_default();
-            std::fs::write(p, text).map_err(|e| {
-                XapiError::InvalidArgument(format!("report file {}: {e}", p.display()))
-            })?;
+            std::fs::write(p, text).map_err(|e| file_err("report file", p, e))?;
         }
         if json_out {
             return crate::json_out::write_json(out, &outcome);
@@ -913,6 +905,19 @@ fn print_plan(out: &mut (dyn Write + Send), p: &Plan) -> Result<(), XapiError> {
         fmt_secs(p.estimated_secs)
     )?;
     Ok(())
+}
+
+/// A file of the command that cannot be read, parsed or written.
+pub(crate) fn file_err(
+    what: &'static str,
+    path: &std::path::Path,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> XapiError {
+    XapiError::File {
+        what,
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    }
 }
 
 #[cfg(test)]

@@ -61,30 +61,37 @@ enum TokenEntry {
     Full(UserToken),
 }
 
+/// Why a tokens file's text is not usable (it never holds a token's value: serde's
+/// message, which may quote the input, is left out).
+#[derive(Debug, thiserror::Error)]
+pub enum TokensError {
+    #[error("not a JSON object of user id to token (line {line}, column {column})")]
+    NotJson { line: usize, column: usize },
+    #[error("{0:?} is not an X user id")]
+    NotAUserId(String),
+    #[error("user {0}: empty access_token")]
+    EmptyToken(String),
+}
+
 impl UserTokens {
     /// Reads the file at `path`. The error names the file, never a token.
     pub fn load(path: &Path) -> Result<Self, XapiError> {
-        let text = std::fs::read(path).map_err(|e| {
-            XapiError::InvalidArgument(format!("user tokens file {}: {e}", path.display()))
-        })?;
-        Self::parse(&text).map_err(|e| {
-            XapiError::InvalidArgument(format!("user tokens file {}: {e}", path.display()))
-        })
+        let text = std::fs::read(path)
+            .map_err(|e| crate::migrate::file_err("user tokens file", path, e))?;
+        Self::parse(&text).map_err(|e| crate::migrate::file_err("user tokens file", path, e))
     }
 
     /// Parses the JSON text of a tokens file.
-    pub fn parse(text: &[u8]) -> Result<Self, String> {
-        let raw: BTreeMap<String, TokenEntry> = serde_json::from_slice(text).map_err(|e| {
-            format!(
-                "not a JSON object of user id to token (line {}, column {})",
-                e.line(),
-                e.column()
-            )
-        })?;
+    pub fn parse(text: &[u8]) -> Result<Self, TokensError> {
+        let raw: BTreeMap<String, TokenEntry> =
+            serde_json::from_slice(text).map_err(|e| TokensError::NotJson {
+                line: e.line(),
+                column: e.column(),
+            })?;
         let mut out = BTreeMap::new();
         for (user, entry) in raw {
             if user.is_empty() || !user.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!("{user:?} is not an X user id"));
+                return Err(TokensError::NotAUserId(user));
             }
             let token = match entry {
                 TokenEntry::Plain(t) => UserToken {
@@ -94,7 +101,7 @@ impl UserTokens {
                 TokenEntry::Full(t) => t,
             };
             if token.access_token.expose().trim().is_empty() {
-                return Err(format!("user {user}: empty access_token"));
+                return Err(TokensError::EmptyToken(user));
             }
             out.insert(user, token);
         }
@@ -152,9 +159,10 @@ mod tests {
         );
         assert!(!format!("{t:?}").contains("secret"), "{t:?}");
         let e = UserTokens::parse(br#"{"x": "t"}"#).unwrap_err();
-        assert!(e.contains("not an X user id"), "{e}");
+        assert!(matches!(e, TokensError::NotAUserId(_)), "{e}");
+        assert!(e.to_string().contains("not an X user id"), "{e}");
         let e = UserTokens::parse(br#"{"1": "secret-c""#).unwrap_err();
-        assert!(!e.contains("secret-c"), "{e}");
+        assert!(!e.to_string().contains("secret-c"), "{e}");
         assert!(UserTokens::parse(br#"{"1": {"access_token": " "}}"#).is_err());
     }
 }
