@@ -357,7 +357,10 @@ pub fn apply_x_config(
     path: &std::path::Path,
 ) -> Result<(), crate::config::ConfigError> {
     use crate::recovery::config::{non_empty, non_empty_secret};
-    let r = crate::config::Config::load_recovery(path)?;
+    let (r, warnings) = crate::config::Config::load_recovery(path)?;
+    for w in warnings {
+        eprintln!("activity-relay: warning: {w}");
+    }
     let fill = |slot: &mut Option<String>, v: &Option<String>| {
         if non_empty(slot).is_none() {
             if let Some(v) = non_empty(v) {

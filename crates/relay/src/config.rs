@@ -273,10 +273,7 @@ const TOP_LEVEL: &[&str] = &[
 impl Config {
     /// Reads, expands and validates the file at `path` (no network, no files created).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_file(path)?;
         Config::parse_with(&text, path, &|name| std::env::var(name).ok())
     }
 
@@ -350,18 +347,14 @@ impl Config {
     }
 
     /// Reads only `[recovery]` of the file at `path` (expanding `${VAR}` there only), for
-    /// `activity-relay x --config`. A missing section is an error.
-    pub fn load_recovery(path: &Path) -> Result<crate::recovery::RecoveryConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut table: Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ConfigError::Syntax {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+    /// `activity-relay x --config`, with the warnings of renamed keys ([`RENAMED`]). A
+    /// missing section is an error.
+    pub fn load_recovery(
+        path: &Path,
+    ) -> Result<(crate::recovery::RecoveryConfig, Vec<String>), ConfigError> {
+        let mut table = parse_toml(&read_file(path)?, path)?;
+        let mut warnings = Vec::new();
+        rename_keys(&mut table, &mut warnings)?;
         let Some(mut value) = table.remove("recovery") else {
             return Err(invalid(
                 "[recovery]",
@@ -372,19 +365,7 @@ impl Config {
             ));
         };
         expand_value(&mut value, "recovery", &|name| std::env::var(name).ok())?;
-        if let Value::Table(t) = &mut value {
-            let renamed: Vec<(&str, &str)> = RENAMED
-                .iter()
-                .filter(|(at, _, _)| *at == "recovery")
-                .map(|(_, old, new)| (*old, *new))
-                .collect();
-            let mut warnings = Vec::new();
-            rename_in(t, "[recovery]", &renamed, &mut warnings)?;
-            for w in warnings {
-                eprintln!("activity-relay: warning: {w}");
-            }
-        }
-        section("[recovery]", value)
+        Ok((section("[recovery]", value)?, warnings))
     }
 }
 
@@ -448,18 +429,30 @@ fn rename_in(
     Ok(())
 }
 
+/// The text of the configuration file.
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// `text` (of the file at `path`) as a TOML table.
+fn parse_toml(text: &str, path: &Path) -> Result<Table, ConfigError> {
+    text.parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+}
+
 /// The file as a TOML table, every `${VAR}` expanded, with no unknown top-level key.
 fn read_table(
     text: &str,
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Table, ConfigError> {
-    let mut table: Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let mut table = parse_toml(text, path)?;
     for (key, value) in table.iter_mut() {
         expand_value(value, key, env)?;
     }
@@ -786,7 +779,12 @@ path = "-"
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("relay.toml");
         std::fs::write(&path, "[recovery]\nmax_attempts = 7\n").unwrap();
-        assert_eq!(Config::load_recovery(&path).unwrap().max_job_attempts, 7);
+        let (recovery, warnings) = Config::load_recovery(&path).unwrap();
+        assert_eq!(recovery.max_job_attempts, 7);
+        assert!(
+            warnings[0].contains("`max_attempts` is now `max_job_attempts`"),
+            "{warnings:?}"
+        );
         std::fs::write(
             &path,
             "[recovery]\nmax_attempts = 7\nmax_job_attempts = 2\n",
