@@ -554,13 +554,7 @@ fn emit_likes_now(
     n: usize,
     bodies: &mut Vec<serde_json::Value>,
 ) {
-    let users: Vec<String> = emu
-        .config()
-        .users
-        .iter()
-        .take(3)
-        .map(|u| u.user_id.clone())
-        .collect();
+    let users: Vec<String> = support::user_ids(emu, 3);
     for _ in 0..n {
         let i = bodies.len();
         let tweet = format!("{stamp}{i:05}");

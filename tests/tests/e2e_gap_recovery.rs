@@ -179,13 +179,7 @@ async fn register_with_users(
         .register_webhook("demo", &relay.webhook_url("demo"))
         .await
         .expect("CRC");
-    let users = emu
-        .config()
-        .users
-        .iter()
-        .take(3)
-        .map(|u| u.user_id.clone())
-        .collect();
+    let users = support::user_ids(emu, 3);
     (hook, users)
 }
 
@@ -923,13 +917,7 @@ async fn a_stream_catch_up_cut_short_resumes_where_it_was_cut() {
         "stream:main",
         last_alive,
     );
-    let users: Vec<String> = emu
-        .config()
-        .users
-        .iter()
-        .take(3)
-        .map(|u| u.user_id.clone())
-        .collect();
+    let users: Vec<String> = support::user_ids(&emu, 3);
     let stamp = Utc::now().timestamp_micros();
     let step_ms = 170_000 / MISSED as i64;
     let mut expected = BTreeMap::new();
@@ -1197,13 +1185,7 @@ async fn a_fleet_recovers_a_gap_once_and_a_rolling_restart_is_no_gap() {
         .register_webhook("demo", &format!("http://{}/webhooks/demo", proxy.addr))
         .await
         .expect("CRC through the proxy");
-    let users: Vec<String> = emu
-        .config()
-        .users
-        .iter()
-        .take(3)
-        .map(|u| u.user_id.clone())
-        .collect();
+    let users: Vec<String> = support::user_ids(&emu, 3);
     for user in &users {
         emu.subscribe("demo", &hook.id, user).expect("subscribe");
     }

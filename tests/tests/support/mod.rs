@@ -939,6 +939,16 @@ pub async fn subscribe_users_in_both_formats(emu: &EmulatorHandle, webhook_id: &
     }
 }
 
+/// The ids of the emulator's first `n` users.
+pub fn user_ids(emu: &EmulatorHandle, n: usize) -> Vec<String> {
+    emu.config()
+        .users
+        .iter()
+        .take(n)
+        .map(|u| u.user_id.clone())
+        .collect()
+}
+
 /// An XAA like by `user` of its own post `tweet` (the envelope id comes from both).
 pub fn xaa_like(user: &str, tweet: &str) -> serde_json::Value {
     let mut v: serde_json::Value = serde_json::from_slice(
